@@ -1,0 +1,36 @@
+# pgmirror — run `make help` for the targets.
+GO        ?= go
+BIN       := bin/pgmirror
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+PKGS      := ./...
+STATICCHECK_VERSION := v0.8.2
+
+.DEFAULT_GOAL := help
+.PHONY: help setup build test check fuzz run clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: ## install what a fresh Debian machine lacks (PostgreSQL server); no-op when present
+	@scripts/setup
+
+build: ## build bin/pgmirror
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
+
+test: setup ## vet, then the race-enabled test suite against throwaway PostgreSQL clusters
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 8m $(PKGS)
+
+check: ## go vet and staticcheck
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
+
+fuzz: ## run the payload decoder's fuzz test for a minute
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./listener/
+
+run: setup build ## the demo: pgmirror on ./pgmirror.sock over a throwaway Postgres in ./.pgdata (or PGMIRROR_DSN); Ctrl-C stops both
+	@scripts/run-demo
+
+clean: ## remove build output and the demo's database
+	rm -rf bin .pgdata .pgdata.initdb.log pgmirror.sock

@@ -1,0 +1,412 @@
+// Command pgmirror is a sidecar that mirrors the PostgreSQL table cache_entries into memory and
+// serves it over a Unix socket in the Redis protocol. This file wires the components and owns
+// the process: subcommands, signals and exit codes.
+package main
+
+import (
+	"context"
+	"database/sql"
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	_ "github.com/lib/pq" // registers the "postgres" driver
+
+	"pgmirror/migrations"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// triggersSQL is installed by migrate; it is embedded so the binary carries the schema it expects.
+//
+//go:embed triggers.sql
+var triggersSQL string
+
+// Exit codes of the process.
+const (
+	exitOK      = 0
+	exitFailure = 1 // a runtime failure: Postgres unreachable for migrate, a migration failed
+	exitUsage   = 2 // a bad command line or environment; nothing was started
+)
+
+// Timings of connecting to Postgres.
+const (
+	// connectBackoffMin is the first wait after a failed connection attempt; it doubles each time.
+	connectBackoffMin = 100 * time.Millisecond
+	// connectBackoffMax caps the wait, so a recovered Postgres is noticed within seconds.
+	connectBackoffMax = 5 * time.Second
+	// connectAttemptTimeout bounds one attempt, including a server that accepts and never answers.
+	connectAttemptTimeout = 10 * time.Second
+	// migratePingTimeout bounds how long `pgmirror migrate` waits for Postgres before failing.
+	migratePingTimeout = 10 * time.Second
+)
+
+func main() {
+	// Catch SIGHUP before anything else: its default action would kill a sidecar being started.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// After the first signal, restore the default action, so a second Ctrl-C stops a stuck shutdown.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+
+	m := NewMain()
+	if err := m.ParseFlags(os.Args[1:]); err != nil {
+		os.Exit(m.reportParseError(err))
+	}
+	if m.Command == "serve" {
+		go func() {
+			for range hup {
+				m.RequestResync()
+			}
+		}()
+	} else {
+		// One-shot commands keep the conventional meaning of a hang-up: stop.
+		signal.Reset(syscall.SIGHUP)
+	}
+
+	err := m.Run(ctx)
+	if cerr := m.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		fmt.Fprintf(m.Stderr, "pgmirror: %s\n", m.redact(err.Error()))
+		os.Exit(exitFailure)
+	}
+}
+
+// Main is the whole program, so tests can run it in-process: NewMain, ParseFlags, Run, Close.
+type Main struct {
+	// Command is the subcommand: serve, migrate, version or help.
+	Command string
+	// Config is the validated configuration of serve and migrate.
+	Config Config
+	// Logger writes to Stderr; ParseFlags configures it from Config.
+	Logger hclog.Logger
+	// DB is the Postgres pool, opened by Run.
+	DB *sql.DB
+
+	// Stdout receives the output of version, help and migrate.
+	Stdout io.Writer
+	// Stderr receives logs and error messages.
+	Stderr io.Writer
+	// Env is the environment settings are read from, in os.Environ form.
+	Env []string
+
+	helpTopic string // the usage ParseFlags selected, for -h and help
+	serving   bool   // Run started serving, so Close reports the stop
+}
+
+// NewMain returns a Main with the default configuration, reading the process's environment.
+func NewMain() *Main {
+	return &Main{
+		Command: "serve",
+		Config:  DefaultConfig(),
+		Logger:  hclog.NewNullLogger(),
+		Stdout:  os.Stdout,
+		Stderr:  os.Stderr,
+		Env:     os.Environ(),
+	}
+}
+
+// ParseFlags selects the subcommand from args (without the program name) and reads its
+// configuration; any error means exit 2, except flag.ErrHelp, which means print Usage and exit 0.
+func (m *Main) ParseFlags(args []string) error {
+	cmd, rest := "serve", args
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, rest = args[0], args[1:]
+	} else if len(args) > 0 && (args[0] == "--version" || args[0] == "-version") {
+		cmd, rest = "version", args[1:]
+	}
+	m.Command, m.helpTopic = cmd, cmd
+
+	switch cmd {
+	case "serve", "migrate":
+		cfg, unknown, err := parseConfig(cmd, rest, m.Env)
+		if err != nil {
+			return err
+		}
+		m.Config = cfg
+		m.Logger = m.newLogger()
+		for _, name := range unknown {
+			m.Logger.Warn("ignoring environment variable that names no setting", "name", name)
+		}
+		return nil
+	case "version":
+		if len(rest) > 0 {
+			if isHelpFlag(rest[0]) {
+				return flag.ErrHelp
+			}
+			return &errUsage{msg: "pgmirror version takes no arguments"}
+		}
+		return nil
+	case "help":
+		switch {
+		case len(rest) == 0 || len(rest) == 1 && isHelpFlag(rest[0]):
+			m.helpTopic = "serve"
+		case len(rest) == 1 && (rest[0] == "serve" || rest[0] == "migrate"):
+			m.helpTopic = rest[0]
+		case len(rest) == 1 && (rest[0] == "version" || rest[0] == "help"):
+			m.helpTopic = "help"
+		default:
+			m.helpTopic = "help"
+			return &errUsage{msg: fmt.Sprintf("no help for %q", strings.Join(rest, " "))}
+		}
+		return nil
+	default:
+		m.helpTopic = "help"
+		return &errUsage{msg: fmt.Sprintf("unknown command %q", cmd)}
+	}
+}
+
+func isHelpFlag(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "--h":
+		return true
+	}
+	return false
+}
+
+// Usage returns the help text of the subcommand ParseFlags selected.
+func (m *Main) Usage() string { return usage(m.helpTopic) }
+
+// reportParseError prints what ParseFlags returned and returns the exit code.
+func (m *Main) reportParseError(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(m.Stdout, m.Usage())
+		return exitOK
+	}
+	fmt.Fprintf(m.Stderr, "pgmirror: %s\n", m.redact(err.Error()))
+	var uerr *errUsage
+	if errors.As(err, &uerr) {
+		fmt.Fprint(m.Stderr, "\n"+m.Usage())
+	} else {
+		fmt.Fprintf(m.Stderr, "Run 'pgmirror help %s' for the flags and their environment variables.\n", m.helpTopic)
+	}
+	return exitUsage
+}
+
+// newLogger builds the hclog logger Config asks for, writing to Stderr through a password filter.
+func (m *Main) newLogger() hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "pgmirror",
+		Level:      hclog.LevelFromString(m.Config.LogLevel),
+		JSONFormat: m.Config.LogJSON,
+		Output:     &redactingWriter{w: m.Stderr, redact: m.redact},
+	})
+}
+
+// redact removes the configured passwords from s: the last line of defence for logs and errors.
+func (m *Main) redact(s string) string { return redactSecrets(s, m.Config.DSN, m.Config.ListenDSN) }
+
+// dsnForLogs names the connection in logs without its password.
+func (m *Main) dsnForLogs() string {
+	if m.Config.DSN == "" {
+		return "(libpq defaults and PG* environment variables)"
+	}
+	return m.Config.RedactedDSN()
+}
+
+// Run runs the selected subcommand until it finishes or ctx is cancelled.
+func (m *Main) Run(ctx context.Context) error {
+	switch m.Command {
+	case "version":
+		fmt.Fprintf(m.Stdout, "pgmirror %s (%s)\n", version, runtime.Version())
+		return nil
+	case "help":
+		fmt.Fprint(m.Stdout, m.Usage())
+		return nil
+	case "migrate":
+		return m.runMigrate(ctx)
+	default:
+		return m.runServe(ctx)
+	}
+}
+
+// runServe runs the sidecar until ctx is cancelled.
+func (m *Main) runServe(ctx context.Context) error {
+	m.serving = true
+	m.Logger.Info("starting", "version", version, "socket", m.Config.Socket)
+	if err := m.openDB(); err != nil {
+		return err
+	}
+	if err := m.connect(ctx); err != nil {
+		if ctx.Err() != nil {
+			m.Logger.Info("shutting down before Postgres was reached", "reason", context.Cause(ctx))
+			return nil
+		}
+		return err
+	}
+	if m.Config.Migrate {
+		res, err := m.migrate(ctx)
+		if err != nil {
+			return err
+		}
+		for _, file := range res.Applied {
+			m.Logger.Info("migration applied", "file", file)
+		}
+		m.Logger.Info("schema ready", "migrations_applied", len(res.Applied), "triggers_updated", res.TriggersUpdated)
+	}
+
+	// TODO(later issues): open here, in this order, the mirror, the listener (--listen-dsn), the
+	// unixsock server, the admin HTTP server and the jobs; Close closes them in reverse.
+
+	<-ctx.Done()
+	m.Logger.Info("shutting down", "reason", context.Cause(ctx))
+	return nil
+}
+
+// RequestResync asks for a full reload of the mirror, as SIGHUP and PGMIRROR.RESYNC do.
+func (m *Main) RequestResync() {
+	// TODO(mirror issue): trigger the reloader; until then there is nothing to resync.
+	m.Logger.Info("resync requested")
+}
+
+// openDB creates the pool; it does not connect, so it fails only on a malformed DSN.
+func (m *Main) openDB() error {
+	db, err := sql.Open("postgres", m.Config.DSN)
+	if err != nil {
+		return fmt.Errorf("open Postgres (%s): %s", m.dsnForLogs(), m.redact(err.Error()))
+	}
+	m.DB = db
+	return nil
+}
+
+// connect waits until Postgres answers, retrying with exponential backoff, because a sidecar
+// usually starts before or beside its database and must not crash-loop meanwhile.
+func (m *Main) connect(ctx context.Context) error {
+	m.Logger.Info("connecting to Postgres", "dsn", m.dsnForLogs())
+	delay := connectBackoffMin
+	for attempt := 1; ; attempt++ {
+		serverVersion, err := m.serverVersion(ctx)
+		if err == nil {
+			m.Logger.Info("connected", "server_version", serverVersion, "attempt", attempt)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		m.Logger.Warn("cannot connect to Postgres, will retry",
+			"attempt", attempt, "error", m.redact(err.Error()), "retry_in", delay.String())
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		delay = min(2*delay, connectBackoffMax)
+	}
+}
+
+// serverVersion runs one bounded connection attempt. lib/pq honours ctx only while dialing, so
+// the query runs aside and a cancelled ctx returns at once even if the handshake hangs.
+func (m *Main) serverVersion(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, connectAttemptTimeout)
+	defer cancel()
+	type result struct {
+		version string
+		err     error
+	}
+	done := make(chan result, 1)
+	db := m.DB
+	go func() {
+		var r result
+		r.err = db.QueryRowContext(ctx, "SHOW server_version").Scan(&r.version)
+		done <- r
+	}()
+	select {
+	case r := <-done:
+		return r.version, r.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
+
+// runMigrate is `pgmirror migrate`: one bounded attempt to reach Postgres, then the migrations.
+func (m *Main) runMigrate(ctx context.Context) error {
+	if err := m.openDB(); err != nil {
+		return err
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, migratePingTimeout)
+	defer cancel()
+	if _, err := m.serverVersion(pingCtx); err != nil {
+		return fmt.Errorf("migrate: cannot reach Postgres (%s): %s", m.dsnForLogs(), m.redact(err.Error()))
+	}
+	res, err := m.migrate(ctx)
+	if err != nil {
+		return err
+	}
+	printMigrateResult(m.Stdout, res)
+	return nil
+}
+
+// migrate applies the embedded migrations and triggers.sql to DB.
+func (m *Main) migrate(ctx context.Context) (migrations.Result, error) {
+	// An empty script would be recorded as installed and leave the sidecars without notifications.
+	if strings.TrimSpace(triggersSQL) == "" {
+		return migrations.Result{}, errors.New("migrate: this binary was built with an empty triggers.sql")
+	}
+	res, err := migrations.Apply(ctx, m.DB, triggersSQL, m.Logger.Named("migrate"))
+	if err != nil {
+		return res, fmt.Errorf("migrate: %s", m.redact(err.Error()))
+	}
+	return res, nil
+}
+
+// printMigrateResult tells the operator what migrate did, one step a line.
+func printMigrateResult(w io.Writer, res migrations.Result) {
+	if len(res.Applied) == 0 && !res.TriggersUpdated {
+		fmt.Fprintln(w, "nothing to do: schema up to date")
+		return
+	}
+	for _, file := range res.Applied {
+		fmt.Fprintf(w, "applied %s\n", file)
+	}
+	if res.TriggersUpdated {
+		fmt.Fprintln(w, "triggers.sql installed")
+	} else {
+		fmt.Fprintln(w, "triggers.sql up to date")
+	}
+}
+
+// Close releases what Run opened, in reverse order of opening.
+func (m *Main) Close() error {
+	var errs []error
+	// TODO(later issues): close jobs, admin HTTP, unixsock, listener and mirror here, before DB.
+	if m.DB != nil {
+		errs = append(errs, m.DB.Close())
+		m.DB = nil
+	}
+	if m.serving {
+		m.serving = false
+		m.Logger.Info("stopped")
+	}
+	return errors.Join(errs...)
+}
+
+// redactingWriter passes log lines through redact; hclog writes each line with one Write.
+type redactingWriter struct {
+	w      io.Writer
+	redact func(string) string
+}
+
+func (rw *redactingWriter) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(rw.w, rw.redact(string(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}

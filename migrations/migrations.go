@@ -1,0 +1,200 @@
+// Package migrations owns pgmirror's schema: the numbered SQL files embedded
+// beside this file, the trigger script (triggers.sql, passed in by the caller
+// because it lives at the repository root), and Apply, which brings a
+// database up to date in one transaction under an advisory lock.
+package migrations
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"embed"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/lib/pq"
+)
+
+//go:embed *.sql
+var files embed.FS
+
+// LockID is the key of the transaction-level advisory lock that serialises
+// concurrent migrate runs ("pgmirror" in ASCII).
+const LockID int64 = 0x7067_6d69_7272_6f72
+
+// TriggersName is the name under which triggers.sql is recorded.
+const TriggersName = "triggers.sql"
+
+// Result says what Apply did.
+type Result struct {
+	// Schema is the schema the objects live in.
+	Schema string
+	// Applied lists the migration files applied by this run, in order.
+	Applied []string
+	// TriggersUpdated is true when triggers.sql was (re)installed by this run.
+	TriggersUpdated bool
+}
+
+// Changed reports whether the run changed the database.
+func (r Result) Changed() bool { return len(r.Applied) > 0 || r.TriggersUpdated }
+
+// Migration is one embedded, numbered SQL file.
+type Migration struct {
+	Name string // file name, e.g. 0001_cache_entries.sql
+	SQL  string
+}
+
+// Checksum identifies the file's content, so an edited migration is noticed.
+func (m Migration) Checksum() string {
+	sum := sha256.Sum256([]byte(m.SQL))
+	return hex.EncodeToString(sum[:])
+}
+
+// All returns the embedded migrations in the order they apply.
+func All() ([]Migration, error) {
+	names, err := fs.Glob(files, "*.sql")
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	out := make([]Migration, 0, len(names))
+	for _, name := range names {
+		b, err := files.ReadFile(name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Migration{Name: name, SQL: string(b)})
+	}
+	return out, nil
+}
+
+// Apply brings db up to date: pending migrations and, when its content
+// changed, the trigger script, all in one transaction under a
+// transaction-level advisory lock (so it works through a transaction pooler),
+// so concurrent runs from many pods serialise and all succeed. Objects are
+// created in the connection's current schema (the first of its search_path).
+func Apply(ctx context.Context, db *sql.DB, triggers string, log hclog.Logger) (res Result, err error) {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	all, err := All()
+	if err != nil {
+		return res, fmt.Errorf("read embedded migrations: %w", err)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return res, fmt.Errorf("begin migration transaction: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if _, err = tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, LockID); err != nil {
+		return res, fmt.Errorf("take the migration lock: %w", err)
+	}
+	if res.Schema, err = prepare(ctx, tx); err != nil {
+		return res, err
+	}
+	done, err := recorded(ctx, tx)
+	if err != nil {
+		return res, err
+	}
+	for _, m := range all {
+		sum, ok := done[m.Name]
+		if ok {
+			if sum != m.Checksum() {
+				return res, fmt.Errorf("migration %s was changed after it was applied (recorded checksum %.12s, file %.12s): "+
+					"applied migrations must not be edited; put the change in a new numbered file", m.Name, sum, m.Checksum())
+			}
+			continue
+		}
+		log.Info("applying migration", "file", m.Name, "schema", res.Schema)
+		if err = run(ctx, tx, m.Name, m.SQL, m.Checksum()); err != nil {
+			return res, err
+		}
+		res.Applied = append(res.Applied, m.Name)
+	}
+	trig := Migration{Name: TriggersName, SQL: triggers}
+	if done[TriggersName] != trig.Checksum() {
+		log.Info("installing triggers", "file", TriggersName, "schema", res.Schema)
+		if err = run(ctx, tx, TriggersName, triggers, trig.Checksum()); err != nil {
+			return res, err
+		}
+		res.TriggersUpdated = true
+	}
+	if err = tx.Commit(); err != nil {
+		return res, fmt.Errorf("commit migrations: %w", err)
+	}
+	return res, nil
+}
+
+// prepare checks the database, pins search_path for the transaction to the
+// target schema (then pg_temp, as SECURITY DEFINER functions need) and creates
+// the bookkeeping table.
+func prepare(ctx context.Context, tx *sql.Tx) (string, error) {
+	var schema sql.NullString
+	var encoding string
+	err := tx.QueryRowContext(ctx, `SELECT current_schema(), pg_encoding_to_char(encoding)
+		FROM pg_database WHERE datname = current_database()`).Scan(&schema, &encoding)
+	if err != nil {
+		return "", fmt.Errorf("inspect database: %w", err)
+	}
+	if !schema.Valid {
+		return "", fmt.Errorf("no schema to create objects in: search_path names no existing schema; " +
+			"create one or set search_path (e.g. options='-c search_path=myschema' in the DSN)")
+	}
+	if encoding != "UTF8" {
+		return "", fmt.Errorf("database encoding is %s: pgmirror needs a UTF8 database (keys are UTF-8 text)", encoding)
+	}
+	if _, err := tx.ExecContext(ctx, `SET LOCAL search_path TO `+pq.QuoteIdentifier(schema.String)+`, pg_temp`); err != nil {
+		return "", fmt.Errorf("set search_path: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS pgmirror_schema_migrations (
+		name       text PRIMARY KEY,
+		checksum   text NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now()
+	)`)
+	if err != nil {
+		return "", fmt.Errorf("create pgmirror_schema_migrations: %w", err)
+	}
+	return schema.String, nil
+}
+
+// recorded returns the checksum of every applied file by name.
+func recorded(ctx context.Context, tx *sql.Tx) (map[string]string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT name, checksum FROM pgmirror_schema_migrations`)
+	if err != nil {
+		return nil, fmt.Errorf("read applied migrations: %w", err)
+	}
+	defer rows.Close()
+	done := map[string]string{}
+	for rows.Next() {
+		var name, sum string
+		if err := rows.Scan(&name, &sum); err != nil {
+			return nil, err
+		}
+		done[name] = sum
+	}
+	return done, rows.Err()
+}
+
+// run executes one SQL file (several statements, simple protocol) and records it.
+func run(ctx context.Context, tx *sql.Tx, name, body, sum string) error {
+	if strings.TrimSpace(body) == "" {
+		return fmt.Errorf("%s is empty", name)
+	}
+	if _, err := tx.ExecContext(ctx, body); err != nil {
+		return fmt.Errorf("apply %s: %w", name, err)
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO pgmirror_schema_migrations (name, checksum) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()`, name, sum)
+	if err != nil {
+		return fmt.Errorf("record %s: %w", name, err)
+	}
+	return nil
+}

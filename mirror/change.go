@@ -1,0 +1,49 @@
+// Package mirror is pgmirror's domain: the entries a sidecar serves, their
+// versions and expiry, and the rules by which changes from Postgres are
+// applied to the in-memory mirror.
+package mirror
+
+import "math"
+
+// NoExpiry is the Expires value of an entry that never expires.
+const NoExpiry int64 = math.MaxInt64
+
+// Op is the kind of a change notified by Postgres.
+type Op byte
+
+// The kinds of change. Their byte values are the record tags of the
+// notification payload (see triggers.sql).
+const (
+	OpSet      Op = 'S' // key now holds Value
+	OpFetch    Op = 'F' // key changed; its value was too large to travel and must be fetched
+	OpDelete   Op = 'D' // key deleted
+	OpTruncate Op = 'T' // every key deleted
+	OpSentinel Op = 'N' // no change: a marker a sidecar sends itself (Token)
+)
+
+// String names the op for logs and metrics.
+func (o Op) String() string {
+	switch o {
+	case OpSet:
+		return "set"
+	case OpFetch:
+		return "fetch"
+	case OpDelete:
+		return "delete"
+	case OpTruncate:
+		return "truncate"
+	case OpSentinel:
+		return "sentinel"
+	}
+	return "unknown"
+}
+
+// Change is one committed change of cache_entries, as notified.
+type Change struct {
+	Op      Op
+	Version int64  // identifies the write; never orders writes (commit order does)
+	Key     string // empty for OpTruncate and OpSentinel
+	Value   []byte // OpSet only
+	Expires int64  // OpSet and OpFetch: epoch microseconds, or NoExpiry
+	Token   string // OpSentinel only
+}

@@ -1,0 +1,217 @@
+-- pgmirror triggers: version stamping and change notification for cache_entries.
+--
+-- Applied by `pgmirror migrate` (in its transaction, with search_path set to
+-- "<schema>, pg_temp"); safe to apply again: every statement replaces what an
+-- earlier run created. To apply it by hand: SET search_path TO <schema>, pg_temp;
+-- then run this file in a transaction.
+--
+-- Channel: pgmirror. Payload format 1 (decoded by listener/payload.go):
+--
+--   payload := "pgm1 " sent_at_us { "\n" record }
+--   record  := "S " version " " expiry " " key64 " " value64   -- set, value inline
+--            | "F " version " " expiry " " key64               -- set, value too large: fetch it
+--            | "D " version " " key64                          -- deleted
+--            | "T " version                                    -- table truncated: every key deleted
+--   expiry  := "-" (never) | epoch microseconds (integer, may be negative)
+--
+-- sent_at_us is clock_timestamp() when the payload was built, in epoch
+-- microseconds; key64 is the key's UTF-8 bytes and value64 the value's bytes in
+-- standard base64 without line breaks. Every field is built from integers,
+-- encode() and translate(), so no session setting (DateStyle, TimeZone,
+-- bytea_output, search_path, extra_float_digits) can change a payload.
+--
+-- One statement's changes are packed into as few payloads as fit in 7999
+-- bytes (Postgres refuses 8000 or more), by statement-level triggers with
+-- transition tables. A record that does not fit in a payload of its own with
+-- its value inline carries the fetch marker (F) instead, and a key is at most
+-- 4000 bytes (CHECK), so every record fits: no legal write fails because of
+-- NOTIFY.
+--
+-- Only inserts, deletes and updates of key, value or expires_at (or a forged
+-- version) take a version and notify; the access-time flush and the refresh
+-- lock update other columns and notify nothing.
+
+DO $guard$
+BEGIN
+    -- SECURITY DEFINER functions below capture the current search_path; it
+    -- must end with pg_temp, or a temporary object could shadow ours.
+    IF current_setting('search_path') !~ 'pg_temp\s*$' THEN
+        RAISE EXCEPTION 'triggers.sql needs search_path "<schema>, pg_temp" (got "%")',
+            current_setting('search_path')
+            USING HINT = 'Apply it with `pgmirror migrate`, or run SET search_path TO <schema>, pg_temp first.';
+    END IF;
+END
+$guard$;
+
+-- Base64 without the line breaks encode() inserts every 76 characters.
+CREATE OR REPLACE FUNCTION pgmirror_b64(b bytea) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$ SELECT translate(encode(b, 'base64'), E'\n', '') $$;
+
+-- Expiry as epoch microseconds; '-' for never (NULL or infinity).
+CREATE OR REPLACE FUNCTION pgmirror_expiry(ts timestamptz) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT CASE
+        WHEN ts IS NULL OR ts = 'infinity'::timestamptz THEN '-'
+        WHEN ts = '-infinity'::timestamptz THEN '0'
+        ELSE (extract(epoch FROM ts) * 1000000)::bigint::text
+    END
+$$;
+
+-- The record of a set: value inline when the record fits in a payload of its
+-- own (7999 bytes less at most 25 of header and 44 of fixed fields), else
+-- the fetch marker. The size test reads only lengths, so a large value is
+-- never detoasted here.
+CREATE OR REPLACE FUNCTION pgmirror_set_record(k text, v bytea, exp timestamptz, ver bigint) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT CASE
+        WHEN 4 * ((octet_length(k) + 2) / 3) + 4 * ((octet_length(v) + 2) / 3) <= 7928
+        THEN 'S ' || ver || ' ' || pgmirror_expiry(exp) || ' '
+             || pgmirror_b64(convert_to(k, 'UTF8')) || ' ' || pgmirror_b64(v)
+        ELSE 'F ' || ver || ' ' || pgmirror_expiry(exp) || ' ' || pgmirror_b64(convert_to(k, 'UTF8'))
+    END
+$$;
+
+-- Packs records into as few payloads as fit and sends them on channel pgmirror.
+CREATE OR REPLACE FUNCTION pgmirror_publish(records text[]) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
+AS $$
+DECLARE
+    budget constant int := 7999;
+    head   constant text := 'pgm1 ' || (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+    batch  text[] := '{}';
+    used   int := octet_length(head);
+    rec    text;
+BEGIN
+    FOREACH rec IN ARRAY records LOOP
+        IF used + 1 + octet_length(rec) > budget AND cardinality(batch) > 0 THEN
+            PERFORM pg_notify('pgmirror', head || E'\n' || array_to_string(batch, E'\n'));
+            batch := '{}';
+            used := octet_length(head);
+        END IF;
+        batch := batch || rec;
+        used := used + 1 + octet_length(rec);
+    END LOOP;
+    IF cardinality(batch) > 0 THEN
+        PERFORM pg_notify('pgmirror', head || E'\n' || array_to_string(batch, E'\n'));
+    END IF;
+END
+$$;
+
+-- BEFORE ROW: a new version and updated_at for every insert, and for every
+-- update that names key, value, expires_at or version (see the trigger's
+-- column list), so a client can neither skip nor forge a version.
+CREATE OR REPLACE FUNCTION pgmirror_stamp() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
+AS $$
+BEGIN
+    NEW.version := nextval('cache_entries_version_seq');
+    NEW.updated_at := clock_timestamp();
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgmirror_notify_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM pgmirror_publish(ARRAY(
+        SELECT pgmirror_set_record(n.key, n.value, n.expires_at, n.version) FROM pgmirror_new n));
+    RETURN NULL;
+END
+$$;
+
+-- An update notifies the rows whose version changed (the stamp trigger ran for
+-- them), and deletes the keys an update renamed away. Updates of other columns
+-- (last_accessed_at, the refresh lock) leave every version as it was and send
+-- nothing.
+CREATE OR REPLACE FUNCTION pgmirror_notify_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM pgmirror_publish(ARRAY(
+        SELECT pgmirror_set_record(n.key, n.value, n.expires_at, n.version)
+          FROM pgmirror_new n LEFT JOIN pgmirror_old o ON o.key = n.key
+         WHERE o.version IS DISTINCT FROM n.version
+        UNION ALL
+        SELECT 'D ' || nextval('cache_entries_version_seq') || ' ' || pgmirror_b64(convert_to(o.key, 'UTF8'))
+          FROM pgmirror_old o
+         WHERE NOT EXISTS (SELECT 1 FROM pgmirror_new n WHERE n.key = o.key)));
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgmirror_notify_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM pgmirror_publish(ARRAY(
+        SELECT 'D ' || nextval('cache_entries_version_seq') || ' ' || pgmirror_b64(convert_to(o.key, 'UTF8'))
+          FROM pgmirror_old o));
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgmirror_notify_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM pgmirror_publish(ARRAY['T ' || nextval('cache_entries_version_seq')]);
+    RETURN NULL;
+END
+$$;
+
+-- Triggers fire in name order: the stamp (10) before any user trigger named
+-- later, the notifications (20) after the statement.
+DROP TRIGGER IF EXISTS pgmirror_10_stamp_insert ON cache_entries;
+CREATE TRIGGER pgmirror_10_stamp_insert
+    BEFORE INSERT ON cache_entries
+    FOR EACH ROW EXECUTE FUNCTION pgmirror_stamp();
+
+DROP TRIGGER IF EXISTS pgmirror_10_stamp_update ON cache_entries;
+CREATE TRIGGER pgmirror_10_stamp_update
+    BEFORE UPDATE OF key, value, expires_at, version ON cache_entries
+    FOR EACH ROW EXECUTE FUNCTION pgmirror_stamp();
+
+DROP TRIGGER IF EXISTS pgmirror_20_notify_insert ON cache_entries;
+CREATE TRIGGER pgmirror_20_notify_insert
+    AFTER INSERT ON cache_entries
+    REFERENCING NEW TABLE AS pgmirror_new
+    FOR EACH STATEMENT EXECUTE FUNCTION pgmirror_notify_insert();
+
+DROP TRIGGER IF EXISTS pgmirror_20_notify_update ON cache_entries;
+CREATE TRIGGER pgmirror_20_notify_update
+    AFTER UPDATE ON cache_entries
+    REFERENCING OLD TABLE AS pgmirror_old NEW TABLE AS pgmirror_new
+    FOR EACH STATEMENT EXECUTE FUNCTION pgmirror_notify_update();
+
+DROP TRIGGER IF EXISTS pgmirror_20_notify_delete ON cache_entries;
+CREATE TRIGGER pgmirror_20_notify_delete
+    AFTER DELETE ON cache_entries
+    REFERENCING OLD TABLE AS pgmirror_old
+    FOR EACH STATEMENT EXECUTE FUNCTION pgmirror_notify_delete();
+
+DROP TRIGGER IF EXISTS pgmirror_20_notify_truncate ON cache_entries;
+CREATE TRIGGER pgmirror_20_notify_truncate
+    AFTER TRUNCATE ON cache_entries
+    FOR EACH STATEMENT EXECUTE FUNCTION pgmirror_notify_truncate();
+
+-- Fire even under session_replication_role = replica (logical replication
+-- apply, pg_restore --disable-triggers): a change that is not notified leaves
+-- every sidecar stale until its next reload.
+ALTER TABLE cache_entries ENABLE ALWAYS TRIGGER pgmirror_10_stamp_insert;
+ALTER TABLE cache_entries ENABLE ALWAYS TRIGGER pgmirror_10_stamp_update;
+ALTER TABLE cache_entries ENABLE ALWAYS TRIGGER pgmirror_20_notify_insert;
+ALTER TABLE cache_entries ENABLE ALWAYS TRIGGER pgmirror_20_notify_update;
+ALTER TABLE cache_entries ENABLE ALWAYS TRIGGER pgmirror_20_notify_delete;
+ALTER TABLE cache_entries ENABLE ALWAYS TRIGGER pgmirror_20_notify_truncate;
+
+-- Nobody needs to call these directly; triggers fire regardless.
+REVOKE ALL ON FUNCTION pgmirror_publish(text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgmirror_stamp() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgmirror_notify_insert() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgmirror_notify_update() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgmirror_notify_delete() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgmirror_notify_truncate() FROM PUBLIC;
