@@ -1,16 +1,7 @@
 package main
 
-// Tests that need a real Postgres are not here yet; they come with the test harness
-// (internal/pgtest). TODO(lead): add
-//   - TestServeConnects: serve against a fresh Postgres logs "connected" with server_version,
-//     and stops with exit 0 on SIGTERM;
-//   - TestServeWaitsForPostgres: serve started before Postgres retries, then connects;
-//   - TestServeMigrate: serve --migrate applies the schema before serving;
-//   - TestMigrate: migrate on an empty database prints one "applied <file>" line per migration
-//     and "triggers.sql installed"; a second run prints "nothing to do: schema up to date";
-//   - TestMigrateConcurrent: several migrate processes at once all exit 0;
-//   - TestMigrateUnreachable: migrate against a closed port exits 1 within the ping timeout
-//     and never prints the DSN's password.
+// Exec and in-process tests of the command line; tests against a real
+// Postgres are in main_pg_test.go.
 
 import (
 	"bytes"
@@ -28,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"pgmirror/internal/pgtest"
 	"pgmirror/migrations"
 )
 
@@ -58,7 +50,7 @@ func runTests(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 		return 1
 	}
-	return m.Run()
+	return pgtest.Run(m)
 }
 
 // syncBuffer is a bytes.Buffer that a process writes while the test reads it.

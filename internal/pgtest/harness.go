@@ -52,7 +52,10 @@ func Shared(t testing.TB) *Server {
 
 // Main runs the tests, closes the shared cluster and the initdb template,
 // and exits with the tests' status; call it from TestMain.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main without the exit, for a TestMain with work of its own to undo.
+func Run(m *testing.M) int {
 	code := m.Run()
 	shared.once.Do(func() {}) // waits for a Start in progress; none after
 	if shared.srv != nil {
@@ -64,7 +67,7 @@ func Main(m *testing.M) {
 		}
 	}
 	removeTemplate()
-	os.Exit(code)
+	return code
 }
 
 // RepoFile returns the contents of name, relative to the module root (the

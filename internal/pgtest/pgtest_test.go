@@ -69,8 +69,10 @@ func TestStatStatementsCountsQueries(t *testing.T) {
 	for range 3 {
 		queryInt(t, db, "SELECT 41 + 1 AS pgtest_marker")
 	}
+	// The view is cluster-wide: restrict it to this test's database.
 	n := queryInt(t, db, `SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
-		WHERE query LIKE '%pgtest_marker%' AND query NOT LIKE '%pg_stat_statements%'`)
+		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		  AND query LIKE '%pgtest_marker%' AND query NOT LIKE '%pg_stat_statements%'`)
 	if n != 3 {
 		t.Fatalf("pg_stat_statements counted %d calls, want 3", n)
 	}

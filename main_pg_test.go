@@ -1,0 +1,133 @@
+package main
+
+// The command line against a real Postgres (internal/pgtest).
+
+import (
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"pgmirror/internal/pgtest"
+	"pgmirror/internal/testdb"
+	"pgmirror/migrations"
+)
+
+func TestMigrateCommand(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.Shared(t).CreateDB(t)
+	all, err := migrations.All()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cmd, stdout, stderr := command(t, nil, "migrate", "--dsn", dsn)
+	if code := exitCode(t, cmd); code != 0 {
+		t.Fatalf("first migrate exited %d: %s", code, stderr)
+	}
+	for _, m := range all {
+		if !strings.Contains(stdout.String(), "applied "+m.Name+"\n") {
+			t.Errorf("first migrate output lacks %q:\n%s", "applied "+m.Name, stdout)
+		}
+	}
+	if !strings.Contains(stdout.String(), "triggers.sql installed\n") {
+		t.Errorf("first migrate output lacks the triggers:\n%s", stdout)
+	}
+
+	cmd, stdout, stderr = command(t, nil, "migrate", "--dsn", dsn)
+	if code := exitCode(t, cmd); code != 0 {
+		t.Fatalf("second migrate exited %d: %s", code, stderr)
+	}
+	if got := stdout.String(); got != "nothing to do: schema up to date\n" {
+		t.Fatalf("second migrate printed %q, want that nothing was applied", got)
+	}
+}
+
+func TestMigrateConcurrentProcesses(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.Shared(t).CreateDB(t)
+	var wg sync.WaitGroup
+	outs := make([]string, 5)
+	for i := range outs {
+		cmd, stdout, stderr := command(t, []string{"PGMIRROR_DSN=" + dsn}, "migrate")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if code := waitExit(t, cmd, time.Minute); code != 0 {
+				t.Errorf("migrate process %d exited %d: %s", i, code, stderr)
+			}
+			outs[i] = stdout.String()
+		}()
+	}
+	wg.Wait()
+	installed := 0
+	for _, out := range outs {
+		if strings.Contains(out, "triggers.sql installed") {
+			installed++
+		} else if out != "nothing to do: schema up to date\n" {
+			t.Errorf("unexpected output %q", out)
+		}
+	}
+	if installed != 1 {
+		t.Fatalf("%d of 5 runs installed the schema, want 1: %q", installed, outs)
+	}
+	var tables, triggers int
+	err := testdb.Open(t, dsn).QueryRow(`SELECT
+		(SELECT count(*) FROM pg_tables WHERE tablename IN ('cache_entries', 'cache_loaders')),
+		(SELECT count(*) FROM pg_trigger WHERE tgrelid = 'cache_entries'::regclass AND NOT tgisinternal)`).Scan(&tables, &triggers)
+	if err != nil || tables != 2 || triggers != 6 {
+		t.Fatalf("schema after 5 concurrent runs: %d tables, %d triggers (%v); want 2 and 6", tables, triggers, err)
+	}
+}
+
+func TestMigrateUnreachable(t *testing.T) {
+	t.Parallel()
+	cmd, _, stderr := command(t, nil, "migrate", "--dsn",
+		"postgres://u:hunter2secret@/x?host=/nonexistent-pgmirror&port=1&connect_timeout=1&sslmode=disable")
+	if code := exitCode(t, cmd); code != 1 {
+		t.Fatalf("exit %d, want 1; stderr: %s", code, stderr)
+	}
+	if !strings.Contains(stderr.String(), "cannot reach Postgres") || strings.Contains(stderr.String(), "hunter2secret") {
+		t.Fatalf("stderr should say Postgres is unreachable without the password:\n%s", stderr)
+	}
+}
+
+// TestServeWaitsForPostgres starts serve while Postgres is down: it retries,
+// connects once the server is up, migrates (--migrate), and stops with exit 0
+// on SIGTERM.
+func TestServeWaitsForPostgres(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.New(t)
+	dsn := srv.CreateDB(t)
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	cmd, _, stderr := command(t, nil, "serve", "--dsn", dsn, "--migrate", "--http=")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitFor(t, stderr, "will retry", 30*time.Second)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, stderr, "connected", 30*time.Second)
+	waitFor(t, stderr, "schema ready", 30*time.Second)
+	var n int
+	if err := testdb.Open(t, dsn).QueryRow(`SELECT count(*) FROM cache_entries`).Scan(&n); err != nil {
+		t.Fatalf("serve --migrate did not create the schema: %v", err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, cmd, 10*time.Second); code != 0 {
+		t.Fatalf("serve exited %d after SIGTERM; stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr.String(), "stopped") {
+		t.Fatalf("serve did not log its stop:\n%s", stderr)
+	}
+}
