@@ -7,7 +7,7 @@
 --
 -- Channel: pgmirror. Payload format 1 (decoded by listener/payload.go):
 --
---   payload := "pgm1 " sent_at_us { "\n" record }
+--   payload := "pgm1 " sent_at_us " " xid { "\n" record }
 --   record  := "S " version " " expiry " " key64 " " value64   -- set, value inline
 --            | "F " version " " expiry " " key64               -- set, value too large: fetch it
 --            | "D " version " " key64                          -- deleted
@@ -15,7 +15,9 @@
 --   expiry  := "-" (never) | epoch microseconds (integer, may be negative)
 --
 -- sent_at_us is clock_timestamp() when the payload was built, in epoch
--- microseconds; key64 is the key's UTF-8 bytes and value64 the value's bytes in
+-- microseconds; xid is the writing transaction's pg_current_xact_id(), which
+-- tells a sidecar whether a change is visible in a snapshot it read and
+-- recognises the echo of its own writes; key64 is the key's UTF-8 bytes and value64 the value's bytes in
 -- standard base64 without line breaks. Every field is built from integers,
 -- encode() and translate(), so no session setting (DateStyle, TimeZone,
 -- bytea_output, search_path, extra_float_digits) can change a payload.
@@ -60,14 +62,14 @@ AS $$
 $$;
 
 -- The record of a set: value inline when the record fits in a payload of its
--- own (7999 bytes less at most 25 of header and 44 of fixed fields), else
+-- own (7999 bytes less at most 44 of header and 44 of fixed fields), else
 -- the fetch marker. The size test reads only lengths, so a large value is
 -- never detoasted here.
 CREATE OR REPLACE FUNCTION pgmirror_set_record(k text, v bytea, exp timestamptz, ver bigint) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT CASE
-        WHEN 4 * ((octet_length(k) + 2) / 3) + 4 * ((octet_length(v) + 2) / 3) <= 7928
+        WHEN 4 * ((octet_length(k) + 2) / 3) + 4 * ((octet_length(v) + 2) / 3) <= 7908
         THEN 'S ' || ver || ' ' || pgmirror_expiry(exp) || ' '
              || pgmirror_b64(convert_to(k, 'UTF8')) || ' ' || pgmirror_b64(v)
         ELSE 'F ' || ver || ' ' || pgmirror_expiry(exp) || ' ' || pgmirror_b64(convert_to(k, 'UTF8'))
@@ -80,7 +82,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
 AS $$
 DECLARE
     budget constant int := 7999;
-    head   constant text := 'pgm1 ' || (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+    head   constant text := 'pgm1 ' || (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
+                             || ' ' || pg_current_xact_id();
     batch  text[] := '{}';
     used   int := octet_length(head);
     rec    text;

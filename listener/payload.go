@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"pgmirror/mirror"
 )
@@ -27,31 +26,32 @@ var ErrUnknownFormat = errors.New("unknown notification payload format")
 
 var b64 = base64.StdEncoding.Strict()
 
-// Payload is one decoded notification: the changes of one statement (or a part of them).
-type Payload struct {
-	// SentAt is the writer's clock_timestamp() when the payload was built, in
-	// epoch microseconds; the propagation lag is measured from it.
-	SentAt int64
-	// Changes in the order the payload lists them.
-	Changes []mirror.Change
-}
-
-// Time returns SentAt as a time.Time.
-func (p Payload) Time() time.Time { return time.UnixMicro(p.SentAt) }
+// Payload is one decoded notification: the changes of one statement (or a
+// part of them) with the writer's send time and transaction id.
+type Payload = mirror.Batch
 
 // Decode parses a payload of format 1 (see triggers.sql). It is strict: what
 // it accepts, Encode writes back byte for byte.
 func Decode(s string) (Payload, error) {
 	var p Payload
 	head, body, ok := strings.Cut(s, "\n")
-	format, sent, _ := strings.Cut(head, " ")
+	format, rest, _ := strings.Cut(head, " ")
 	if format != Format1 {
 		return p, fmt.Errorf("%w: %.20q", ErrUnknownFormat, format)
 	}
+	sent, xid, _ := strings.Cut(rest, " ")
 	var err error
 	if p.SentAt, err = parseInt(sent); err != nil {
 		return p, fmt.Errorf("payload header: sent_at: %w", err)
 	}
+	x, err := parseInt(xid)
+	if err == nil && x < 0 {
+		err = errors.New("negative")
+	}
+	if err != nil {
+		return p, fmt.Errorf("payload header: xid: %w", err)
+	}
+	p.Xid = uint64(x)
 	if !ok {
 		return p, errors.New("payload has no records")
 	}
@@ -224,6 +224,8 @@ func Encode(p Payload) string {
 	b.WriteString(Format1)
 	b.WriteByte(' ')
 	b.WriteString(strconv.FormatInt(p.SentAt, 10))
+	b.WriteByte(' ')
+	b.WriteString(strconv.FormatUint(p.Xid, 10))
 	for _, c := range p.Changes {
 		b.WriteByte('\n')
 		b.WriteByte(byte(c.Op))

@@ -10,7 +10,7 @@ import (
 )
 
 func TestDecodeRecords(t *testing.T) {
-	in := "pgm1 1732380000123456\n" +
+	in := "pgm1 1732380000123456 77\n" +
 		"S 7 - a2V5 dmFsdWU=\n" +
 		"S 8 1732380001000000 ZW1wdHk= \n" +
 		"F 9 -5 Ymln\n" +
@@ -22,7 +22,7 @@ func TestDecodeRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Payload{SentAt: 1732380000123456, Changes: []mirror.Change{
+	want := Payload{SentAt: 1732380000123456, Xid: 77, Changes: []mirror.Change{
 		{Op: mirror.OpSet, Version: 7, Key: "key", Value: []byte("value"), Expires: mirror.NoExpiry},
 		{Op: mirror.OpSet, Version: 8, Key: "empty", Value: []byte{}, Expires: 1732380001000000},
 		{Op: mirror.OpFetch, Version: 9, Key: "big", Expires: -5},
@@ -43,31 +43,34 @@ func TestDecodeRejects(t *testing.T) {
 	cases := map[string]string{
 		"unknown format":        "pgm2 1\nD 1 YQ==",
 		"no header time":        "pgm1\nD 1 YQ==",
-		"no records":            "pgm1 5",
-		"empty record":          "pgm1 5\n",
-		"unknown op":            "pgm1 5\nX 1 YQ==",
-		"no space after op":     "pgm1 5\nD1 YQ==",
-		"zero version":          "pgm1 5\nD 0 YQ==",
-		"negative version":      "pgm1 5\nD -1 YQ==",
-		"plus sign":             "pgm1 5\nD +1 YQ==",
-		"leading zero":          "pgm1 5\nD 01 YQ==",
-		"missing key":           "pgm1 5\nD 1",
-		"extra field":           "pgm1 5\nD 1 YQ== YQ==",
-		"bad base64":            "pgm1 5\nD 1 Y*==",
-		"unpadded base64":       "pgm1 5\nD 1 YQ",
-		"non-canonical base64":  "pgm1 5\nD 1 YR==",
-		"carriage return":       "pgm1 5\nD 1 YQ\r==",
-		"set without value":     "pgm1 5\nS 1 - YQ==",
-		"fetch with value":      "pgm1 5\nF 1 - YQ== YQ==",
-		"bad expiry":            "pgm1 5\nS 1 soon YQ== YQ==",
-		"expiry at max":         "pgm1 5\nS 1 9223372036854775807 YQ== YQ==",
-		"truncate with key":     "pgm1 5\nT 1 YQ==",
-		"sentinel bad token":    "pgm1 5\nN a b",
-		"sentinel empty token":  "pgm1 5\nN ",
-		"trailing newline":      "pgm1 5\nT 1\n",
-		"double space":          "pgm1 5\nD  1 YQ==",
-		"key over 4000 bytes":   "pgm1 5\nD 1 " + b64.EncodeToString([]byte(strings.Repeat("k", 4001))),
-		"version overflow":      "pgm1 5\nD 9223372036854775808 YQ==",
+		"no xid":                "pgm1 5\nD 1 YQ==",
+		"negative xid":          "pgm1 5 -3\nD 1 YQ==",
+		"xid leading zero":      "pgm1 5 03\nD 1 YQ==",
+		"no records":            "pgm1 5 77",
+		"empty record":          "pgm1 5 77\n",
+		"unknown op":            "pgm1 5 77\nX 1 YQ==",
+		"no space after op":     "pgm1 5 77\nD1 YQ==",
+		"zero version":          "pgm1 5 77\nD 0 YQ==",
+		"negative version":      "pgm1 5 77\nD -1 YQ==",
+		"plus sign":             "pgm1 5 77\nD +1 YQ==",
+		"leading zero":          "pgm1 5 77\nD 01 YQ==",
+		"missing key":           "pgm1 5 77\nD 1",
+		"extra field":           "pgm1 5 77\nD 1 YQ== YQ==",
+		"bad base64":            "pgm1 5 77\nD 1 Y*==",
+		"unpadded base64":       "pgm1 5 77\nD 1 YQ",
+		"non-canonical base64":  "pgm1 5 77\nD 1 YR==",
+		"carriage return":       "pgm1 5 77\nD 1 YQ\r==",
+		"set without value":     "pgm1 5 77\nS 1 - YQ==",
+		"fetch with value":      "pgm1 5 77\nF 1 - YQ== YQ==",
+		"bad expiry":            "pgm1 5 77\nS 1 soon YQ== YQ==",
+		"expiry at max":         "pgm1 5 77\nS 1 9223372036854775807 YQ== YQ==",
+		"truncate with key":     "pgm1 5 77\nT 1 YQ==",
+		"sentinel bad token":    "pgm1 5 77\nN a b",
+		"sentinel empty token":  "pgm1 5 77\nN ",
+		"trailing newline":      "pgm1 5 77\nT 1\n",
+		"double space":          "pgm1 5 77\nD  1 YQ==",
+		"key over 4000 bytes":   "pgm1 5 77\nD 1 " + b64.EncodeToString([]byte(strings.Repeat("k", 4001))),
+		"version overflow":      "pgm1 5 77\nD 9223372036854775808 YQ==",
 		"space in header":       "pgm1  5\nD 1 YQ==",
 		"header without format": "5\nD 1 YQ==",
 	}
@@ -87,11 +90,11 @@ func TestDecodeRejects(t *testing.T) {
 // accepts is canonical, so Encode gives back the same bytes.
 func FuzzDecode(f *testing.F) {
 	for _, s := range []string{
-		"pgm1 1732380000123456\nS 7 - a2V5 dmFsdWU=\nF 9 -5 Ymln\nD 10 Z29uZQ==\nT 12\nN tok",
-		"pgm1 0\nS 1 0  ",
-		"pgm1 -1\nD 1 YQ==",
+		"pgm1 1732380000123456 77\nS 7 - a2V5 dmFsdWU=\nF 9 -5 Ymln\nD 10 Z29uZQ==\nT 12\nN tok",
+		"pgm1 0 77\nS 1 0  ",
+		"pgm1 -1 77\nD 1 YQ==",
 		"pgm2 1\nD 1 YQ==",
-		"pgm1 5\nD 1 YQ\r==",
+		"pgm1 5 77\nD 1 YQ\r==",
 	} {
 		f.Add(s)
 	}

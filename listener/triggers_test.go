@@ -304,7 +304,7 @@ func TestPayloadIgnoresSessionSettings(t *testing.T) {
 	if len(payloads) != len(settings) {
 		t.Fatalf("got %d payloads, want %d", len(payloads), len(settings))
 	}
-	mask := regexp.MustCompile(`^pgm1 \d+\nS \d+ `)
+	mask := regexp.MustCompile(`^pgm1 \d+ \d+\nS \d+ `)
 	first := mask.ReplaceAllString(payloads[0], "")
 	for i, p := range payloads {
 		if got := mask.ReplaceAllString(p, ""); got != first {
@@ -334,10 +334,10 @@ func TestValueSizesAndKeyLimit(t *testing.T) {
 	wideKey := strings.Repeat("é", 2000)
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ($1, $2)`, wideKey, []byte(strings.Repeat("w", 2500)))
 
-	// The inline limit: key64 + value64 <= 7928 bytes ("edge" is 8 in base64).
+	// The inline limit: key64 + value64 <= 7908 bytes ("edge" is 8 in base64).
 	exec(t, db, `INSERT INTO cache_entries(key, value, expires_at) VALUES ('edge', $1, '0001-01-01 00:00:00+00')`,
-		[]byte(strings.Repeat("e", 5940)))
-	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('edge+1', $1)`, []byte(strings.Repeat("e", 5941)))
+		[]byte(strings.Repeat("e", 5925)))
+	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('edge+1', $1)`, []byte(strings.Repeat("e", 5926)))
 
 	_, err := db.Exec(`INSERT INTO cache_entries(key, value) VALUES ($1, 'x')`, strings.Repeat("k", 4001))
 	if err == nil || !strings.Contains(err.Error(), "cache_entries_key_max_4000_bytes") {
@@ -352,7 +352,7 @@ func TestValueSizesAndKeyLimit(t *testing.T) {
 	if len(got) != 6 {
 		t.Fatalf("got %d changes, want 6", len(got))
 	}
-	if got[4].Op != mirror.OpSet || len(got[4].Value) != 5940 || got[4].Expires != -62135596800000000 {
+	if got[4].Op != mirror.OpSet || len(got[4].Value) != 5925 || got[4].Expires != -62135596800000000 {
 		t.Errorf("value at the inline limit: op %v, %d bytes, expiry %d; want inline", got[4].Op, len(got[4].Value), got[4].Expires)
 	}
 	if got[5].Op != mirror.OpFetch {
@@ -441,4 +441,31 @@ func TestCommitOrderIsNotVersionOrder(t *testing.T) {
 		t.Fatalf("row version %d value %q; want the insert's version %d", v, ins.Value, ins.Version)
 	}
 	t.Logf("delete committed first with v%d; insert committed after with v%d; the row exists", del.Version, ins.Version)
+}
+
+func TestPayloadCarriesWriterXid(t *testing.T) {
+	dsn, db := testdb.New(t)
+	n := listen(t, dsn, db)
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var xid uint64
+	if err := tx.QueryRow(`SELECT pg_current_xact_id()::text::bigint`).Scan(&xid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`INSERT INTO cache_entries(key, value) VALUES ('x', 'y')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	payloads := n.sync(t)
+	if len(payloads) != 1 {
+		t.Fatalf("got %d payloads, want 1", len(payloads))
+	}
+	p, err := Decode(payloads[0])
+	if err != nil || p.Xid != xid {
+		t.Fatalf("payload xid %d (%v), want the writer's %d", p.Xid, err, xid)
+	}
 }

@@ -38,6 +38,18 @@ func (o Op) String() string {
 	return "unknown"
 }
 
+// Batch is the changes of one notification: one statement's, or part of them.
+type Batch struct {
+	// SentAt is the writer's clock_timestamp() when the payload was built, in
+	// epoch microseconds; the propagation lag is measured from it.
+	SentAt int64
+	// Xid is the writing transaction's id (pg_current_xact_id()); 0 for a
+	// sentinel. It tells whether the changes are visible in a snapshot.
+	Xid uint64
+	// Changes in the order the payload lists them.
+	Changes []Change
+}
+
 // Change is one committed change of cache_entries, as notified.
 type Change struct {
 	Op      Op
