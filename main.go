@@ -21,7 +21,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 	_ "github.com/lib/pq" // registers the "postgres" driver
 
+	"pgmirror/listener"
 	"pgmirror/migrations"
+	"pgmirror/mirror"
+	"pgmirror/pgstore"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -98,6 +101,12 @@ type Main struct {
 	Logger hclog.Logger
 	// DB is the Postgres pool, opened by Run.
 	DB *sql.DB
+	// Store is the SQL data access over DB.
+	Store *pgstore.Store
+	// Mirror is the in-memory mirror, opened by serve.
+	Mirror *mirror.Mirror
+	// Listener feeds Mirror from the LISTEN connection (--listen-dsn).
+	Listener *listener.Listener
 
 	// Stdout receives the output of version, help and migrate.
 	Stdout io.Writer
@@ -105,6 +114,10 @@ type Main struct {
 	Stderr io.Writer
 	// Env is the environment settings are read from, in os.Environ form.
 	Env []string
+
+	stopListener context.CancelFunc
+	listenerErr  chan error    // a listener that cannot run (LISTEN refused) ends serve
+	listenerDone chan struct{} // closed when the listener goroutine returned
 
 	helpTopic string // the usage ParseFlags selected, for -h and help
 	serving   bool   // Run started serving, so Close reports the stop
@@ -261,18 +274,71 @@ func (m *Main) runServe(ctx context.Context) error {
 		m.Logger.Info("schema ready", "migrations_applied", len(res.Applied), "triggers_updated", res.TriggersUpdated)
 	}
 
-	// TODO(later issues): open here, in this order, the mirror, the listener (--listen-dsn), the
-	// unixsock server, the admin HTTP server and the jobs; Close closes them in reverse.
+	if err := m.openMirror(ctx); err != nil {
+		return err
+	}
+	// TODO(later issues): open the unixsock server, the admin HTTP server and the jobs here;
+	// Close closes them in reverse.
 
-	<-ctx.Done()
-	m.Logger.Info("shutting down", "reason", context.Cause(ctx))
+	select {
+	case <-ctx.Done():
+		m.Logger.Info("shutting down", "reason", context.Cause(ctx))
+		return nil
+	case err := <-m.listenerErr:
+		return err
+	}
+}
+
+// openMirror checks the database, then starts the mirror and its listener:
+// the listener LISTENs first and then asks the mirror to load.
+func (m *Main) openMirror(ctx context.Context) error {
+	m.Store = pgstore.New(m.DB, m.Logger.Named("store"))
+	if err := m.Store.CheckPrimary(ctx); err != nil {
+		return err
+	}
+	if err := m.Store.CheckSchema(ctx); err != nil {
+		return err
+	}
+	mir, err := mirror.New(m.Store, mirror.Options{
+		MaxMemory:      m.Config.MaxMemory,
+		MaxStaleness:   m.Config.MaxStaleness,
+		StaleError:     m.Config.StaleReads == StaleReadsError,
+		ReloadInterval: m.Config.ReloadInterval,
+		Logger:         m.Logger.Named("mirror"),
+	})
+	if err != nil {
+		return err
+	}
+	mir.Open()
+	m.Mirror = mir
+	m.Listener = &listener.Listener{DSN: m.Config.ListenDSN, Sink: mir, Logger: m.Logger.Named("listener")}
+	lctx, cancel := context.WithCancel(context.Background())
+	m.stopListener = cancel
+	m.listenerErr = make(chan error, 1)
+	m.listenerDone = make(chan struct{})
+	go func() {
+		defer close(m.listenerDone)
+		if err := m.Listener.Run(lctx); err != nil {
+			m.listenerErr <- err
+		}
+	}()
+	go func() {
+		select {
+		case <-mir.Ready():
+			st := mir.Stats()
+			m.Logger.Info("ready", "entries", st.Entries, "load_took", st.LastReloadTook.Round(time.Millisecond))
+		case <-lctx.Done():
+		}
+	}()
 	return nil
 }
 
 // RequestResync asks for a full reload of the mirror, as SIGHUP and PGMIRROR.RESYNC do.
 func (m *Main) RequestResync() {
-	// TODO(mirror issue): trigger the reloader; until then there is nothing to resync.
 	m.Logger.Info("resync requested")
+	if m.Mirror != nil {
+		m.Mirror.RequestResync("SIGHUP")
+	}
 }
 
 // openDB creates the pool; it does not connect, so it fails only on a malformed DSN.
@@ -386,7 +452,16 @@ func printMigrateResult(w io.Writer, res migrations.Result) {
 // Close releases what Run opened, in reverse order of opening.
 func (m *Main) Close() error {
 	var errs []error
-	// TODO(later issues): close jobs, admin HTTP, unixsock, listener and mirror here, before DB.
+	// TODO(later issues): close jobs, admin HTTP and unixsock here, before the listener.
+	if m.stopListener != nil {
+		m.stopListener()
+		<-m.listenerDone
+		m.stopListener = nil
+	}
+	if m.Mirror != nil {
+		errs = append(errs, m.Mirror.Close())
+		m.Mirror = nil
+	}
 	if m.DB != nil {
 		errs = append(errs, m.DB.Close())
 		m.DB = nil

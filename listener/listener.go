@@ -1,0 +1,278 @@
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/lib/pq"
+
+	"pgmirror/mirror"
+)
+
+// Defaults of Listener.
+const (
+	DefaultQueueSize    = 8192
+	DefaultPingInterval = 5 * time.Second
+	DefaultPingTimeout  = 5 * time.Second
+	DefaultMinReconnect = 100 * time.Millisecond
+	DefaultMaxReconnect = 5 * time.Second
+)
+
+// Sink receives the stream: decoded batches in commit order, and the
+// stream's ups and downs. *mirror.Mirror implements it.
+type Sink interface {
+	Apply(mirror.Batch)
+	StreamUp(reason string)
+	StreamDown(reason string)
+	StreamGap(reason string)
+}
+
+var _ Sink = (*mirror.Mirror)(nil)
+
+// Listener holds the LISTEN connection (a pq.Listener) and feeds the sink.
+// Configure the exported fields, then call Run.
+type Listener struct {
+	DSN          string
+	Sink         Sink
+	Logger       hclog.Logger  // nil logs nothing
+	QueueSize    int           // notifications buffered between the connection and the sink
+	PingInterval time.Duration // ping after this long without a notification
+	PingTimeout  time.Duration // a ping slower than this means a half-open connection
+	MinReconnect time.Duration
+	MaxReconnect time.Duration
+
+	received, decodeErrors, overflows, reconnects atomic.Int64
+	lastNotification                              atomic.Int64 // unix nanos
+	lagMicros                                     atomic.Int64 // latest send-to-apply lag
+}
+
+// item is one entry of the queue between the connection and the sink.
+type item struct {
+	n   *pq.Notification
+	gap string // non-empty: notifications may have been lost (reconnect, overflow)
+}
+
+func (l *Listener) defaults() {
+	if l.QueueSize <= 0 {
+		l.QueueSize = DefaultQueueSize
+	}
+	if l.PingInterval <= 0 {
+		l.PingInterval = DefaultPingInterval
+	}
+	if l.PingTimeout <= 0 {
+		l.PingTimeout = DefaultPingTimeout
+	}
+	if l.MinReconnect <= 0 {
+		l.MinReconnect = DefaultMinReconnect
+	}
+	if l.MaxReconnect <= 0 {
+		l.MaxReconnect = DefaultMaxReconnect
+	}
+	if l.Logger == nil {
+		l.Logger = hclog.NewNullLogger()
+	}
+}
+
+// ErrListen wraps a LISTEN that Postgres refused, such as on a hot standby.
+var ErrListen = errors.New("LISTEN refused")
+
+// Run connects, LISTENs, tells the sink the stream is up (which makes it
+// load), and then feeds it until ctx is cancelled. Connection losses are
+// retried with backoff; after each reconnect the sink resyncs. Run returns
+// nil when ctx is cancelled, or an error when Postgres refuses the LISTEN.
+func (l *Listener) Run(ctx context.Context) error {
+	l.defaults()
+	d := newDialer()
+	pl := pq.NewDialListener(d, l.DSN, l.MinReconnect, l.MaxReconnect, l.event)
+	var closeOnce sync.Once
+	closeAll := func() {
+		closeOnce.Do(func() {
+			d.killAll() // unblocks a Ping or dial stuck on a dead connection
+			_ = pl.Close()
+			d.killAll()
+		})
+	}
+	defer closeAll()
+
+	listened := make(chan error, 1)
+	go func() { listened <- pl.Listen(Channel) }()
+	select {
+	case err := <-listened:
+		if err != nil {
+			return l.listenError(err)
+		}
+	case <-ctx.Done():
+		return nil
+	}
+	l.Logger.Info("listening", "channel", Channel)
+	l.Sink.StreamUp("connected")
+
+	queue := make(chan item, l.QueueSize)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); l.drain(pl.Notify, queue) }()
+	go func() { defer wg.Done(); l.applyLoop(queue) }()
+	l.pingLoop(ctx, pl, d)
+	closeAll()
+	wg.Wait()
+	return nil
+}
+
+// listenError explains a refused LISTEN.
+func (l *Listener) listenError(err error) error {
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		msg := pqErr.Message
+		if strings.Contains(msg, "recovery") {
+			return fmt.Errorf("%w: %s: this is a hot standby; the listener needs the primary "+
+				"(point --listen-dsn at it, or use target_session_attrs=read-write)", ErrListen, msg)
+		}
+		return fmt.Errorf("%w: %s", ErrListen, msg)
+	}
+	return fmt.Errorf("%w: %v", ErrListen, err)
+}
+
+// event runs on pq's dispatch goroutine and must stay fast.
+func (l *Listener) event(ev pq.ListenerEventType, err error) {
+	switch ev {
+	case pq.ListenerEventDisconnected:
+		l.Sink.StreamDown(fmt.Sprintf("listener disconnected: %v", err))
+	case pq.ListenerEventConnectionAttemptFailed:
+		l.Logger.Warn("listener cannot connect; retrying", "error", err)
+	case pq.ListenerEventReconnected:
+		l.reconnects.Add(1)
+		l.Logger.Info("listener reconnected")
+	}
+}
+
+// drain moves notifications from pq into the queue at once, so the
+// connection never stalls; when the queue is full it drops them and queues a
+// gap (a resync) as soon as there is room.
+func (l *Listener) drain(in <-chan *pq.Notification, queue chan<- item) {
+	defer close(queue)
+	gap := ""
+	for n := range in {
+		if n == nil {
+			// pq reconnected: LISTEN is re-issued, but what was committed
+			// meanwhile is lost.
+			gap = "reconnected"
+		} else {
+			l.received.Add(1)
+			l.lastNotification.Store(time.Now().UnixNano())
+		}
+		if gap != "" {
+			select {
+			case queue <- item{gap: gap}:
+				gap = ""
+			default:
+				if n != nil {
+					l.overflows.Add(1)
+				}
+				continue
+			}
+			if n == nil {
+				continue
+			}
+		}
+		select {
+		case queue <- item{n: n}:
+		default:
+			l.overflows.Add(1)
+			if gap == "" {
+				gap = "notification queue overflow"
+			}
+		}
+	}
+}
+
+// applyLoop decodes and applies notifications in arrival (commit) order.
+func (l *Listener) applyLoop(queue <-chan item) {
+	for it := range queue {
+		if it.gap != "" {
+			if it.gap == "reconnected" {
+				l.Sink.StreamUp(it.gap)
+			} else {
+				l.Logger.Warn("notifications lost; resyncing", "reason", it.gap)
+				l.Sink.StreamGap(it.gap)
+			}
+			continue
+		}
+		if it.n.Channel != Channel {
+			continue
+		}
+		b, err := Decode(it.n.Extra)
+		if err != nil {
+			l.decodeErrors.Add(1)
+			l.Logger.Error("undecodable notification; resyncing", "error", err, "bytes", len(it.n.Extra))
+			l.Sink.StreamGap("undecodable notification")
+			continue
+		}
+		l.Sink.Apply(b)
+		if b.SentAt > 0 {
+			l.lagMicros.Store(time.Now().UnixMicro() - b.SentAt)
+		}
+	}
+}
+
+// pingLoop pings the connection when it has been idle, with a bound: a ping
+// that does not answer in time means a half-open connection, which is cut so
+// pq reconnects.
+func (l *Listener) pingLoop(ctx context.Context, pl *pq.Listener, d *dialer) {
+	t := time.NewTicker(l.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if time.Since(time.Unix(0, l.lastNotification.Load())) < l.PingInterval {
+			continue
+		}
+		done := make(chan error, 1)
+		go func() { done <- pl.Ping() }()
+		timer := time.NewTimer(l.PingTimeout)
+		select {
+		case err := <-done:
+			if err != nil {
+				l.Logger.Debug("listener ping failed", "error", err)
+			}
+		case <-timer.C:
+			l.Logger.Warn("listener ping timed out; cutting the connection", "timeout", l.PingTimeout)
+			d.killAll()
+			<-done
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		}
+		timer.Stop()
+	}
+}
+
+// Stats are the listener's counters.
+type Stats struct {
+	Received, DecodeErrors, Overflows, Reconnects int64
+	LastNotification                              time.Time
+	Lag                                           time.Duration // send-to-apply time of the latest notification
+}
+
+// Stats returns the listener's counters.
+func (l *Listener) Stats() Stats {
+	s := Stats{
+		Received:     l.received.Load(),
+		DecodeErrors: l.decodeErrors.Load(),
+		Overflows:    l.overflows.Load(),
+		Reconnects:   l.reconnects.Load(),
+		Lag:          time.Duration(l.lagMicros.Load()) * time.Microsecond,
+	}
+	if n := l.lastNotification.Load(); n != 0 {
+		s.LastNotification = time.Unix(0, n)
+	}
+	return s
+}

@@ -1,0 +1,209 @@
+package mirror
+
+// Apply applies one notification's changes. Batches must be applied in the
+// order they arrive, which is commit order: that order, never the version
+// numbers, decides which state of a key is newest.
+func (m *Mirror) Apply(b Batch) {
+	rl := m.reload.Load()
+	for i := range b.Changes {
+		c := &b.Changes[i]
+		switch c.Op {
+		case OpSentinel:
+			m.sentinelArrived(c.Token)
+		case OpTruncate:
+			m.applyTruncate(b.Xid, rl)
+		default:
+			m.applyChange(b.Xid, c, rl, false)
+		}
+	}
+	m.stats.batches.Add(1)
+	m.signalApplied()
+}
+
+// ApplyWrite applies the committed effect of this sidecar's own transaction
+// xid before the client is answered (read-your-writes). Until the stream
+// delivers that transaction's own notification (its echo), notifications of
+// other transactions for these keys committed before it and are skipped.
+func (m *Mirror) ApplyWrite(xid uint64, changes []Change) {
+	rl := m.reload.Load()
+	for i := range changes {
+		m.applyChange(xid, &changes[i], rl, true)
+	}
+	m.signalApplied()
+}
+
+// applyChange applies one change of transaction xid to its key.
+func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own bool) {
+	sh := m.ix.shard(c.Key)
+	sh.mu.Lock()
+	e := sh.m[c.Key]
+	if e != nil && !own && e.echo != 0 {
+		if xid != e.echo {
+			sh.mu.Unlock()
+			m.stats.skipped.Add(1)
+			return
+		}
+		e.echo = 0 // the echo of our own write: the stream has caught up with it
+	}
+	if e != nil && rl != nil && e.owned == rl.epoch && rl.sees(xid) {
+		// The key holds a reload's snapshot state, and this change is
+		// included in that snapshot: it is older than what we serve.
+		sh.mu.Unlock()
+		m.stats.skipped.Add(1)
+		return
+	}
+	switch c.Op {
+	case OpDelete:
+		m.deleteLocked(sh, c.Key, e, xid, c.Version, rl, own)
+		sh.mu.Unlock()
+		m.values.Del(c.Key)
+		m.stats.applied[opIndex(OpDelete)].Add(1)
+		return
+	case OpSet, OpFetch:
+		m.setLocked(sh, c.Key, e, state{version: c.Version, expires: c.Expires, xid: xid, value: c.Value, hasValue: c.Op == OpSet}, own)
+	}
+	sh.mu.Unlock()
+	m.stats.applied[opIndex(c.Op)].Add(1)
+	if c.Op == OpFetch {
+		select {
+		case m.prefetchCh <- c.Key:
+		default: // reads fetch on demand
+		}
+	}
+}
+
+// state is a key's new state as a change or a row describes it.
+type state struct {
+	version, expires int64
+	xid              uint64
+	value            []byte
+	hasValue         bool
+}
+
+// setLocked installs st for key, replacing e (which may be nil or a
+// tombstone); sh.mu is held. It returns the new entry.
+func (m *Mirror) setLocked(sh *shard, key string, e *entry, st state, own bool) *entry {
+	ne := &entry{
+		version: st.version,
+		expires: st.expires,
+		xid:     st.xid,
+		gen:     m.gen.Add(1),
+		size:    len(st.value),
+	}
+	if st.hasValue {
+		ne.digest = digest(st.version, st.expires, st.value)
+	}
+	if own {
+		ne.echo = st.xid
+	}
+	if e != nil {
+		ne.seen = e.seen
+		if e.deleted {
+			m.tombs.Add(-1)
+		} else {
+			m.entries.Add(-1)
+			m.keyBytes.Add(-int64(len(key)))
+		}
+	}
+	sh.m[key] = ne
+	m.entries.Add(1)
+	m.keyBytes.Add(int64(len(key)))
+	if st.hasValue {
+		data := make([]byte, len(st.value))
+		copy(data, st.value)
+		m.storeValue(key, ne.gen, data)
+	}
+	return ne
+}
+
+// deleteLocked removes key. While a reload is in flight it leaves a
+// tombstone, so the reload's snapshot cannot bring the key back; after this
+// sidecar's own delete it leaves one until the echo arrives, so older
+// notifications cannot bring it back either.
+func (m *Mirror) deleteLocked(sh *shard, key string, e *entry, xid uint64, version int64, rl *reloadState, own bool) {
+	if e != nil && !e.deleted {
+		m.entries.Add(-1)
+		m.keyBytes.Add(-int64(len(key)))
+	}
+	if rl == nil && !own {
+		if e != nil {
+			if e.deleted {
+				m.tombs.Add(-1)
+			}
+			delete(sh.m, key)
+		}
+		return
+	}
+	if e == nil || !e.deleted {
+		m.tombs.Add(1)
+	}
+	seen := uint32(0)
+	if e != nil {
+		seen = e.seen
+	}
+	ne := &entry{version: version, xid: xid, deleted: true, seen: seen}
+	if own {
+		ne.echo = xid
+	}
+	sh.m[key] = ne
+}
+
+// applyTruncate deletes every key.
+func (m *Mirror) applyTruncate(xid uint64, rl *reloadState) {
+	for i := range m.ix.shards {
+		sh := &m.ix.shards[i]
+		sh.mu.Lock()
+		for key, e := range sh.m {
+			if e.echo != 0 && e.echo != xid || rl != nil && e.owned == rl.epoch && rl.sees(xid) {
+				continue // newer than the truncate, as in applyChange
+			}
+			if e.deleted {
+				if rl == nil {
+					delete(sh.m, key)
+					m.tombs.Add(-1)
+				}
+				continue
+			}
+			m.deleteLocked(sh, key, e, xid, e.version, rl, false)
+			m.values.Del(key)
+		}
+		sh.mu.Unlock()
+	}
+	m.stats.applied[opIndex(OpTruncate)].Add(1)
+}
+
+// storeValue puts a value into the cache. A Set of a new key is
+// asynchronous and may be dropped; the index decides what is current, and a
+// missing value is fetched again.
+func (m *Mirror) storeValue(key string, gen uint64, data []byte) {
+	if !m.values.Set(key, &valueItem{gen: gen, data: data}, int64(len(data)+len(key)+valueItemOverhead)) {
+		m.stats.setsDropped.Add(1)
+	}
+}
+
+func (m *Mirror) sentinelArrived(token string) {
+	m.sentinelMu.Lock()
+	ch, ok := m.sentinels[token]
+	if ok {
+		delete(m.sentinels, token)
+	}
+	m.sentinelMu.Unlock()
+	if ok {
+		close(ch)
+	}
+}
+
+// expectSentinel registers token before it is sent.
+func (m *Mirror) expectSentinel(token string) <-chan struct{} {
+	ch := make(chan struct{})
+	m.sentinelMu.Lock()
+	m.sentinels[token] = ch
+	m.sentinelMu.Unlock()
+	return ch
+}
+
+func (m *Mirror) forgetSentinel(token string) {
+	m.sentinelMu.Lock()
+	delete(m.sentinels, token)
+	m.sentinelMu.Unlock()
+}

@@ -1,0 +1,65 @@
+package mirror
+
+import (
+	"sync"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// shardCount splits the index so readers and the applier rarely meet on a lock.
+const shardCount = 64
+
+// entryOverhead approximates the memory of one index entry beyond its key
+// bytes: the map slot, the key's string header and the entry struct.
+const entryOverhead = 120
+
+// entry is what the index knows of one key. The index, not the value cache,
+// is the authority on existence.
+type entry struct {
+	version int64
+	expires int64  // epoch microseconds, or NoExpiry
+	xid     uint64 // transaction whose change produced this state; 0 when a snapshot row did
+	gen     uint64 // identity of this state's value in the value cache
+	digest  uint64 // content hash of version, expiry and value; reloads compare it
+	size    int    // value length in bytes
+	echo    uint64 // xid of this sidecar's write whose echo has not arrived yet; 0 = none
+	owned   uint32 // reload epoch whose snapshot installed this state; later visible changes are older
+	seen    uint32 // reload epoch whose snapshot contained this key
+	deleted bool   // a tombstone: kept only while a reload is in flight
+}
+
+type shard struct {
+	mu sync.RWMutex
+	m  map[string]*entry
+}
+
+// index is the sharded key index.
+type index struct {
+	shards [shardCount]shard
+}
+
+func newIndex() *index {
+	ix := &index{}
+	for i := range ix.shards {
+		ix.shards[i].m = make(map[string]*entry)
+	}
+	return ix
+}
+
+func (ix *index) shard(key string) *shard {
+	return &ix.shards[xxhash.Sum64String(key)%shardCount]
+}
+
+// digest is the content hash reloads compare: two states with the same
+// version but different bytes (a write with triggers disabled) differ.
+func digest(version, expires int64, value []byte) uint64 {
+	var b [16]byte
+	for i := 0; i < 8; i++ {
+		b[i] = byte(version >> (8 * i))
+		b[8+i] = byte(expires >> (8 * i))
+	}
+	d := xxhash.New()
+	_, _ = d.Write(b[:])
+	_, _ = d.Write(value)
+	return d.Sum64()
+}

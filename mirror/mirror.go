@@ -1,0 +1,291 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sync/singleflight"
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxMemory      = 256 << 20
+	DefaultMaxStaleness   = 30 * time.Second
+	DefaultSentinelWait   = 30 * time.Second
+	DefaultCatchUpWait    = 2 * time.Second
+	DefaultClockInterval  = 30 * time.Second
+	minValueBudget        = 1 << 20
+	valueItemOverhead     = 48
+	prefetchBatch         = 500
+	prefetchQueue         = 65536
+	reloadProgressLogging = 5 * time.Second
+)
+
+// Errors of the read API; the socket server turns them into replies.
+var (
+	// ErrLoading means the first load has not completed.
+	ErrLoading = errors.New("mirror is loading")
+	// ErrStale means the listener has been down longer than the staleness
+	// bound and --stale-reads=error.
+	ErrStale = errors.New("mirror is stale: notifications lost for longer than the staleness bound")
+	// ErrCatchingUp means Postgres holds a newer state of the key than the
+	// notifications delivered so far, and they did not catch up in time.
+	ErrCatchingUp = errors.New("mirror is catching up with Postgres; retry")
+)
+
+// State is the mirror's readiness.
+type State int
+
+// The states.
+const (
+	StateLoading State = iota // before the first load completed
+	StateReady                // loaded and following notifications
+	StateStale                // loaded, but the listener is disconnected
+)
+
+func (s State) String() string {
+	return [...]string{"loading", "ready", "stale"}[s]
+}
+
+// Options configures a Mirror; the zero value of each field takes its default.
+type Options struct {
+	// MaxMemory bounds values and the key index together.
+	MaxMemory int64
+	// MaxStaleness is how long the listener may be down before StaleError applies.
+	MaxStaleness time.Duration
+	// StaleError makes reads fail with ErrStale past MaxStaleness (--stale-reads=error).
+	StaleError bool
+	// SentinelWait bounds how long a reload waits for its sentinel.
+	SentinelWait time.Duration
+	// CatchUpWait bounds how long a read waits for notifications to catch up
+	// with a row fetched from Postgres.
+	CatchUpWait time.Duration
+	// ClockInterval is how often the database clock offset is re-measured.
+	ClockInterval time.Duration
+	// ReloadInterval is the period of full reloads (jittered); 0 disables them.
+	ReloadInterval time.Duration
+	// Logger; nil logs nothing.
+	Logger hclog.Logger
+	// Hooks lets tests pause the mirror at chosen points; nil in production.
+	Hooks *Hooks
+}
+
+// Hooks are test hooks, called at points where a race would matter.
+type Hooks struct {
+	// AfterSnapshotVisible runs after a reload learned its snapshot's visibility, before any row.
+	AfterSnapshotVisible func()
+	// BeforeMerge runs before a reload merges its rows (after the sentinel arrived).
+	BeforeMerge func()
+	// AfterFetch runs after a fetch returned rows, before they are installed.
+	AfterFetch func(keys []string)
+}
+
+func (o *Options) setDefaults() {
+	if o.MaxMemory <= 0 {
+		o.MaxMemory = DefaultMaxMemory
+	}
+	if o.MaxStaleness <= 0 {
+		o.MaxStaleness = DefaultMaxStaleness
+	}
+	if o.SentinelWait <= 0 {
+		o.SentinelWait = DefaultSentinelWait
+	}
+	if o.CatchUpWait <= 0 {
+		o.CatchUpWait = DefaultCatchUpWait
+	}
+	if o.ClockInterval <= 0 {
+		o.ClockInterval = DefaultClockInterval
+	}
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	if o.Hooks == nil {
+		o.Hooks = &Hooks{}
+	}
+}
+
+// valueItem is what the value cache holds: a value and the index state it belongs to.
+type valueItem struct {
+	gen  uint64
+	data []byte
+}
+
+// Mirror is the in-memory mirror of cache_entries: a key index that is the
+// authority on existence, version and expiry, and a bounded value cache.
+// Changes reach it from the notification stream (Apply, in commit order),
+// from reloads (Reload) and from this sidecar's own writes (ApplyWrite).
+type Mirror struct {
+	opts   Options
+	log    hclog.Logger
+	src    Source
+	ix     *index
+	values *ristretto.Cache[string, *valueItem]
+	clock  clock
+	fetch  singleflight.Group
+	stats  counters
+
+	reloadMu sync.Mutex    // one reload at a time
+	gen      atomic.Uint64 // value states handed out
+	epoch    atomic.Uint32 // reloads started
+	reload   atomic.Pointer[reloadState]
+	entries  atomic.Int64 // live keys in the index
+	tombs    atomic.Int64 // tombstones in the index
+	keyBytes atomic.Int64 // key bytes in the index
+
+	stateMu      sync.Mutex
+	readyCh      chan struct{} // closed when the first load completes
+	loaded       bool
+	connected    bool
+	downSince    time.Time
+	lastReload   time.Time
+	appliedMu    sync.Mutex
+	appliedCh    chan struct{} // closed and replaced after every applied batch
+	sentinelMu   sync.Mutex
+	sentinels    map[string]chan struct{}
+	prefetchCh   chan string
+	resyncCh     chan string
+	ctx          context.Context
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
+	lastMaxCost  atomic.Int64
+	streamEpoch  atomic.Uint64 // bumped when the stream lost notifications (reconnect, overflow)
+	reloadLogger hclog.Logger
+}
+
+// New returns a mirror over src. Open starts its background work.
+func New(src Source, opts Options) (*Mirror, error) {
+	opts.setDefaults()
+	budget := max(opts.MaxMemory, minValueBudget)
+	values, err := ristretto.NewCache(&ristretto.Config[string, *valueItem]{
+		// About ten counters per item expected at ~100 bytes a value, capped
+		// so the admission sketch stays a few percent of the budget.
+		NumCounters: max(budget/40, 1000),
+		MaxCost:     budget,
+		BufferItems: 64,
+		Metrics:     true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	m := &Mirror{
+		opts:       opts,
+		log:        opts.Logger,
+		src:        src,
+		ix:         newIndex(),
+		values:     values,
+		appliedCh:  make(chan struct{}),
+		readyCh:    make(chan struct{}),
+		sentinels:  map[string]chan struct{}{},
+		prefetchCh: make(chan string, prefetchQueue),
+		resyncCh:   make(chan string, 1),
+	}
+	m.reloadLogger = m.log.Named("reload")
+	m.lastMaxCost.Store(budget)
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	return m, nil
+}
+
+// Open starts the background work: the clock, the prefetcher and the reloader.
+// The first reload starts when the stream reports itself connected.
+func (m *Mirror) Open() {
+	m.wg.Add(3)
+	go func() { defer m.wg.Done(); m.clockLoop(m.ctx) }()
+	go func() { defer m.wg.Done(); m.prefetchLoop(m.ctx) }()
+	go func() { defer m.wg.Done(); m.reloadLoop(m.ctx, m.opts.ReloadInterval) }()
+}
+
+// Close stops the background work and releases the value cache.
+func (m *Mirror) Close() error {
+	m.cancel()
+	m.wg.Wait()
+	m.values.Close()
+	return nil
+}
+
+// State reports the mirror's readiness.
+func (m *Mirror) State() State {
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
+	switch {
+	case !m.loaded:
+		return StateLoading
+	case !m.connected:
+		return StateStale
+	}
+	return StateReady
+}
+
+// Ready is closed when the first load has completed.
+func (m *Mirror) Ready() <-chan struct{} { return m.readyCh }
+
+// readable returns the error a read must answer with, or nil.
+func (m *Mirror) readable() error {
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
+	if !m.loaded {
+		return ErrLoading
+	}
+	if !m.connected && m.opts.StaleError && time.Since(m.downSince) > m.opts.MaxStaleness {
+		return ErrStale
+	}
+	return nil
+}
+
+// StreamUp tells the mirror that the listener is connected and listening:
+// everything committed from now on will be delivered, but what was committed
+// while it was down was not, so a full resync follows.
+func (m *Mirror) StreamUp(reason string) {
+	m.stateMu.Lock()
+	m.connected = true
+	m.stateMu.Unlock()
+	m.streamEpoch.Add(1)
+	m.RequestResync(reason)
+}
+
+// StreamDown tells the mirror the listener lost its connection (or dropped
+// notifications): reads go on from the mirror, marked stale.
+func (m *Mirror) StreamDown(reason string) {
+	m.stateMu.Lock()
+	if m.connected || m.downSince.IsZero() {
+		m.downSince = time.Now()
+	}
+	m.connected = false
+	m.stateMu.Unlock()
+	m.streamEpoch.Add(1)
+	m.log.Warn("notification stream down; serving the mirror as stale", "reason", reason)
+}
+
+// StreamGap tells the mirror notifications were lost while the connection
+// stayed up (the listener's queue overflowed): resync.
+func (m *Mirror) StreamGap(reason string) {
+	m.streamEpoch.Add(1)
+	m.RequestResync(reason)
+}
+
+// RequestResync asks for a full reload. Requests coalesce; one that arrives
+// during a reload causes one more after it.
+func (m *Mirror) RequestResync(reason string) {
+	select {
+	case m.resyncCh <- reason:
+	default: // one is pending already; it will see the newest state
+	}
+}
+
+// signalApplied wakes readers waiting for the stream to catch up.
+func (m *Mirror) signalApplied() {
+	m.appliedMu.Lock()
+	close(m.appliedCh)
+	m.appliedCh = make(chan struct{})
+	m.appliedMu.Unlock()
+}
+
+func (m *Mirror) appliedSignal() <-chan struct{} {
+	m.appliedMu.Lock()
+	defer m.appliedMu.Unlock()
+	return m.appliedCh
+}

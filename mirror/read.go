@@ -1,0 +1,229 @@
+package mirror
+
+import (
+	"context"
+	"time"
+)
+
+// Lookup is what the index says of a key at one moment.
+type Lookup struct {
+	Found   bool
+	Version int64
+	Expires int64 // epoch microseconds, or NoExpiry
+	Size    int   // value length
+	gen     uint64
+}
+
+// lookup reads the index; expired and deleted keys are not found. It never
+// queries Postgres.
+func (m *Mirror) lookup(key string, now int64) Lookup {
+	sh := m.ix.shard(key)
+	sh.mu.RLock()
+	e := sh.m[key]
+	var l Lookup
+	if e != nil && !e.deleted && e.expires > now {
+		l = Lookup{Found: true, Version: e.version, Expires: e.expires, Size: e.size, gen: e.gen}
+	}
+	sh.mu.RUnlock()
+	return l
+}
+
+// Exists reports whether key is present and unexpired, with its expiry.
+func (m *Mirror) Exists(key string) (Lookup, error) {
+	if err := m.readable(); err != nil {
+		return Lookup{}, err
+	}
+	return m.lookup(key, m.clock.dbNow()), nil
+}
+
+// TTL returns the time to live of key as Redis reports it: ok is false for a
+// missing key, and ttl is negative (-1) for a key without expiry.
+func (m *Mirror) TTL(key string) (ttl time.Duration, ok bool, err error) {
+	l, err := m.Exists(key)
+	if err != nil || !l.Found {
+		return 0, false, err
+	}
+	if l.Expires == NoExpiry {
+		return -1, true, nil
+	}
+	// Measured from the late end of the clock estimate, as expiry is.
+	return time.Duration(l.Expires-m.clock.dbNow()) * time.Microsecond, true, nil
+}
+
+// Get returns key's value, or found == false. A hit never queries Postgres;
+// a value the cache dropped is fetched again, once however many callers ask.
+// The returned slice must not be modified.
+func (m *Mirror) Get(ctx context.Context, key string) (value []byte, found bool, err error) {
+	if err := m.readable(); err != nil {
+		return nil, false, err
+	}
+	deadline := time.Now().Add(m.opts.CatchUpWait)
+	for {
+		l := m.lookup(key, m.clock.dbNow())
+		if !l.Found {
+			m.stats.misses.Add(1)
+			return nil, false, nil
+		}
+		if it, ok := m.values.Get(key); ok && it.gen == l.gen {
+			m.stats.hits.Add(1)
+			return it.data, true, nil
+		}
+		v, ok, err := m.fetchValue(ctx, key, l)
+		if err != nil {
+			return nil, false, err
+		}
+		if ok {
+			m.stats.hits.Add(1)
+			return v, true, nil
+		}
+		// Postgres holds another state than the index: notifications are
+		// on their way. Wait for the stream, then look again.
+		if err := m.waitApplied(ctx, deadline); err != nil {
+			return nil, false, err
+		}
+	}
+}
+
+// MGet returns the values of keys (nil for missing ones).
+func (m *Mirror) MGet(ctx context.Context, keys []string) ([][]byte, error) {
+	out := make([][]byte, len(keys))
+	for i, k := range keys {
+		v, found, err := m.Get(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			out[i] = v
+		}
+	}
+	return out, nil
+}
+
+// fetchValue reads key's row from Postgres and installs its value when the
+// row is the state the index holds (same version); ok is false when the
+// row is another state, which the stream has not delivered yet.
+func (m *Mirror) fetchValue(ctx context.Context, key string, l Lookup) ([]byte, bool, error) {
+	type result struct {
+		value []byte
+		ok    bool
+	}
+	r, err, _ := m.fetch.Do(key, func() (any, error) {
+		rows, err := m.fetchRows(ctx, []string{key})
+		if err != nil {
+			return result{}, err
+		}
+		for _, row := range rows {
+			if v, ok := m.installFetched(row); ok {
+				return result{v, true}, nil
+			}
+		}
+		return result{}, nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	res := r.(result)
+	return res.value, res.ok, nil
+}
+
+func (m *Mirror) fetchRows(ctx context.Context, keys []string) ([]Row, error) {
+	m.stats.fetches.Add(1)
+	m.stats.fetchedKeys.Add(int64(len(keys)))
+	rows, err := m.src.Fetch(ctx, keys)
+	if h := m.opts.Hooks.AfterFetch; h != nil {
+		h(keys)
+	}
+	return rows, err
+}
+
+// installFetched stores a fetched row's value if the index holds exactly
+// that state. A fetched row never changes the index: only the stream,
+// reloads and this sidecar's writes do, so fetches cannot reorder states.
+func (m *Mirror) installFetched(r Row) ([]byte, bool) {
+	sh := m.ix.shard(r.Key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.m[r.Key]
+	if e == nil || e.deleted || e.version != r.Version || e.expires != r.Expires {
+		return nil, false
+	}
+	d := digest(r.Version, r.Expires, r.Value)
+	if e.digest != 0 && e.digest != d {
+		return nil, false // same version, other bytes: written with triggers disabled; a reload corrects it
+	}
+	e.digest, e.size = d, len(r.Value)
+	m.storeValue(r.Key, e.gen, r.Value)
+	return r.Value, true
+}
+
+// waitApplied waits until the stream applies another batch, or the deadline.
+func (m *Mirror) waitApplied(ctx context.Context, deadline time.Time) error {
+	wait := time.Until(deadline)
+	if wait <= 0 {
+		return ErrCatchingUp
+	}
+	t := time.NewTimer(min(wait, 50*time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-m.appliedSignal():
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// prefetchLoop fetches, in batches, the values of keys whose notification
+// carried a fetch marker instead of the value, so reads find them cached.
+func (m *Mirror) prefetchLoop(ctx context.Context) {
+	batch := make([]string, 0, prefetchBatch)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case k := <-m.prefetchCh:
+			batch = append(batch[:0], k)
+		}
+	drain:
+		for len(batch) < prefetchBatch {
+			select {
+			case k := <-m.prefetchCh:
+				batch = append(batch, k)
+			default:
+				break drain
+			}
+		}
+		rows, err := m.fetchRows(ctx, batch)
+		if err != nil {
+			if ctx.Err() == nil {
+				m.log.Debug("prefetch failed; reads will fetch on demand", "keys", len(batch), "error", err)
+			}
+			continue
+		}
+		for _, r := range rows {
+			m.installFetched(r)
+		}
+	}
+}
+
+// Range calls fn for every present, unexpired key until fn returns false.
+// Keys are visited shard by shard, without a consistent cut.
+func (m *Mirror) Range(fn func(key string, l Lookup) bool) {
+	now := m.clock.dbNow()
+	for i := range m.ix.shards {
+		sh := &m.ix.shards[i]
+		sh.mu.RLock()
+		keys := make([]string, 0, len(sh.m))
+		for k, e := range sh.m {
+			if !e.deleted && e.expires > now {
+				keys = append(keys, k)
+			}
+		}
+		sh.mu.RUnlock()
+		for _, k := range keys {
+			if l := m.lookup(k, now); l.Found && !fn(k, l) {
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,283 @@
+package mirror
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+)
+
+// reloadState is the reload in flight. While it exists, deletes leave
+// tombstones; once its snapshot's visibility is known, keys it installed
+// (owned == epoch) skip the notifications that snapshot already includes.
+type reloadState struct {
+	epoch uint32
+	vis   atomic.Pointer[Visibility]
+}
+
+// sees reports whether the reload's snapshot includes transaction xid.
+func (rl *reloadState) sees(xid uint64) bool {
+	v := rl.vis.Load()
+	return v != nil && v.Sees(xid)
+}
+
+// errStreamReset means notifications were lost during the reload, so its
+// result cannot be trusted; another reload follows.
+var errStreamReset = errors.New("notification stream reset during the reload")
+
+// ReloadResult describes one reload.
+type ReloadResult struct {
+	Rows     int64         // rows in the snapshot
+	Drift    int64         // keys the reload had to correct
+	Duration time.Duration // from start to the end of the sweep
+}
+
+// Reload replaces the mirror's content with a consistent snapshot of the
+// table, beside service: readers keep reading, the stream keeps applying,
+// and what the stream or this sidecar's writes delivered that the snapshot
+// does not include wins over the snapshot. Reloads run one at a time.
+func (m *Mirror) Reload(ctx context.Context, reason string) (ReloadResult, error) {
+	m.reloadMu.Lock()
+	defer m.reloadMu.Unlock()
+	var res ReloadResult
+	start := time.Now()
+	streamEpoch := m.streamEpoch.Load()
+	rl := &reloadState{epoch: m.epoch.Add(1)}
+	m.reload.Store(rl)
+	initial := !m.isLoaded()
+	log := m.reloadLogger.With("reason", reason, "epoch", rl.epoch)
+	log.Debug("reload started")
+
+	progress := time.Now()
+	err := m.src.Snapshot(ctx, func(v Visibility) {
+		rl.vis.Store(&v)
+		if h := m.opts.Hooks.AfterSnapshotVisible; h != nil {
+			h()
+		}
+	}, func(r Row) error {
+		res.Rows++
+		if m.mergeRow(rl, r) && !initial {
+			res.Drift++
+		}
+		if res.Rows%4096 == 0 {
+			if initial {
+				m.values.Wait() // let the value cache absorb the load instead of dropping sets
+			}
+			if time.Since(progress) >= reloadProgressLogging {
+				progress = time.Now()
+				rate := float64(res.Rows) / time.Since(start).Seconds()
+				log.Info("loading", "rows", res.Rows, "rows_per_sec", int64(rate))
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = m.awaitSentinel(ctx)
+	}
+	if err == nil && m.streamEpoch.Load() != streamEpoch {
+		err = errStreamReset
+	}
+	if err != nil {
+		m.abandonReload(rl)
+		m.stats.reloadFailures.Add(1)
+		return res, fmt.Errorf("reload (%s): %w", reason, err)
+	}
+	if h := m.opts.Hooks.BeforeMerge; h != nil {
+		h()
+	}
+	swept := m.sweep(rl)
+	if !initial {
+		res.Drift += swept
+	}
+	m.reload.CompareAndSwap(rl, nil)
+	m.values.Wait()
+	m.updateBudget()
+	res.Duration = time.Since(start)
+	m.finishReload(res)
+	log.Info("reload done", "rows", res.Rows, "drift", res.Drift, "duration", res.Duration.Round(time.Millisecond),
+		"entries", m.entries.Load())
+	return res, nil
+}
+
+// mergeRow reconciles one snapshot row with the index and reports whether
+// the index had to change (drift, unless this is the first load).
+func (m *Mirror) mergeRow(rl *reloadState, r Row) bool {
+	vis := rl.vis.Load()
+	sh := m.ix.shard(r.Key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.m[r.Key]
+	if e != nil {
+		e.seen = rl.epoch
+		if e.echo != 0 && vis.Sees(e.echo) {
+			e.echo = 0 // the snapshot includes our write; its echo may have been lost
+		}
+		if e.xid != 0 && !vis.Sees(e.xid) {
+			return false // the stream (or our write) delivered a newer state
+		}
+		if !e.deleted && e.version == r.Version && e.digest == digest(r.Version, r.Expires, r.Value) {
+			e.owned = rl.epoch
+			return false
+		}
+	}
+	ne := m.setLocked(sh, r.Key, e, state{version: r.Version, expires: r.Expires, value: r.Value, hasValue: true}, false)
+	ne.owned, ne.seen = rl.epoch, rl.epoch
+	return true
+}
+
+// sweep runs after the sentinel arrived: every change the snapshot includes
+// has been delivered. It removes tombstones, and keys the snapshot lacks
+// unless the stream delivered them after the snapshot. It returns the count
+// of keys removed that way.
+func (m *Mirror) sweep(rl *reloadState) int64 {
+	vis := rl.vis.Load()
+	var removed int64
+	for i := range m.ix.shards {
+		sh := &m.ix.shards[i]
+		sh.mu.Lock()
+		for key, e := range sh.m {
+			if e.echo != 0 && vis.Sees(e.echo) {
+				e.echo = 0
+			}
+			switch {
+			case e.deleted:
+				if e.echo == 0 {
+					delete(sh.m, key)
+					m.tombs.Add(-1)
+				}
+			case e.seen != rl.epoch && (e.xid == 0 || vis.Sees(e.xid)):
+				delete(sh.m, key)
+				m.entries.Add(-1)
+				m.keyBytes.Add(-int64(len(key)))
+				m.values.Del(key)
+				removed++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return removed
+}
+
+// abandonReload ends a failed reload: its tombstones are no longer needed.
+func (m *Mirror) abandonReload(rl *reloadState) {
+	if !m.reload.CompareAndSwap(rl, nil) {
+		return
+	}
+	for i := range m.ix.shards {
+		sh := &m.ix.shards[i]
+		sh.mu.Lock()
+		for key, e := range sh.m {
+			if e.deleted && e.echo == 0 {
+				delete(sh.m, key)
+				m.tombs.Add(-1)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// awaitSentinel sends a sentinel and waits until the stream delivers it:
+// then every change committed before it has been applied.
+func (m *Mirror) awaitSentinel(ctx context.Context) error {
+	var b [8]byte
+	_, _ = crand.Read(b[:])
+	token := "r" + hex.EncodeToString(b[:])
+	arrived := m.expectSentinel(token)
+	defer m.forgetSentinel(token)
+	if err := m.src.Sentinel(ctx, token); err != nil {
+		return fmt.Errorf("send sentinel: %w", err)
+	}
+	t := time.NewTimer(m.opts.SentinelWait)
+	defer t.Stop()
+	select {
+	case <-arrived:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return fmt.Errorf("sentinel not delivered within %v: is the listener connected?", m.opts.SentinelWait)
+	}
+}
+
+func (m *Mirror) isLoaded() bool {
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
+	return m.loaded
+}
+
+func (m *Mirror) finishReload(res ReloadResult) {
+	m.stateMu.Lock()
+	if !m.loaded {
+		m.loaded = true
+		close(m.readyCh)
+	}
+	m.lastReload = time.Now()
+	m.stateMu.Unlock()
+	m.stats.reloads.Add(1)
+	m.stats.drift.Add(res.Drift)
+	m.stats.lastReloadNanos.Store(int64(res.Duration))
+}
+
+// reloadLoop runs requested and periodic reloads one at a time. Requests
+// coalesce, but one that arrives during a reload causes one more; a failed
+// reload is retried with backoff.
+func (m *Mirror) reloadLoop(ctx context.Context, interval time.Duration) {
+	const minBackoff, maxBackoff = 100 * time.Millisecond, 10 * time.Second
+	backoff := minBackoff
+	var periodic <-chan time.Time
+	var timer *time.Timer
+	resetTimer := func() {
+		if interval <= 0 {
+			return
+		}
+		// ±10% jitter, so a fleet started together does not reload together.
+		d := interval - interval/10 + rand.N(interval/5+1)
+		if timer == nil {
+			timer = time.NewTimer(d)
+		} else {
+			timer.Reset(d)
+		}
+		periodic = timer.C
+	}
+	resetTimer()
+	for {
+		var reason string
+		select {
+		case <-ctx.Done():
+			return
+		case reason = <-m.resyncCh:
+		case <-periodic:
+			reason = "periodic"
+			if !m.isConnected() {
+				resetTimer() // a reconnect resyncs anyway
+				continue
+			}
+		}
+		if _, err := m.Reload(ctx, reason); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			m.log.Warn("reload failed; retrying", "error", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, maxBackoff)
+			m.RequestResync("retry: " + reason)
+			continue
+		}
+		backoff = minBackoff
+		resetTimer()
+	}
+}
+
+func (m *Mirror) isConnected() bool {
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
+	return m.connected
+}

@@ -1,0 +1,51 @@
+package mirror
+
+import (
+	"context"
+	"slices"
+)
+
+// Row is one row of cache_entries read outside the notification stream.
+type Row struct {
+	Key     string
+	Value   []byte
+	Version int64
+	Expires int64 // epoch microseconds, or NoExpiry
+}
+
+// Visibility says which transactions a snapshot saw, as pg_current_snapshot()
+// reports it: every xid below Xmin, and those below Xmax but not in Xip.
+type Visibility struct {
+	Xmin, Xmax uint64
+	Xip        []uint64 // in progress when the snapshot was taken; sorted
+}
+
+// Sees reports whether the snapshot includes the committed transaction xid.
+func (v Visibility) Sees(xid uint64) bool {
+	if xid < v.Xmin {
+		return true
+	}
+	if xid >= v.Xmax {
+		return false
+	}
+	_, found := slices.BinarySearch(v.Xip, xid)
+	return !found
+}
+
+// Source is what the mirror needs from Postgres. The package pgstore
+// implements it; mirrortest fakes it for unit tests.
+type Source interface {
+	// Snapshot reads every row of cache_entries in one REPEATABLE READ
+	// snapshot: it first reports the snapshot's visibility, then passes each
+	// row to row (stopping at the first error row returns). Rows come in no
+	// particular order; a row's Value is not retained by the source.
+	Snapshot(ctx context.Context, visible func(Visibility), row func(Row) error) error
+	// Fetch returns the current rows of keys; absent keys are left out.
+	Fetch(ctx context.Context, keys []string) ([]Row, error)
+	// Sentinel commits a notification carrying token on the pgmirror
+	// channel, so that its arrival proves every change committed before the
+	// call has been delivered.
+	Sentinel(ctx context.Context, token string) error
+	// Now returns the database clock, clock_timestamp(), in epoch microseconds.
+	Now(ctx context.Context) (int64, error)
+}

@@ -1,0 +1,99 @@
+package mirror
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// counters are the mirror's running totals.
+type counters struct {
+	hits, misses         atomic.Int64
+	fetches, fetchedKeys atomic.Int64
+	batches, skipped     atomic.Int64
+	applied              [5]atomic.Int64 // by opIndex
+	setsDropped          atomic.Int64
+	reloads              atomic.Int64
+	reloadFailures       atomic.Int64
+	drift                atomic.Int64
+	lastReloadNanos      atomic.Int64
+}
+
+func opIndex(o Op) int {
+	switch o {
+	case OpSet:
+		return 0
+	case OpFetch:
+		return 1
+	case OpDelete:
+		return 2
+	case OpTruncate:
+		return 3
+	}
+	return 4
+}
+
+// Stats is a snapshot of the mirror's counters and sizes.
+type Stats struct {
+	State          State
+	Entries        int64 // present keys in the index
+	Tombstones     int64 // per-key delete markers held for a reload in flight or an echo
+	IndexBytes     int64 // estimated memory of the key index
+	ValueBytes     int64 // cost held by the value cache
+	ValueBudget    int64 // what the value cache may hold
+	Hits, Misses   int64 // reads answered with a value / without one
+	Fetches        int64 // queries for values the cache lacked
+	FetchedKeys    int64 // keys those queries asked for
+	Batches        int64 // notifications applied
+	Applied        map[string]int64
+	Skipped        int64 // notifications older than what the mirror holds
+	SetsDropped    int64 // value-cache sets dropped by its buffers
+	SetsRejected   int64 // value-cache sets rejected by its admission policy
+	Evicted        int64
+	Reloads        int64
+	ReloadFailures int64
+	Drift          int64 // keys reloads had to correct
+	LastReload     time.Time
+	LastReloadTook time.Duration
+	DownSince      time.Time // zero while the listener is connected
+	ClockLead      time.Duration
+}
+
+// Stats returns the current counters.
+func (m *Mirror) Stats() Stats {
+	s := Stats{
+		State:          m.State(),
+		Entries:        m.entries.Load(),
+		Tombstones:     m.tombs.Load(),
+		IndexBytes:     m.IndexBytes(),
+		ValueBudget:    m.lastMaxCost.Load(),
+		Hits:           m.stats.hits.Load(),
+		Misses:         m.stats.misses.Load(),
+		Fetches:        m.stats.fetches.Load(),
+		FetchedKeys:    m.stats.fetchedKeys.Load(),
+		Batches:        m.stats.batches.Load(),
+		Skipped:        m.stats.skipped.Load(),
+		SetsDropped:    m.stats.setsDropped.Load(),
+		Reloads:        m.stats.reloads.Load(),
+		ReloadFailures: m.stats.reloadFailures.Load(),
+		Drift:          m.stats.drift.Load(),
+		LastReloadTook: time.Duration(m.stats.lastReloadNanos.Load()),
+		ClockLead:      m.ClockLead(),
+		Applied:        map[string]int64{},
+	}
+	for _, o := range []Op{OpSet, OpFetch, OpDelete, OpTruncate} {
+		s.Applied[o.String()] = m.stats.applied[opIndex(o)].Load()
+	}
+	if met := m.values.Metrics; met != nil {
+		s.ValueBytes = int64(met.CostAdded() - met.CostEvicted())
+		s.SetsDropped += int64(met.SetsDropped())
+		s.SetsRejected = int64(met.SetsRejected())
+		s.Evicted = int64(met.KeysEvicted())
+	}
+	m.stateMu.Lock()
+	s.LastReload = m.lastReload
+	if !m.connected {
+		s.DownSince = m.downSince
+	}
+	m.stateMu.Unlock()
+	return s
+}

@@ -1,0 +1,168 @@
+// Package pgstore is pgmirror's SQL data access: it reads cache_entries in a
+// consistent snapshot and by key, sends sentinels on the notification
+// channel, reads the database clock, and checks at start-up that it talks to
+// a primary with pgmirror's schema. Store implements mirror.Source.
+package pgstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/lib/pq"
+
+	"pgmirror/listener"
+	"pgmirror/mirror"
+)
+
+// Store reads and notifies through a connection pool; it is safe for
+// concurrent use.
+type Store struct {
+	DB  *sql.DB
+	Log hclog.Logger // nil: no logging
+}
+
+var _ mirror.Source = (*Store)(nil)
+
+// New returns a Store on db; log may be nil.
+func New(db *sql.DB, log hclog.Logger) *Store {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return &Store{DB: db, Log: log}
+}
+
+func (s *Store) log() hclog.Logger {
+	if s.Log == nil {
+		return hclog.NewNullLogger()
+	}
+	return s.Log
+}
+
+// Sentinel implements mirror.Source: it sends a payload of format 1 holding
+// one sentinel record, in an autocommit statement of its own.
+func (s *Store) Sentinel(ctx context.Context, token string) error {
+	payload := listener.Encode(listener.Payload{
+		SentAt:  time.Now().UnixMicro(),
+		Changes: []mirror.Change{{Op: mirror.OpSentinel, Token: token}},
+	})
+	// Every sidecar decodes what arrives on the channel, and a payload it
+	// refuses costs it a resync, so a bad token must never leave this process.
+	if _, err := listener.Decode(payload); err != nil {
+		return fmt.Errorf("sentinel %.20q: %w", token, err)
+	}
+	if _, err := s.DB.ExecContext(ctx, `SELECT pg_notify($1, $2)`, listener.Channel, payload); err != nil {
+		return fmt.Errorf("sentinel: %w", err)
+	}
+	return nil
+}
+
+// Now implements mirror.Source.
+func (s *Store) Now(ctx context.Context) (int64, error) {
+	var us int64
+	err := s.DB.QueryRowContext(ctx, `SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint`).Scan(&us)
+	if err != nil {
+		return 0, fmt.Errorf("read the database clock: %w", err)
+	}
+	return us, nil
+}
+
+// ErrStandby is the error CheckPrimary wraps when the server is a hot standby.
+var ErrStandby = errors.New("connected to a hot standby (pg_is_in_recovery() is true)")
+
+// CheckPrimary returns an error wrapping ErrStandby when the server is in
+// recovery, where LISTEN does not work and nothing would ever be notified.
+func (s *Store) CheckPrimary(ctx context.Context) error {
+	return s.checkPrimary(ctx, `SELECT pg_is_in_recovery()`)
+}
+
+// checkPrimary takes the query so that tests can play a standby.
+func (s *Store) checkPrimary(ctx context.Context, query string) error {
+	var standby bool
+	if err := s.DB.QueryRowContext(ctx, query).Scan(&standby); err != nil {
+		return fmt.Errorf("check for a primary: %w", err)
+	}
+	if standby {
+		return fmt.Errorf("%w: the listener needs the primary; point --dsn/--listen-dsn at the primary "+
+			"or use target_session_attrs=read-write", ErrStandby)
+	}
+	return nil
+}
+
+// triggerNames are the triggers triggers.sql installs on cache_entries.
+var triggerNames = []string{
+	"pgmirror_10_stamp_insert",
+	"pgmirror_10_stamp_update",
+	"pgmirror_20_notify_insert",
+	"pgmirror_20_notify_update",
+	"pgmirror_20_notify_delete",
+	"pgmirror_20_notify_truncate",
+}
+
+// CheckSchema returns an error saying what to do when cache_entries is not
+// in the search_path or its pgmirror triggers are missing or disabled.
+func (s *Store) CheckSchema(ctx context.Context) error {
+	var (
+		table             bool
+		missing, disabled []string
+	)
+	// One round trip; to_regclass resolves the name through the search_path
+	// exactly as every other statement of pgmirror will.
+	err := s.DB.QueryRowContext(ctx, `
+		SELECT c.oid IS NOT NULL,
+			ARRAY(SELECT n FROM unnest($1::text[]) n WHERE NOT EXISTS
+				(SELECT FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = n) ORDER BY n),
+			ARRAY(SELECT t.tgname::text FROM pg_trigger t
+				WHERE t.tgrelid = c.oid AND t.tgname = ANY($1) AND t.tgenabled = 'D' ORDER BY 1)
+		FROM (SELECT to_regclass('cache_entries')::oid AS oid) c`, pq.Array(triggerNames)).
+		Scan(&table, pq.Array(&missing), pq.Array(&disabled))
+	if err != nil {
+		return fmt.Errorf("check the schema: %w", err)
+	}
+	switch {
+	case !table:
+		return errors.New("cache_entries not found in the search_path: run `pgmirror migrate` (or serve --migrate)")
+	case len(missing) > 0:
+		// migrate reinstalls triggers.sql only when its checksum changed, so
+		// a record of it must go before migrate puts dropped triggers back.
+		recorded, err := s.triggersRecorded(ctx)
+		if err != nil {
+			return err
+		}
+		hint := "run `pgmirror migrate`"
+		if recorded {
+			hint = "pgmirror_schema_migrations records triggers.sql as installed, so run " +
+				"DELETE FROM pgmirror_schema_migrations WHERE name = 'triggers.sql' and then `pgmirror migrate`"
+		}
+		return fmt.Errorf("the pgmirror triggers on cache_entries are missing (%s): %s",
+			strings.Join(missing, ", "), hint)
+	case len(disabled) > 0:
+		return fmt.Errorf("the pgmirror triggers on cache_entries are disabled (%s), so changes are not notified: "+
+			"run ALTER TABLE cache_entries ENABLE ALWAYS TRIGGER <name> for each", strings.Join(disabled, ", "))
+	}
+	return nil
+}
+
+// triggersRecorded reports whether the migration bookkeeping (in the schema
+// of cache_entries' search_path) lists triggers.sql.
+func (s *Store) triggersRecorded(ctx context.Context) (bool, error) {
+	var exists bool
+	if err := s.DB.QueryRowContext(ctx, `SELECT to_regclass('pgmirror_schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
+		return false, fmt.Errorf("check the schema: %w", err)
+	}
+	if !exists {
+		return false, nil
+	}
+	var recorded bool
+	// "triggers.sql" is migrations.TriggersName, the name migrate records.
+	err := s.DB.QueryRowContext(ctx, `SELECT EXISTS (SELECT FROM pgmirror_schema_migrations WHERE name = 'triggers.sql')`).
+		Scan(&recorded)
+	if err != nil {
+		return false, fmt.Errorf("check the schema: %w", err)
+	}
+	return recorded, nil
+}
