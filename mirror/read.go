@@ -227,3 +227,10 @@ func (m *Mirror) Range(fn func(key string, l Lookup) bool) {
 		}
 	}
 }
+
+// EvictValue drops key's value from the value cache, as its eviction policy
+// may at any time; the next read fetches it again. For tests and tools.
+func (m *Mirror) EvictValue(key string) {
+	m.values.Del(key)
+	m.values.Wait()
+}
