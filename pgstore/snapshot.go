@@ -39,9 +39,8 @@ func (s *Store) Snapshot(ctx context.Context, visible func(mirror.Visibility), r
 	}
 	n, err := s.snapshot(ctx, cancel, tx, visible, row)
 	if err != nil {
-		// An error stops the read, and cancel (called by snapshot before it
-		// closed the rows) has aborted the statement and spoilt the
-		// connection, which the pool then discards.
+		// If the rows were stopped early, snapshot has cancelled the
+		// statement, which spoils the connection: the pool discards it.
 		_ = tx.Rollback()
 		return err
 	}
