@@ -34,7 +34,7 @@ func (r *recorder) Apply(b mirror.Batch) {
 	r.batches = append(r.batches, b)
 	r.mu.Unlock()
 }
-func (r *recorder) record(e string) { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() }
+func (r *recorder) record(e string)          { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() }
 func (r *recorder) StreamUp(reason string)   { r.record("up:" + reason) }
 func (r *recorder) StreamDown(reason string) { r.record("down") }
 func (r *recorder) StreamGap(reason string)  { r.record("gap:" + reason) }

@@ -29,6 +29,16 @@ const LockID int64 = 0x7067_6d69_7272_6f72
 // TriggersName is the name under which triggers.sql is recorded.
 const TriggersName = "triggers.sql"
 
+// TriggerNames are the triggers triggers.sql installs on cache_entries.
+var TriggerNames = []string{
+	"pgmirror_10_stamp_insert",
+	"pgmirror_10_stamp_update",
+	"pgmirror_20_notify_insert",
+	"pgmirror_20_notify_update",
+	"pgmirror_20_notify_delete",
+	"pgmirror_20_notify_truncate",
+}
+
 // Result says what Apply did.
 type Result struct {
 	// Schema is the schema the objects live in.
@@ -120,8 +130,12 @@ func Apply(ctx context.Context, db *sql.DB, triggers string, log hclog.Logger) (
 		res.Applied = append(res.Applied, m.Name)
 	}
 	trig := Migration{Name: TriggersName, SQL: triggers}
-	if done[TriggersName] != trig.Checksum() {
-		log.Info("installing triggers", "file", TriggersName, "schema", res.Schema)
+	intact, err := triggersIntact(ctx, tx)
+	if err != nil {
+		return res, err
+	}
+	if done[TriggersName] != trig.Checksum() || !intact {
+		log.Info("installing triggers", "file", TriggersName, "schema", res.Schema, "repair", !intact)
 		if err = run(ctx, tx, TriggersName, triggers, trig.Checksum()); err != nil {
 			return res, err
 		}
@@ -163,6 +177,20 @@ func prepare(ctx context.Context, tx *sql.Tx) (string, error) {
 		return "", fmt.Errorf("create pgmirror_schema_migrations: %w", err)
 	}
 	return schema.String, nil
+}
+
+// triggersIntact reports whether every pgmirror trigger exists on
+// cache_entries and fires always; a dropped or disabled one is reinstalled
+// even when triggers.sql did not change.
+func triggersIntact(ctx context.Context, tx *sql.Tx) (bool, error) {
+	var n int
+	err := tx.QueryRowContext(ctx, `SELECT count(*) FROM pg_trigger
+		WHERE tgrelid = to_regclass('cache_entries') AND tgname = ANY($1) AND tgenabled = 'A'`,
+		pq.Array(TriggerNames)).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("inspect the triggers: %w", err)
+	}
+	return n == len(TriggerNames), nil
 }
 
 // recorded returns the checksum of every applied file by name.

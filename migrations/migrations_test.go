@@ -136,3 +136,25 @@ func TestApplyInOtherSchema(t *testing.T) {
 		t.Fatalf("insert into the other schema: %v", err)
 	}
 }
+
+func TestDroppedOrDisabledTriggersAreRepaired(t *testing.T) {
+	dsn := pgtest.Shared(t).CreateDB(t)
+	apply(t, dsn)
+	db := testdb.Open(t, dsn)
+	for _, breakIt := range []string{
+		`DROP TRIGGER pgmirror_20_notify_delete ON cache_entries`,
+		`ALTER TABLE cache_entries DISABLE TRIGGER pgmirror_10_stamp_update`,
+		`ALTER TABLE cache_entries ENABLE TRIGGER pgmirror_20_notify_insert`, // fires, but not under replica role
+	} {
+		if _, err := db.Exec(breakIt); err != nil {
+			t.Fatal(err)
+		}
+		if res := apply(t, dsn); !res.TriggersUpdated || len(res.Applied) != 0 {
+			t.Fatalf("after %q: %+v, want the triggers reinstalled", breakIt, res)
+		}
+		assertSchemaOnce(t, dsn)
+		if res := apply(t, dsn); res.Changed() {
+			t.Fatalf("after the repair of %q a second run changed something: %+v", breakIt, res)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/lib/pq"
 
 	"pgmirror/listener"
+	"pgmirror/migrations"
 	"pgmirror/mirror"
 )
 
@@ -93,16 +94,6 @@ func (s *Store) checkPrimary(ctx context.Context, query string) error {
 	return nil
 }
 
-// triggerNames are the triggers triggers.sql installs on cache_entries.
-var triggerNames = []string{
-	"pgmirror_10_stamp_insert",
-	"pgmirror_10_stamp_update",
-	"pgmirror_20_notify_insert",
-	"pgmirror_20_notify_update",
-	"pgmirror_20_notify_delete",
-	"pgmirror_20_notify_truncate",
-}
-
 // CheckSchema returns an error saying what to do when cache_entries is not
 // in the search_path or its pgmirror triggers are missing or disabled.
 func (s *Store) CheckSchema(ctx context.Context) error {
@@ -118,7 +109,7 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 				(SELECT FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = n) ORDER BY n),
 			ARRAY(SELECT t.tgname::text FROM pg_trigger t
 				WHERE t.tgrelid = c.oid AND t.tgname = ANY($1) AND t.tgenabled = 'D' ORDER BY 1)
-		FROM (SELECT to_regclass('cache_entries')::oid AS oid) c`, pq.Array(triggerNames)).
+		FROM (SELECT to_regclass('cache_entries')::oid AS oid) c`, pq.Array(migrations.TriggerNames)).
 		Scan(&table, pq.Array(&missing), pq.Array(&disabled))
 	if err != nil {
 		return fmt.Errorf("check the schema: %w", err)
@@ -127,42 +118,11 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 	case !table:
 		return errors.New("cache_entries not found in the search_path: run `pgmirror migrate` (or serve --migrate)")
 	case len(missing) > 0:
-		// migrate reinstalls triggers.sql only when its checksum changed, so
-		// a record of it must go before migrate puts dropped triggers back.
-		recorded, err := s.triggersRecorded(ctx)
-		if err != nil {
-			return err
-		}
-		hint := "run `pgmirror migrate`"
-		if recorded {
-			hint = "pgmirror_schema_migrations records triggers.sql as installed, so run " +
-				"DELETE FROM pgmirror_schema_migrations WHERE name = 'triggers.sql' and then `pgmirror migrate`"
-		}
-		return fmt.Errorf("the pgmirror triggers on cache_entries are missing (%s): %s",
-			strings.Join(missing, ", "), hint)
+		return fmt.Errorf("the pgmirror triggers on cache_entries are missing (%s), so changes are not notified: "+
+			"run `pgmirror migrate`, which reinstalls them", strings.Join(missing, ", "))
 	case len(disabled) > 0:
 		return fmt.Errorf("the pgmirror triggers on cache_entries are disabled (%s), so changes are not notified: "+
-			"run ALTER TABLE cache_entries ENABLE ALWAYS TRIGGER <name> for each", strings.Join(disabled, ", "))
+			"run `pgmirror migrate`, which re-enables them", strings.Join(disabled, ", "))
 	}
 	return nil
-}
-
-// triggersRecorded reports whether the migration bookkeeping (in the schema
-// of cache_entries' search_path) lists triggers.sql.
-func (s *Store) triggersRecorded(ctx context.Context) (bool, error) {
-	var exists bool
-	if err := s.DB.QueryRowContext(ctx, `SELECT to_regclass('pgmirror_schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
-		return false, fmt.Errorf("check the schema: %w", err)
-	}
-	if !exists {
-		return false, nil
-	}
-	var recorded bool
-	// "triggers.sql" is migrations.TriggersName, the name migrate records.
-	err := s.DB.QueryRowContext(ctx, `SELECT EXISTS (SELECT FROM pgmirror_schema_migrations WHERE name = 'triggers.sql')`).
-		Scan(&recorded)
-	if err != nil {
-		return false, fmt.Errorf("check the schema: %w", err)
-	}
-	return recorded, nil
 }

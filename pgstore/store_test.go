@@ -183,18 +183,17 @@ func TestCheckSchema(t *testing.T) {
 
 	exec(t, db, `ALTER TABLE cache_entries DISABLE TRIGGER pgmirror_20_notify_update`)
 	wantErr("trigger disabled", "the pgmirror triggers on cache_entries are disabled (pgmirror_20_notify_update), "+
-		"so changes are not notified: run ALTER TABLE cache_entries ENABLE ALWAYS TRIGGER <name> for each")
+		"so changes are not notified: run `pgmirror migrate`, which re-enables them")
+	testdb.Migrate(t, dsn) // that advice works
+	if err := s.CheckSchema(ctx(t)); err != nil {
+		t.Errorf("migrated after disabling: %v", err)
+	}
 
 	exec(t, db, `DROP TRIGGER pgmirror_20_notify_insert ON cache_entries`)
 	exec(t, db, `DROP TRIGGER pgmirror_10_stamp_insert ON cache_entries`)
 	wantErr("triggers dropped", "the pgmirror triggers on cache_entries are missing "+
-		"(pgmirror_10_stamp_insert, pgmirror_20_notify_insert): pgmirror_schema_migrations records triggers.sql "+
-		"as installed, so run DELETE FROM pgmirror_schema_migrations WHERE name = 'triggers.sql' and then `pgmirror migrate`")
-
-	// That advice works: with the record gone, migrate reinstalls them.
-	exec(t, db, `DELETE FROM pgmirror_schema_migrations WHERE name = 'triggers.sql'`)
-	wantErr("record deleted", "the pgmirror triggers on cache_entries are missing "+
-		"(pgmirror_10_stamp_insert, pgmirror_20_notify_insert): run `pgmirror migrate`")
+		"(pgmirror_10_stamp_insert, pgmirror_20_notify_insert), so changes are not notified: "+
+		"run `pgmirror migrate`, which reinstalls them")
 	testdb.Migrate(t, dsn)
 	if err := s.CheckSchema(ctx(t)); err != nil {
 		t.Errorf("migrated again: %v", err)
