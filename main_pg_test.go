@@ -131,3 +131,41 @@ func TestServeWaitsForPostgres(t *testing.T) {
 		t.Fatalf("serve did not log its stop:\n%s", stderr)
 	}
 }
+
+// TestServeLoadsAndResyncsOnSIGHUP runs the sidecar over a table with rows:
+// it loads them, reports ready, reloads on SIGHUP and stops on SIGTERM.
+func TestServeLoadsAndResyncsOnSIGHUP(t *testing.T) {
+	t.Parallel()
+	dsn, db := testdb.New(t)
+	if _, err := db.Exec(`INSERT INTO cache_entries(key, value) SELECT 'k' || i, 'v' FROM generate_series(1, 250) i`); err != nil {
+		t.Fatal(err)
+	}
+	cmd, _, stderr := command(t, nil, "serve", "--dsn", dsn, "--http=", "--reload-interval=0")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitFor(t, stderr, "ready: entries=250", 30*time.Second)
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, stderr, `reason=SIGHUP rows=250 drift=0`, 30*time.Second)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, cmd, 10*time.Second); code != 0 {
+		t.Fatalf("serve exited %d after SIGTERM; stderr:\n%s", code, stderr)
+	}
+}
+
+func TestServeRefusesUnmigratedDatabase(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.Shared(t).CreateDB(t)
+	cmd, _, stderr := command(t, nil, "serve", "--dsn", dsn, "--http=")
+	if code := exitCode(t, cmd); code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr.String(), "run `pgmirror migrate`") {
+		t.Fatalf("stderr should point at migrate:\n%s", stderr)
+	}
+}

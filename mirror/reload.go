@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // reloadState is the reload in flight. While it exists, deletes leave
@@ -52,6 +54,7 @@ func (m *Mirror) Reload(ctx context.Context, reason string) (ReloadResult, error
 	log := m.reloadLogger.With("reason", reason, "epoch", rl.epoch)
 	log.Debug("reload started")
 
+	estimate, _ := m.src.EstimateRows(ctx)
 	progress := time.Now()
 	err := m.src.Snapshot(ctx, func(v Visibility) {
 		rl.vis.Store(&v)
@@ -69,8 +72,7 @@ func (m *Mirror) Reload(ctx context.Context, reason string) (ReloadResult, error
 			}
 			if time.Since(progress) >= reloadProgressLogging {
 				progress = time.Now()
-				rate := float64(res.Rows) / time.Since(start).Seconds()
-				log.Info("loading", "rows", res.Rows, "rows_per_sec", int64(rate))
+				logProgress(log, res.Rows, estimate, time.Since(start))
 			}
 		}
 		return nil
@@ -101,6 +103,18 @@ func (m *Mirror) Reload(ctx context.Context, reason string) (ReloadResult, error
 	log.Info("reload done", "rows", res.Rows, "drift", res.Drift, "duration", res.Duration.Round(time.Millisecond),
 		"entries", m.entries.Load())
 	return res, nil
+}
+
+// logProgress reports a long load: rows so far, rate and time left (from
+// the planner's estimate, when there is one).
+func logProgress(log hclog.Logger, rows, estimate int64, elapsed time.Duration) {
+	rate := float64(rows) / elapsed.Seconds()
+	args := []any{"rows", rows, "rows_per_sec", int64(rate)}
+	if estimate > rows && rate > 0 {
+		left := time.Duration(float64(estimate-rows) / rate * float64(time.Second))
+		args = append(args, "estimated_rows", estimate, "time_left", left.Round(time.Second))
+	}
+	log.Info("loading", args...)
 }
 
 // mergeRow reconciles one snapshot row with the index and reports whether

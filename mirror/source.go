@@ -48,4 +48,7 @@ type Source interface {
 	Sentinel(ctx context.Context, token string) error
 	// Now returns the database clock, clock_timestamp(), in epoch microseconds.
 	Now(ctx context.Context) (int64, error)
+	// EstimateRows returns the planner's estimate of the table's rows, for
+	// progress reports; a negative number when there is none.
+	EstimateRows(ctx context.Context) (int64, error)
 }
