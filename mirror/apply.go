@@ -91,7 +91,7 @@ func (m *Mirror) setLocked(sh *shard, key string, e *entry, st state, own bool) 
 		size:    len(st.value),
 	}
 	if st.hasValue {
-		ne.digest = digest(st.version, st.expires, st.value)
+		ne.digest = RowHash(key, st.version, st.expires, st.value)
 	}
 	if own {
 		ne.echo = st.xid

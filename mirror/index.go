@@ -20,7 +20,7 @@ type entry struct {
 	expires int64  // epoch microseconds, or NoExpiry
 	xid     uint64 // transaction whose change produced this state; 0 when a snapshot row did
 	gen     uint64 // identity of this state's value in the value cache
-	digest  uint64 // content hash of version, expiry and value; reloads compare it
+	digest  uint64 // RowHash of key, version, expiry and value; 0 while the value was never seen
 	size    int    // value length in bytes
 	echo    uint64 // xid of this sidecar's write whose echo has not arrived yet; 0 = none
 	owned   uint32 // reload epoch whose snapshot installed this state; later visible changes are older
@@ -48,18 +48,4 @@ func newIndex() *index {
 
 func (ix *index) shard(key string) *shard {
 	return &ix.shards[xxhash.Sum64String(key)%shardCount]
-}
-
-// digest is the content hash reloads compare: two states with the same
-// version but different bytes (a write with triggers disabled) differ.
-func digest(version, expires int64, value []byte) uint64 {
-	var b [16]byte
-	for i := 0; i < 8; i++ {
-		b[i] = byte(version >> (8 * i))
-		b[8+i] = byte(expires >> (8 * i))
-	}
-	d := xxhash.New()
-	_, _ = d.Write(b[:])
-	_, _ = d.Write(value)
-	return d.Sum64()
 }

@@ -19,6 +19,7 @@ const (
 	DefaultSentinelWait   = 30 * time.Second
 	DefaultCatchUpWait    = 2 * time.Second
 	DefaultClockInterval  = 30 * time.Second
+	DefaultRangeReloadMin = 10000
 	minValueBudget        = 1 << 20
 	valueItemOverhead     = 48
 	prefetchBatch         = 500
@@ -67,8 +68,13 @@ type Options struct {
 	CatchUpWait time.Duration
 	// ClockInterval is how often the database clock offset is re-measured.
 	ClockInterval time.Duration
-	// ReloadInterval is the period of full reloads (jittered); 0 disables them.
+	// ReloadInterval is the period of reloads (jittered); 0 disables them.
 	ReloadInterval time.Duration
+	// RangeReloadMin: a periodic reload of a mirror holding at least this
+	// many keys compares key-range checksums and re-reads only the ranges
+	// that differ, instead of the whole table; 0 means the default, a
+	// negative number never.
+	RangeReloadMin int64
 	// Logger; nil logs nothing.
 	Logger hclog.Logger
 	// Hooks lets tests pause the mirror at chosen points; nil in production.
@@ -97,6 +103,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.CatchUpWait <= 0 {
 		o.CatchUpWait = DefaultCatchUpWait
+	}
+	if o.RangeReloadMin == 0 {
+		o.RangeReloadMin = DefaultRangeReloadMin
 	}
 	if o.ClockInterval <= 0 {
 		o.ClockInterval = DefaultClockInterval

@@ -147,7 +147,7 @@ func (m *Mirror) installFetched(r Row) ([]byte, bool) {
 	if e == nil || e.deleted || e.version != r.Version || e.expires != r.Expires {
 		return nil, false
 	}
-	d := digest(r.Version, r.Expires, r.Value)
+	d := RowHash(r.Key, r.Version, r.Expires, r.Value)
 	if e.digest != 0 && e.digest != d {
 		return nil, false // same version, other bytes: written with triggers disabled; a reload corrects it
 	}

@@ -33,7 +33,9 @@ var errStreamReset = errors.New("notification stream reset during the reload")
 
 // ReloadResult describes one reload.
 type ReloadResult struct {
-	Rows     int64         // rows in the snapshot
+	Ranges   int           // key ranges compared by checksum; 0 for a full reload
+	Differed int           // ranges whose checksums differed, and were re-read
+	Rows     int64         // rows read from the snapshot
 	Drift    int64         // keys the reload had to correct
 	Duration time.Duration // from start to the end of the sweep
 }
@@ -43,9 +45,25 @@ type ReloadResult struct {
 // and what the stream or this sidecar's writes delivered that the snapshot
 // does not include wins over the snapshot. Reloads run one at a time.
 func (m *Mirror) Reload(ctx context.Context, reason string) (ReloadResult, error) {
+	return m.reloadWith(ctx, reason, 0)
+}
+
+// ReloadRanges is a reload that reads only what differs: Postgres computes
+// a checksum of each of n key ranges in the snapshot, the mirror compares
+// them with its own once the sentinel arrived, and only the ranges that
+// differ are read and reconciled as Reload would. n = 0 picks a count from
+// the table's size.
+func (m *Mirror) ReloadRanges(ctx context.Context, reason string, n int) (ReloadResult, error) {
+	if n <= 0 {
+		n = bucketCount(m.entries.Load())
+	}
+	return m.reloadWith(ctx, reason, n)
+}
+
+func (m *Mirror) reloadWith(ctx context.Context, reason string, ranges int) (ReloadResult, error) {
 	m.reloadMu.Lock()
 	defer m.reloadMu.Unlock()
-	var res ReloadResult
+	res := ReloadResult{Ranges: ranges}
 	start := time.Now()
 	streamEpoch := m.streamEpoch.Load()
 	rl := &reloadState{epoch: m.epoch.Add(1)}
@@ -56,12 +74,13 @@ func (m *Mirror) Reload(ctx context.Context, reason string) (ReloadResult, error
 
 	estimate, _ := m.src.EstimateRows(ctx)
 	progress := time.Now()
-	err := m.src.Snapshot(ctx, func(v Visibility) {
+	visible := func(v Visibility) {
 		rl.vis.Store(&v)
 		if h := m.opts.Hooks.AfterSnapshotVisible; h != nil {
 			h()
 		}
-	}, func(r Row) error {
+	}
+	row := func(r Row) error {
 		res.Rows++
 		if m.mergeRow(rl, r) && !initial {
 			res.Drift++
@@ -76,9 +95,33 @@ func (m *Mirror) Reload(ctx context.Context, reason string) (ReloadResult, error
 			}
 		}
 		return nil
-	})
-	if err == nil {
-		err = m.awaitSentinel(ctx)
+	}
+	var picked map[int]bool // ranges re-read; nil for a full reload
+	var err error
+	if ranges == 0 {
+		err = m.src.Snapshot(ctx, visible, row)
+		if err == nil {
+			err = m.awaitSentinel(ctx)
+		}
+	} else {
+		picked = map[int]bool{}
+		err = m.src.RangeSnapshot(ctx, ranges, visible, func(sums []BucketSum) ([]int, error) {
+			// Once the sentinel arrived, the mirror holds every change the
+			// snapshot includes; what differs now needs reading.
+			if err := m.awaitSentinel(ctx); err != nil {
+				return nil, err
+			}
+			local := m.localSums(ranges)
+			var differ []int
+			for b := range sums {
+				if sums[b] != local[b] {
+					differ = append(differ, b)
+					picked[b] = true
+				}
+			}
+			res.Differed = len(differ)
+			return differ, nil
+		}, row)
 	}
 	if err == nil && m.streamEpoch.Load() != streamEpoch {
 		err = errStreamReset
@@ -91,7 +134,7 @@ func (m *Mirror) Reload(ctx context.Context, reason string) (ReloadResult, error
 	if h := m.opts.Hooks.BeforeMerge; h != nil {
 		h()
 	}
-	swept := m.sweep(rl)
+	swept := m.sweep(rl, ranges, picked)
 	if !initial {
 		res.Drift += swept
 	}
@@ -100,8 +143,11 @@ func (m *Mirror) Reload(ctx context.Context, reason string) (ReloadResult, error
 	m.updateBudget()
 	res.Duration = time.Since(start)
 	m.finishReload(res)
-	log.Info("reload done", "rows", res.Rows, "drift", res.Drift, "duration", res.Duration.Round(time.Millisecond),
-		"entries", m.entries.Load())
+	args := []any{"rows", res.Rows, "drift", res.Drift, "duration", res.Duration.Round(time.Millisecond), "entries", m.entries.Load()}
+	if ranges > 0 {
+		args = append(args, "ranges", ranges, "ranges_differed", res.Differed)
+	}
+	log.Info("reload done", args...)
 	return res, nil
 }
 
@@ -133,9 +179,16 @@ func (m *Mirror) mergeRow(rl *reloadState, r Row) bool {
 		if e.xid != 0 && !vis.Sees(e.xid) {
 			return false // the stream (or our write) delivered a newer state
 		}
-		if !e.deleted && e.version == r.Version && e.digest == digest(r.Version, r.Expires, r.Value) {
-			e.owned = rl.epoch
-			return false
+		if !e.deleted && e.version == r.Version && e.expires == r.Expires {
+			h := RowHash(r.Key, r.Version, r.Expires, r.Value)
+			if e.digest == 0 { // a fetch marker whose value was never seen: take it
+				e.digest, e.size = h, len(r.Value)
+				m.storeValue(r.Key, e.gen, append([]byte(nil), r.Value...))
+			}
+			if e.digest == h {
+				e.owned = rl.epoch
+				return false
+			}
 		}
 	}
 	ne := m.setLocked(sh, r.Key, e, state{version: r.Version, expires: r.Expires, value: r.Value, hasValue: true}, false)
@@ -146,8 +199,9 @@ func (m *Mirror) mergeRow(rl *reloadState, r Row) bool {
 // sweep runs after the sentinel arrived: every change the snapshot includes
 // has been delivered. It removes tombstones, and keys the snapshot lacks
 // unless the stream delivered them after the snapshot. It returns the count
-// of keys removed that way.
-func (m *Mirror) sweep(rl *reloadState) int64 {
+// of keys removed that way. After a range reload (ranges > 0) only keys of
+// the picked ranges were read, so only those can be missing.
+func (m *Mirror) sweep(rl *reloadState, ranges int, picked map[int]bool) int64 {
 	vis := rl.vis.Load()
 	var removed int64
 	for i := range m.ix.shards {
@@ -163,7 +217,8 @@ func (m *Mirror) sweep(rl *reloadState) int64 {
 					delete(sh.m, key)
 					m.tombs.Add(-1)
 				}
-			case e.seen != rl.epoch && (e.xid == 0 || vis.Sees(e.xid)):
+			case e.seen != rl.epoch && (e.xid == 0 || vis.Sees(e.xid)) &&
+				(ranges == 0 || picked[Bucket(key, ranges)]):
 				delete(sh.m, key)
 				m.entries.Add(-1)
 				m.keyBytes.Add(-int64(len(key)))
@@ -271,7 +326,13 @@ func (m *Mirror) reloadLoop(ctx context.Context, interval time.Duration) {
 				continue
 			}
 		}
-		if _, err := m.Reload(ctx, reason); err != nil {
+		var err error
+		if reason == "periodic" && m.opts.RangeReloadMin > 0 && m.entries.Load() >= m.opts.RangeReloadMin {
+			_, err = m.ReloadRanges(ctx, reason, 0)
+		} else {
+			_, err = m.Reload(ctx, reason)
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}

@@ -40,6 +40,12 @@ type Source interface {
 	// row to row (stopping at the first error row returns). Rows come in no
 	// particular order; a row's Value is not retained by the source.
 	Snapshot(ctx context.Context, visible func(Visibility), row func(Row) error) error
+	// RangeSnapshot opens one REPEATABLE READ snapshot, reports its
+	// visibility, computes the BucketSum of each of n key ranges (Bucket,
+	// RowHash), asks pick which ranges to read, and passes their rows, read
+	// in the same snapshot, to row.
+	RangeSnapshot(ctx context.Context, n int, visible func(Visibility),
+		pick func(sums []BucketSum) ([]int, error), row func(Row) error) error
 	// Fetch returns the current rows of keys; absent keys are left out.
 	Fetch(ctx context.Context, keys []string) ([]Row, error)
 	// Sentinel commits a notification carrying token on the pgmirror
