@@ -7,7 +7,7 @@ PKGS      := ./...
 STATICCHECK_VERSION := v0.8.2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build test check fuzz run clean
+.PHONY: help setup build test check bench fuzz run clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,6 +25,11 @@ test: setup ## vet, then the race-enabled test suite against throwaway PostgreSQ
 check: ## go vet and staticcheck
 	$(GO) vet $(PKGS)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
+
+bench: setup ## Go benchmarks of the hot paths (see BENCHMARKS.md); the Redis/pgbench comparison comes later
+	$(GO) test -run '^$$' -bench 'GetHit|Decode' -benchmem -count 5 ./mirror/ ./listener/
+	$(GO) test -run '^$$' -bench 'WarmLoad1M' -benchtime 1x -count 3 ./mirror/
+	$(GO) test -run '^$$' -bench 'Snapshot1M' -benchtime 1x -count 3 ./pgstore/
 
 fuzz: ## run the payload decoder's fuzz test for a minute
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./listener/
