@@ -25,6 +25,7 @@ import (
 	"pgmirror/migrations"
 	"pgmirror/mirror"
 	"pgmirror/pgstore"
+	"pgmirror/unixsock"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -50,6 +51,8 @@ const (
 	connectBackoffMax = 5 * time.Second
 	// connectAttemptTimeout bounds one attempt, including a server that accepts and never answers.
 	connectAttemptTimeout = 10 * time.Second
+	// shutdownTimeout bounds how long in-flight commands may take to finish on SIGTERM.
+	shutdownTimeout = 10 * time.Second
 	// migratePingTimeout bounds how long `pgmirror migrate` waits for Postgres before failing.
 	migratePingTimeout = 10 * time.Second
 )
@@ -107,6 +110,10 @@ type Main struct {
 	Mirror *mirror.Mirror
 	// Listener feeds Mirror from the LISTEN connection (--listen-dsn).
 	Listener *listener.Listener
+	// Writer runs client writes in Postgres (group commit).
+	Writer *pgstore.Writer
+	// Server serves clients on the Unix socket.
+	Server *unixsock.Server
 
 	// Stdout receives the output of version, help and migrate.
 	Stdout io.Writer
@@ -118,6 +125,7 @@ type Main struct {
 	stopListener context.CancelFunc
 	listenerErr  chan error    // a listener that cannot run (LISTEN refused) ends serve
 	listenerDone chan struct{} // closed when the listener goroutine returned
+	serverErr    chan error    // the socket server failed
 
 	helpTopic string // the usage ParseFlags selected, for -h and help
 	serving   bool   // Run started serving, so Close reports the stop
@@ -256,6 +264,11 @@ func (m *Main) runServe(ctx context.Context) error {
 	if err := m.openDB(); err != nil {
 		return err
 	}
+	// The socket opens first, so clients get LOADING rather than a refused
+	// connection while Postgres is reached and the mirror loads.
+	if err := m.openServer(); err != nil {
+		return err
+	}
 	if err := m.connect(ctx); err != nil {
 		if ctx.Err() != nil {
 			m.Logger.Info("shutting down before Postgres was reached", "reason", context.Cause(ctx))
@@ -273,12 +286,14 @@ func (m *Main) runServe(ctx context.Context) error {
 		}
 		m.Logger.Info("schema ready", "migrations_applied", len(res.Applied), "triggers_updated", res.TriggersUpdated)
 	}
-
-	if err := m.openMirror(ctx); err != nil {
+	if err := m.Store.CheckPrimary(ctx); err != nil {
 		return err
 	}
-	// TODO(later issues): open the unixsock server, the admin HTTP server and the jobs here;
-	// Close closes them in reverse.
+	if err := m.Store.CheckSchema(ctx); err != nil {
+		return err
+	}
+	m.startSync()
+	// TODO(later issues): open the admin HTTP server and the jobs here; Close closes them in reverse.
 
 	select {
 	case <-ctx.Done():
@@ -286,19 +301,15 @@ func (m *Main) runServe(ctx context.Context) error {
 		return nil
 	case err := <-m.listenerErr:
 		return err
+	case err := <-m.serverErr:
+		return err
 	}
 }
 
-// openMirror checks the database, then starts the mirror and its listener:
-// the listener LISTENs first and then asks the mirror to load.
-func (m *Main) openMirror(ctx context.Context) error {
+// openServer creates the mirror (loading, not yet syncing), the writer and
+// the socket server, and starts serving.
+func (m *Main) openServer() error {
 	m.Store = pgstore.New(m.DB, m.Logger.Named("store"))
-	if err := m.Store.CheckPrimary(ctx); err != nil {
-		return err
-	}
-	if err := m.Store.CheckSchema(ctx); err != nil {
-		return err
-	}
 	mir, err := mirror.New(m.Store, mirror.Options{
 		MaxMemory:      m.Config.MaxMemory,
 		MaxStaleness:   m.Config.MaxStaleness,
@@ -309,9 +320,61 @@ func (m *Main) openMirror(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	mir.Open()
 	m.Mirror = mir
 	m.Listener = &listener.Listener{DSN: m.Config.ListenDSN, Sink: mir, Logger: m.Logger.Named("listener")}
+	m.Writer = pgstore.NewWriter(m.DB, mir, pgstore.WriterOptions{
+		MaxValueSize: m.Config.MaxValueSize,
+		Log:          m.Logger.Named("writer"),
+	})
+	unixsock.Version = version
+	m.Server = &unixsock.Server{
+		Socket:       m.Config.Socket,
+		SocketMode:   m.Config.SocketMode,
+		MaxClients:   m.Config.MaxClients,
+		MaxValueSize: m.Config.MaxValueSize,
+		Namespace:    m.Config.Namespace,
+		Mirror:       mir,
+		Writer:       m.Writer,
+		Logger:       m.Logger.Named("socket"),
+		Info:         m.listenerInfo,
+	}
+	if err := m.Server.Listen(); err != nil {
+		return err
+	}
+	m.serverErr = make(chan error, 1)
+	go func() {
+		if err := m.Server.Serve(); err != nil {
+			m.serverErr <- err
+		}
+	}()
+	return nil
+}
+
+// listenerInfo adds the listener's counters to INFO.
+func (m *Main) listenerInfo() [][2]string {
+	if m.Listener == nil {
+		return nil
+	}
+	st := m.Listener.Stats()
+	last := "never"
+	if !st.LastNotification.IsZero() {
+		last = st.LastNotification.UTC().Format(time.RFC3339Nano)
+	}
+	return [][2]string{
+		{"notifications_received", fmt.Sprint(st.Received)},
+		{"notifications_undecodable", fmt.Sprint(st.DecodeErrors)},
+		{"notification_queue_overflows", fmt.Sprint(st.Overflows)},
+		{"listener_reconnects", fmt.Sprint(st.Reconnects)},
+		{"last_notification", last},
+		{"lag_ms", fmt.Sprintf("%.3f", float64(st.Lag.Microseconds())/1000)},
+	}
+}
+
+// startSync starts the mirror's background work and the listener, which
+// LISTENs first and then asks the mirror to load.
+func (m *Main) startSync() {
+	mir := m.Mirror
+	mir.Open()
 	lctx, cancel := context.WithCancel(context.Background())
 	m.stopListener = cancel
 	m.listenerErr = make(chan error, 1)
@@ -330,7 +393,6 @@ func (m *Main) openMirror(ctx context.Context) error {
 		case <-lctx.Done():
 		}
 	}()
-	return nil
 }
 
 // RequestResync asks for a full reload of the mirror, as SIGHUP and PGMIRROR.RESYNC do.
@@ -452,7 +514,18 @@ func printMigrateResult(w io.Writer, res migrations.Result) {
 // Close releases what Run opened, in reverse order of opening.
 func (m *Main) Close() error {
 	var errs []error
-	// TODO(later issues): close jobs, admin HTTP and unixsock here, before the listener.
+	// TODO(later issues): close jobs and admin HTTP here, before the socket server.
+	if m.Server != nil {
+		// Stop accepting, let in-flight commands finish and answer, remove the socket.
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		errs = append(errs, m.Server.Shutdown(ctx))
+		cancel()
+		m.Server = nil
+	}
+	if m.Writer != nil {
+		errs = append(errs, m.Writer.Close())
+		m.Writer = nil
+	}
 	if m.stopListener != nil {
 		m.stopListener()
 		<-m.listenerDone

@@ -3,11 +3,18 @@ package main
 // The command line against a real Postgres (internal/pgtest).
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"pgmirror/internal/pgtest"
 	"pgmirror/internal/testdb"
@@ -168,4 +175,77 @@ func TestServeRefusesUnmigratedDatabase(t *testing.T) {
 	if !strings.Contains(stderr.String(), "run `pgmirror migrate`") {
 		t.Fatalf("stderr should point at migrate:\n%s", stderr)
 	}
+}
+
+// TestSIGTERMWhileWriting stops the sidecar while 50 clients write: it exits
+// 0, removes its socket, and every SET that was answered OK is in the table.
+func TestSIGTERMWhileWriting(t *testing.T) {
+	t.Parallel()
+	dsn, db := testdb.New(t)
+	dir, err := os.MkdirTemp("", "pgm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	socket := filepath.Join(dir, "s.sock")
+	cmd, _, stderr := command(t, nil, "serve", "--dsn", dsn, "--http=", "--socket", socket)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitFor(t, stderr, "ready:", 30*time.Second)
+	rc := redis.NewClient(&redis.Options{Network: "unix", Addr: socket, PoolSize: 50, MaxRetries: -1})
+	defer rc.Close()
+	var (
+		mu   sync.Mutex
+		oked []string
+		wg   sync.WaitGroup
+	)
+	ctx := context.Background()
+	for c := 0; c < 50; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				key := fmt.Sprintf("c%d-%d", c, i)
+				if err := rc.Set(ctx, key, "v", 0).Err(); err != nil {
+					return // the server is going away
+				}
+				mu.Lock()
+				oked = append(oked, key)
+				mu.Unlock()
+			}
+		}()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := len(oked)
+		mu.Unlock()
+		if n >= 500 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := waitExit(t, cmd, 20*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM; stderr:\n%s", code, stderr)
+	}
+	wg.Wait()
+	if _, err := os.Stat(socket); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket after exit: %v", err)
+	}
+	var missing []string
+	for _, key := range oked {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM cache_entries WHERE key = $1`, key).Scan(&n); err != nil || n != 1 {
+			missing = append(missing, key)
+		}
+	}
+	if len(missing) > 0 {
+		t.Fatalf("%d of %d acknowledged SETs are not in the table, e.g. %q", len(missing), len(oked), missing[0])
+	}
+	t.Logf("%d acknowledged SETs, all in the table", len(oked))
 }

@@ -46,6 +46,9 @@ type Listener struct {
 	PingTimeout  time.Duration // a ping slower than this means a half-open connection
 	MinReconnect time.Duration
 	MaxReconnect time.Duration
+	// BeforeApply, when set, runs before each notification is applied; tests
+	// use it to hold notifications back. Nil in production.
+	BeforeApply func()
 
 	received, decodeErrors, overflows, reconnects atomic.Int64
 	lastNotification                              atomic.Int64 // unix nanos
@@ -205,6 +208,9 @@ func (l *Listener) applyLoop(queue <-chan item) {
 		}
 		if it.n.Channel != Channel {
 			continue
+		}
+		if l.BeforeApply != nil {
+			l.BeforeApply()
 		}
 		b, err := Decode(it.n.Extra)
 		if err != nil {

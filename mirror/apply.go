@@ -1,9 +1,13 @@
 package mirror
 
+import "slices"
+
 // Apply applies one notification's changes. Batches must be applied in the
 // order they arrive, which is commit order: that order, never the version
 // numbers, decides which state of a key is newest.
 func (m *Mirror) Apply(b Batch) {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
 	rl := m.reload.Load()
 	for i := range b.Changes {
 		c := &b.Changes[i]
@@ -16,20 +20,78 @@ func (m *Mirror) Apply(b Batch) {
 			m.applyChange(b.Xid, c, rl, false)
 		}
 	}
+	for t := range m.tickets {
+		t.seen = append(t.seen, b.Xid)
+	}
 	m.stats.batches.Add(1)
+	// A value set of a new key is buffered in ristretto; wait for it, so a
+	// read right after the change finds the value instead of querying.
+	m.values.Wait()
 	m.signalApplied()
 }
 
+// WriteTicket is held by a writer while its transaction is in flight: the
+// stream records in it the transactions it applies meanwhile, so that
+// ApplyWrite knows whether the transaction's own notification (its echo)
+// arrived before the writer learned that it committed.
+type WriteTicket struct {
+	seen []uint64 // xids of the batches applied since BeginWrite, in order
+}
+
+// BeginWrite is called before a write transaction is sent.
+func (m *Mirror) BeginWrite() *WriteTicket {
+	t := &WriteTicket{}
+	m.applyMu.Lock()
+	m.tickets[t] = struct{}{}
+	m.applyMu.Unlock()
+	return t
+}
+
+// AbandonWrite ends a ticket whose transaction did not commit (or whose
+// outcome is unknown: the stream will deliver it if it committed).
+func (m *Mirror) AbandonWrite(t *WriteTicket) {
+	m.applyMu.Lock()
+	delete(m.tickets, t)
+	m.applyMu.Unlock()
+}
+
 // ApplyWrite applies the committed effect of this sidecar's own transaction
-// xid before the client is answered (read-your-writes). Until the stream
-// delivers that transaction's own notification (its echo), notifications of
-// other transactions for these keys committed before it and are skipped.
-func (m *Mirror) ApplyWrite(xid uint64, changes []Change) {
+// xid before the client is answered (read-your-writes), and ends t. Until
+// the echo arrives, notifications of other transactions for these keys
+// committed before xid and are skipped. If the echo came first, the stream
+// has applied the write already, and perhaps newer changes: what it applied
+// is kept.
+func (m *Mirror) ApplyWrite(t *WriteTicket, xid uint64, changes []Change) {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	delete(m.tickets, t)
+	echo := slices.Index(t.seen, xid)
+	if echo >= 0 && slices.ContainsFunc(t.seen[echo:], func(x uint64) bool { return x != xid }) {
+		return // the stream is past the echo: everything is applied
+	}
 	rl := m.reload.Load()
 	for i := range changes {
-		m.applyChange(xid, &changes[i], rl, true)
+		c := &changes[i]
+		if echo >= 0 && m.appliedBy(c, xid) {
+			continue // this part of the echo arrived; another may still be on its way
+		}
+		m.applyChange(xid, c, rl, true)
 	}
+	m.values.Wait()
 	m.signalApplied()
+}
+
+// appliedBy reports whether the index already holds what transaction xid
+// did to c's key.
+func (m *Mirror) appliedBy(c *Change, xid uint64) bool {
+	sh := m.ix.shard(c.Key)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	e := sh.m[c.Key]
+	if c.Op == OpDelete {
+		return e == nil || e.deleted || e.xid == xid
+	}
+	return e != nil && e.xid == xid
 }
 
 // applyChange applies one change of transaction xid to its key.
@@ -87,7 +149,6 @@ func (m *Mirror) setLocked(sh *shard, key string, e *entry, st state, own bool) 
 		version: st.version,
 		expires: st.expires,
 		xid:     st.xid,
-		gen:     m.gen.Add(1),
 		size:    len(st.value),
 	}
 	if st.hasValue {
@@ -111,7 +172,7 @@ func (m *Mirror) setLocked(sh *shard, key string, e *entry, st state, own bool) 
 	if st.hasValue {
 		data := make([]byte, len(st.value))
 		copy(data, st.value)
-		m.storeValue(key, ne.gen, data)
+		m.storeValue(key, ne.digest, data)
 	}
 	return ne
 }
@@ -175,8 +236,8 @@ func (m *Mirror) applyTruncate(xid uint64, rl *reloadState) {
 // storeValue puts a value into the cache. A Set of a new key is
 // asynchronous and may be dropped; the index decides what is current, and a
 // missing value is fetched again.
-func (m *Mirror) storeValue(key string, gen uint64, data []byte) {
-	if !m.values.Set(key, &valueItem{gen: gen, data: data}, int64(len(data)+len(key)+valueItemOverhead)) {
+func (m *Mirror) storeValue(key string, digest uint64, data []byte) {
+	if !m.values.Set(key, &valueItem{digest: digest, data: data}, int64(len(data)+len(key)+valueItemOverhead)) {
 		m.stats.setsDropped.Add(1)
 	}
 }

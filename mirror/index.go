@@ -19,8 +19,9 @@ type entry struct {
 	version int64
 	expires int64  // epoch microseconds, or NoExpiry
 	xid     uint64 // transaction whose change produced this state; 0 when a snapshot row did
-	gen     uint64 // identity of this state's value in the value cache
-	digest  uint64 // RowHash of key, version, expiry and value; 0 while the value was never seen
+	digest  uint64 // RowHash of key, version, expiry and value; 0 while the value was never seen.
+	// It is also the identity of the cached value: a cached value serves
+	// this state only if its digest is this one.
 	size    int    // value length in bytes
 	echo    uint64 // xid of this sidecar's write whose echo has not arrived yet; 0 = none
 	owned   uint32 // reload epoch whose snapshot installed this state; later visible changes are older

@@ -118,10 +118,13 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// valueItem is what the value cache holds: a value and the index state it belongs to.
+// valueItem is what the value cache holds: a value and its RowHash, which
+// ties it to the index state it belongs to. Identity by content (not by
+// which Set came last) matters because ristretto may keep the first of two
+// quick Sets of a new key.
 type valueItem struct {
-	gen  uint64
-	data []byte
+	digest uint64
+	data   []byte
 }
 
 // Mirror is the in-memory mirror of cache_entries: a key index that is the
@@ -138,8 +141,9 @@ type Mirror struct {
 	fetch  singleflight.Group
 	stats  counters
 
-	reloadMu sync.Mutex    // one reload at a time
-	gen      atomic.Uint64 // value states handed out
+	reloadMu sync.Mutex // one reload at a time
+	applyMu  sync.Mutex // serialises applying a batch and applying a write
+	tickets  map[*WriteTicket]struct{}
 	epoch    atomic.Uint32 // reloads started
 	reload   atomic.Pointer[reloadState]
 	entries  atomic.Int64 // live keys in the index
@@ -189,6 +193,7 @@ func New(src Source, opts Options) (*Mirror, error) {
 		values:     values,
 		appliedCh:  make(chan struct{}),
 		readyCh:    make(chan struct{}),
+		tickets:    map[*WriteTicket]struct{}{},
 		sentinels:  map[string]chan struct{}{},
 		prefetchCh: make(chan string, prefetchQueue),
 		resyncCh:   make(chan string, 1),

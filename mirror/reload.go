@@ -183,7 +183,7 @@ func (m *Mirror) mergeRow(rl *reloadState, r Row) bool {
 			h := RowHash(r.Key, r.Version, r.Expires, r.Value)
 			if e.digest == 0 { // a fetch marker whose value was never seen: take it
 				e.digest, e.size = h, len(r.Value)
-				m.storeValue(r.Key, e.gen, append([]byte(nil), r.Value...))
+				m.storeValue(r.Key, h, append([]byte(nil), r.Value...))
 			}
 			if e.digest == h {
 				e.owned = rl.epoch

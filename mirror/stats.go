@@ -54,6 +54,7 @@ type Stats struct {
 	Drift          int64 // keys reloads had to correct
 	LastReload     time.Time
 	LastReloadTook time.Duration
+	Connected      bool      // the listener is connected (and listening)
 	DownSince      time.Time // zero while the listener is connected
 	ClockLead      time.Duration
 }
@@ -91,6 +92,7 @@ func (m *Mirror) Stats() Stats {
 	}
 	m.stateMu.Lock()
 	s.LastReload = m.lastReload
+	s.Connected = m.connected
 	if !m.connected {
 		s.DownSince = m.downSince
 	}

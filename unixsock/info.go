@@ -1,0 +1,92 @@
+package unixsock
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// cmdInfo answers INFO [section ...] with Redis-style sections plus # Mirror.
+func cmdInfo(c *client, a [][]byte) {
+	want := map[string]bool{}
+	for _, s := range a[1:] {
+		want[strings.ToLower(string(s))] = true
+	}
+	all := len(want) == 0 || want["all"] || want["everything"] || want["default"]
+	var b strings.Builder
+	section := func(name string, lines [][2]string) {
+		if !all && !want[strings.ToLower(name)] {
+			return
+		}
+		if b.Len() > 0 {
+			b.WriteString("\r\n")
+		}
+		fmt.Fprintf(&b, "# %s\r\n", name)
+		for _, l := range lines {
+			fmt.Fprintf(&b, "%s:%s\r\n", l[0], l[1])
+		}
+	}
+	s := c.s
+	st := s.Mirror.Stats()
+	section("Server", [][2]string{
+		{"redis_version", redisVersion},
+		{"pgmirror_version", Version},
+		{"redis_mode", "standalone"},
+		{"os", runtime.GOOS + " " + runtime.GOARCH},
+		{"process_id", fmt.Sprint(os.Getpid())},
+		{"tcp_port", "0"},
+		{"unix_socket", s.Socket},
+		{"uptime_in_seconds", fmt.Sprint(int64(time.Since(s.started).Seconds()))},
+	})
+	section("Clients", [][2]string{
+		{"connected_clients", fmt.Sprint(s.Clients())},
+		{"maxclients", fmt.Sprint(s.MaxClients)},
+	})
+	section("Stats", [][2]string{
+		{"total_connections_received", fmt.Sprint(s.stats.connections.Load())},
+		{"total_commands_processed", fmt.Sprint(s.stats.commands.Load())},
+		{"rejected_connections", fmt.Sprint(s.stats.rejected.Load())},
+		{"protocol_errors", fmt.Sprint(s.stats.protocolErrors.Load())},
+		{"keyspace_hits", fmt.Sprint(st.Hits)},
+		{"keyspace_misses", fmt.Sprint(st.Misses)},
+		{"evicted_keys", "0"},
+	})
+	section("Keyspace", [][2]string{{"db0", fmt.Sprintf("keys=%d,expires=0,avg_ttl=0", st.Entries)}})
+	lastReload := "never"
+	if !st.LastReload.IsZero() {
+		lastReload = st.LastReload.UTC().Format(time.RFC3339)
+	}
+	mirrorLines := [][2]string{
+		{"state", st.State.String()},
+		{"namespace", s.Namespace},
+		{"entries", fmt.Sprint(st.Entries)},
+		{"tombstones", fmt.Sprint(st.Tombstones)},
+		{"index_bytes", fmt.Sprint(st.IndexBytes)},
+		{"value_bytes", fmt.Sprint(st.ValueBytes)},
+		{"value_budget_bytes", fmt.Sprint(st.ValueBudget)},
+		{"hits", fmt.Sprint(st.Hits)},
+		{"misses", fmt.Sprint(st.Misses)},
+		{"fetches", fmt.Sprint(st.Fetches)},
+		{"fetched_keys", fmt.Sprint(st.FetchedKeys)},
+		{"notifications_applied", fmt.Sprint(st.Batches)},
+		{"notifications_skipped_older", fmt.Sprint(st.Skipped)},
+		{"value_sets_dropped", fmt.Sprint(st.SetsDropped)},
+		{"reloads", fmt.Sprint(st.Reloads)},
+		{"reload_failures", fmt.Sprint(st.ReloadFailures)},
+		{"drift", fmt.Sprint(st.Drift)},
+		{"last_reload", lastReload},
+		{"last_reload_ms", fmt.Sprint(st.LastReloadTook.Milliseconds())},
+		{"listener_connected", fmt.Sprint(st.Connected)},
+		{"clock_lead_us", fmt.Sprint(st.ClockLead.Microseconds())},
+	}
+	if s.Info != nil {
+		mirrorLines = append(mirrorLines, s.Info()...)
+	}
+	section("Mirror", mirrorLines)
+	c.verbatim(b.String())
+}
+
+// Version is pgmirror's version, reported by INFO; main sets it.
+var Version = "dev"

@@ -1,0 +1,234 @@
+package unixsock
+
+import (
+	"strconv"
+	"strings"
+)
+
+// Reads are answered from the mirror; a hit never queries Postgres.
+
+func cmdGet(c *client, a [][]byte) {
+	k, ok := c.key(a[1])
+	if !ok {
+		return
+	}
+	v, found, err := c.s.Mirror.Get(c.ctx(), k)
+	switch {
+	case err != nil:
+		c.readErr(err)
+	case !found:
+		c.null()
+	default:
+		c.bulk(v)
+	}
+}
+
+func cmdMGet(c *client, a [][]byte) {
+	ks, ok := c.keys(a[1:])
+	if !ok {
+		return
+	}
+	vals := make([][]byte, len(ks))
+	found := make([]bool, len(ks))
+	for i, k := range ks {
+		v, f, err := c.s.Mirror.Get(c.ctx(), k)
+		if err != nil {
+			c.readErr(err)
+			return
+		}
+		vals[i], found[i] = v, f
+	}
+	c.array(len(ks))
+	for i := range ks {
+		if found[i] {
+			c.bulk(vals[i])
+		} else {
+			c.null()
+		}
+	}
+}
+
+func cmdExists(c *client, a [][]byte) {
+	ks, ok := c.keys(a[1:])
+	if !ok {
+		return
+	}
+	n := int64(0)
+	for _, k := range ks {
+		l, err := c.s.Mirror.Exists(k)
+		if err != nil {
+			c.readErr(err)
+			return
+		}
+		if l.Found {
+			n++
+		}
+	}
+	c.integer(n)
+}
+
+// ttl answers TTL (seconds, rounded as Redis rounds) or PTTL: -2 missing, -1 no expiry.
+func (c *client) ttl(a [][]byte, millis bool) {
+	k, ok := c.key(a[1])
+	if !ok {
+		return
+	}
+	d, found, err := c.s.Mirror.TTL(k)
+	switch {
+	case err != nil:
+		c.readErr(err)
+	case !found:
+		c.integer(-2)
+	case d < 0:
+		c.integer(-1)
+	case millis:
+		c.integer(max(d.Milliseconds(), 0))
+	default:
+		c.integer(max((d.Milliseconds()+500)/1000, 0))
+	}
+}
+
+func cmdStrlen(c *client, a [][]byte) {
+	k, ok := c.key(a[1])
+	if !ok {
+		return
+	}
+	l, err := c.s.Mirror.Exists(k)
+	if err != nil {
+		c.readErr(err)
+		return
+	}
+	if !l.Found {
+		c.integer(0)
+		return
+	}
+	c.integer(int64(l.Size))
+}
+
+func cmdType(c *client, a [][]byte) {
+	k, ok := c.key(a[1])
+	if !ok {
+		return
+	}
+	l, err := c.s.Mirror.Exists(k)
+	switch {
+	case err != nil:
+		c.readErr(err)
+	case l.Found:
+		c.status("string")
+	default:
+		c.status("none")
+	}
+}
+
+// visible reports whether a mirror key belongs to this server's namespace,
+// and matches pattern (nil: any), and returns it as the client sees it.
+func (c *client) visible(key string, pattern []byte) (string, bool) {
+	if !strings.HasPrefix(key, c.s.Namespace) {
+		return "", false
+	}
+	k := key[len(c.s.Namespace):]
+	if pattern != nil && !globMatch(string(pattern), k) {
+		return "", false
+	}
+	return k, true
+}
+
+func cmdScan(c *client, a [][]byte) {
+	cursor, err := strconv.ParseUint(string(a[1]), 10, 64)
+	if err != nil {
+		c.errorReply("ERR invalid cursor")
+		return
+	}
+	count := 10
+	var pattern []byte
+	for i := 2; i < len(a); i++ {
+		switch opt := strings.ToLower(string(a[i])); {
+		case opt == "match" && i+1 < len(a):
+			pattern = a[i+1]
+			i++
+		case opt == "count" && i+1 < len(a):
+			n, ok := parseInt(a[i+1])
+			if !ok {
+				c.errorReply(errNotInteger)
+				return
+			}
+			if n < 1 {
+				c.errorReply(errSyntax)
+				return
+			}
+			count = int(min(n, 1<<20))
+			i++
+		case opt == "type" && i+1 < len(a):
+			if !strings.EqualFold(string(a[i+1]), "string") {
+				count = 0 // every key is a string: nothing of another type to find
+			}
+			i++
+		default:
+			c.errorReply(errSyntax)
+			return
+		}
+	}
+	if count == 0 {
+		c.array(2)
+		c.bulkString("0")
+		c.array(0)
+		return
+	}
+	next, keys := c.s.Mirror.Scan(cursor, count, func(key string) bool {
+		_, ok := c.visible(key, pattern)
+		return ok
+	})
+	c.array(2)
+	c.bulkString(strconv.FormatUint(next, 10))
+	c.array(len(keys))
+	for _, k := range keys {
+		c.bulkString(k[len(c.s.Namespace):])
+	}
+}
+
+// allKeys walks the whole index.
+func (c *client) allKeys(pattern []byte) []string {
+	var out []string
+	cursor := uint64(0)
+	for {
+		next, keys := c.s.Mirror.Scan(cursor, 1000, func(key string) bool {
+			_, ok := c.visible(key, pattern)
+			return ok
+		})
+		for _, k := range keys {
+			out = append(out, k[len(c.s.Namespace):])
+		}
+		if next == 0 {
+			return out
+		}
+		cursor = next
+	}
+}
+
+func cmdKeys(c *client, a [][]byte) {
+	keys := c.allKeys(a[1])
+	c.array(len(keys))
+	for _, k := range keys {
+		c.bulkString(k)
+	}
+}
+
+// cmdDBSize counts the live keys the client can see (in its namespace).
+func cmdDBSize(c *client, _ [][]byte) {
+	n := int64(0)
+	cursor := uint64(0)
+	for {
+		next, keys := c.s.Mirror.Scan(cursor, 1000, func(key string) bool { return strings.HasPrefix(key, c.s.Namespace) })
+		n += int64(len(keys))
+		if next == 0 {
+			break
+		}
+		cursor = next
+	}
+	c.integer(n)
+}
+
+// redisVersion is the Redis version pgmirror answers like, for clients
+// that check it.
+const redisVersion = "7.0.0"

@@ -1,0 +1,205 @@
+package unixsock_test
+
+// Test helpers: a whole sidecar (mirror, listener, writer, socket server)
+// on a real Postgres, a go-redis client on its socket, and a real Redis to
+// compare with.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"pgmirror/internal/pgtest"
+	"pgmirror/internal/testdb"
+	"pgmirror/listener"
+	"pgmirror/mirror"
+	"pgmirror/pgstore"
+	"pgmirror/unixsock"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+type sidecar struct {
+	m      *mirror.Mirror
+	srv    *unixsock.Server
+	w      *pgstore.Writer
+	socket string
+	stop   func()
+}
+
+// sockDir returns a short directory for sockets (paths are limited to ~107 bytes).
+func sockDir(t testing.TB) string {
+	dir, err := os.MkdirTemp("", "pgm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// config adjusts a test sidecar; every field may be left zero.
+type config struct {
+	mirror   mirror.Options
+	server   func(*unixsock.Server)
+	listener func(*listener.Listener)
+	maxValue int64
+}
+
+// startSidecar runs a sidecar on dsn and waits until its mirror is ready.
+func startSidecar(t testing.TB, dsn string, cfg config) *sidecar {
+	t.Helper()
+	s := startSidecarNoWait(t, dsn, cfg)
+	select {
+	case <-s.m.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatal("sidecar not ready within 30s")
+	}
+	return s
+}
+
+func startSidecarNoWait(t testing.TB, dsn string, cfg config) *sidecar {
+	t.Helper()
+	db := testdb.Open(t, dsn)
+	store := pgstore.New(db, nil)
+	opts := cfg.mirror
+	if opts.SentinelWait == 0 {
+		opts.SentinelWait = 5 * time.Second
+	}
+	m, err := mirror.New(store, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.maxValue == 0 {
+		cfg.maxValue = 16 << 20
+	}
+	w := pgstore.NewWriter(db, m, pgstore.WriterOptions{MaxValueSize: cfg.maxValue, Timeout: 3 * time.Second})
+	s := &sidecar{m: m, w: w, socket: filepath.Join(sockDir(t), "s.sock")}
+	s.srv = &unixsock.Server{Socket: s.socket, Mirror: m, Writer: w, MaxValueSize: cfg.maxValue}
+	if cfg.server != nil {
+		cfg.server(s.srv)
+	}
+	if err := s.srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.srv.Serve() }()
+	m.Open()
+	l := &listener.Listener{DSN: dsn, Sink: m, PingInterval: 200 * time.Millisecond, MaxReconnect: 300 * time.Millisecond}
+	if cfg.listener != nil {
+		cfg.listener(l)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	var stopped bool
+	s.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		if err := s.srv.Shutdown(sctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		w.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("listener: %v", err)
+		}
+		m.Close()
+	}
+	t.Cleanup(s.stop)
+	return s
+}
+
+// client returns a go-redis client on the sidecar's socket.
+func client(t testing.TB, socket string) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Network: "unix", Addr: socket, DialTimeout: 5 * time.Second,
+		ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second, MaxRetries: -1, PoolSize: 64})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// startRedis runs a real redis-server on a Unix socket for comparison. The
+// setup step installs it; without it the test fails.
+func startRedis(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatal("redis-server not found: run `make setup` (scripts/setup installs Debian's redis-server)")
+	}
+	dir := sockDir(t)
+	socket := filepath.Join(dir, "redis.sock")
+	cmd := exec.Command(bin, "--port", "0", "--unixsocket", socket, "--unixsocketperm", "700",
+		"--save", "", "--appendonly", "no", "--dir", dir)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	c := client(t, socket)
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("redis-server did not answer within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return socket
+}
+
+// eventually polls cond until it holds or fails the test at the deadline.
+func eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, msg := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", timeout, msg)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// do runs a command and renders its result and error for comparison.
+func do(c *redis.Client, args ...any) string {
+	v, err := c.Do(context.Background(), args...).Result()
+	if err == redis.Nil {
+		return "nil"
+	}
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return render(v)
+}
+
+func render(v any) string {
+	switch x := v.(type) {
+	case []any:
+		parts := make([]string, len(x))
+		for i, e := range x {
+			parts[i] = render(e)
+		}
+		return "[" + strings.Join(parts, " ") + "]"
+	case nil:
+		return "nil"
+	case string:
+		return fmt.Sprintf("%q", x)
+	default:
+		return fmt.Sprintf("%T(%v)", v, v)
+	}
+}

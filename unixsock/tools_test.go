@@ -1,0 +1,43 @@
+package unixsock_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+
+	"pgmirror/internal/testdb"
+)
+
+// TestRedisTools drives the server with redis-cli and redis-benchmark, as
+// users will. The setup step installs them; without them the test fails.
+func TestRedisTools(t *testing.T) {
+	cli, err1 := exec.LookPath("redis-cli")
+	bench, err2 := exec.LookPath("redis-benchmark")
+	if err1 != nil || err2 != nil {
+		t.Fatal("redis-cli or redis-benchmark not found: run `make setup` (Debian's redis-tools)")
+	}
+	dsn, _ := testdb.New(t)
+	sc := startSidecar(t, dsn, config{})
+	run := func(name string, args ...string) string {
+		t.Helper()
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %q: %v\n%s", name, args, err, out)
+		}
+		return string(out)
+	}
+	if out := run(cli, "-s", sc.socket, "SET", "greeting", "hello"); strings.TrimSpace(out) != "OK" {
+		t.Fatalf("redis-cli SET: %q", out)
+	}
+	if out := run(cli, "-s", sc.socket, "GET", "greeting"); strings.TrimSpace(out) != "hello" {
+		t.Fatalf("redis-cli GET: %q", out)
+	}
+	if out := run(cli, "-s", sc.socket, "INFO"); !strings.Contains(out, "# Mirror") || !strings.Contains(out, "entries:1") {
+		t.Fatalf("redis-cli INFO lacks the mirror section:\n%s", out)
+	}
+	out := run(bench, "-s", sc.socket, "-t", "get,set", "-n", "20000", "-q")
+	if strings.Contains(strings.ToLower(out), "error") || !strings.Contains(out, "SET:") || !strings.Contains(out, "GET:") {
+		t.Fatalf("redis-benchmark:\n%s", out)
+	}
+	t.Logf("redis-benchmark: %s", strings.Join(strings.Fields(out), " "))
+}
