@@ -18,9 +18,11 @@ setup: ## install what a fresh Debian machine lacks (PostgreSQL server); no-op w
 build: ## build bin/pgmirror
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
 
-test: setup ## vet, then the race-enabled test suite against throwaway PostgreSQL clusters
+test: setup ## vet, the race-enabled test suite against throwaway PostgreSQL clusters, brief fuzzing
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 8m $(PKGS)
+	$(GO) test -run '^$$' -fuzz FuzzCommands -fuzztime 10s ./unixsock/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 10s ./listener/
 
 check: ## go vet and staticcheck
 	$(GO) vet $(PKGS)
@@ -31,8 +33,9 @@ bench: setup ## Go benchmarks of the hot paths (see BENCHMARKS.md); the Redis/pg
 	$(GO) test -run '^$$' -bench 'WarmLoad1M' -benchtime 1x -count 3 ./mirror/
 	$(GO) test -run '^$$' -bench 'Snapshot1M' -benchtime 1x -count 3 ./pgstore/
 
-fuzz: ## run the payload decoder's fuzz test for a minute
+fuzz: ## run the fuzz tests (payload decoder, command layer) for a minute each
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./listener/
+	$(GO) test -run '^$$' -fuzz FuzzCommands -fuzztime 60s ./unixsock/
 
 run: setup build ## the demo: pgmirror on ./pgmirror.sock over a throwaway Postgres in ./.pgdata (or PGMIRROR_DSN); Ctrl-C stops both
 	@scripts/run-demo

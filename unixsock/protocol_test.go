@@ -212,6 +212,10 @@ func TestRESP3(t *testing.T) {
 	if got, _ := raw(t, sc.socket, []byte("HELLO 4\r\n")); !strings.HasPrefix(got, "-NOPROTO") {
 		t.Errorf("HELLO 4: %q", got)
 	}
+	// One keyspace: unlike Redis, SELECT of another database is refused.
+	if got, _ := raw(t, sc.socket, []byte("SELECT 1\r\nSELECT 0\r\n")); got != "-ERR DB index is out of range\r\n+OK\r\n" {
+		t.Errorf("SELECT: %q", got)
+	}
 }
 
 func TestSocketFile(t *testing.T) {

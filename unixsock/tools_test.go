@@ -32,8 +32,15 @@ func TestRedisTools(t *testing.T) {
 	if out := run(cli, "-s", sc.socket, "GET", "greeting"); strings.TrimSpace(out) != "hello" {
 		t.Fatalf("redis-cli GET: %q", out)
 	}
-	if out := run(cli, "-s", sc.socket, "INFO"); !strings.Contains(out, "# Mirror") || !strings.Contains(out, "entries:1") {
-		t.Fatalf("redis-cli INFO lacks the mirror section:\n%s", out)
+	info := run(cli, "-s", sc.socket, "INFO")
+	for _, want := range []string{"# Server", "# Clients", "# Stats", "# Keyspace", "db0:keys=1", "# Mirror", "entries:1",
+		"state:ready", "hits:1", "last_reload:"} {
+		if !strings.Contains(info, want) {
+			t.Errorf("redis-cli INFO lacks %q:\n%s", want, info)
+		}
+	}
+	if mirrorOnly := run(cli, "-s", sc.socket, "INFO", "mirror"); strings.Contains(mirrorOnly, "# Server") || !strings.Contains(mirrorOnly, "# Mirror") {
+		t.Errorf("INFO mirror should hold the mirror section only:\n%s", mirrorOnly)
 	}
 	out := run(bench, "-s", sc.socket, "-t", "get,set", "-n", "20000", "-q")
 	if strings.Contains(strings.ToLower(out), "error") || !strings.Contains(out, "SET:") || !strings.Contains(out, "GET:") {
