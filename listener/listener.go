@@ -46,6 +46,10 @@ type Listener struct {
 	PingTimeout  time.Duration // a ping slower than this means a half-open connection
 	MinReconnect time.Duration
 	MaxReconnect time.Duration
+	// OnLag, when set, is told the propagation lag of each applied
+	// notification: from the writer's clock_timestamp() to now (clocks of
+	// different hosts may differ). It runs on the apply path: keep it fast.
+	OnLag func(time.Duration)
 	// BeforeApply, when set, runs before each notification is applied; tests
 	// use it to hold notifications back. Nil in production.
 	BeforeApply func()
@@ -221,7 +225,11 @@ func (l *Listener) applyLoop(queue <-chan item) {
 		}
 		l.Sink.Apply(b)
 		if b.SentAt > 0 {
-			l.lagMicros.Store(time.Now().UnixMicro() - b.SentAt)
+			lag := time.Now().UnixMicro() - b.SentAt
+			l.lagMicros.Store(lag)
+			if l.OnLag != nil {
+				l.OnLag(time.Duration(lag) * time.Microsecond)
+			}
 		}
 	}
 }

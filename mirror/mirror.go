@@ -75,6 +75,10 @@ type Options struct {
 	// that differ, instead of the whole table; 0 means the default, a
 	// negative number never.
 	RangeReloadMin int64
+	// OnReload, when set, is told of every reload's end: its reason (as
+	// requested: "connected", "reconnected", "SIGHUP", "periodic", ...), its
+	// result, and its error (nil on success). For metrics.
+	OnReload func(reason string, res ReloadResult, err error)
 	// Logger; nil logs nothing.
 	Logger hclog.Logger
 	// Hooks lets tests pause the mirror at chosen points; nil in production.

@@ -129,6 +129,10 @@ func (m *Mirror) reloadWith(ctx context.Context, reason string, ranges int) (Rel
 	if err != nil {
 		m.abandonReload(rl)
 		m.stats.reloadFailures.Add(1)
+		res.Duration = time.Since(start)
+		if m.opts.OnReload != nil {
+			m.opts.OnReload(reason, res, err)
+		}
 		return res, fmt.Errorf("reload (%s): %w", reason, err)
 	}
 	if h := m.opts.Hooks.BeforeMerge; h != nil {
@@ -143,6 +147,9 @@ func (m *Mirror) reloadWith(ctx context.Context, reason string, ranges int) (Rel
 	m.updateBudget()
 	res.Duration = time.Since(start)
 	m.finishReload(res)
+	if m.opts.OnReload != nil {
+		m.opts.OnReload(reason, res, nil)
+	}
 	args := []any{"rows", res.Rows, "drift", res.Drift, "duration", res.Duration.Round(time.Millisecond), "entries", m.entries.Load()}
 	if ranges > 0 {
 		args = append(args, "ranges", ranges, "ranges_differed", res.Differed)

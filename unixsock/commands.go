@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"pgmirror/mirror"
@@ -23,56 +24,76 @@ type command struct {
 	arity int  // as Redis: n exact (name included), -n at least n
 	data  bool // touches keys: refused while loading
 	fn    func(c *client, args [][]byte)
+	calls *atomic.Int64
 }
 
 var commands map[string]command
 
+// unknownCalls counts commands not in the table.
+var unknownCalls atomic.Int64
+
+// CommandCalls returns how often each command was called since the process
+// started (all servers of the process together); unknown commands count
+// under "unknown".
+func CommandCalls() map[string]int64 {
+	out := make(map[string]int64, len(commands)+1)
+	for name, cmd := range commands {
+		out[name] = cmd.calls.Load()
+	}
+	out["unknown"] = unknownCalls.Load()
+	return out
+}
+
 func init() {
 	commands = map[string]command{
-		"ping":    {-1, false, cmdPing},
-		"echo":    {2, false, func(c *client, a [][]byte) { c.bulk(a[1]) }},
-		"quit":    {-1, false, func(c *client, _ [][]byte) { c.ok(); c.quit = true }},
-		"hello":   {-1, false, cmdHello},
-		"command": {-1, false, cmdCommand},
-		"client":  {-2, false, cmdClient},
-		"select":  {2, false, cmdSelect},
-		"config":  {-2, false, cmdConfig},
-		"info":    {-1, false, cmdInfo},
-		"dbsize":  {1, true, cmdDBSize},
+		"ping":    {-1, false, cmdPing, nil},
+		"echo":    {2, false, func(c *client, a [][]byte) { c.bulk(a[1]) }, nil},
+		"quit":    {-1, false, func(c *client, _ [][]byte) { c.ok(); c.quit = true }, nil},
+		"hello":   {-1, false, cmdHello, nil},
+		"command": {-1, false, cmdCommand, nil},
+		"client":  {-2, false, cmdClient, nil},
+		"select":  {2, false, cmdSelect, nil},
+		"config":  {-2, false, cmdConfig, nil},
+		"info":    {-1, false, cmdInfo, nil},
+		"dbsize":  {1, true, cmdDBSize, nil},
 
-		"get":    {2, true, cmdGet},
-		"mget":   {-2, true, cmdMGet},
-		"exists": {-2, true, cmdExists},
-		"ttl":    {2, true, func(c *client, a [][]byte) { c.ttl(a, false) }},
-		"pttl":   {2, true, func(c *client, a [][]byte) { c.ttl(a, true) }},
-		"strlen": {2, true, cmdStrlen},
-		"type":   {2, true, cmdType},
-		"scan":   {-2, true, cmdScan},
-		"keys":   {2, true, cmdKeys},
+		"get":    {2, true, cmdGet, nil},
+		"mget":   {-2, true, cmdMGet, nil},
+		"exists": {-2, true, cmdExists, nil},
+		"ttl":    {2, true, func(c *client, a [][]byte) { c.ttl(a, false) }, nil},
+		"pttl":   {2, true, func(c *client, a [][]byte) { c.ttl(a, true) }, nil},
+		"strlen": {2, true, cmdStrlen, nil},
+		"type":   {2, true, cmdType, nil},
+		"scan":   {-2, true, cmdScan, nil},
+		"keys":   {2, true, cmdKeys, nil},
 
-		"set":         {-3, true, cmdSet},
-		"setex":       {4, true, func(c *client, a [][]byte) { c.setEx(a, 1000) }},
-		"psetex":      {4, true, func(c *client, a [][]byte) { c.setEx(a, 1) }},
-		"setnx":       {3, true, cmdSetNX},
-		"getdel":      {2, true, cmdGetDel},
-		"getex":       {-2, true, cmdGetEx},
-		"mset":        {-3, true, func(c *client, a [][]byte) { c.mset(a, mirror.WriteMSet) }},
-		"msetnx":      {-3, true, func(c *client, a [][]byte) { c.mset(a, mirror.WriteMSetNX) }},
-		"incr":        {2, true, func(c *client, a [][]byte) { c.incr(a[1], 1) }},
-		"decr":        {2, true, func(c *client, a [][]byte) { c.incr(a[1], -1) }},
-		"incrby":      {3, true, func(c *client, a [][]byte) { c.incrBy(a, 1) }},
-		"decrby":      {3, true, func(c *client, a [][]byte) { c.incrBy(a, -1) }},
-		"incrbyfloat": {3, true, cmdIncrByFloat},
-		"append":      {3, true, cmdAppend},
-		"del":         {-2, true, cmdDel},
-		"unlink":      {-2, true, cmdDel},
-		"expire":      {-3, true, func(c *client, a [][]byte) { c.expire(a, 1000, false) }},
-		"pexpire":     {-3, true, func(c *client, a [][]byte) { c.expire(a, 1, false) }},
-		"expireat":    {-3, true, func(c *client, a [][]byte) { c.expire(a, 1000, true) }},
-		"pexpireat":   {-3, true, func(c *client, a [][]byte) { c.expire(a, 1, true) }},
-		"persist":     {2, true, cmdPersist},
+		"set":         {-3, true, cmdSet, nil},
+		"setex":       {4, true, func(c *client, a [][]byte) { c.setEx(a, 1000) }, nil},
+		"psetex":      {4, true, func(c *client, a [][]byte) { c.setEx(a, 1) }, nil},
+		"setnx":       {3, true, cmdSetNX, nil},
+		"getdel":      {2, true, cmdGetDel, nil},
+		"getex":       {-2, true, cmdGetEx, nil},
+		"mset":        {-3, true, func(c *client, a [][]byte) { c.mset(a, mirror.WriteMSet) }, nil},
+		"msetnx":      {-3, true, func(c *client, a [][]byte) { c.mset(a, mirror.WriteMSetNX) }, nil},
+		"incr":        {2, true, func(c *client, a [][]byte) { c.incr(a[1], 1) }, nil},
+		"decr":        {2, true, func(c *client, a [][]byte) { c.incr(a[1], -1) }, nil},
+		"incrby":      {3, true, func(c *client, a [][]byte) { c.incrBy(a, 1) }, nil},
+		"decrby":      {3, true, func(c *client, a [][]byte) { c.incrBy(a, -1) }, nil},
+		"incrbyfloat": {3, true, cmdIncrByFloat, nil},
+		"append":      {3, true, cmdAppend, nil},
+		"del":         {-2, true, cmdDel, nil},
+		"unlink":      {-2, true, cmdDel, nil},
+		"expire":      {-3, true, func(c *client, a [][]byte) { c.expire(a, 1000, false) }, nil},
+		"pexpire":     {-3, true, func(c *client, a [][]byte) { c.expire(a, 1, false) }, nil},
+		"expireat":    {-3, true, func(c *client, a [][]byte) { c.expire(a, 1000, true) }, nil},
+		"pexpireat":   {-3, true, func(c *client, a [][]byte) { c.expire(a, 1, true) }, nil},
+		"persist":     {2, true, cmdPersist, nil},
 
-		"pgmirror.resync": {1, false, func(c *client, _ [][]byte) { c.s.Mirror.RequestResync("PGMIRROR.RESYNC"); c.ok() }},
+		"pgmirror.resync": {1, false, func(c *client, _ [][]byte) { c.s.Mirror.RequestResync("PGMIRROR.RESYNC"); c.ok() }, nil},
+	}
+	for name, cmd := range commands {
+		cmd.calls = new(atomic.Int64)
+		commands[name] = cmd
 	}
 }
 
@@ -84,9 +105,11 @@ func (c *client) dispatch(args [][]byte) {
 	name := strings.ToLower(string(args[0]))
 	cmd, ok := commands[name]
 	if !ok {
+		unknownCalls.Add(1)
 		c.errorReply(unknownCommand(args))
 		return
 	}
+	cmd.calls.Add(1)
 	if cmd.arity > 0 && len(args) != cmd.arity || cmd.arity < 0 && len(args) < -cmd.arity {
 		c.errorReply(fmt.Sprintf("ERR wrong number of arguments for '%s' command", name))
 		return

@@ -204,6 +204,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// Stats are the server's counters.
+type Stats struct {
+	Clients        int   // connected now
+	Connections    int64 // accepted since start
+	Rejected       int64 // refused: --max-clients reached
+	Commands       int64 // commands processed
+	ProtocolErrors int64 // connections closed for breaking the protocol
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Clients:        s.Clients(),
+		Connections:    s.stats.connections.Load(),
+		Rejected:       s.stats.rejected.Load(),
+		Commands:       s.stats.commands.Load(),
+		ProtocolErrors: s.stats.protocolErrors.Load(),
+	}
+}
+
 // Clients returns the number of connected clients.
 func (s *Server) Clients() int {
 	s.mu.Lock()
