@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	_ "github.com/lib/pq" // registers the "postgres" driver
 
+	"pgmirror/jobs"
 	"pgmirror/listener"
 	"pgmirror/migrations"
 	"pgmirror/mirror"
@@ -112,6 +113,10 @@ type Main struct {
 	Listener *listener.Listener
 	// Writer runs client writes in Postgres (group commit).
 	Writer *pgstore.Writer
+	// Loaders computes absent keys with cache_loaders' SQL.
+	Loaders *pgstore.Loaders
+	// Jobs runs access-time flushes, refreshes and cleanup.
+	Jobs *jobs.Jobs
 	// Server serves clients on the Unix socket.
 	Server *unixsock.Server
 
@@ -292,7 +297,11 @@ func (m *Main) runServe(ctx context.Context) error {
 	if err := m.Store.CheckSchema(ctx); err != nil {
 		return err
 	}
+	if err := m.Loaders.Reload(ctx); err != nil {
+		return err
+	}
 	m.startSync()
+	m.Jobs.Start()
 	// TODO(later issues): open the admin HTTP server and the jobs here; Close closes them in reverse.
 
 	select {
@@ -310,17 +319,34 @@ func (m *Main) runServe(ctx context.Context) error {
 // the socket server, and starts serving.
 func (m *Main) openServer() error {
 	m.Store = pgstore.New(m.DB, m.Logger.Named("store"))
+	m.Loaders = pgstore.NewLoaders(m.DB, nil, m.Logger.Named("loaders"))
+	m.Jobs = jobs.New(m.Store, m.Loaders, nil, jobs.Config{
+		AccessFlushInterval: m.Config.AccessFlushInterval,
+		RefreshInterval:     m.Config.RefreshInterval,
+		RefreshAhead:        m.Config.RefreshAhead,
+		RefreshWindow:       m.Config.RefreshWindow,
+		RefreshLockStale:    m.Config.RefreshLockStale,
+		CleanupInterval:     m.Config.CleanupInterval,
+		Retention:           m.Config.Retention,
+		ExpiredGrace:        m.Config.ExpiredGrace,
+		Logger:              m.Logger.Named("jobs"),
+	})
 	mir, err := mirror.New(m.Store, mirror.Options{
-		MaxMemory:      m.Config.MaxMemory,
-		MaxStaleness:   m.Config.MaxStaleness,
-		StaleError:     m.Config.StaleReads == StaleReadsError,
-		ReloadInterval: m.Config.ReloadInterval,
-		Logger:         m.Logger.Named("mirror"),
+		MaxMemory:        m.Config.MaxMemory,
+		MaxStaleness:     m.Config.MaxStaleness,
+		StaleError:       m.Config.StaleReads == StaleReadsError,
+		ReloadInterval:   m.Config.ReloadInterval,
+		Loader:           m.Loaders,
+		ServeStale:       m.Config.ServeStale,
+		OnLoadersChanged: m.Jobs.LoadersChanged,
+		Logger:           m.Logger.Named("mirror"),
 	})
 	if err != nil {
 		return err
 	}
 	m.Mirror = mir
+	m.Loaders.Applier = mir
+	m.Jobs.Access = mir
 	m.Listener = &listener.Listener{DSN: m.Config.ListenDSN, Sink: mir, Logger: m.Logger.Named("listener")}
 	m.Writer = pgstore.NewWriter(m.DB, mir, pgstore.WriterOptions{
 		MaxValueSize: m.Config.MaxValueSize,
@@ -521,6 +547,10 @@ func (m *Main) Close() error {
 		errs = append(errs, m.Server.Shutdown(ctx))
 		cancel()
 		m.Server = nil
+	}
+	if m.Jobs != nil {
+		errs = append(errs, m.Jobs.Close()) // flushes the last access times
+		m.Jobs = nil
 	}
 	if m.Writer != nil {
 		errs = append(errs, m.Writer.Close())

@@ -12,6 +12,7 @@
 --            | "F " version " " expiry " " key64               -- set, value too large: fetch it
 --            | "D " version " " key64                          -- deleted
 --            | "T " version                                    -- table truncated: every key deleted
+--            | "L"                                             -- cache_loaders changed
 --   expiry  := "-" (never) | epoch microseconds (integer, may be negative)
 --
 -- sent_at_us is clock_timestamp() when the payload was built, in epoch
@@ -166,6 +167,22 @@ BEGIN
 END
 $$;
 
+-- Any change of cache_loaders tells the sidecars to reload their loaders.
+CREATE OR REPLACE FUNCTION pgmirror_notify_loaders() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM pgmirror_publish(ARRAY['L']);
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS pgmirror_20_notify_loaders ON cache_loaders;
+CREATE TRIGGER pgmirror_20_notify_loaders
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON cache_loaders
+    FOR EACH STATEMENT EXECUTE FUNCTION pgmirror_notify_loaders();
+ALTER TABLE cache_loaders ENABLE ALWAYS TRIGGER pgmirror_20_notify_loaders;
+
 -- Triggers fire in name order: the stamp (10) before any user trigger named
 -- later, the notifications (20) after the statement.
 DROP TRIGGER IF EXISTS pgmirror_10_stamp_insert ON cache_entries;
@@ -218,3 +235,4 @@ REVOKE ALL ON FUNCTION pgmirror_notify_insert() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgmirror_notify_update() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgmirror_notify_delete() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgmirror_notify_truncate() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgmirror_notify_loaders() FROM PUBLIC;

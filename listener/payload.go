@@ -72,6 +72,9 @@ func Decode(s string) (Payload, error) {
 
 func decodeRecord(line string) (mirror.Change, error) {
 	var c mirror.Change
+	if line == "L" {
+		return mirror.Change{Op: mirror.OpLoaders}, nil
+	}
 	if len(line) < 2 || line[1] != ' ' {
 		return c, fmt.Errorf("malformed record %.20q", line)
 	}
@@ -229,6 +232,9 @@ func Encode(p Payload) string {
 	for _, c := range p.Changes {
 		b.WriteByte('\n')
 		b.WriteByte(byte(c.Op))
+		if c.Op == mirror.OpLoaders {
+			continue
+		}
 		b.WriteByte(' ')
 		switch c.Op {
 		case mirror.OpSet, mirror.OpFetch:

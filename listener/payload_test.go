@@ -17,6 +17,7 @@ func TestDecodeRecords(t *testing.T) {
 		"D 10 Z29uZQ==\n" +
 		"D 11 \n" +
 		"T 12\n" +
+		"L\n" +
 		"N tok_en-1"
 	p, err := Decode(in)
 	if err != nil {
@@ -29,6 +30,7 @@ func TestDecodeRecords(t *testing.T) {
 		{Op: mirror.OpDelete, Version: 10, Key: "gone"},
 		{Op: mirror.OpDelete, Version: 11, Key: ""},
 		{Op: mirror.OpTruncate, Version: 12},
+		{Op: mirror.OpLoaders},
 		{Op: mirror.OpSentinel, Token: "tok_en-1"},
 	}}
 	if !reflect.DeepEqual(p, want) {
@@ -67,6 +69,8 @@ func TestDecodeRejects(t *testing.T) {
 		"truncate with key":     "pgm1 5 77\nT 1 YQ==",
 		"sentinel bad token":    "pgm1 5 77\nN a b",
 		"sentinel empty token":  "pgm1 5 77\nN ",
+		"loaders with a field":  "pgm1 5 77\nL 1",
+		"loaders with a space":  "pgm1 5 77\nL ",
 		"trailing newline":      "pgm1 5 77\nT 1\n",
 		"double space":          "pgm1 5 77\nD  1 YQ==",
 		"key over 4000 bytes":   "pgm1 5 77\nD 1 " + b64.EncodeToString([]byte(strings.Repeat("k", 4001))),

@@ -14,6 +14,10 @@ func (m *Mirror) Apply(b Batch) {
 		switch c.Op {
 		case OpSentinel:
 			m.sentinelArrived(c.Token)
+		case OpLoaders:
+			if m.opts.OnLoadersChanged != nil {
+				m.opts.OnLoadersChanged()
+			}
 		case OpTruncate:
 			m.applyTruncate(b.Xid, rl)
 		default:
@@ -98,6 +102,7 @@ func (m *Mirror) appliedBy(c *Change, xid uint64) bool {
 func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own bool) {
 	sh := m.ix.shard(c.Key)
 	sh.mu.Lock()
+	delete(sh.negs, c.Key) // the key changed: a remembered absence is over
 	e := sh.m[c.Key]
 	if e != nil && !own && e.echo != 0 {
 		if xid != e.echo {

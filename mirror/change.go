@@ -19,6 +19,7 @@ const (
 	OpDelete   Op = 'D' // key deleted
 	OpTruncate Op = 'T' // every key deleted
 	OpSentinel Op = 'N' // no change: a marker a sidecar sends itself (Token)
+	OpLoaders  Op = 'L' // cache_loaders changed: reload the loaders
 )
 
 // String names the op for logs and metrics.
@@ -34,6 +35,8 @@ func (o Op) String() string {
 		return "truncate"
 	case OpSentinel:
 		return "sentinel"
+	case OpLoaders:
+		return "loaders"
 	}
 	return "unknown"
 }

@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -27,11 +28,20 @@ type entry struct {
 	owned   uint32 // reload epoch whose snapshot installed this state; later visible changes are older
 	seen    uint32 // reload epoch whose snapshot contained this key
 	deleted bool   // a tombstone: kept only while a reload is in flight
+	// accessed is set by reads and cleared when access times are flushed
+	// to Postgres (a flag, so tracking costs no memory per hit).
+	accessed atomic.Bool
 }
+
+// maxNegativePerShard bounds the remembered absences (loader found no row).
+const maxNegativePerShard = 2048
 
 type shard struct {
 	mu sync.RWMutex
 	m  map[string]*entry
+	// negs remembers keys whose loader found no row, until an epoch
+	// microsecond; any change of the key ends it.
+	negs map[string]int64
 }
 
 // index is the sharded key index.
@@ -43,6 +53,7 @@ func newIndex() *index {
 	ix := &index{}
 	for i := range ix.shards {
 		ix.shards[i].m = make(map[string]*entry)
+		ix.shards[i].negs = make(map[string]int64)
 	}
 	return ix
 }

@@ -20,6 +20,7 @@ const (
 	DefaultCatchUpWait    = 2 * time.Second
 	DefaultClockInterval  = 30 * time.Second
 	DefaultRangeReloadMin = 10000
+	DefaultNegativeTTL    = 2 * time.Second
 	minValueBudget        = 1 << 20
 	valueItemOverhead     = 48
 	prefetchBatch         = 500
@@ -75,6 +76,21 @@ type Options struct {
 	// that differ, instead of the whole table; 0 means the default, a
 	// negative number never.
 	RangeReloadMin int64
+	// Loader computes absent keys (cache_loaders); nil: none.
+	Loader Loader
+	// NegativeTTL is how long a key its loader found no row for is
+	// remembered as absent (unless it changes first).
+	NegativeTTL time.Duration
+	// ServeStale lets reads serve an expired value for at most this long
+	// after its expiry when HasLoader says a loader refreshes the key
+	// (--serve-stale); 0 never.
+	ServeStale time.Duration
+	// HasLoader reports whether a loader computes key (for ServeStale).
+	HasLoader func(key string) bool
+	// OnLoadersChanged, when set, is called when cache_loaders changed (a
+	// notification) and after every reload (notifications may have been
+	// lost). It runs on the apply path: keep it fast.
+	OnLoadersChanged func()
 	// OnReload, when set, is told of every reload's end: its reason (as
 	// requested: "connected", "reconnected", "SIGHUP", "periodic", ...), its
 	// result, and its error (nil on success). For metrics.
@@ -107,6 +123,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.CatchUpWait <= 0 {
 		o.CatchUpWait = DefaultCatchUpWait
+	}
+	if o.NegativeTTL <= 0 {
+		o.NegativeTTL = DefaultNegativeTTL
+	}
+	if o.HasLoader == nil && o.Loader != nil {
+		o.HasLoader = o.Loader.Covers
 	}
 	if o.RangeReloadMin == 0 {
 		o.RangeReloadMin = DefaultRangeReloadMin

@@ -11,25 +11,81 @@ import (
 
 // Lookup is what the index says of a key at one moment.
 type Lookup struct {
-	Found   bool
+	Found bool
+	// Absent is set when the key is known to have no row for a while:
+	// its loader found nothing (RememberAbsent).
+	Absent  bool
 	Version int64
 	Expires int64 // epoch microseconds, or NoExpiry
 	Size    int   // value length
 	digest  uint64
 }
 
-// lookup reads the index; expired and deleted keys are not found. It never
-// queries Postgres.
-func (m *Mirror) lookup(key string, now int64) Lookup {
+// lookup reads the index; expired and deleted keys are not found (but for
+// --serve-stale). It never queries Postgres. touch marks a read access.
+func (m *Mirror) lookup(key string, now int64, touch bool) Lookup {
 	sh := m.ix.shard(key)
 	sh.mu.RLock()
 	e := sh.m[key]
 	var l Lookup
-	if e != nil && !e.deleted && e.expires > now {
+	switch {
+	case e == nil || e.deleted:
+		if until, ok := sh.negs[key]; ok && until > now {
+			l.Absent = true
+		}
+	case e.expires > now || m.servesStale(key, e.expires, now):
 		l = Lookup{Found: true, Version: e.version, Expires: e.expires, Size: e.size, digest: e.digest}
+		if touch && !e.accessed.Load() {
+			e.accessed.Store(true)
+		}
 	}
 	sh.mu.RUnlock()
 	return l
+}
+
+// servesStale reports whether an expired value may still be served: within
+// --serve-stale of its expiry, for a key whose loader refreshes it.
+func (m *Mirror) servesStale(key string, expires, now int64) bool {
+	return m.opts.ServeStale > 0 && now < expires+m.opts.ServeStale.Microseconds() &&
+		m.opts.HasLoader != nil && m.opts.HasLoader(key)
+}
+
+// RememberAbsent records that key has no row and its loader found none, so
+// reads answer "absent" without asking again until ttl passes or the key
+// changes. Memory is bounded: when a shard holds too many, it forgets some.
+func (m *Mirror) RememberAbsent(key string, ttl time.Duration) {
+	until := m.clock.dbNow() + ttl.Microseconds()
+	sh := m.ix.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e := sh.m[key]; e != nil && !e.deleted {
+		return // it exists after all
+	}
+	if len(sh.negs) >= maxNegativePerShard {
+		for k := range sh.negs { // forget an arbitrary one
+			delete(sh.negs, k)
+			break
+		}
+	}
+	sh.negs[key] = until
+}
+
+// TakeAccessed returns the keys read since the last call, and clears their
+// marks: what the access-time flush writes to last_accessed_at.
+func (m *Mirror) TakeAccessed() []string {
+	var keys []string
+	for i := range m.ix.shards {
+		sh := &m.ix.shards[i]
+		sh.mu.RLock()
+		for k, e := range sh.m {
+			if e.accessed.Load() {
+				e.accessed.Store(false)
+				keys = append(keys, k)
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	return keys
 }
 
 // Exists reports whether key is present and unexpired, with its expiry.
@@ -37,7 +93,7 @@ func (m *Mirror) Exists(key string) (Lookup, error) {
 	if err := m.readable(); err != nil {
 		return Lookup{}, err
 	}
-	return m.lookup(key, m.clock.dbNow()), nil
+	return m.lookup(key, m.clock.dbNow(), false), nil
 }
 
 // TTL returns the time to live of key as Redis reports it: ok is false for a
@@ -63,8 +119,11 @@ func (m *Mirror) Get(ctx context.Context, key string) (value []byte, found bool,
 	}
 	deadline := time.Now().Add(m.opts.CatchUpWait)
 	for {
-		l := m.lookup(key, m.clock.dbNow())
+		l := m.lookup(key, m.clock.dbNow(), true)
 		if !l.Found {
+			if !l.Absent && m.opts.Loader != nil && m.opts.Loader.Covers(key) {
+				return m.load(ctx, key)
+			}
 			m.stats.misses.Add(1)
 			return nil, false, nil
 		}
@@ -86,6 +145,31 @@ func (m *Mirror) Get(ctx context.Context, key string) (value []byte, found bool,
 			return nil, false, err
 		}
 	}
+}
+
+// load computes an absent key with its loader: once however many readers
+// ask at once here, and once across sidecars (the loader's key lock).
+func (m *Mirror) load(ctx context.Context, key string) ([]byte, bool, error) {
+	type result struct {
+		value []byte
+		found bool
+	}
+	r, err, _ := m.fetch.Do("\x00load:"+key, func() (any, error) {
+		v, found, err := m.opts.Loader.Load(ctx, key)
+		if err == nil && !found {
+			m.RememberAbsent(key, m.opts.NegativeTTL)
+		}
+		return result{v, found}, err
+	})
+	m.stats.loads.Add(1)
+	if err != nil {
+		return nil, false, err
+	}
+	res := r.(result)
+	if !res.found {
+		m.stats.misses.Add(1)
+	}
+	return res.value, res.found, nil
 }
 
 // MGet returns the values of keys (nil for missing ones).
@@ -225,7 +309,7 @@ func (m *Mirror) Range(fn func(key string, l Lookup) bool) {
 		}
 		sh.mu.RUnlock()
 		for _, k := range keys {
-			if l := m.lookup(k, now); l.Found && !fn(k, l) {
+			if l := m.lookup(k, now, false); l.Found && !fn(k, l) {
 				return
 			}
 		}

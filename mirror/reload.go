@@ -147,6 +147,9 @@ func (m *Mirror) reloadWith(ctx context.Context, reason string, ranges int) (Rel
 	m.updateBudget()
 	res.Duration = time.Since(start)
 	m.finishReload(res)
+	if m.opts.OnLoadersChanged != nil {
+		m.opts.OnLoadersChanged()
+	}
 	if m.opts.OnReload != nil {
 		m.opts.OnReload(reason, res, nil)
 	}

@@ -32,6 +32,15 @@ func (v Visibility) Sees(xid uint64) bool {
 	return !found
 }
 
+// Loader computes keys that have no row, with the SQL of cache_loaders.
+type Loader interface {
+	// Covers reports whether a loader computes key.
+	Covers(key string) bool
+	// Load computes key, stores it in cache_entries (applying it to the
+	// mirror) and returns it; found is false when the loader found no row.
+	Load(ctx context.Context, key string) (value []byte, found bool, err error)
+}
+
 // Source is what the mirror needs from Postgres. The package pgstore
 // implements it; mirrortest fakes it for unit tests.
 type Source interface {

@@ -7,7 +7,7 @@ import (
 
 // counters are the mirror's running totals.
 type counters struct {
-	hits, misses         atomic.Int64
+	hits, misses, loads  atomic.Int64
 	fetches, fetchedKeys atomic.Int64
 	batches, skipped     atomic.Int64
 	applied              [5]atomic.Int64 // by opIndex
@@ -41,6 +41,7 @@ type Stats struct {
 	ValueBytes     int64 // cost held by the value cache
 	ValueBudget    int64 // what the value cache may hold
 	Hits, Misses   int64 // reads answered with a value / without one
+	Loads          int64 // reads of absent keys handed to their loader
 	Fetches        int64 // queries for values the cache lacked
 	FetchedKeys    int64 // keys those queries asked for
 	Batches        int64 // notifications applied
@@ -69,6 +70,7 @@ func (m *Mirror) Stats() Stats {
 		ValueBudget:    m.lastMaxCost.Load(),
 		Hits:           m.stats.hits.Load(),
 		Misses:         m.stats.misses.Load(),
+		Loads:          m.stats.loads.Load(),
 		Fetches:        m.stats.fetches.Load(),
 		FetchedKeys:    m.stats.fetchedKeys.Load(),
 		Batches:        m.stats.batches.Load(),

@@ -1,0 +1,211 @@
+// Package jobs runs the seed design's background work: flushing access
+// times (LRU), the refresh worker that recomputes keys before they expire,
+// cleanup of unused and long-expired keys, and reloading the loaders when
+// cache_loaders changes.
+package jobs
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"pgmirror/pgstore"
+)
+
+// Defaults of Config.
+const (
+	DefaultAccessFlushInterval = 5 * time.Second
+	DefaultRefreshInterval     = 30 * time.Second
+	DefaultRefreshAhead        = 10 * time.Second
+	DefaultRefreshWindow       = 7 * 24 * time.Hour
+	DefaultRefreshLockStale    = 5 * time.Minute
+	DefaultCleanupInterval     = time.Minute
+	DefaultRetention           = 7 * 24 * time.Hour
+	DefaultExpiredGrace        = time.Hour
+	refreshBatch               = 100
+	cleanupBatch               = 500
+	accessBatch                = 10000
+)
+
+// Config configures the jobs; zero durations take the defaults.
+type Config struct {
+	AccessFlushInterval time.Duration
+	RefreshInterval     time.Duration
+	RefreshAhead        time.Duration
+	RefreshWindow       time.Duration
+	RefreshLockStale    time.Duration
+	CleanupInterval     time.Duration
+	Retention           time.Duration
+	ExpiredGrace        time.Duration
+	Logger              hclog.Logger
+}
+
+func (c *Config) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.AccessFlushInterval, DefaultAccessFlushInterval)
+	def(&c.RefreshInterval, DefaultRefreshInterval)
+	def(&c.RefreshAhead, DefaultRefreshAhead)
+	def(&c.RefreshWindow, DefaultRefreshWindow)
+	def(&c.RefreshLockStale, DefaultRefreshLockStale)
+	def(&c.CleanupInterval, DefaultCleanupInterval)
+	def(&c.Retention, DefaultRetention)
+	def(&c.ExpiredGrace, DefaultExpiredGrace)
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+}
+
+// AccessSource hands out the keys read since it was last asked.
+type AccessSource interface {
+	TakeAccessed() []string
+}
+
+// Stats are the jobs' running totals.
+type Stats struct {
+	AccessFlushes   int64 // flush statements run
+	AccessRows      int64 // rows whose last_accessed_at they advanced
+	Refreshed       int64 // keys recomputed and stored
+	RefreshRemoved  int64 // keys whose loader found no row: deleted
+	RefreshFenced   int64 // recomputations not stored: the claim was lost
+	RefreshFailed   int64 // loader errors (the claim was released)
+	CleanupDeleted  int64 // keys deleted by cleanup
+	LoaderReloads   int64 // times the loaders were read again
+	LoaderRuns      int64 // loader computations (reads and refreshes)
+	LoaderFailures  int64
+	LastAccessFlush time.Time
+}
+
+// Jobs runs the background work until Close.
+type Jobs struct {
+	cfg     Config
+	store   *pgstore.Store
+	loaders *pgstore.Loaders
+	log     hclog.Logger
+
+	// Access hands out the keys read since the last flush; set it before Start.
+	Access AccessSource
+
+	reloadLoaders chan struct{}
+	ctx           context.Context
+	cancel        context.CancelFunc
+	wg            sync.WaitGroup
+	closeOnce     sync.Once
+
+	accessFlushes, accessRows                    atomic.Int64
+	refreshed, removed, fenced, failed, cleanups atomic.Int64
+	loaderReloads                                atomic.Int64
+	lastFlush                                    atomic.Int64
+}
+
+// New returns the jobs; Start runs them. access may be nil until Start.
+func New(store *pgstore.Store, loaders *pgstore.Loaders, access AccessSource, cfg Config) *Jobs {
+	cfg.defaults()
+	j := &Jobs{cfg: cfg, store: store, loaders: loaders, Access: access, log: cfg.Logger,
+		reloadLoaders: make(chan struct{}, 1)}
+	j.ctx, j.cancel = context.WithCancel(context.Background())
+	return j
+}
+
+// Start runs every job in its own goroutine.
+func (j *Jobs) Start() {
+	for _, job := range []struct {
+		every time.Duration
+		run   func(context.Context)
+	}{
+		{j.cfg.AccessFlushInterval, j.flushAccess},
+		{j.cfg.RefreshInterval, j.refresh},
+		{j.cfg.CleanupInterval, j.cleanup},
+	} {
+		j.wg.Add(1)
+		go func() {
+			defer j.wg.Done()
+			j.every(job.every, job.run)
+		}()
+	}
+	j.wg.Add(1)
+	go func() {
+		defer j.wg.Done()
+		j.loaderReloadLoop()
+	}()
+}
+
+// every runs fn each period until Close.
+func (j *Jobs) every(period time.Duration, fn func(context.Context)) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-j.ctx.Done():
+			return
+		case <-t.C:
+			fn(j.ctx)
+		}
+	}
+}
+
+// Close stops the jobs, then flushes the access times gathered so far.
+func (j *Jobs) Close() error {
+	j.closeOnce.Do(func() {
+		j.cancel()
+		j.wg.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		j.flushAccess(ctx)
+	})
+	return nil
+}
+
+// LoadersChanged asks for the loaders to be read again (cache_loaders
+// changed, or a reload happened). It never blocks: it is called on the
+// mirror's apply path.
+func (j *Jobs) LoadersChanged() {
+	select {
+	case j.reloadLoaders <- struct{}{}:
+	default:
+	}
+}
+
+func (j *Jobs) loaderReloadLoop() {
+	for {
+		select {
+		case <-j.ctx.Done():
+			return
+		case <-j.reloadLoaders:
+		}
+		if err := j.loaders.Reload(j.ctx); err != nil {
+			if j.ctx.Err() == nil {
+				j.log.Warn("reloading the loaders failed; keeping the old ones", "error", err)
+			}
+			continue
+		}
+		j.loaderReloads.Add(1)
+	}
+}
+
+// Stats returns the running totals.
+func (j *Jobs) Stats() Stats {
+	runs, fails := j.loaders.Runs()
+	s := Stats{
+		AccessFlushes:  j.accessFlushes.Load(),
+		AccessRows:     j.accessRows.Load(),
+		Refreshed:      j.refreshed.Load(),
+		RefreshRemoved: j.removed.Load(),
+		RefreshFenced:  j.fenced.Load(),
+		RefreshFailed:  j.failed.Load(),
+		CleanupDeleted: j.cleanups.Load(),
+		LoaderReloads:  j.loaderReloads.Load(),
+		LoaderRuns:     runs,
+		LoaderFailures: fails,
+	}
+	if n := j.lastFlush.Load(); n != 0 {
+		s.LastAccessFlush = time.Unix(0, n)
+	}
+	return s
+}
