@@ -1,0 +1,147 @@
+// Package sidecartest runs whole pgmirror sidecars in a test process: the
+// mirror, its listener, the writer, the loaders, the jobs and the socket
+// server, wired as main wires them, on a real Postgres.
+package sidecartest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"pgmirror/internal/testdb"
+	"pgmirror/jobs"
+	"pgmirror/listener"
+	"pgmirror/mirror"
+	"pgmirror/pgstore"
+	"pgmirror/unixsock"
+)
+
+// Config adjusts a sidecar; zero fields take test-friendly defaults.
+type Config struct {
+	Mirror   mirror.Options
+	Jobs     jobs.Config
+	NoJobs   bool // do not start the jobs
+	Listener func(*listener.Listener)
+	Loaders  func(*pgstore.Loaders)
+}
+
+// Sidecar is one running sidecar.
+type Sidecar struct {
+	Mirror  *mirror.Mirror
+	Store   *pgstore.Store
+	Loaders *pgstore.Loaders
+	Jobs    *jobs.Jobs
+	Writer  *pgstore.Writer
+	Server  *unixsock.Server
+	Socket  string
+	// Client is a go-redis client on Socket.
+	Client *redis.Client
+	stop   func()
+}
+
+// Start runs a sidecar on dsn (a migrated database) and waits until it is
+// ready; it stops when the test ends (or at Stop).
+func Start(t testing.TB, dsn string, cfg Config) *Sidecar {
+	t.Helper()
+	db := testdb.Open(t, dsn)
+	s := &Sidecar{Store: pgstore.New(db, nil)}
+	s.Loaders = pgstore.NewLoaders(db, nil, nil)
+	if cfg.Loaders != nil {
+		cfg.Loaders(s.Loaders)
+	}
+	s.Jobs = jobs.New(s.Store, s.Loaders, nil, cfg.Jobs)
+	opts := cfg.Mirror
+	if opts.SentinelWait == 0 {
+		opts.SentinelWait = 5 * time.Second
+	}
+	opts.Loader = s.Loaders
+	opts.OnLoadersChanged = s.Jobs.LoadersChanged
+	m, err := mirror.New(s.Store, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Mirror = m
+	s.Loaders.Applier = m
+	s.Jobs.Access = m
+	s.Writer = pgstore.NewWriter(db, m, pgstore.WriterOptions{Timeout: 5 * time.Second})
+	dir, err := os.MkdirTemp("", "pgm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Socket = filepath.Join(dir, "s.sock")
+	s.Server = &unixsock.Server{Socket: s.Socket, Mirror: m, Writer: s.Writer}
+	if err := s.Server.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Server.Serve() }()
+	ctx := context.Background()
+	if err := s.Loaders.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m.Open()
+	l := &listener.Listener{DSN: dsn, Sink: m, PingInterval: 500 * time.Millisecond, MaxReconnect: 500 * time.Millisecond}
+	if cfg.Listener != nil {
+		cfg.Listener(l)
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- l.Run(lctx) }()
+	if !cfg.NoJobs {
+		s.Jobs.Start()
+	}
+	s.Client = redis.NewClient(&redis.Options{Network: "unix", Addr: s.Socket, PoolSize: 64, MaxRetries: -1,
+		ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second})
+	stopped := false
+	s.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		s.Client.Close()
+		sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+		defer scancel()
+		if err := s.Server.Shutdown(sctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		<-served
+		s.Jobs.Close()
+		s.Writer.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("listener: %v", err)
+		}
+		m.Close()
+		os.RemoveAll(dir)
+	}
+	t.Cleanup(s.stop)
+	select {
+	case <-m.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatal("sidecar not ready within 30s")
+	}
+	return s
+}
+
+// Stop stops the sidecar now (it is also stopped when the test ends).
+func (s *Sidecar) Stop() { s.stop() }
+
+// Eventually polls cond until it holds or fails the test at the deadline.
+func Eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, msg := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", timeout, msg)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
