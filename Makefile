@@ -20,6 +20,7 @@ build: ## build bin/pgmirror
 
 test: setup ## vet, the race-enabled test suite against throwaway PostgreSQL clusters, brief fuzzing
 	$(GO) vet $(PKGS)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o /dev/null .
 	$(GO) test -race -count=1 -timeout 8m $(PKGS)
 	$(GO) test -run '^$$' -fuzz FuzzCommands -fuzztime 10s ./unixsock/
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 10s ./listener/

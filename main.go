@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	_ "github.com/lib/pq" // registers the "postgres" driver
 
+	"pgmirror/admin"
 	"pgmirror/jobs"
 	"pgmirror/listener"
 	"pgmirror/migrations"
@@ -54,6 +55,8 @@ const (
 	connectAttemptTimeout = 10 * time.Second
 	// shutdownTimeout bounds how long in-flight commands may take to finish on SIGTERM.
 	shutdownTimeout = 10 * time.Second
+	// adminShutdownTimeout bounds how long a scrape or probe in flight may delay the stop.
+	adminShutdownTimeout = 2 * time.Second
 	// migratePingTimeout bounds how long `pgmirror migrate` waits for Postgres before failing.
 	migratePingTimeout = 10 * time.Second
 )
@@ -119,6 +122,8 @@ type Main struct {
 	Jobs *jobs.Jobs
 	// Server serves clients on the Unix socket.
 	Server *unixsock.Server
+	// Admin serves /healthz, /readyz and /metrics on --http.
+	Admin *admin.Server
 
 	// Stdout receives the output of version, help and migrate.
 	Stdout io.Writer
@@ -131,6 +136,7 @@ type Main struct {
 	listenerErr  chan error    // a listener that cannot run (LISTEN refused) ends serve
 	listenerDone chan struct{} // closed when the listener goroutine returned
 	serverErr    chan error    // the socket server failed
+	adminErr     chan error    // the admin HTTP server failed
 
 	helpTopic string // the usage ParseFlags selected, for -h and help
 	serving   bool   // Run started serving, so Close reports the stop
@@ -312,12 +318,25 @@ func (m *Main) runServe(ctx context.Context) error {
 		return err
 	case err := <-m.serverErr:
 		return err
+	case err := <-m.adminErr:
+		return err
 	}
 }
 
 // openServer creates the mirror (loading, not yet syncing), the writer and
 // the socket server, and starts serving.
 func (m *Main) openServer() error {
+	// The admin server binds first, so a bad --http fails before anything is served; it
+	// exists before the mirror and the listener, whose reloads and lag it observes.
+	m.Admin = &admin.Server{
+		Addr:         m.Config.HTTPAddr,
+		Logger:       m.Logger.Named("http"),
+		MaxStaleness: m.Config.MaxStaleness,
+		Version:      version,
+	}
+	if err := m.Admin.Listen(); err != nil {
+		return err
+	}
 	m.Store = pgstore.New(m.DB, m.Logger.Named("store"))
 	m.Loaders = pgstore.NewLoaders(m.DB, nil, m.Logger.Named("loaders"))
 	m.Jobs = jobs.New(m.Store, m.Loaders, nil, jobs.Config{
@@ -340,6 +359,7 @@ func (m *Main) openServer() error {
 		ServeStale:       m.Config.ServeStale,
 		OnLoadersChanged: m.Jobs.LoadersChanged,
 		Logger:           m.Logger.Named("mirror"),
+		OnReload:         m.Admin.ObserveReload,
 	})
 	if err != nil {
 		return err
@@ -347,7 +367,8 @@ func (m *Main) openServer() error {
 	m.Mirror = mir
 	m.Loaders.Applier = mir
 	m.Jobs.Access = mir
-	m.Listener = &listener.Listener{DSN: m.Config.ListenDSN, Sink: mir, Logger: m.Logger.Named("listener")}
+	m.Listener = &listener.Listener{DSN: m.Config.ListenDSN, Sink: mir, Logger: m.Logger.Named("listener"),
+		OnLag: m.Admin.ObserveLag}
 	m.Writer = pgstore.NewWriter(m.DB, mir, pgstore.WriterOptions{
 		MaxValueSize: m.Config.MaxValueSize,
 		Log:          m.Logger.Named("writer"),
@@ -368,12 +389,48 @@ func (m *Main) openServer() error {
 		return err
 	}
 	m.serverErr = make(chan error, 1)
+	srv, errc := m.Server, m.serverErr // not m's fields: Close may clear them before the goroutine runs
 	go func() {
-		if err := m.Server.Serve(); err != nil {
-			m.serverErr <- err
+		if err := srv.Serve(); err != nil {
+			errc <- err
 		}
 	}()
+	m.serveAdmin()
 	return nil
+}
+
+// serveAdmin gives the admin server its sources and starts it; the sources
+// are set before it serves and never change after.
+func (m *Main) serveAdmin() {
+	m.Admin.Mirror = m.Mirror.Stats
+	m.Admin.Listener = m.Listener.Stats
+	m.Admin.Socket = m.Server.Stats
+	m.Admin.Commands = unixsock.CommandCalls
+	m.Admin.Writer = m.Writer.Stats
+	j := m.Jobs
+	m.Admin.Jobs = func() admin.JobStats {
+		st := j.Stats()
+		return admin.JobStats{
+			LoaderRuns:     st.LoaderRuns,
+			LoaderFailures: st.LoaderFailures,
+			AccessFlushes:  st.AccessFlushes,
+			AccessRows:     st.AccessRows,
+			Refreshes: map[string]int64{
+				"ok":      st.Refreshed,
+				"removed": st.RefreshRemoved,
+				"fenced":  st.RefreshFenced,
+				"error":   st.RefreshFailed,
+			},
+			CleanupDeletions: st.CleanupDeleted,
+		}
+	}
+	m.adminErr = make(chan error, 1)
+	srv, errc := m.Admin, m.adminErr // not m's fields: Close may clear them before the goroutine runs
+	go func() {
+		if err := srv.Serve(); err != nil {
+			errc <- err
+		}
+	}()
 }
 
 // listenerInfo adds the listener's counters to INFO.
@@ -540,7 +597,13 @@ func printMigrateResult(w io.Writer, res migrations.Result) {
 // Close releases what Run opened, in reverse order of opening.
 func (m *Main) Close() error {
 	var errs []error
-	// TODO(later issues): close jobs and admin HTTP here, before the socket server.
+	if m.Admin != nil {
+		// First, so probes and scrapes stop before the components they read.
+		ctx, cancel := context.WithTimeout(context.Background(), adminShutdownTimeout)
+		errs = append(errs, m.Admin.Shutdown(ctx))
+		cancel()
+		m.Admin = nil
+	}
 	if m.Server != nil {
 		// Stop accepting, let in-flight commands finish and answer, remove the socket.
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)

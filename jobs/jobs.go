@@ -119,7 +119,7 @@ func (j *Jobs) Start() {
 		every time.Duration
 		run   func(context.Context)
 	}{
-		{j.cfg.AccessFlushInterval, j.flushAccess},
+		{j.cfg.AccessFlushInterval, j.FlushAccess},
 		{j.cfg.RefreshInterval, j.refresh},
 		{j.cfg.CleanupInterval, j.cleanup},
 	} {
@@ -157,7 +157,7 @@ func (j *Jobs) Close() error {
 		j.wg.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		j.flushAccess(ctx)
+		j.FlushAccess(ctx)
 	})
 	return nil
 }

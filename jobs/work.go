@@ -16,10 +16,11 @@ func (j *Jobs) accessSkip() time.Duration {
 	return max(j.cfg.Retention/100, j.cfg.AccessFlushInterval)
 }
 
-// flushAccess writes the access times of the keys read since the last
+// FlushAccess writes the access times of the keys read since the last
 // flush: de-duplicated (the mirror keeps one mark per key), in statements of
-// at most accessBatch keys.
-func (j *Jobs) flushAccess(ctx context.Context) {
+// at most accessBatch keys. The access job calls it every interval, and
+// Close once more.
+func (j *Jobs) FlushAccess(ctx context.Context) {
 	keys := j.Access.TakeAccessed()
 	if len(keys) == 0 {
 		return
@@ -54,7 +55,7 @@ func (j *Jobs) refresh(ctx context.Context) {
 		}
 		claimed := 0
 		for _, key := range keys {
-			token, ok, err := j.store.Claim(ctx, key, j.cfg.RefreshLockStale)
+			token, ok, err := j.store.Claim(ctx, key, policy)
 			if err != nil {
 				j.log.Warn("claiming a key for refresh failed", "key", key, "error", err)
 				continue
@@ -95,12 +96,12 @@ func (j *Jobs) cleanup(ctx context.Context) {
 			break
 		}
 		total += n
+		j.cleanups.Add(n)
 		if !ran || n < int64(policy.Batch) {
 			break
 		}
 	}
 	if total > 0 {
-		j.cleanups.Add(total)
 		j.log.Info("cleanup deleted keys", "keys", total)
 	}
 }

@@ -72,15 +72,18 @@ func (s *Store) DueKeys(ctx context.Context, p RefreshPolicy, limit int) ([]stri
 }
 
 // Claim takes the refresh lock of key, the seed design's atomic conditional
-// UPDATE: it succeeds if nobody holds it or the holder's lock is older than
-// stale. The returned token (the lock's start time, microseconds) fences
-// the final write. ok is false when another sidecar holds the lock.
-func (s *Store) Claim(ctx context.Context, key string, stale time.Duration) (token int64, ok bool, err error) {
+// UPDATE: it succeeds if the key is still due (another sidecar may have
+// refreshed it since DueKeys) and nobody holds the lock or the holder's lock
+// is older than LockStale. The returned token (the lock's start time,
+// microseconds) fences the final write. ok is false otherwise.
+func (s *Store) Claim(ctx context.Context, key string, p RefreshPolicy) (token int64, ok bool, err error) {
 	err = s.DB.QueryRowContext(ctx, `UPDATE cache_entries
 		SET is_refreshing = true, refresh_started_at = clock_timestamp()
-		WHERE key = $1 AND (NOT is_refreshing OR refresh_started_at IS NULL
-		                    OR refresh_started_at < clock_timestamp() - $2::bigint * interval '1 microsecond')
-		RETURNING (extract(epoch FROM refresh_started_at) * 1000000)::bigint`, key, stale.Microseconds()).Scan(&token)
+		WHERE key = $1 AND expires_at <= clock_timestamp() + $3::bigint * interval '1 microsecond'
+		  AND (NOT is_refreshing OR refresh_started_at IS NULL
+		       OR refresh_started_at < clock_timestamp() - $2::bigint * interval '1 microsecond')
+		RETURNING (extract(epoch FROM refresh_started_at) * 1000000)::bigint`,
+		key, p.LockStale.Microseconds(), p.Ahead.Microseconds()).Scan(&token)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, false, nil
 	}

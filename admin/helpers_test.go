@@ -1,0 +1,179 @@
+package admin_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"pgmirror/admin"
+	"pgmirror/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// syncBuffer is a log destination safe for concurrent writers and readers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// testLogger logs at debug level into a buffer the test can inspect.
+func testLogger() (hclog.Logger, *syncBuffer) {
+	buf := &syncBuffer{}
+	return hclog.New(&hclog.LoggerOptions{Name: "admin", Level: hclog.Debug, Output: buf}), buf
+}
+
+// serve runs srv on 127.0.0.1:0 and returns its base URL; it shuts down when the test ends.
+func serve(t *testing.T, srv *admin.Server) string {
+	t.Helper()
+	srv.Addr = "127.0.0.1:0"
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve() }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return "http://" + srv.ListenAddr()
+}
+
+var client = &http.Client{Timeout: 10 * time.Second}
+
+// get fetches url and returns the status code and body.
+func get(t testing.TB, url string) (int, string) {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: reading body: %v", url, err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// readyz fetches /readyz and decodes its body.
+func readyz(t testing.TB, base string) (int, admin.Status) {
+	t.Helper()
+	code, body := get(t, base+"/readyz")
+	var st admin.Status
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("/readyz answered %d with a body that is not JSON: %q: %v", code, body, err)
+	}
+	return code, st
+}
+
+// eventually polls cond until it holds, failing with its last message at the deadline.
+func eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, msg := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", timeout, msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// families is a parsed scrape.
+type families map[string]*dto.MetricFamily
+
+// scrape fetches /metrics and parses it with expfmt's text parser.
+func scrape(t testing.TB, base string) families {
+	t.Helper()
+	code, body := get(t, base+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics answered %d: %s", code, body)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v\n%s", err, body)
+	}
+	return fams
+}
+
+// value returns the value of the series of name with exactly labels
+// (name=value pairs): a counter's or gauge's value, a histogram's count.
+// A missing series fails the test.
+func (f families) value(t testing.TB, name string, labels ...string) float64 {
+	t.Helper()
+	v, ok := f.lookup(name, labels...)
+	if !ok {
+		t.Fatalf("no series %s%v in the scrape", name, labels)
+	}
+	return v
+}
+
+func (f families) lookup(name string, labels ...string) (float64, bool) {
+	fam, ok := f[name]
+	if !ok {
+		return 0, false
+	}
+	want := map[string]string{}
+	for i := 0; i+1 < len(labels); i += 2 {
+		want[labels[i]] = labels[i+1]
+	}
+next:
+	for _, m := range fam.GetMetric() {
+		if len(m.GetLabel()) != len(want) {
+			continue
+		}
+		for _, lp := range m.GetLabel() {
+			if want[lp.GetName()] != lp.GetValue() {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.GetCounter().GetValue(), true
+		case m.Gauge != nil:
+			return m.GetGauge().GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.GetHistogram().GetSampleCount()), true
+		case m.Untyped != nil:
+			return m.GetUntyped().GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+func runtimeVersion() string { return runtime.Version() }

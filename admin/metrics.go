@@ -1,0 +1,342 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"pgmirror/mirror"
+)
+
+// namespace prefixes every metric name.
+const namespace = "pgmirror"
+
+// Resync reasons, the values of the reason label of pgmirror_resyncs_total:
+// what mirror.Options.OnReload reports, normalised to a small set.
+const (
+	ReasonConnected   = "connected"   // the listener's first connection
+	ReasonReconnected = "reconnected" // the listener reconnected: notifications may be lost
+	ReasonSighup      = "sighup"      // SIGHUP
+	ReasonCommand     = "command"     // PGMIRROR.RESYNC
+	ReasonPeriodic    = "periodic"    // --reload-interval
+	ReasonGap         = "gap"         // notifications lost: queue overflow, undecodable payload
+	ReasonRetry       = "retry"       // a failed reload tried again
+	ReasonOther       = "other"
+)
+
+// Resync results, the values of the result label of pgmirror_resyncs_total.
+const (
+	ResultOK        = "ok"
+	ResultError     = "error"
+	ResultCancelled = "cancelled" // stopped by shutdown
+)
+
+var (
+	resyncReasons = []string{ReasonConnected, ReasonReconnected, ReasonSighup, ReasonCommand,
+		ReasonPeriodic, ReasonGap, ReasonRetry, ReasonOther}
+	// notificationKinds are the kinds of mirror.Stats.Applied, exported even before any arrived.
+	notificationKinds = []string{"set", "fetch", "delete", "truncate"}
+)
+
+// NormalizeReason maps a reload reason as the mirror reports it
+// ("connected", "reconnected", "SIGHUP", "PGMIRROR.RESYNC", "periodic",
+// "notification queue overflow", "undecodable notification", "retry: ...")
+// to one of the Reason constants.
+func NormalizeReason(reason string) string {
+	r := strings.ToLower(strings.TrimSpace(reason))
+	switch {
+	case strings.HasPrefix(r, "retry"):
+		return ReasonRetry
+	case r == "connected":
+		return ReasonConnected
+	case r == "reconnected":
+		return ReasonReconnected
+	case r == "sighup":
+		return ReasonSighup
+	case r == "pgmirror.resync" || r == "command":
+		return ReasonCommand
+	case r == "periodic":
+		return ReasonPeriodic
+	case strings.Contains(r, "overflow"), strings.Contains(r, "undecodable"), r == "gap":
+		return ReasonGap
+	}
+	return ReasonOther
+}
+
+// instruments are the metrics observed as events happen, not read from counters.
+type instruments struct {
+	resyncs        *prometheus.CounterVec
+	reloadDuration *prometheus.HistogramVec
+	reloadRows     prometheus.Counter
+	lag            prometheus.Histogram
+}
+
+func newInstruments() *instruments {
+	in := &instruments{
+		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "resyncs_total",
+			Help: "Reloads of the mirror from a Postgres snapshot, by reason (connected, reconnected, sighup, " +
+				"command = PGMIRROR.RESYNC, periodic, gap = notifications lost, retry, other) and result (ok, error, cancelled).",
+		}, []string{"reason", "result"}),
+		reloadDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "reload_duration_seconds",
+			Help:    "Duration of successful reloads, by mode: full (whole snapshot) or ranges (key-range checksums, differing ranges re-read).",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
+		}, []string{"mode"}),
+		reloadRows: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "reload_rows_read_total",
+			Help: "Rows read from Postgres snapshots by reloads.",
+		}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "propagation_lag_seconds",
+			Help: "Time from a writer's clock_timestamp() to the notification being applied to this mirror " +
+				"(clocks of different hosts may differ; negative values count as 0).",
+			Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+	}
+	// Export the usual series at 0, so rate() and increase() see their first event.
+	for _, reason := range resyncReasons {
+		in.resyncs.WithLabelValues(reason, ResultOK)
+		in.resyncs.WithLabelValues(reason, ResultError)
+	}
+	in.reloadDuration.WithLabelValues("full")
+	in.reloadDuration.WithLabelValues("ranges")
+	return in
+}
+
+func (in *instruments) collectors() []prometheus.Collector {
+	return []prometheus.Collector{in.resyncs, in.reloadDuration, in.reloadRows, in.lag}
+}
+
+// ObserveReload records a reload's end; pass it as mirror.Options.OnReload.
+func (s *Server) ObserveReload(reason string, res mirror.ReloadResult, err error) {
+	s.init()
+	result := ResultOK
+	switch {
+	case errors.Is(err, context.Canceled):
+		result = ResultCancelled
+	case err != nil:
+		result = ResultError
+	}
+	s.inst.resyncs.WithLabelValues(NormalizeReason(reason), result).Inc()
+	s.inst.reloadRows.Add(float64(max(res.Rows, 0)))
+	if err == nil {
+		mode := "full"
+		if res.Ranges > 0 {
+			mode = "ranges"
+		}
+		s.inst.reloadDuration.WithLabelValues(mode).Observe(res.Duration.Seconds())
+	}
+}
+
+// ObserveLag records the propagation lag of an applied notification; pass
+// it as listener.Listener.OnLag. It is cheap: it runs on the apply path.
+func (s *Server) ObserveLag(lag time.Duration) {
+	s.init()
+	s.inst.lag.Observe(max(lag, 0).Seconds())
+}
+
+func registerRuntimeCollectors(reg *prometheus.Registry) {
+	reg.MustRegister(collectors.NewGoCollector())
+	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}
+
+// desc builds a pgmirror_ descriptor.
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(namespace+"_"+name, help, labels, nil)
+}
+
+// The metrics read from the components' counters at scrape time.
+var (
+	descBuildInfo = desc("build_info", "Always 1; labels: pgmirror version and Go version.", "version", "goversion")
+	descReady     = desc("ready", "1 when /readyz answers 200: first load complete and the listener connected or down for less than --max-staleness.")
+	descState     = desc("mirror_state", "The mirror's state, one series set to 1: loading (first load not complete), ready, stale (listener down).", "state")
+
+	// mirror
+	descHits          = desc("hits_total", "Reads answered with a value (GET, MGET, ...), including values fetched again after eviction.")
+	descMisses        = desc("misses_total", "Reads of absent keys (answered from the key index, no query).")
+	descLoads         = desc("loader_reads_total", "Reads of absent keys under a loader prefix, handed to the loader.")
+	descFetches       = desc("fetches_total", "Queries for values the value cache lacked (evicted, dropped, or too large to travel in a notification).")
+	descFetchedKeys   = desc("fetched_keys_total", "Keys those fetch queries asked for.")
+	descNotifications = desc("notifications_applied_total", "Notification payloads applied to the mirror (one payload may pack several changes).")
+	descChanges       = desc("changes_applied_total", "Changes applied to the mirror, by kind: set (value inline), fetch (value fetched by key), delete, truncate; from notifications and from this sidecar's own writes.", "kind")
+	descSkipped       = desc("changes_skipped_total", "Changes not applied because the mirror already held a newer state (a reload's snapshot, or this sidecar's own write).")
+	descDrift         = desc("reload_drift_keys_total", "Keys reloads had to correct: changes notifications did not deliver.")
+	descLastReload    = desc("last_reload_timestamp_seconds", "Unix time of the last successful reload; absent before the first.")
+	descEntries       = desc("entries", "Keys present in the mirror.")
+	descTombstones    = desc("tombstones", "Delete markers held while a reload or fetch is in flight.")
+	descIndexBytes    = desc("index_bytes", "Estimated memory of the key index, counted against --max-memory.")
+	descValueBytes    = desc("value_bytes", "Cost of the values held by the value cache (ristretto).")
+	descValueBudget   = desc("value_budget_bytes", "What the value cache may hold: --max-memory less the key index.")
+	descSetsDropped   = desc("value_cache_sets_dropped_total", "Value-cache sets dropped by ristretto's buffers under contention (the value is fetched again when read).")
+	descSetsRejected  = desc("value_cache_sets_rejected_total", "Value-cache sets rejected by ristretto's admission policy.")
+	descEvicted       = desc("value_cache_evictions_total", "Values evicted from the value cache to stay within its budget.")
+	descClockLead     = desc("clock_lead_seconds", "Estimated lead of this host's clock over the database clock (used to judge expiry).")
+
+	// listener
+	descConnected    = desc("listener_connected", "1 while the LISTEN connection is up.")
+	descDownSeconds  = desc("listener_down_seconds", "Seconds the LISTEN connection has been down; 0 while connected.")
+	descReceived     = desc("notifications_received_total", "Notifications received on the LISTEN connection.")
+	descUndecodable  = desc("notifications_undecodable_total", "Notifications that could not be decoded (each causes a resync).")
+	descOverflows    = desc("notification_queue_overflows_total", "Notifications dropped because the listener's queue was full (causes a resync).")
+	descReconnects   = desc("listener_reconnects_total", "Reconnections of the LISTEN connection (each causes a resync).")
+	descLastNotifAge = desc("last_notification_age_seconds", "Seconds since the last notification was received; absent before the first.")
+
+	// socket server
+	descClients        = desc("clients_connected", "Clients connected to the Unix socket.")
+	descConnections    = desc("client_connections_total", "Client connections accepted.")
+	descRejected       = desc("client_connections_rejected_total", "Client connections refused because --max-clients was reached.")
+	descProtocolErrors = desc("client_protocol_errors_total", "Client connections closed for breaking the protocol.")
+	descCommands       = desc("commands_total", "Client commands run, by command name (lower case; unknown commands as \"unknown\").", "command")
+
+	// writer
+	descWriterBatches = desc("writer_batches_total", "Write batches (group commits) sent to Postgres.")
+	descWriterOps     = desc("writer_ops_total", "Write commands in those batches.")
+	descWriterErrors  = desc("writer_batch_errors_total", "Write batches that failed, by kind: unavailable (nothing was written) or unknown (commit outcome unknown; keys re-read).", "kind")
+
+	// jobs
+	descLoaderRuns     = desc("loader_runs_total", "Loader computations run (for reads and refreshes).")
+	descLoaderFailures = desc("loader_failures_total", "Loader computations that failed.")
+	descAccessFlushes  = desc("access_flushes_total", "Batched last_accessed_at updates run.")
+	descAccessRows     = desc("access_rows_updated_total", "Rows whose last_accessed_at the access flushes advanced.")
+	descRefreshes      = desc("refreshes_total", "Refreshes of expiring keys, by result: ok (stored), removed (the loader found no row), fenced (the claim was lost; not stored), error.", "result")
+	descCleanup        = desc("cleanup_deleted_rows_total", "Rows deleted by the cleanup (unused past --retention, or long expired).")
+)
+
+var allDescs = []*prometheus.Desc{
+	descBuildInfo, descReady, descState,
+	descHits, descMisses, descLoads, descFetches, descFetchedKeys, descNotifications, descChanges, descSkipped,
+	descDrift, descLastReload, descEntries, descTombstones, descIndexBytes, descValueBytes,
+	descValueBudget, descSetsDropped, descSetsRejected, descEvicted, descClockLead,
+	descConnected, descDownSeconds, descReceived, descUndecodable, descOverflows, descReconnects, descLastNotifAge,
+	descClients, descConnections, descRejected, descProtocolErrors, descCommands,
+	descWriterBatches, descWriterOps, descWriterErrors,
+	descLoaderRuns, descLoaderFailures, descAccessFlushes, descAccessRows, descRefreshes, descCleanup,
+}
+
+// collector reads the sources of a Server at scrape time.
+type collector struct{ s *Server }
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range allDescs {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	now := time.Now()
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+
+	version := s.Version
+	if version == "" {
+		version = "unknown"
+	}
+	gauge(descBuildInfo, 1, version, runtime.Version())
+
+	if s.Mirror != nil {
+		st := s.Mirror()
+		gauge(descReady, b2f(Readiness(st, s.MaxStaleness, now).Ready))
+		for _, state := range []mirror.State{mirror.StateLoading, mirror.StateReady, mirror.StateStale} {
+			gauge(descState, b2f(stateOf(st) == state), state.String())
+		}
+		counter(descHits, float64(st.Hits))
+		counter(descMisses, float64(st.Misses))
+		counter(descLoads, float64(st.Loads))
+		counter(descFetches, float64(st.Fetches))
+		counter(descFetchedKeys, float64(st.FetchedKeys))
+		counter(descNotifications, float64(st.Batches))
+		kinds := map[string]bool{}
+		for _, k := range notificationKinds {
+			kinds[k] = true
+			counter(descChanges, float64(st.Applied[k]), k)
+		}
+		for k, v := range st.Applied { // kinds added to the mirror later
+			if !kinds[k] {
+				counter(descChanges, float64(v), k)
+			}
+		}
+		counter(descSkipped, float64(st.Skipped))
+		counter(descDrift, float64(st.Drift))
+		if !st.LastReload.IsZero() {
+			gauge(descLastReload, float64(st.LastReload.UnixNano())/1e9)
+		}
+		gauge(descEntries, float64(st.Entries))
+		gauge(descTombstones, float64(st.Tombstones))
+		gauge(descIndexBytes, float64(st.IndexBytes))
+		gauge(descValueBytes, float64(st.ValueBytes))
+		gauge(descValueBudget, float64(st.ValueBudget))
+		counter(descSetsDropped, float64(st.SetsDropped))
+		counter(descSetsRejected, float64(st.SetsRejected))
+		counter(descEvicted, float64(st.Evicted))
+		gauge(descClockLead, st.ClockLead.Seconds())
+		gauge(descConnected, b2f(st.Connected))
+		down := 0.0
+		if !st.Connected && !st.DownSince.IsZero() {
+			down = now.Sub(st.DownSince).Seconds()
+		}
+		gauge(descDownSeconds, down)
+	} else {
+		gauge(descReady, 0)
+	}
+
+	if s.Listener != nil {
+		st := s.Listener()
+		counter(descReceived, float64(st.Received))
+		counter(descUndecodable, float64(st.DecodeErrors))
+		counter(descOverflows, float64(st.Overflows))
+		counter(descReconnects, float64(st.Reconnects))
+		if !st.LastNotification.IsZero() {
+			gauge(descLastNotifAge, max(now.Sub(st.LastNotification), 0).Seconds())
+		}
+	}
+
+	if s.Socket != nil {
+		st := s.Socket()
+		gauge(descClients, float64(st.Clients))
+		counter(descConnections, float64(st.Connections))
+		counter(descRejected, float64(st.Rejected))
+		counter(descProtocolErrors, float64(st.ProtocolErrors))
+	}
+	if s.Commands != nil {
+		for name, n := range s.Commands() {
+			counter(descCommands, float64(n), name)
+		}
+	}
+
+	if s.Writer != nil {
+		st := s.Writer()
+		counter(descWriterBatches, float64(st.Batches))
+		counter(descWriterOps, float64(st.Ops))
+		counter(descWriterErrors, float64(st.Unavailable), "unavailable")
+		counter(descWriterErrors, float64(st.Unknown), "unknown")
+	}
+
+	if s.Jobs != nil {
+		st := s.Jobs()
+		counter(descLoaderRuns, float64(st.LoaderRuns))
+		counter(descLoaderFailures, float64(st.LoaderFailures))
+		counter(descAccessFlushes, float64(st.AccessFlushes))
+		counter(descAccessRows, float64(st.AccessRows))
+		for result, n := range st.Refreshes {
+			counter(descRefreshes, float64(n), result)
+		}
+		counter(descCleanup, float64(st.CleanupDeletions))
+	}
+}
