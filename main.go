@@ -352,7 +352,7 @@ func (m *Main) openServer() error {
 	})
 	mir, err := mirror.New(m.Store, mirror.Options{
 		MaxMemory:        m.Config.MaxMemory,
-		MaxStaleness:     m.Config.MaxStaleness,
+		MaxStaleness:     max(m.Config.MaxStaleness, time.Nanosecond), // 0: stale at once (0 means "default" to mirror)
 		StaleError:       m.Config.StaleReads == StaleReadsError,
 		ReloadInterval:   m.Config.ReloadInterval,
 		Loader:           m.Loaders,

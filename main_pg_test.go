@@ -249,3 +249,73 @@ func TestSIGTERMWhileWriting(t *testing.T) {
 	}
 	t.Logf("%d acknowledged SETs, all in the table", len(oked))
 }
+
+// TestLoaderOnceAcrossProcesses runs three sidecar processes; 50 concurrent
+// cold GETs of one key on each run its loader once in all.
+func TestLoaderOnceAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	dsn, db := testdb.New(t)
+	for _, q := range []string{
+		`CREATE TABLE users (id int PRIMARY KEY, name text NOT NULL)`,
+		`INSERT INTO users VALUES (1, 'ada'), (2, 'bob')`,
+		`INSERT INTO cache_loaders(prefix, query, ttl) VALUES ('user:', 'SELECT name FROM users WHERE id = $1::int', '1 hour')`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir, err := os.MkdirTemp("", "pgm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	var clients []*redis.Client
+	for i := 0; i < 3; i++ {
+		socket := filepath.Join(dir, fmt.Sprintf("s%d.sock", i))
+		cmd, _, stderr := command(t, nil, "serve", "--dsn", dsn, "--http=", "--socket", socket)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cmd.Process.Signal(syscall.SIGTERM); waitExit(t, cmd, 20*time.Second) }()
+		waitFor(t, stderr, "ready:", 30*time.Second)
+		rc := redis.NewClient(&redis.Options{Network: "unix", Addr: socket, PoolSize: 50})
+		defer rc.Close()
+		clients = append(clients, rc)
+	}
+	var before int64
+	countRuns := func() int64 {
+		var n int64
+		db.QueryRow(`SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+			WHERE d.datname = current_database() AND s.query LIKE 'SELECT name FROM users%'`).Scan(&n)
+		return n
+	}
+	before = countRuns()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	replies := map[string]int{}
+	gate := make(chan struct{})
+	for _, rc := range clients {
+		for i := 0; i < 50; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-gate
+				v, err := rc.Get(context.Background(), "user:2").Result()
+				if err != nil {
+					v = "error: " + err.Error()
+				}
+				mu.Lock()
+				replies[v]++
+				mu.Unlock()
+			}()
+		}
+	}
+	close(gate)
+	wg.Wait()
+	if len(replies) != 1 || replies["bob"] != 150 {
+		t.Fatalf("replies %v, want bob 150 times", replies)
+	}
+	if d := countRuns() - before; d != 1 {
+		t.Fatalf("the loader ran %d times across three processes, want 1", d)
+	}
+}

@@ -251,6 +251,10 @@ func (m *Mirror) Close() error {
 func (m *Mirror) State() State {
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
+	return m.stateLocked()
+}
+
+func (m *Mirror) stateLocked() State {
 	switch {
 	case !m.loaded:
 		return StateLoading

@@ -63,7 +63,6 @@ type Stats struct {
 // Stats returns the current counters.
 func (m *Mirror) Stats() Stats {
 	s := Stats{
-		State:          m.State(),
 		Entries:        m.entries.Load(),
 		Tombstones:     m.tombs.Load(),
 		IndexBytes:     m.IndexBytes(),
@@ -93,6 +92,7 @@ func (m *Mirror) Stats() Stats {
 		s.Evicted = int64(met.KeysEvicted())
 	}
 	m.stateMu.Lock()
+	s.State = m.stateLocked()
 	s.LastReload = m.lastReload
 	s.Connected = m.connected
 	if !m.connected {
