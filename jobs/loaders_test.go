@@ -261,3 +261,38 @@ func longIntervals() (c jobs.Config) {
 	c.AccessFlushInterval, c.RefreshInterval, c.CleanupInterval = time.Hour, time.Hour, time.Hour
 	return c
 }
+
+// TestServeStale: with --serve-stale, an expired value of a key with a
+// loader is served for at most that long; after it, the loader recomputes.
+func TestServeStale(t *testing.T) {
+	for _, stale := range []time.Duration{0, 1500 * time.Millisecond} {
+		t.Run(fmt.Sprint("serve-stale=", stale), func(t *testing.T) {
+			dsn, db := usersDB(t, "1 hour")
+			exec(t, db, `INSERT INTO cache_entries(key, value, expires_at) VALUES ('user:1', 'kept', clock_timestamp() + interval '300 milliseconds')`)
+			sc := sidecartest.Start(t, dsn, sidecartest.Config{NoJobs: true, Mirror: mirror.Options{ServeStale: stale}})
+			ctx := context.Background()
+			var expires time.Time
+			db.QueryRow(`SELECT expires_at FROM cache_entries WHERE key = 'user:1'`).Scan(&expires)
+			sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+				return time.Now().After(expires.Add(100 * time.Millisecond)), "not expired yet"
+			})
+			v, err := sc.Client.Get(ctx, "user:1").Result()
+			if stale == 0 {
+				if !strings.Contains(v, "ada") {
+					t.Fatalf("without serve-stale an expired key is recomputed: %q %v", v, err)
+				}
+				return
+			}
+			if v != "kept" {
+				t.Fatalf("within the serve-stale bound the expired value is served: %q %v", v, err)
+			}
+			sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+				v, err := sc.Client.Get(ctx, "user:1").Result()
+				return strings.Contains(v, "ada"), fmt.Sprintf("after the bound: %q %v", v, err)
+			})
+			if time.Since(expires) < stale {
+				t.Fatalf("the stale value stopped being served %v after expiry, before the %v bound", time.Since(expires), stale)
+			}
+		})
+	}
+}
