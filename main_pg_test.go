@@ -319,3 +319,48 @@ func TestLoaderOnceAcrossProcesses(t *testing.T) {
 		t.Fatalf("the loader ran %d times across three processes, want 1", d)
 	}
 }
+
+// TestPasswordNeverLogged runs a full startup, a reconnect and failed
+// connections with a password in the DSN, at debug level: no line of the
+// output contains the password.
+func TestPasswordNeverLogged(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.New(t)
+	dsn := srv.CreateDB(t)
+	testdb.Migrate(t, dsn)
+	const secret = "hunter2-Secret"
+	dir, err := os.MkdirTemp("", "pgm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	cmd, stdout, stderr := command(t, nil, "serve", "--dsn", dsn+" password="+secret, "--http=127.0.0.1:0",
+		"--log-level=trace", "--socket", filepath.Join(dir, "s.sock"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitFor(t, stderr, "ready:", 30*time.Second)
+	if _, err := srv.TerminateBackends(dsnName(dsn), ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, stderr, "listener reconnected", 30*time.Second)
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, stderr, "listener cannot connect", 30*time.Second)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, stderr, "reason=reconnected", 30*time.Second)
+	cmd.Process.Signal(syscall.SIGTERM)
+	waitExit(t, cmd, 20*time.Second)
+	if out := stdout.String() + stderr.String(); strings.Contains(out, secret) {
+		t.Fatalf("the password appears in the output:\n%s", out)
+	}
+}
+
+func dsnName(dsn string) string {
+	rest := dsn[strings.Index(dsn, "dbname=")+len("dbname="):]
+	return strings.Fields(rest)[0]
+}

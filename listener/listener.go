@@ -2,6 +2,9 @@ package listener
 
 import (
 	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -22,6 +25,7 @@ const (
 	DefaultPingTimeout  = 5 * time.Second
 	DefaultMinReconnect = 100 * time.Millisecond
 	DefaultMaxReconnect = 5 * time.Second
+	DefaultProbeTimeout = 5 * time.Second
 )
 
 // Sink receives the stream: decoded batches in commit order, and the
@@ -46,6 +50,7 @@ type Listener struct {
 	PingTimeout  time.Duration // a ping slower than this means a half-open connection
 	MinReconnect time.Duration
 	MaxReconnect time.Duration
+	ProbeTimeout time.Duration // how long the delivery probe at start may take
 	// OnLag, when set, is told the propagation lag of each applied
 	// notification: from the writer's clock_timestamp() to now (clocks of
 	// different hosts may differ). It runs on the apply path: keep it fast.
@@ -80,6 +85,9 @@ func (l *Listener) defaults() {
 	}
 	if l.MaxReconnect <= 0 {
 		l.MaxReconnect = DefaultMaxReconnect
+	}
+	if l.ProbeTimeout <= 0 {
+		l.ProbeTimeout = DefaultProbeTimeout
 	}
 	if l.Logger == nil {
 		l.Logger = hclog.NewNullLogger()
@@ -117,6 +125,9 @@ func (l *Listener) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
+	if err := l.probe(ctx, pl); err != nil {
+		return err
+	}
 	l.Logger.Info("listening", "channel", Channel)
 	l.Sink.StreamUp("connected")
 
@@ -129,6 +140,54 @@ func (l *Listener) Run(ctx context.Context) error {
 	closeAll()
 	wg.Wait()
 	return nil
+}
+
+// ErrNoDelivery means a notification sent through the listener's DSN did
+// not come back to the listener: the connection goes through a
+// transaction-pooling proxy, which accepts LISTEN but delivers nothing.
+var ErrNoDelivery = errors.New("notifications are not delivered to the listener")
+
+// probe sends a notification through the listener's own DSN and waits for
+// it: LISTEN through a transaction pooler (pgbouncer pool_mode=transaction)
+// succeeds but never delivers, and would leave the mirror silently stale.
+// Notifications other than the probe are dropped; the load that follows
+// includes what they said.
+func (l *Listener) probe(ctx context.Context, pl *pq.Listener) error {
+	db, err := sql.Open("postgres", l.DSN)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	payload := Encode(Payload{SentAt: time.Now().UnixMicro(),
+		Changes: []mirror.Change{{Op: mirror.OpSentinel, Token: "probe" + hex.EncodeToString(b[:])}}})
+	sctx, cancel := context.WithTimeout(ctx, l.ProbeTimeout)
+	defer cancel()
+	if _, err := db.ExecContext(sctx, `SELECT pg_notify($1, $2)`, Channel, payload); err != nil {
+		// Cannot tell; the mirror's sentinel wait will notice a real problem.
+		l.Logger.Warn("could not send the delivery probe; skipping it", "error", err)
+		return nil
+	}
+	for {
+		select {
+		case n, ok := <-pl.Notify:
+			if !ok {
+				return nil
+			}
+			if n != nil && n.Extra == payload {
+				return nil
+			}
+		case <-sctx.Done():
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("%w: a notification sent through --listen-dsn did not arrive within %v; the listener's "+
+				"connection probably goes through a transaction-pooling proxy (pgbouncer pool_mode=transaction), "+
+				"which accepts LISTEN but delivers nothing: point --listen-dsn straight at the primary (or at a "+
+				"session-pooling proxy)", ErrNoDelivery, l.ProbeTimeout)
+		}
+	}
 }
 
 // listenError explains a refused LISTEN.
