@@ -1,6 +1,9 @@
 package mirror
 
-import "slices"
+import (
+	"bytes"
+	"slices"
+)
 
 // Apply applies one notification's changes. Batches must be applied in the
 // order they arrive, which is commit order: that order, never the version
@@ -105,12 +108,19 @@ func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own bool) {
 	delete(sh.negs, c.Key) // the key changed: a remembered absence is over
 	e := sh.m[c.Key]
 	if e != nil && !own && e.echo != 0 {
-		if xid != e.echo {
-			sh.mu.Unlock()
-			m.stats.skipped.Add(1)
-			return
+		// Until the echo of this sidecar's own write arrives, changes of
+		// other transactions committed before it. The echo's own changes
+		// are the write itself (or older steps of it): already applied.
+		if xid == e.echo && echoComplete(e, c) {
+			e.echo = 0
+			if e.deleted && rl == nil {
+				delete(sh.m, c.Key)
+				m.tombs.Add(-1)
+			}
 		}
-		e.echo = 0 // the echo of our own write: the stream has caught up with it
+		sh.mu.Unlock()
+		m.stats.skipped.Add(1)
+		return
 	}
 	if e != nil && rl != nil && e.owned == rl.epoch && rl.sees(xid) {
 		// The key holds a reload's snapshot state, and this change is
@@ -121,15 +131,26 @@ func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own bool) {
 	}
 	switch c.Op {
 	case OpDelete:
+		existed := e != nil && !e.deleted
 		m.deleteLocked(sh, c.Key, e, xid, c.Version, rl, own)
 		sh.mu.Unlock()
 		m.values.Del(c.Key)
 		m.stats.applied[opIndex(OpDelete)].Add(1)
+		if existed {
+			m.keyEvent(c.Key, EventDel)
+		}
 		return
 	case OpSet, OpFetch:
+		event := EventSet
+		if e != nil && !e.deleted && c.Op == OpSet && e.expires != c.Expires && m.sameValue(c.Key, e, c.Value) {
+			event = EventExpire
+		}
 		m.setLocked(sh, c.Key, e, state{version: c.Version, expires: c.Expires, xid: xid, value: c.Value, hasValue: c.Op == OpSet}, own)
+		sh.mu.Unlock()
+		m.keyEvent(c.Key, event)
+	default:
+		sh.mu.Unlock()
 	}
-	sh.mu.Unlock()
 	m.stats.applied[opIndex(c.Op)].Add(1)
 	if c.Op == OpFetch {
 		select {
@@ -137,6 +158,37 @@ func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own bool) {
 		default: // reads fetch on demand
 		}
 	}
+}
+
+// echoComplete reports whether c, a change of the transaction e is waiting
+// for, is the last of it for this key: the state ApplyWrite applied.
+func echoComplete(e *entry, c *Change) bool {
+	if c.Op == OpDelete {
+		return e.deleted
+	}
+	return !e.deleted && c.Version == e.version
+}
+
+// Key events, named as Redis names them in keyspace notifications.
+const (
+	EventSet     = "set"
+	EventDel     = "del"
+	EventExpire  = "expire"
+	EventExpired = "expired"
+)
+
+// keyEvent reports a change of key to OnKeyEvent.
+func (m *Mirror) keyEvent(key, event string) {
+	if m.opts.OnKeyEvent != nil {
+		m.opts.OnKeyEvent(key, event)
+	}
+}
+
+// sameValue reports whether the cached value of e is value (so a change
+// that keeps it only moved the expiry).
+func (m *Mirror) sameValue(key string, e *entry, value []byte) bool {
+	it, ok := m.values.Get(key)
+	return ok && it.digest == e.digest && e.digest != 0 && bytes.Equal(it.data, value)
 }
 
 // state is a key's new state as a change or a row describes it.
@@ -216,6 +268,12 @@ func (m *Mirror) deleteLocked(sh *shard, key string, e *entry, xid uint64, versi
 
 // applyTruncate deletes every key.
 func (m *Mirror) applyTruncate(xid uint64, rl *reloadState) {
+	var deleted []string
+	defer func() {
+		for _, k := range deleted {
+			m.keyEvent(k, EventDel)
+		}
+	}()
 	for i := range m.ix.shards {
 		sh := &m.ix.shards[i]
 		sh.mu.Lock()
@@ -232,6 +290,7 @@ func (m *Mirror) applyTruncate(xid uint64, rl *reloadState) {
 			}
 			m.deleteLocked(sh, key, e, xid, e.version, rl, false)
 			m.values.Del(key)
+			deleted = append(deleted, key)
 		}
 		sh.mu.Unlock()
 	}

@@ -31,6 +31,8 @@ type entry struct {
 	// accessed is set by reads and cleared when access times are flushed
 	// to Postgres (a flag, so tracking costs no memory per hit).
 	accessed atomic.Bool
+	// expiredSent is set once the key's expiry was reported (EventExpired).
+	expiredSent atomic.Bool
 }
 
 // maxNegativePerShard bounds the remembered absences (loader found no row).

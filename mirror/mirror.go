@@ -91,6 +91,12 @@ type Options struct {
 	// notification) and after every reload (notifications may have been
 	// lost). It runs on the apply path: keep it fast.
 	OnLoadersChanged func()
+	// OnKeyEvent, when set, is told of every change the mirror applies,
+	// whoever made it: event is EventSet, EventDel, EventExpire (the value
+	// stayed, the expiry moved) or EventExpired (a read found the key
+	// expired; once per key). It runs on the apply and read paths, outside
+	// the index locks: keep it fast and never block.
+	OnKeyEvent func(key, event string)
 	// OnReload, when set, is told of every reload's end: its reason (as
 	// requested: "connected", "reconnected", "SIGHUP", "periodic", ...), its
 	// result, and its error (nil on success). For metrics.

@@ -38,6 +38,10 @@ func (m *Mirror) lookup(key string, now int64, touch bool) Lookup {
 		if touch && !e.accessed.Load() {
 			e.accessed.Store(true)
 		}
+	case m.opts.OnKeyEvent != nil && !e.expiredSent.Load() && e.expiredSent.CompareAndSwap(false, true):
+		sh.mu.RUnlock()
+		m.keyEvent(key, EventExpired)
+		return l
 	}
 	sh.mu.RUnlock()
 	return l

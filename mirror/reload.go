@@ -84,6 +84,7 @@ func (m *Mirror) reloadWith(ctx context.Context, reason string, ranges int) (Rel
 		res.Rows++
 		if m.mergeRow(rl, r) && !initial {
 			res.Drift++
+			m.keyEvent(r.Key, EventSet)
 		}
 		if res.Rows%4096 == 0 {
 			if initial {
@@ -214,6 +215,7 @@ func (m *Mirror) mergeRow(rl *reloadState, r Row) bool {
 func (m *Mirror) sweep(rl *reloadState, ranges int, picked map[int]bool) int64 {
 	vis := rl.vis.Load()
 	var removed int64
+	var gone []string
 	for i := range m.ix.shards {
 		sh := &m.ix.shards[i]
 		sh.mu.Lock()
@@ -234,9 +236,13 @@ func (m *Mirror) sweep(rl *reloadState, ranges int, picked map[int]bool) int64 {
 				m.keyBytes.Add(-int64(len(key)))
 				m.values.Del(key)
 				removed++
+				gone = append(gone, key)
 			}
 		}
 		sh.mu.Unlock()
+	}
+	for _, k := range gone {
+		m.keyEvent(k, EventDel)
 	}
 	return removed
 }
