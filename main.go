@@ -100,10 +100,12 @@ func main() {
 
 // Main is the whole program, so tests can run it in-process: NewMain, ParseFlags, Run, Close.
 type Main struct {
-	// Command is the subcommand: serve, migrate, version or help.
+	// Command is the subcommand: serve, migrate, watch, unwatch, version or help.
 	Command string
 	// Config is the validated configuration of serve and migrate.
 	Config Config
+	// Watch is what watch and unwatch were asked to do.
+	Watch WatchSpec
 	// Logger writes to Stderr; ParseFlags configures it from Config.
 	Logger hclog.Logger
 	// DB is the Postgres pool, opened by Run.
@@ -177,6 +179,8 @@ func (m *Main) ParseFlags(args []string) error {
 			m.Logger.Warn("ignoring environment variable that names no setting", "name", name)
 		}
 		return nil
+	case "watch", "unwatch":
+		return m.parseWatch(cmd, rest)
 	case "version":
 		if len(rest) > 0 {
 			if isHelpFlag(rest[0]) {
@@ -189,7 +193,7 @@ func (m *Main) ParseFlags(args []string) error {
 		switch {
 		case len(rest) == 0 || len(rest) == 1 && isHelpFlag(rest[0]):
 			m.helpTopic = "serve"
-		case len(rest) == 1 && (rest[0] == "serve" || rest[0] == "migrate"):
+		case len(rest) == 1 && (rest[0] == "serve" || rest[0] == "migrate" || rest[0] == "watch" || rest[0] == "unwatch"):
 			m.helpTopic = rest[0]
 		case len(rest) == 1 && (rest[0] == "version" || rest[0] == "help"):
 			m.helpTopic = "help"
@@ -263,6 +267,8 @@ func (m *Main) Run(ctx context.Context) error {
 		return nil
 	case "migrate":
 		return m.runMigrate(ctx)
+	case "watch", "unwatch":
+		return m.runWatch(ctx)
 	default:
 		return m.runServe(ctx)
 	}
@@ -350,7 +356,9 @@ func (m *Main) openServer() error {
 		ExpiredGrace:        m.Config.ExpiredGrace,
 		Logger:              m.Logger.Named("jobs"),
 	})
+	var server *unixsock.Server // set below, before anything can change the mirror
 	mir, err := mirror.New(m.Store, mirror.Options{
+		OnKeyEvent:       func(key, event string) { server.KeyEvent(key, event) },
 		MaxMemory:        m.Config.MaxMemory,
 		MaxStaleness:     max(m.Config.MaxStaleness, time.Nanosecond), // 0: stale at once (0 means "default" to mirror)
 		StaleError:       m.Config.StaleReads == StaleReadsError,
@@ -385,6 +393,7 @@ func (m *Main) openServer() error {
 		Logger:       m.Logger.Named("socket"),
 		Info:         m.listenerInfo,
 	}
+	server = m.Server
 	if err := m.Server.Listen(); err != nil {
 		return err
 	}

@@ -89,6 +89,11 @@ func init() {
 		"pexpireat":   {-3, true, func(c *client, a [][]byte) { c.expire(a, 1, true) }, nil},
 		"persist":     {2, true, cmdPersist, nil},
 
+		"subscribe":    {-2, false, func(c *client, a [][]byte) { c.subscribe(a[1:], false) }, nil},
+		"psubscribe":   {-2, false, func(c *client, a [][]byte) { c.subscribe(a[1:], true) }, nil},
+		"unsubscribe":  {-1, false, func(c *client, a [][]byte) { c.unsubscribe(a[1:], false) }, nil},
+		"punsubscribe": {-1, false, func(c *client, a [][]byte) { c.unsubscribe(a[1:], true) }, nil},
+
 		"pgmirror.resync": {1, false, func(c *client, _ [][]byte) { c.s.Mirror.RequestResync("PGMIRROR.RESYNC"); c.ok() }, nil},
 	}
 	for name, cmd := range commands {
@@ -113,6 +118,23 @@ func (c *client) dispatch(args [][]byte) {
 	if cmd.arity > 0 && len(args) != cmd.arity || cmd.arity < 0 && len(args) < -cmd.arity {
 		c.errorReply(fmt.Sprintf("ERR wrong number of arguments for '%s' command", name))
 		return
+	}
+	if c.proto == 2 && c.subscribed() {
+		switch name {
+		case "subscribe", "psubscribe", "unsubscribe", "punsubscribe", "quit":
+		case "ping":
+			c.array(2)
+			c.bulkString("pong")
+			if len(args) > 1 {
+				c.bulk(args[1])
+			} else {
+				c.bulkString("")
+			}
+			return
+		default:
+			c.errorReply(fmt.Sprintf("ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context", name))
+			return
+		}
 	}
 	if cmd.data && c.s.Mirror.State() == mirror.StateLoading {
 		c.errorReply(errLoading)

@@ -20,7 +20,9 @@ type client struct {
 	id    int64
 	rd    *redcon.Reader
 	wr    *redcon.Writer
-	proto int // 2, or 3 after HELLO 3
+	proto int           // 2, or 3 after HELLO 3
+	wmu   sync.Mutex    // the reply writer: the command loop and the pusher share it
+	sub   *subscription // set by the first SUBSCRIBE or PSUBSCRIBE
 
 	mu   sync.Mutex
 	name string
@@ -43,6 +45,7 @@ func (s *Server) newClient(nc net.Conn) *client {
 // serve reads pipelines of commands and answers them until the client
 // quits, breaks the protocol, or the server drains.
 func (c *client) serve() {
+	defer c.leave()
 	defer c.nc.Close()
 	for {
 		if !c.setBusy(false) {
@@ -54,6 +57,7 @@ func (c *client) serve() {
 			return
 		}
 		c.setBusy(true)
+		c.wmu.Lock()
 		for _, cmd := range cmds {
 			c.s.stats.commands.Add(1)
 			c.dispatch(cmd.Args)
@@ -61,7 +65,9 @@ func (c *client) serve() {
 				break
 			}
 		}
-		if err := c.wr.Flush(); err != nil || c.quit {
+		err = c.wr.Flush()
+		c.wmu.Unlock()
+		if err != nil || c.quit {
 			return
 		}
 	}
@@ -84,6 +90,8 @@ func (c *client) readFailed(err error) {
 	}
 	c.s.stats.protocolErrors.Add(1)
 	c.s.Logger.Debug("closing client after a protocol error", "client", c.id, "error", msg)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	c.wr.WriteError("ERR " + msg)
 	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = c.wr.Flush()

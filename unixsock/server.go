@@ -47,10 +47,13 @@ type Server struct {
 	SocketMode   os.FileMode
 	MaxClients   int
 	MaxValueSize int64
-	Namespace    string // transparent key prefix
-	Mirror       Mirror
-	Writer       mirror.Writer
-	Logger       hclog.Logger
+	// SubscriberBuffer bounds the messages waiting for one subscriber; one
+	// that falls further behind is disconnected.
+	SubscriberBuffer int
+	Namespace        string // transparent key prefix
+	Mirror           Mirror
+	Writer           mirror.Writer
+	Logger           hclog.Logger
 	// Info adds lines to INFO's # Mirror section (e.g. the listener's state).
 	Info func() [][2]string
 
@@ -64,10 +67,12 @@ type Server struct {
 	nextID   atomic.Int64
 	started  time.Time
 	stats    serverStats
+	hub      hub
 }
 
 type serverStats struct {
 	connections, commands, rejected, protocolErrors atomic.Int64
+	subscribersDropped                              atomic.Int64
 }
 
 func (s *Server) defaults() {
@@ -76,6 +81,9 @@ func (s *Server) defaults() {
 	}
 	if s.MaxValueSize <= 0 {
 		s.MaxValueSize = DefaultMaxValueSize
+	}
+	if s.SubscriberBuffer <= 0 {
+		s.SubscriberBuffer = DefaultSubscriberBuffer
 	}
 	if s.SocketMode == 0 {
 		s.SocketMode = DefaultSocketMode
@@ -206,21 +214,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Stats are the server's counters.
 type Stats struct {
-	Clients        int   // connected now
-	Connections    int64 // accepted since start
-	Rejected       int64 // refused: --max-clients reached
-	Commands       int64 // commands processed
-	ProtocolErrors int64 // connections closed for breaking the protocol
+	Clients            int   // connected now
+	Connections        int64 // accepted since start
+	Rejected           int64 // refused: --max-clients reached
+	Commands           int64 // commands processed
+	ProtocolErrors     int64 // connections closed for breaking the protocol
+	Subscribers        int   // clients subscribed to keyspace notifications now
+	SubscribersDropped int64 // subscribers disconnected for falling behind
 }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
 	return Stats{
-		Clients:        s.Clients(),
-		Connections:    s.stats.connections.Load(),
-		Rejected:       s.stats.rejected.Load(),
-		Commands:       s.stats.commands.Load(),
-		ProtocolErrors: s.stats.protocolErrors.Load(),
+		Clients:            s.Clients(),
+		Connections:        s.stats.connections.Load(),
+		Rejected:           s.stats.rejected.Load(),
+		Commands:           s.stats.commands.Load(),
+		ProtocolErrors:     s.stats.protocolErrors.Load(),
+		Subscribers:        int(s.hub.n.Load()),
+		SubscribersDropped: s.stats.subscribersDropped.Load(),
 	}
 }
 

@@ -6,9 +6,10 @@ package unixsock_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
-	"os/exec"
+	execpkg "os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -72,6 +73,8 @@ func startSidecarNoWait(t testing.TB, dsn string, cfg config) *sidecar {
 	if opts.SentinelWait == 0 {
 		opts.SentinelWait = 5 * time.Second
 	}
+	var srv *unixsock.Server
+	opts.OnKeyEvent = func(key, event string) { srv.KeyEvent(key, event) }
 	m, err := mirror.New(store, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +88,7 @@ func startSidecarNoWait(t testing.TB, dsn string, cfg config) *sidecar {
 	if cfg.server != nil {
 		cfg.server(s.srv)
 	}
+	srv = s.srv
 	if err := s.srv.Listen(); err != nil {
 		t.Fatal(err)
 	}
@@ -136,13 +140,13 @@ func client(t testing.TB, socket string) *redis.Client {
 // setup step installs it; without it the test fails.
 func startRedis(t testing.TB) string {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
+	bin, err := execpkg.LookPath("redis-server")
 	if err != nil {
 		t.Fatal("redis-server not found: run `make setup` (scripts/setup installs Debian's redis-server)")
 	}
 	dir := sockDir(t)
 	socket := filepath.Join(dir, "redis.sock")
-	cmd := exec.Command(bin, "--port", "0", "--unixsocket", socket, "--unixsocketperm", "700",
+	cmd := execpkg.Command(bin, "--port", "0", "--unixsocket", socket, "--unixsocketperm", "700",
 		"--save", "", "--appendonly", "no", "--dir", dir)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -201,5 +205,12 @@ func render(v any) string {
 		return fmt.Sprintf("%q", x)
 	default:
 		return fmt.Sprintf("%T(%v)", v, v)
+	}
+}
+
+func exec(t testing.TB, db *sql.DB, q string, args ...any) {
+	t.Helper()
+	if _, err := db.Exec(q, args...); err != nil {
+		t.Fatalf("%.80s: %v", q, err)
 	}
 }

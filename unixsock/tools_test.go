@@ -1,7 +1,7 @@
 package unixsock_test
 
 import (
-	"os/exec"
+	execpkg "os/exec"
 	"strings"
 	"testing"
 
@@ -11,8 +11,8 @@ import (
 // TestRedisTools drives the server with redis-cli and redis-benchmark, as
 // users will. The setup step installs them; without them the test fails.
 func TestRedisTools(t *testing.T) {
-	cli, err1 := exec.LookPath("redis-cli")
-	bench, err2 := exec.LookPath("redis-benchmark")
+	cli, err1 := execpkg.LookPath("redis-cli")
+	bench, err2 := execpkg.LookPath("redis-benchmark")
 	if err1 != nil || err2 != nil {
 		t.Fatal("redis-cli or redis-benchmark not found: run `make setup` (Debian's redis-tools)")
 	}
@@ -20,7 +20,7 @@ func TestRedisTools(t *testing.T) {
 	sc := startSidecar(t, dsn, config{})
 	run := func(name string, args ...string) string {
 		t.Helper()
-		out, err := exec.Command(name, args...).CombinedOutput()
+		out, err := execpkg.Command(name, args...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("%s %q: %v\n%s", name, args, err, out)
 		}

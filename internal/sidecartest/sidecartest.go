@@ -60,6 +60,8 @@ func Start(t testing.TB, dsn string, cfg Config) *Sidecar {
 	}
 	opts.Loader = s.Loaders
 	opts.OnLoadersChanged = s.Jobs.LoadersChanged
+	var srv *unixsock.Server
+	opts.OnKeyEvent = func(key, event string) { srv.KeyEvent(key, event) }
 	m, err := mirror.New(s.Store, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -74,6 +76,7 @@ func Start(t testing.TB, dsn string, cfg Config) *Sidecar {
 	}
 	s.Socket = filepath.Join(dir, "s.sock")
 	s.Server = &unixsock.Server{Socket: s.Socket, Mirror: m, Writer: s.Writer}
+	srv = s.Server
 	if err := s.Server.Listen(); err != nil {
 		t.Fatal(err)
 	}
