@@ -13,6 +13,7 @@ func newLoaded(t *testing.T) *Mirror {
 		t.Fatal(err)
 	}
 	m.loaded, m.connected = true, true
+	m.readyFlag.Store(true)
 	t.Cleanup(func() { m.values.Close() })
 	return m
 }

@@ -182,6 +182,10 @@ type Mirror struct {
 	tombs    atomic.Int64 // tombstones in the index
 	keyBytes atomic.Int64 // key bytes in the index
 
+	// Readers check readiness on every read: lock-free copies of the state
+	// (written under stateMu).
+	readyFlag    atomic.Bool  // loaded
+	downSinceNS  atomic.Int64 // unix nanos the listener went down; 0 while connected
 	stateMu      sync.Mutex
 	readyCh      chan struct{} // closed when the first load completes
 	loaded       bool
@@ -273,15 +277,16 @@ func (m *Mirror) stateLocked() State {
 // Ready is closed when the first load has completed.
 func (m *Mirror) Ready() <-chan struct{} { return m.readyCh }
 
-// readable returns the error a read must answer with, or nil.
+// readable returns the error a read must answer with, or nil. It takes no
+// lock: it runs on every read.
 func (m *Mirror) readable() error {
-	m.stateMu.Lock()
-	defer m.stateMu.Unlock()
-	if !m.loaded {
+	if !m.readyFlag.Load() {
 		return ErrLoading
 	}
-	if !m.connected && m.opts.StaleError && time.Since(m.downSince) > m.opts.MaxStaleness {
-		return ErrStale
+	if m.opts.StaleError {
+		if down := m.downSinceNS.Load(); down != 0 && time.Since(time.Unix(0, down)) > m.opts.MaxStaleness {
+			return ErrStale
+		}
 	}
 	return nil
 }
@@ -292,6 +297,7 @@ func (m *Mirror) readable() error {
 func (m *Mirror) StreamUp(reason string) {
 	m.stateMu.Lock()
 	m.connected = true
+	m.downSinceNS.Store(0)
 	m.stateMu.Unlock()
 	m.streamEpoch.Add(1)
 	m.RequestResync(reason)
@@ -303,6 +309,7 @@ func (m *Mirror) StreamDown(reason string) {
 	m.stateMu.Lock()
 	if m.connected || m.downSince.IsZero() {
 		m.downSince = time.Now()
+		m.downSinceNS.Store(m.downSince.UnixNano())
 	}
 	m.connected = false
 	m.stateMu.Unlock()

@@ -298,6 +298,7 @@ func (m *Mirror) finishReload(res ReloadResult) {
 	m.stateMu.Lock()
 	if !m.loaded {
 		m.loaded = true
+		m.readyFlag.Store(true)
 		close(m.readyCh)
 	}
 	m.lastReload = time.Now()

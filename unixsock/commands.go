@@ -1,6 +1,7 @@
 package unixsock
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"unicode/utf8"
+	"unsafe"
 
 	"pgmirror/mirror"
 )
@@ -25,6 +27,7 @@ type command struct {
 	data  bool // touches keys: refused while loading
 	fn    func(c *client, args [][]byte)
 	calls *atomic.Int64
+	name  string // lower case
 }
 
 var commands map[string]command
@@ -37,8 +40,8 @@ var unknownCalls atomic.Int64
 // under "unknown".
 func CommandCalls() map[string]int64 {
 	out := make(map[string]int64, len(commands)+1)
-	for name, cmd := range commands {
-		out[name] = cmd.calls.Load()
+	for _, cmd := range commands {
+		out[cmd.name] = cmd.calls.Load()
 	}
 	out["unknown"] = unknownCalls.Load()
 	return out
@@ -46,59 +49,63 @@ func CommandCalls() map[string]int64 {
 
 func init() {
 	commands = map[string]command{
-		"ping":    {-1, false, cmdPing, nil},
-		"echo":    {2, false, func(c *client, a [][]byte) { c.bulk(a[1]) }, nil},
-		"quit":    {-1, false, func(c *client, _ [][]byte) { c.ok(); c.quit = true }, nil},
-		"hello":   {-1, false, cmdHello, nil},
-		"command": {-1, false, cmdCommand, nil},
-		"client":  {-2, false, cmdClient, nil},
-		"select":  {2, false, cmdSelect, nil},
-		"config":  {-2, false, cmdConfig, nil},
-		"info":    {-1, false, cmdInfo, nil},
-		"dbsize":  {1, true, cmdDBSize, nil},
+		"ping":    {-1, false, cmdPing, nil, ""},
+		"echo":    {2, false, func(c *client, a [][]byte) { c.bulk(a[1]) }, nil, ""},
+		"quit":    {-1, false, func(c *client, _ [][]byte) { c.ok(); c.quit = true }, nil, ""},
+		"hello":   {-1, false, cmdHello, nil, ""},
+		"command": {-1, false, cmdCommand, nil, ""},
+		"client":  {-2, false, cmdClient, nil, ""},
+		"select":  {2, false, cmdSelect, nil, ""},
+		"config":  {-2, false, cmdConfig, nil, ""},
+		"info":    {-1, false, cmdInfo, nil, ""},
+		"dbsize":  {1, true, cmdDBSize, nil, ""},
 
-		"get":    {2, true, cmdGet, nil},
-		"mget":   {-2, true, cmdMGet, nil},
-		"exists": {-2, true, cmdExists, nil},
-		"ttl":    {2, true, func(c *client, a [][]byte) { c.ttl(a, false) }, nil},
-		"pttl":   {2, true, func(c *client, a [][]byte) { c.ttl(a, true) }, nil},
-		"strlen": {2, true, cmdStrlen, nil},
-		"type":   {2, true, cmdType, nil},
-		"scan":   {-2, true, cmdScan, nil},
-		"keys":   {2, true, cmdKeys, nil},
+		"get":    {2, true, cmdGet, nil, ""},
+		"mget":   {-2, true, cmdMGet, nil, ""},
+		"exists": {-2, true, cmdExists, nil, ""},
+		"ttl":    {2, true, func(c *client, a [][]byte) { c.ttl(a, false) }, nil, ""},
+		"pttl":   {2, true, func(c *client, a [][]byte) { c.ttl(a, true) }, nil, ""},
+		"strlen": {2, true, cmdStrlen, nil, ""},
+		"type":   {2, true, cmdType, nil, ""},
+		"scan":   {-2, true, cmdScan, nil, ""},
+		"keys":   {2, true, cmdKeys, nil, ""},
 
-		"set":         {-3, true, cmdSet, nil},
-		"setex":       {4, true, func(c *client, a [][]byte) { c.setEx(a, 1000) }, nil},
-		"psetex":      {4, true, func(c *client, a [][]byte) { c.setEx(a, 1) }, nil},
-		"setnx":       {3, true, cmdSetNX, nil},
-		"getdel":      {2, true, cmdGetDel, nil},
-		"getex":       {-2, true, cmdGetEx, nil},
-		"mset":        {-3, true, func(c *client, a [][]byte) { c.mset(a, mirror.WriteMSet) }, nil},
-		"msetnx":      {-3, true, func(c *client, a [][]byte) { c.mset(a, mirror.WriteMSetNX) }, nil},
-		"incr":        {2, true, func(c *client, a [][]byte) { c.incr(a[1], 1) }, nil},
-		"decr":        {2, true, func(c *client, a [][]byte) { c.incr(a[1], -1) }, nil},
-		"incrby":      {3, true, func(c *client, a [][]byte) { c.incrBy(a, 1) }, nil},
-		"decrby":      {3, true, func(c *client, a [][]byte) { c.incrBy(a, -1) }, nil},
-		"incrbyfloat": {3, true, cmdIncrByFloat, nil},
-		"append":      {3, true, cmdAppend, nil},
-		"del":         {-2, true, cmdDel, nil},
-		"unlink":      {-2, true, cmdDel, nil},
-		"expire":      {-3, true, func(c *client, a [][]byte) { c.expire(a, 1000, false) }, nil},
-		"pexpire":     {-3, true, func(c *client, a [][]byte) { c.expire(a, 1, false) }, nil},
-		"expireat":    {-3, true, func(c *client, a [][]byte) { c.expire(a, 1000, true) }, nil},
-		"pexpireat":   {-3, true, func(c *client, a [][]byte) { c.expire(a, 1, true) }, nil},
-		"persist":     {2, true, cmdPersist, nil},
+		"set":         {-3, true, cmdSet, nil, ""},
+		"setex":       {4, true, func(c *client, a [][]byte) { c.setEx(a, 1000) }, nil, ""},
+		"psetex":      {4, true, func(c *client, a [][]byte) { c.setEx(a, 1) }, nil, ""},
+		"setnx":       {3, true, cmdSetNX, nil, ""},
+		"getdel":      {2, true, cmdGetDel, nil, ""},
+		"getex":       {-2, true, cmdGetEx, nil, ""},
+		"mset":        {-3, true, func(c *client, a [][]byte) { c.mset(a, mirror.WriteMSet) }, nil, ""},
+		"msetnx":      {-3, true, func(c *client, a [][]byte) { c.mset(a, mirror.WriteMSetNX) }, nil, ""},
+		"incr":        {2, true, func(c *client, a [][]byte) { c.incr(a[1], 1) }, nil, ""},
+		"decr":        {2, true, func(c *client, a [][]byte) { c.incr(a[1], -1) }, nil, ""},
+		"incrby":      {3, true, func(c *client, a [][]byte) { c.incrBy(a, 1) }, nil, ""},
+		"decrby":      {3, true, func(c *client, a [][]byte) { c.incrBy(a, -1) }, nil, ""},
+		"incrbyfloat": {3, true, cmdIncrByFloat, nil, ""},
+		"append":      {3, true, cmdAppend, nil, ""},
+		"del":         {-2, true, cmdDel, nil, ""},
+		"unlink":      {-2, true, cmdDel, nil, ""},
+		"expire":      {-3, true, func(c *client, a [][]byte) { c.expire(a, 1000, false) }, nil, ""},
+		"pexpire":     {-3, true, func(c *client, a [][]byte) { c.expire(a, 1, false) }, nil, ""},
+		"expireat":    {-3, true, func(c *client, a [][]byte) { c.expire(a, 1000, true) }, nil, ""},
+		"pexpireat":   {-3, true, func(c *client, a [][]byte) { c.expire(a, 1, true) }, nil, ""},
+		"persist":     {2, true, cmdPersist, nil, ""},
 
-		"subscribe":    {-2, false, func(c *client, a [][]byte) { c.subscribe(a[1:], false) }, nil},
-		"psubscribe":   {-2, false, func(c *client, a [][]byte) { c.subscribe(a[1:], true) }, nil},
-		"unsubscribe":  {-1, false, func(c *client, a [][]byte) { c.unsubscribe(a[1:], false) }, nil},
-		"punsubscribe": {-1, false, func(c *client, a [][]byte) { c.unsubscribe(a[1:], true) }, nil},
+		"subscribe":    {-2, false, func(c *client, a [][]byte) { c.subscribe(a[1:], false) }, nil, ""},
+		"psubscribe":   {-2, false, func(c *client, a [][]byte) { c.subscribe(a[1:], true) }, nil, ""},
+		"unsubscribe":  {-1, false, func(c *client, a [][]byte) { c.unsubscribe(a[1:], false) }, nil, ""},
+		"punsubscribe": {-1, false, func(c *client, a [][]byte) { c.unsubscribe(a[1:], true) }, nil, ""},
 
-		"pgmirror.resync": {1, false, func(c *client, _ [][]byte) { c.s.Mirror.RequestResync("PGMIRROR.RESYNC"); c.ok() }, nil},
+		"pgmirror.resync": {1, false, func(c *client, _ [][]byte) { c.s.Mirror.RequestResync("PGMIRROR.RESYNC"); c.ok() }, nil, ""},
 	}
 	for name, cmd := range commands {
 		cmd.calls = new(atomic.Int64)
+		cmd.name = name
 		commands[name] = cmd
+	}
+	for name, cmd := range commands {
+		commands[strings.ToUpper(name)] = cmd // same counter
 	}
 }
 
@@ -107,8 +114,14 @@ func (c *client) dispatch(args [][]byte) {
 	if len(args) == 0 {
 		return
 	}
-	name := strings.ToLower(string(args[0]))
-	cmd, ok := commands[name]
+	// Most clients send names in upper or lower case, both of which are in
+	// the table, so the common lookup allocates nothing.
+	cmd, ok := commands[string(args[0])]
+	name := cmd.name
+	if !ok {
+		name = strings.ToLower(string(args[0]))
+		cmd, ok = commands[name]
+	}
 	if !ok {
 		unknownCalls.Add(1)
 		c.errorReply(unknownCommand(args))
@@ -172,6 +185,39 @@ func (c *client) key(b []byte) (string, bool) {
 		return "", false
 	}
 	return c.s.Namespace + string(b), true
+}
+
+// readKey is key for commands that only read: without a namespace it
+// returns a string sharing the argument's bytes, with no copy. That is
+// safe because every command's arguments live in a buffer of their own
+// that is never written again (redcon copies each command out of its read
+// buffer).
+func (c *client) readKey(b []byte) (string, bool) {
+	if c.s.Namespace != "" || len(b) == 0 {
+		return c.key(b)
+	}
+	if !utf8.Valid(b) || bytes.IndexByte(b, 0) >= 0 {
+		c.errorReply("ERR invalid key: keys must be valid UTF-8 without NUL bytes")
+		return "", false
+	}
+	if len(b) > maxKeyBytes {
+		c.errorReply(fmt.Sprintf("ERR key too long: at most %d bytes", maxKeyBytes))
+		return "", false
+	}
+	return unsafe.String(&b[0], len(b)), true
+}
+
+// readKeys is readKey for several keys.
+func (c *client) readKeys(bs [][]byte) ([]string, bool) {
+	out := make([]string, len(bs))
+	for i, b := range bs {
+		k, ok := c.readKey(b)
+		if !ok {
+			return nil, false
+		}
+		out[i] = k
+	}
+	return out, true
 }
 
 // keys validates several keys.
@@ -285,7 +331,7 @@ func cmdHello(c *client, a [][]byte) {
 
 func cmdCommand(c *client, a [][]byte) {
 	if len(a) > 1 && strings.EqualFold(string(a[1]), "count") {
-		c.integer(int64(len(commands)))
+		c.integer(int64(len(commands) / 2)) // each name is in the table in both cases
 		return
 	}
 	// Minimal: clients that introspect get an empty table and fall back.

@@ -8,7 +8,7 @@ import (
 // Reads are answered from the mirror; a hit never queries Postgres.
 
 func cmdGet(c *client, a [][]byte) {
-	k, ok := c.key(a[1])
+	k, ok := c.readKey(a[1])
 	if !ok {
 		return
 	}
@@ -24,7 +24,7 @@ func cmdGet(c *client, a [][]byte) {
 }
 
 func cmdMGet(c *client, a [][]byte) {
-	ks, ok := c.keys(a[1:])
+	ks, ok := c.readKeys(a[1:])
 	if !ok {
 		return
 	}
@@ -49,7 +49,7 @@ func cmdMGet(c *client, a [][]byte) {
 }
 
 func cmdExists(c *client, a [][]byte) {
-	ks, ok := c.keys(a[1:])
+	ks, ok := c.readKeys(a[1:])
 	if !ok {
 		return
 	}
@@ -69,7 +69,7 @@ func cmdExists(c *client, a [][]byte) {
 
 // ttl answers TTL (seconds, rounded as Redis rounds) or PTTL: -2 missing, -1 no expiry.
 func (c *client) ttl(a [][]byte, millis bool) {
-	k, ok := c.key(a[1])
+	k, ok := c.readKey(a[1])
 	if !ok {
 		return
 	}
@@ -89,7 +89,7 @@ func (c *client) ttl(a [][]byte, millis bool) {
 }
 
 func cmdStrlen(c *client, a [][]byte) {
-	k, ok := c.key(a[1])
+	k, ok := c.readKey(a[1])
 	if !ok {
 		return
 	}
@@ -106,7 +106,7 @@ func cmdStrlen(c *client, a [][]byte) {
 }
 
 func cmdType(c *client, a [][]byte) {
-	k, ok := c.key(a[1])
+	k, ok := c.readKey(a[1])
 	if !ok {
 		return
 	}
