@@ -329,7 +329,8 @@ func (e *errUsage) Error() string { return e.msg }
 // (os.Environ form) for each flag not given, then the defaults. It returns flag.ErrHelp for -h, a
 // *ValueError for a bad value, an *errUsage for a malformed command line, and warnings about
 // PGMIRROR_* variables that name no setting (a typo would otherwise be silently ignored).
-func parseConfig(cmd string, args []string, env []string) (Config, []string, error) {
+// extra registers a subcommand's own flags (watch, unwatch) beside the settings.
+func parseConfig(cmd string, args []string, env []string, extra ...func(*flag.FlagSet)) (Config, []string, error) {
 	c := DefaultConfig()
 	var failed *ValueError
 	fs := flag.NewFlagSet("pgmirror "+cmd, flag.ContinueOnError)
@@ -342,6 +343,9 @@ func parseConfig(cmd string, args []string, env []string) (Config, []string, err
 		}
 		s.source = sourceDefault
 		fs.Var(recordingValue{Value: s.value, s: s, failed: &failed}, s.name, s.usage)
+	}
+	for _, register := range extra {
+		register(fs)
 	}
 
 	if err := fs.Parse(args); err != nil {
@@ -1023,6 +1027,8 @@ over a Unix socket in the Redis protocol, so any Redis client can read it.
 Usage:
   pgmirror serve   [flags]   run the sidecar (also the default with no command)
   pgmirror migrate [flags]   apply migrations and triggers.sql; idempotent, safe from many pods at once
+  pgmirror watch   [flags]   keep the cache entries under a prefix in step with a table (copy or invalidate)
+  pgmirror unwatch [flags]   stop watching a table
   pgmirror version           print the version
   pgmirror help [command]    print the flags of a command
 
@@ -1038,13 +1044,16 @@ or KB, MB, GB, TB (powers of 1000): 1048576, 256MiB, 1.5GiB.
 Modes are octal: 0660 or 660. Booleans: true, false, 1, 0.
 `
 
-// usage returns the help text of topic: "serve", "migrate" or "help" (the command summary).
+// usage returns the help text of topic: "serve", "migrate", "watch", "unwatch" or "help" (the command summary).
 func usage(topic string) string {
 	var b strings.Builder
 	switch topic {
 	case "serve":
 		b.WriteString(summary)
 		b.WriteString("\nFlags of serve:\n")
+	case "watch", "unwatch":
+		b.WriteString(watchUsage(topic))
+		b.WriteString("\nConnection and log flags of " + topic + ":\n")
 	case "migrate":
 		b.WriteString("Usage: pgmirror migrate [flags]\n\n")
 		b.WriteString("Apply the embedded migrations and triggers.sql, each at most once, in one transaction\n")
@@ -1052,7 +1061,7 @@ func usage(topic string) string {
 		b.WriteString("\nFlags of migrate:\n")
 	default:
 		b.WriteString(summary)
-		b.WriteString("\nRun 'pgmirror help serve' or 'pgmirror help migrate' for their flags.\n")
+		b.WriteString("\nRun 'pgmirror help serve', 'pgmirror help migrate', 'pgmirror help watch' or\n'pgmirror help unwatch' for their flags.\n")
 		return b.String()
 	}
 	c := DefaultConfig()

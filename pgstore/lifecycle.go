@@ -201,22 +201,34 @@ type CleanupPolicy struct {
 // CleanupBatch deletes up to p.Batch keys unused for the retention period
 // or expired longer than the grace, in one short transaction that holds
 // CleanupLockID: ran is false when another sidecar is cleaning right now.
+// Keys under the prefix of a copy-mode watch (pgmirror_watches) are never
+// deleted: they mirror a table, and no loader could bring them back.
 func (s *Store) CleanupBatch(ctx context.Context, p CleanupPolicy) (deleted int64, ran bool, err error) {
 	tx, err := s.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, false, fmt.Errorf("cleanup: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit, a no-op
-	if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock($1)`, CleanupLockID).Scan(&ran); err != nil {
+	// pgmirror_watches comes with migration 0003; a sidecar may run before
+	// the schema is migrated (a rolling upgrade), and then no key is kept.
+	var watches bool
+	if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock($1), to_regclass('pgmirror_watches') IS NOT NULL`,
+		CleanupLockID).Scan(&ran, &watches); err != nil {
 		return 0, false, fmt.Errorf("cleanup: lock: %w", err)
 	}
 	if !ran {
 		return 0, false, nil
 	}
+	keep := ""
+	if watches {
+		// A handful of rows, scanned per candidate: cheap next to the delete.
+		keep = ` AND NOT EXISTS (SELECT 1 FROM pgmirror_watches w
+		                         WHERE w.mode = 'copy' AND starts_with(cache_entries.key, w.prefix))`
+	}
 	res, err := tx.ExecContext(ctx, `DELETE FROM cache_entries WHERE key IN (
 		SELECT key FROM cache_entries
-		WHERE last_accessed_at < now() - $1::bigint * interval '1 microsecond'
-		   OR expires_at < clock_timestamp() - $2::bigint * interval '1 microsecond'
+		WHERE (last_accessed_at < now() - $1::bigint * interval '1 microsecond'
+		    OR expires_at < clock_timestamp() - $2::bigint * interval '1 microsecond')`+keep+`
 		LIMIT $3 FOR UPDATE SKIP LOCKED)`,
 		p.Retention.Microseconds(), p.ExpiredGrace.Microseconds(), p.Batch)
 	if err != nil {

@@ -1,0 +1,265 @@
+package main
+
+// pgmirror watch / unwatch: make an application table a source of the cache
+// (migrations/0003_watch.sql does the work, in SQL, so a DBA can call the
+// same functions from their own migrations).
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// WatchSpec is what `pgmirror watch` or `pgmirror unwatch` was asked to do.
+type WatchSpec struct {
+	// Table names the table as SQL does: users, app.users, "Users".
+	Table string
+	// Key is the column whose text form follows the prefix in every key, as stored (case matters).
+	Key string
+	// Prefix starts every key of the watch.
+	Prefix string
+	// Columns are the columns of the JSON value (copy) or whose change invalidates (invalidate); nil: all.
+	Columns []string
+	// Mode is "copy" or "invalidate".
+	Mode string
+}
+
+// Watch modes.
+const (
+	WatchCopy       = "copy"
+	WatchInvalidate = "invalidate"
+)
+
+// watchLockTimeout bounds how long watch and unwatch wait for the lock on the
+// table (CREATE/DROP TRIGGER), so that a busy table does not queue its own
+// writers behind the waiting DDL for long.
+const watchLockTimeout = 10 * time.Second
+
+// parseWatch reads the flags of watch or unwatch: the connection and log
+// settings as migrate has them (with their environment variables), plus the
+// watch's own flags, which have no environment variables.
+func (m *Main) parseWatch(cmd string, args []string) error {
+	spec := WatchSpec{Mode: WatchCopy}
+	var failed *ValueError
+	given := map[string]bool{}
+	value := func(name string, set func(string) error) flag.Value {
+		return watchFlag{set: func(s string) error {
+			given[name] = true
+			if err := set(s); err != nil {
+				if failed == nil {
+					failed = &ValueError{Source: "flag --" + name, Value: s, Err: err}
+				}
+				return err
+			}
+			return nil
+		}}
+	}
+	nonEmpty := func(p *string, what string) func(string) error {
+		return func(s string) error {
+			if strings.TrimSpace(s) == "" {
+				return fmt.Errorf("want %s", what)
+			}
+			*p = s
+			return nil
+		}
+	}
+	register := func(fs *flag.FlagSet) {
+		fs.Var(value("table", nonEmpty(&spec.Table, "a table name, like users or app.users")), "table", "")
+		if cmd != "watch" {
+			return
+		}
+		fs.Var(value("key", nonEmpty(&spec.Key, "a column name")), "key", "")
+		fs.Var(value("prefix", func(s string) error {
+			if s == "" {
+				return errors.New("want a non-empty prefix: the watch owns every key under it")
+			}
+			if err := checkNamespace(s); err != nil {
+				return err
+			}
+			spec.Prefix = s
+			return nil
+		}), "prefix", "")
+		fs.Var(value("columns", func(s string) error {
+			var cols []string
+			for _, c := range strings.Split(s, ",") {
+				c = strings.TrimSpace(c)
+				if c == "" {
+					return errors.New("want a comma-separated list of column names, like name,plan")
+				}
+				cols = append(cols, c)
+			}
+			spec.Columns = cols
+			return nil
+		}), "columns", "")
+		fs.Var(value("mode", func(s string) error {
+			switch mode := strings.ToLower(strings.TrimSpace(s)); mode {
+			case WatchCopy, WatchInvalidate:
+				spec.Mode = mode
+				return nil
+			}
+			return errors.New("want copy or invalidate")
+		}), "mode", "")
+	}
+	cfg, unknown, err := parseConfig(cmd, args, m.Env, register)
+	if err != nil {
+		if failed != nil && !errors.Is(err, flag.ErrHelp) {
+			return failed
+		}
+		return err
+	}
+	var missing []string
+	for _, name := range []string{"table", "key", "prefix"} {
+		if !given[name] && (name == "table" || cmd == "watch") {
+			missing = append(missing, "--"+name)
+		}
+	}
+	if len(missing) > 0 {
+		return &errUsage{msg: fmt.Sprintf("pgmirror %s needs %s", cmd, strings.Join(missing, ", "))}
+	}
+	m.Config, m.Watch = cfg, spec
+	m.Logger = m.newLogger()
+	for _, name := range unknown {
+		m.Logger.Warn("ignoring environment variable that names no setting", "name", name)
+	}
+	return nil
+}
+
+// watchFlag is a string flag with its own validation.
+type watchFlag struct{ set func(string) error }
+
+func (f watchFlag) String() string     { return "" }
+func (f watchFlag) Set(s string) error { return f.set(s) }
+
+// runWatch is `pgmirror watch` and `pgmirror unwatch`: one bounded attempt
+// to reach Postgres, then pgmirror_watch or pgmirror_unwatch in a
+// transaction; it prints what the function reports.
+func (m *Main) runWatch(ctx context.Context) error {
+	cmd := m.Command
+	if err := m.openDB(); err != nil {
+		return err
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, migratePingTimeout)
+	defer cancel()
+	if _, err := m.serverVersion(pingCtx); err != nil {
+		return fmt.Errorf("%s: cannot reach Postgres (%s): %s", cmd, m.dsnForLogs(), m.redact(err.Error()))
+	}
+	out, err := m.applyWatch(ctx)
+	if err != nil {
+		return fmt.Errorf("%s %s: %s", cmd, m.Watch.Table, m.redact(describeWatchError(err)))
+	}
+	m.Logger.Debug(cmd+" done", "table", m.Watch.Table)
+	fmt.Fprintln(m.Stdout, out)
+	return nil
+}
+
+// applyWatch calls the SQL function in a transaction with a lock timeout.
+func (m *Main) applyWatch(ctx context.Context) (out string, err error) {
+	tx, err := m.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	var installed bool
+	if err = tx.QueryRowContext(ctx, `SELECT to_regprocedure('pgmirror_watch(regclass,name,text,name[],text)') IS NOT NULL
+		AND to_regprocedure('pgmirror_unwatch(regclass)') IS NOT NULL`).Scan(&installed); err != nil {
+		return "", err
+	}
+	if !installed {
+		return "", errors.New("pgmirror_watch() is not in this database's search_path: run `pgmirror migrate` first " +
+			"(the schema predates watches), or point --dsn at pgmirror's schema")
+	}
+	if _, err = tx.ExecContext(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = '%dms'`, watchLockTimeout.Milliseconds())); err != nil {
+		return "", err
+	}
+	w := m.Watch
+	if m.Command == "unwatch" {
+		err = tx.QueryRowContext(ctx, `SELECT pgmirror_unwatch($1::regclass)`, w.Table).Scan(&out)
+	} else {
+		var columns any // NULL: every column
+		if w.Columns != nil {
+			columns = pq.Array(w.Columns)
+		}
+		err = tx.QueryRowContext(ctx, `SELECT pgmirror_watch($1::regclass, $2, $3, $4::name[], $5)`,
+			w.Table, w.Key, w.Prefix, columns, w.Mode).Scan(&out)
+	}
+	if err != nil {
+		return "", err
+	}
+	if err = tx.Commit(); err != nil {
+		return "", fmt.Errorf("commit: %w", err)
+	}
+	return out, nil
+}
+
+// describeWatchError words a Postgres error for the command line: its
+// message without the function's name, its detail and hint.
+func describeWatchError(err error) string {
+	var pqErr *pq.Error
+	if !errors.As(err, &pqErr) {
+		return err.Error()
+	}
+	msg := pqErr.Message
+	for _, fn := range []string{"pgmirror_watch: ", "pgmirror_unwatch: "} {
+		msg = strings.TrimPrefix(msg, fn)
+	}
+	switch pqErr.Code {
+	case "55P03": // lock_not_available
+		msg = fmt.Sprintf("%s: the table stayed busy for %v; a watch needs a short lock on it that holds its writers back, "+
+			"so it gives up rather than queue them: try again when the table is quieter", msg, watchLockTimeout)
+	case "42P01": // undefined_table
+		msg += " (name the table as SQL does: users, app.users, \"Users\")"
+	}
+	if pqErr.Detail != "" {
+		msg += "; " + pqErr.Detail
+	}
+	if pqErr.Hint != "" {
+		msg += " (" + strings.TrimSuffix(pqErr.Hint, ".") + ")"
+	}
+	return msg
+}
+
+// watchUsage is the head of the help of watch and unwatch; usage() adds the connection flags.
+func watchUsage(topic string) string {
+	if topic == "unwatch" {
+		return `Usage: pgmirror unwatch --table T [flags]
+
+Remove the watch of table T (pgmirror_unwatch(T) in SQL): its triggers are dropped, so its
+writes no longer touch cache_entries. In copy mode the entries under its prefix are deleted
+too (nothing would keep them current); in invalidate mode they stay until they expire.
+A table that is not watched is left as it is (exit 0).
+
+  --table name        the table, as SQL names it: users, app.users, "Users"
+`
+	}
+	return `Usage: pgmirror watch --table T --key COLUMN --prefix P [--columns a,b,...] [--mode copy|invalidate] [flags]
+
+Make table T a source of the cache: triggers on T keep the entries P || COLUMN::text in step
+with its rows, in the application's own transactions (pgmirror_watch() in SQL; see
+docs/operations.md for what it costs the application's writes).
+
+  copy        each entry holds its row as JSON: row_to_json of --columns (default all
+              columns) as UTF-8. Inserts and updates write it, deletes and TRUNCATE remove
+              it, and the table is copied now. COLUMN must be unique. Cleanup keeps these.
+  invalidate  inserts, updates and deletes delete the entries, under the loaders' per-key
+              lock, so the next GET recomputes them with the loader of P (cache_loaders).
+
+Updates that change none of --columns and not COLUMN write nothing. Running watch again
+replaces the watch (and re-copies in copy mode). The role needs to own T (or hold TRIGGER
+on it) and to write cache_entries; run 'pgmirror migrate' first.
+
+  --table name        the table, as SQL names it: users, app.users, "Users"
+  --key column        the key column, named as stored (case matters)
+  --prefix text       the key prefix; it may not overlap another watch's
+  --columns a,b,...   the columns of the value (copy) or whose change invalidates (invalidate)
+  --mode copy|invalidate   (default copy)
+`
+}
