@@ -32,6 +32,7 @@ const (
 	DefaultMaxStaleness        = 30 * time.Second
 	DefaultStaleReads          = StaleReadsServe
 	DefaultMaxClients          = 10000
+	DefaultSubscriberBuffer    = 4096
 	DefaultMaxValueSize        = 16 * MiB
 	DefaultAccessFlushInterval = 5 * time.Second
 	DefaultRefreshInterval     = 30 * time.Second
@@ -112,6 +113,9 @@ type Config struct {
 	StaleReads StaleReads
 	// MaxClients is the number of concurrent client connections accepted.
 	MaxClients int
+	// SubscriberBuffer is how many keyspace notifications may wait for one
+	// subscriber before it is disconnected.
+	SubscriberBuffer int
 	// MaxValueSize is the largest value, in bytes, a client may write.
 	MaxValueSize int64
 	// AccessFlushInterval is the period of the batched last_accessed_at update.
@@ -152,6 +156,7 @@ func DefaultConfig() Config {
 		MaxStaleness:        DefaultMaxStaleness,
 		StaleReads:          DefaultStaleReads,
 		MaxClients:          DefaultMaxClients,
+		SubscriberBuffer:    DefaultSubscriberBuffer,
 		MaxValueSize:        DefaultMaxValueSize,
 		AccessFlushInterval: DefaultAccessFlushInterval,
 		RefreshInterval:     DefaultRefreshInterval,
@@ -238,6 +243,9 @@ func settings(c *Config) []*setting {
 		{name: "max-clients", typ: "n", serveOnly: true,
 			usage: "concurrent client connections (1 to 1000000)",
 			value: &intValue{p: &c.MaxClients, min: 1, max: MaxMaxClients}},
+		{name: "subscriber-buffer", typ: "n", serveOnly: true,
+			usage: "keyspace notifications that may wait for one subscriber before it is disconnected (1 to 1000000)",
+			value: &intValue{p: &c.SubscriberBuffer, min: 1, max: 1_000_000}},
 		{name: "max-value-size", typ: "size", serveOnly: true,
 			usage: "largest value a client may write (1B to 512MiB, and at most --max-memory)",
 			value: &sizeValue{p: &c.MaxValueSize, min: 1, max: MaxMaxValueSize}},

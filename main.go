@@ -383,15 +383,16 @@ func (m *Main) openServer() error {
 	})
 	unixsock.Version = version
 	m.Server = &unixsock.Server{
-		Socket:       m.Config.Socket,
-		SocketMode:   m.Config.SocketMode,
-		MaxClients:   m.Config.MaxClients,
-		MaxValueSize: m.Config.MaxValueSize,
-		Namespace:    m.Config.Namespace,
-		Mirror:       mir,
-		Writer:       m.Writer,
-		Logger:       m.Logger.Named("socket"),
-		Info:         m.listenerInfo,
+		Socket:           m.Config.Socket,
+		SocketMode:       m.Config.SocketMode,
+		MaxClients:       m.Config.MaxClients,
+		SubscriberBuffer: m.Config.SubscriberBuffer,
+		MaxValueSize:     m.Config.MaxValueSize,
+		Namespace:        m.Config.Namespace,
+		Mirror:           mir,
+		Writer:           m.Writer,
+		Logger:           m.Logger.Named("socket"),
+		Info:             m.listenerInfo,
 	}
 	server = m.Server
 	if err := m.Server.Listen(); err != nil {
