@@ -28,7 +28,6 @@
 # BENCH_KEEP=1 keeps the temporary directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repo=$PWD
 started=$(date +%s)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -63,6 +62,7 @@ as=()
 if [ "$(id -u)" -eq 0 ]; then
     # initdb and postgres refuse to run as root.
     id postgres >/dev/null 2>&1 || die "running as root needs the 'postgres' user"
+    command -v runuser >/dev/null 2>&1 || die "running as root needs runuser (util-linux)"
     as=(runuser -u postgres --)
 fi
 
@@ -73,6 +73,7 @@ mkdir -p "$res" "$work/bin" "$work/pgbench"
 pids=()
 child=
 pg_started=0
+exec 3>&2 # the trap may run inside a redirection of stderr; it reports here
 cleanup() {
     rc=$?
     trap - EXIT INT TERM
@@ -86,9 +87,9 @@ cleanup() {
         "${as[@]}" "$pgbin/pg_ctl" -D "$work/pg" -m immediate -w stop >/dev/null 2>&1 || true
     fi
     if [ "$rc" -ne 0 ]; then
-        echo "bench: FAILED (exit $rc); logs kept in $work" >&2
+        echo "bench: FAILED (exit $rc); logs kept in $work" >&3
     elif [ "${BENCH_KEEP:-0}" = 1 ]; then
-        echo "bench: kept $work" >&2
+        echo "bench: kept $work" >&3
     else
         rm -rf "$work"
     fi
@@ -101,7 +102,7 @@ trap 'exit 130' INT TERM
 # runs the trap at once instead of after the command.
 fg() {
     local rc=0
-    "$@" &
+    "$@" 3>&- &
     child=$!
     wait "$child" || rc=$?
     child=

@@ -341,3 +341,48 @@ func TestWatchTruncateAndCleanup(t *testing.T) {
 		t.Fatalf("DBSIZE after TRUNCATE = %d, %v", n, err)
 	}
 }
+
+// TestWatchInvalidateBulk: a statement that invalidates more keys than the
+// lock table could hold commits; the loaders' lock is taken for the first
+// pgmirror.watch_lock_budget keys of the transaction (default 1000) and
+// every entry is deleted.
+func TestWatchInvalidateBulk(t *testing.T) {
+	dsn, db := usersDB(t, "1 hour")
+	exec(t, db, `INSERT INTO users SELECT i, 'u' || i, 'free' FROM generate_series(6, 20000) i`)
+	exec(t, db, `SELECT pgmirror_watch('users', 'id', 'user:', '{plan}', 'invalidate')`)
+	exec(t, db, `INSERT INTO cache_entries(key, value) SELECT 'user:' || i, 'old' FROM generate_series(1, 20000) i`)
+	sc := sidecartest.Start(t, dsn, sidecartest.Config{Jobs: longIntervals()})
+	serves(t, []*sidecartest.Sidecar{sc}, "user:20000", "old")
+	exec(t, db, `UPDATE users SET plan = 'enterprise'`) // 20,000 keys; the test cluster's lock table holds 12,800
+	var left int
+	db.QueryRow(`SELECT count(*) FROM cache_entries WHERE starts_with(key, 'user:')`).Scan(&left)
+	if left != 0 {
+		t.Fatalf("%d entries left after the bulk invalidation", left)
+	}
+	for _, key := range []string{"user:7", "user:20000"} { // recomputed by the loader
+		sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+			v, err := sc.Client.Get(context.Background(), key).Result()
+			return err == nil && strings.Contains(v, `"enterprise"`), fmt.Sprintf("GET %s after the bulk update = %q, %v", key, v, err)
+		})
+	}
+
+	// The budget is per transaction and can be set.
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	var locks int
+	for _, q := range []string{`SET LOCAL pgmirror.watch_lock_budget = 150`,
+		`UPDATE users SET plan = 'team' WHERE id <= 100`, `UPDATE users SET plan = 'team' WHERE id BETWEEN 101 AND 200`} {
+		if _, err := tx.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.QueryRow(`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()`).Scan(&locks); err != nil || locks != 150 {
+		t.Fatalf("the transaction holds %d key locks (%v), want its budget of 150", locks, err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -327,6 +327,11 @@ $tpl$;
         body := $tpl$
 DECLARE
     dk      text[];
+    ids     bigint[];
+    tag     text;
+    budget  bigint;
+    used    bigint;
+    locked  bigint;
     skipped bigint := 0;
     example text;
 BEGIN
@@ -359,8 +364,29 @@ BEGIN
         -- The loaders' per-key lock, in ascending id order: a computation
         -- that holds it finishes (and stores) before this delete, and one
         -- that waits for it runs after this transaction, on the new rows.
-        PERFORM pg_advisory_xact_lock(l.id)
-           FROM unnest(ARRAY(SELECT DISTINCT pgmirror_key_lock(x) FROM unnest(dk) x ORDER BY 1)) AS l(id);
+        -- Each lock holds a slot of the shared lock table until commit, so
+        -- a transaction takes at most pgmirror.watch_lock_budget of them
+        -- (default 1000): a bulk statement must not fail with "out of
+        -- shared memory". The budget used is kept in a session setting
+        -- tagged with the transaction id (SET LOCAL would end with this
+        -- function, which has SET clauses of its own).
+        ids := ARRAY(SELECT DISTINCT pgmirror_key_lock(x) FROM unnest(dk) x ORDER BY 1);
+        tag := coalesce(current_setting('pgmirror.watch_lock_budget', true), '');
+        budget := CASE WHEN tag ~ '^[0-9]{1,9}$' THEN tag::bigint ELSE 1000 END;
+        tag := coalesce(current_setting('pgmirror.watch_locks_used', true), '');
+        used := CASE WHEN tag ~ '^[0-9]+:[0-9]{1,9}$' AND split_part(tag, ':', 1) = pg_current_xact_id()::text
+                     THEN split_part(tag, ':', 2)::bigint ELSE 0 END;
+        locked := least(cardinality(ids), greatest(budget - used, 0));
+        IF locked > 0 THEN
+            PERFORM pg_advisory_xact_lock(l.id) FROM unnest(ids[1:locked]) AS l(id);
+            PERFORM set_config('pgmirror.watch_locks_used', pg_current_xact_id()::text || ':' || (used + locked), false);
+        END IF;
+        IF locked < cardinality(ids) THEN
+            RAISE WARNING 'pgmirror: this transaction invalidates more than %% keys: %% keys of %% were deleted without the loaders'' lock',
+                budget, cardinality(ids) - locked, %7$L
+                USING DETAIL = 'A loader computing one of them right now may store a value it read before this change; it lives until its ttl.',
+                      HINT = 'Raise pgmirror.watch_lock_budget (and max_locks_per_transaction) for bulk changes, or give the loader a ttl.';
+        END IF;
         -- Most keys are not cached: look before deleting, so that a
         -- statement that finds nothing does not run (nor fire the
         -- statement triggers of) a DELETE on cache_entries.
