@@ -176,21 +176,6 @@ func (m *Mirror) load(ctx context.Context, key string) ([]byte, bool, error) {
 	return res.value, res.found, nil
 }
 
-// MGet returns the values of keys (nil for missing ones).
-func (m *Mirror) MGet(ctx context.Context, keys []string) ([][]byte, error) {
-	out := make([][]byte, len(keys))
-	for i, k := range keys {
-		v, found, err := m.Get(ctx, k)
-		if err != nil {
-			return nil, err
-		}
-		if found {
-			out[i] = v
-		}
-	}
-	return out, nil
-}
-
 // fetchValue reads key's row from Postgres and installs its value when the
 // row is the state the index holds (same version); ok is false when the
 // row is another state, which the stream has not delivered yet.
