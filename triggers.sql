@@ -104,6 +104,21 @@ BEGIN
 END
 $$;
 
+-- pgmirror_write (migrations/0004) runs a sidecar's batch of write commands
+-- as one statement and publishes, once at its end, the final state of every
+-- key the batch changed: one packed set of notifications per batch instead of
+-- one per command. While it runs, the notify triggers of cache_entries find
+-- pgmirror.write_batch set to this statement's token and send nothing. The
+-- token names the backend and the statement's start, so a value left in a
+-- session by hand, or by another statement, never silences a trigger.
+CREATE OR REPLACE FUNCTION pgmirror_batch_token() RETURNS text
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+AS $$ SELECT pg_backend_pid() || '/' || (extract(epoch FROM statement_timestamp()) * 1000000)::bigint $$;
+
+CREATE OR REPLACE FUNCTION pgmirror_deferred() RETURNS boolean
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+AS $$ SELECT coalesce(current_setting('pgmirror.write_batch', true) = pgmirror_batch_token(), false) $$;
+
 -- BEFORE ROW: a new version and updated_at for every insert, and for every
 -- update that names key, value, expires_at or version (see the trigger's
 -- column list), so a client can neither skip nor forge a version.
@@ -121,6 +136,9 @@ CREATE OR REPLACE FUNCTION pgmirror_notify_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
 AS $$
 BEGIN
+    IF pgmirror_deferred() THEN
+        RETURN NULL;  -- pgmirror_write publishes the batch at its end
+    END IF;
     PERFORM pgmirror_publish(ARRAY(
         SELECT pgmirror_set_record(n.key, n.value, n.expires_at, n.version) FROM pgmirror_new n));
     RETURN NULL;
@@ -135,6 +153,9 @@ CREATE OR REPLACE FUNCTION pgmirror_notify_update() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
 AS $$
 BEGIN
+    IF pgmirror_deferred() THEN
+        RETURN NULL;  -- pgmirror_write publishes the batch at its end
+    END IF;
     PERFORM pgmirror_publish(ARRAY(
         SELECT pgmirror_set_record(n.key, n.value, n.expires_at, n.version)
           FROM pgmirror_new n LEFT JOIN pgmirror_old o ON o.key = n.key
@@ -151,6 +172,9 @@ CREATE OR REPLACE FUNCTION pgmirror_notify_delete() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
 AS $$
 BEGIN
+    IF pgmirror_deferred() THEN
+        RETURN NULL;  -- pgmirror_write publishes the batch at its end
+    END IF;
     PERFORM pgmirror_publish(ARRAY(
         SELECT 'D ' || nextval('cache_entries_version_seq') || ' ' || pgmirror_b64(convert_to(o.key, 'UTF8'))
           FROM pgmirror_old o));
@@ -230,6 +254,7 @@ ALTER TABLE cache_entries ENABLE ALWAYS TRIGGER pgmirror_20_notify_truncate;
 
 -- Nobody needs to call these directly; triggers fire regardless.
 REVOKE ALL ON FUNCTION pgmirror_publish(text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgmirror_deferred() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgmirror_stamp() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgmirror_notify_insert() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgmirror_notify_update() FROM PUBLIC;

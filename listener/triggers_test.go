@@ -469,3 +469,115 @@ func TestPayloadCarriesWriterXid(t *testing.T) {
 		t.Fatalf("payload xid %d (%v), want the writer's %d", p.Xid, err, xid)
 	}
 }
+
+// TestWriteBatchNotifiesOnce runs one pgmirror_write batch of many commands
+// and checks that it notifies once, packed, with the final state of every key
+// it changed: a key set and then deleted in the batch as deleted, a failed
+// command not at all.
+func TestWriteBatchNotifiesOnce(t *testing.T) {
+	dsn, db := testdb.New(t)
+	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('gone', 'x'), ('text', 'abc')`)
+	n := listen(t, dsn, db)
+
+	var ops []string
+	vals := ""
+	val := func(s string) string {
+		ref := fmt.Sprintf("[%d,%d]", len(vals)+1, len(s))
+		vals += s
+		return ref
+	}
+	const sets = 50
+	for i := range sets {
+		ops = append(ops, fmt.Sprintf(`{"k":"set","keys":["k%d"],"v":[%s]}`, i, val(fmt.Sprint("v", i))))
+	}
+	ops = append(ops,
+		`{"k":"set","keys":["k0"],"v":[`+val("last")+`]}`,         // k0 twice: its final value
+		`{"k":"set","keys":["tmp"],"v":[`+val("t")+`]}`,           // created and deleted
+		`{"k":"del","keys":["tmp","gone"]}`,                       // tmp and an old key
+		`{"k":"incrby","keys":["text"],"i":1}`,                    // fails: not an integer
+		`{"k":"set","keys":["cond"],"v":[`+val("c")+`],"c":"xx"}`, // changes nothing
+	)
+	rows, err := db.Query(`SELECT rec, reply, reply_err FROM pgmirror_write($1::jsonb, $2::bytea)`,
+		"["+strings.Join(ops, ",")+"]", []byte(vals))
+	if err != nil {
+		t.Fatalf("pgmirror_write: %v", err)
+	}
+	errs := 0
+	for rows.Next() {
+		var rec string
+		var reply, replyErr sql.NullString
+		if err := rows.Scan(&rec, &reply, &replyErr); err != nil {
+			t.Fatal(err)
+		}
+		if reply.String == "error" {
+			errs++
+			if !strings.Contains(replyErr.String, "not an integer") {
+				t.Errorf("unexpected error reply %q", replyErr.String)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if errs != 1 {
+		t.Fatalf("%d error replies, want 1 (the INCRBY)", errs)
+	}
+
+	payloads := n.sync(t)
+	if len(payloads) != 1 {
+		t.Fatalf("batch of %d commands sent %d notifications, want 1", len(ops), len(payloads))
+	}
+	got := map[string]mirror.Change{}
+	for _, c := range changes(t, payloads) {
+		if _, dup := got[c.Key]; dup {
+			t.Fatalf("key %q notified twice in one batch", c.Key)
+		}
+		got[c.Key] = c
+	}
+	if len(got) != sets+2 {
+		t.Fatalf("%d keys notified, want %d (the sets, tmp and gone): %v", len(got), sets+2, got)
+	}
+	for i := 1; i < sets; i++ {
+		k := fmt.Sprint("k", i)
+		if c := got[k]; c.Op != mirror.OpSet || string(c.Value) != fmt.Sprint("v", i) || c.Version != version(t, db, k) {
+			t.Errorf("%s notified as %+v", k, c)
+		}
+	}
+	if c := got["k0"]; c.Op != mirror.OpSet || string(c.Value) != "last" || c.Version != version(t, db, "k0") {
+		t.Errorf("k0 notified as %+v, want its final value", c)
+	}
+	for _, k := range []string{"tmp", "gone"} {
+		if c := got[k]; c.Op != mirror.OpDelete {
+			t.Errorf("%s notified as %+v, want a delete", k, c)
+		}
+	}
+	if _, ok := got["text"]; ok {
+		t.Error("the failed INCRBY notified its key")
+	}
+}
+
+// TestBatchTokenSetByHandDoesNotSilence sets pgmirror.write_batch in a session
+// to what the token was a statement earlier: later writes must still notify.
+func TestBatchTokenSetByHandDoesNotSilence(t *testing.T) {
+	dsn, db := testdb.New(t)
+	n := listen(t, dsn, db)
+	ctx := context.Background()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var token string
+	if err := conn.QueryRowContext(ctx, `SELECT pgmirror_batch_token()`).Scan(&token); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, `SELECT set_config('pgmirror.write_batch', $1, false)`, token); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, `INSERT INTO cache_entries(key, value) VALUES ('a', 'one')`); err != nil {
+		t.Fatal(err)
+	}
+	if got := changes(t, n.sync(t)); len(got) != 1 || got[0].Key != "a" {
+		t.Fatalf("write after a hand-set token notified %+v, want the set of a", got)
+	}
+}
