@@ -33,6 +33,7 @@ const (
 	DefaultStaleReads          = StaleReadsServe
 	DefaultMaxClients          = 10000
 	DefaultSubscriberBuffer    = 4096
+	DefaultWriteInFlight       = 2
 	DefaultMaxValueSize        = 16 * MiB
 	DefaultAccessFlushInterval = 5 * time.Second
 	DefaultRefreshInterval     = 30 * time.Second
@@ -113,6 +114,9 @@ type Config struct {
 	StaleReads StaleReads
 	// MaxClients is the number of concurrent client connections accepted.
 	MaxClients int
+	// WriteInFlight is how many write batches may run in Postgres at once,
+	// each on its own connection (batches in flight never share a key).
+	WriteInFlight int
 	// SubscriberBuffer is how many keyspace notifications may wait for one
 	// subscriber before it is disconnected.
 	SubscriberBuffer int
@@ -157,6 +161,7 @@ func DefaultConfig() Config {
 		StaleReads:          DefaultStaleReads,
 		MaxClients:          DefaultMaxClients,
 		SubscriberBuffer:    DefaultSubscriberBuffer,
+		WriteInFlight:       DefaultWriteInFlight,
 		MaxValueSize:        DefaultMaxValueSize,
 		AccessFlushInterval: DefaultAccessFlushInterval,
 		RefreshInterval:     DefaultRefreshInterval,
@@ -246,6 +251,9 @@ func settings(c *Config) []*setting {
 		{name: "subscriber-buffer", typ: "n", serveOnly: true,
 			usage: "keyspace notifications that may wait for one subscriber before it is disconnected (1 to 1000000)",
 			value: &intValue{p: &c.SubscriberBuffer, min: 1, max: 1_000_000}},
+		{name: "write-inflight", typ: "n", serveOnly: true,
+			usage: "write batches (group commits) running in Postgres at once, each on its own connection (1 to 16)",
+			value: &intValue{p: &c.WriteInFlight, min: 1, max: 16}},
 		{name: "max-value-size", typ: "size", serveOnly: true,
 			usage: "largest value a client may write (1B to 512MiB, and at most --max-memory)",
 			value: &sizeValue{p: &c.MaxValueSize, min: 1, max: MaxMaxValueSize}},

@@ -379,6 +379,7 @@ func (m *Main) openServer() error {
 		OnLag: m.Admin.ObserveLag}
 	m.Writer = pgstore.NewWriter(m.DB, mir, pgstore.WriterOptions{
 		MaxValueSize: m.Config.MaxValueSize,
+		InFlight:     m.Config.WriteInFlight,
 		Log:          m.Logger.Named("writer"),
 	})
 	unixsock.Version = version

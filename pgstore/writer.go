@@ -37,6 +37,10 @@ type WriterOptions struct {
 	// MaxBatch bounds the commands of one statement; default 64, so the
 	// subtransactions of one batch fit in the subxid cache of its backend.
 	MaxBatch int
+	// InFlight bounds the batches running at once, each on its own
+	// connection; default 2, so Postgres runs one batch while the next
+	// gathers. Batches in flight never share a key.
+	InFlight int
 	// Timeout bounds one batch, getting a connection included; default 5s.
 	Timeout time.Duration
 	// MaxValueSize bounds what APPEND and INCRBYFLOAT may make of a value
@@ -50,6 +54,7 @@ type WriterOptions struct {
 // Defaults and bounds of the Writer.
 const (
 	DefaultWriteBatch   = 64
+	DefaultWriteFlight  = 2
 	DefaultWriteTimeout = 5 * time.Second
 	// A batch also stops growing at this many value bytes or keys (it
 	// always takes at least one command): one statement's parameters stay
@@ -77,14 +82,18 @@ type WriterStats struct {
 	Ops         uint64 // commands in those batches
 	Unavailable uint64 // batches that did not commit (Postgres unreachable or the statement failed)
 	Unknown     uint64 // batches whose commit outcome is unknown
+	Queued      int    // commands waiting now (not yet in a batch)
 }
 
 // Writer runs write commands in Postgres by group commit: concurrent
-// commands queue, and one loop runs whatever is queued as one autocommit
+// commands queue, and a loop runs whatever is queued as one autocommit
 // statement (SELECT ... FROM pgmirror_write(...), see
-// migrations/0002_write.sql), one batch at a time, so commands on one key
-// run in arrival order. A committed batch is applied to the mirror before
-// any of its callers is answered.
+// migrations/0002_write.sql and 0004_write_publish.sql). Up to InFlight
+// batches run at once, on connections of their own, but never two with a
+// key in common: a command waits while a batch in flight holds one of its
+// keys, and so does every later command that shares a key with a waiting
+// one, so commands on one key run in arrival order. A committed batch is
+// applied to the mirror before any of its callers is answered.
 //
 // Outcomes: if the batch could not be sent (no connection, the pool's
 // connection found dead by a ping before sending) or Postgres answered it
@@ -101,11 +110,12 @@ type Writer struct {
 	opts  WriterOptions
 	log   hclog.Logger
 
-	mu     sync.Mutex
-	queue  []*writeReq
-	closed bool
-	wake   chan struct{} // capacity 1: something was queued, or Close
-	done   chan struct{} // closed when the batch loop has returned
+	mu       sync.Mutex
+	queue    []*writeReq
+	inflight map[string]int // keys of the batches running, with their counts
+	closed   bool
+	wake     chan struct{} // capacity 1: something was queued, a batch ended, or Close
+	done     chan struct{} // closed when the batch loop and its batches have returned
 
 	batches, ops, unavailable, unknown atomic.Uint64
 	stuck                              atomic.Int32 // batches given up on, still running
@@ -134,11 +144,14 @@ func NewWriter(db *sql.DB, apply Applier, opts WriterOptions) *Writer {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultWriteTimeout
 	}
+	if opts.InFlight <= 0 {
+		opts.InFlight = DefaultWriteFlight
+	}
 	log := opts.Log
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	w := &Writer{db: db, apply: apply, opts: opts, log: log,
+	w := &Writer{db: db, apply: apply, opts: opts, log: log, inflight: map[string]int{},
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go w.loop()
 	return w
@@ -146,8 +159,11 @@ func NewWriter(db *sql.DB, apply Applier, opts WriterOptions) *Writer {
 
 // Stats returns the Writer's counters.
 func (w *Writer) Stats() WriterStats {
+	w.mu.Lock()
+	queued := len(w.queue)
+	w.mu.Unlock()
 	return WriterStats{Batches: w.batches.Load(), Ops: w.ops.Load(),
-		Unavailable: w.unavailable.Load(), Unknown: w.unknown.Load()}
+		Unavailable: w.unavailable.Load(), Unknown: w.unknown.Load(), Queued: queued}
 }
 
 // Write implements mirror.Writer. A command cancelled (ctx) while it waits in
@@ -171,10 +187,7 @@ func (w *Writer) Write(ctx context.Context, op mirror.WriteOp) (mirror.WriteResu
 	}
 	w.queue = append(w.queue, r)
 	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
+	w.signal()
 	select {
 	case a := <-r.done:
 		return a.res, a.err
@@ -199,56 +212,120 @@ func (w *Writer) Close() error {
 	w.mu.Lock()
 	w.closed = true
 	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
+	w.signal()
 	<-w.done
 	return nil
 }
 
-// loop runs the batches, one at a time, until Close and an empty queue.
+// signal wakes the loop.
+func (w *Writer) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loop starts batches, up to InFlight at once, until Close and an empty
+// queue, then waits for those running.
 func (w *Writer) loop() {
 	defer close(w.done)
+	var running sync.WaitGroup
+	defer running.Wait()
+	slots := make(chan struct{}, w.opts.InFlight)
 	for {
+		slots <- struct{}{}
 		batch := w.take()
 		if batch == nil {
 			return
 		}
-		w.run(batch)
+		running.Add(1)
+		go func() {
+			defer running.Done()
+			w.run(batch)
+			w.finish(batch)
+			<-slots
+			w.signal()
+		}()
 	}
 }
 
-// take waits for queued commands and removes a batch of them from the
-// queue; nil once closed with nothing queued.
+// take waits for queued commands that no batch in flight holds a key of,
+// and removes a batch of them from the queue (their keys are then in
+// flight); nil once closed with nothing queued.
 func (w *Writer) take() []*writeReq {
 	for {
 		w.mu.Lock()
-		if len(w.queue) > 0 {
-			n, bytes, keys := 0, 0, 0
-			for n < len(w.queue) && n < w.opts.MaxBatch {
-				r := w.queue[n]
-				if n > 0 && (bytes+r.size > maxBatchBytes || keys+len(r.op.Keys) > maxBatchKeys) {
-					break
-				}
-				bytes += r.size
-				keys += len(r.op.Keys)
-				r.taken = true
-				n++
-			}
-			batch := slices.Clone(w.queue[:n])
-			rest := copy(w.queue, w.queue[n:])
-			clear(w.queue[rest:])
-			w.queue = w.queue[:rest]
+		if batch := w.takeLocked(); batch != nil {
 			w.mu.Unlock()
 			return batch
 		}
-		if w.closed {
+		if w.closed && len(w.queue) == 0 {
 			w.mu.Unlock()
 			return nil
 		}
 		w.mu.Unlock()
 		<-w.wake
+	}
+}
+
+// takeLocked removes from the queue, in order, the commands that may run
+// now, up to the batch bounds. A command with a key in flight waits, and
+// its keys are held back from later commands too (w.mu).
+func (w *Writer) takeLocked() []*writeReq {
+	var (
+		batch       []*writeReq
+		held        map[string]bool // keys of commands left waiting
+		bytes, keys int
+	)
+	kept := w.queue[:0]
+	for i, r := range w.queue {
+		if len(batch) >= w.opts.MaxBatch || len(batch) > 0 &&
+			(bytes+r.size > maxBatchBytes || keys+len(r.op.Keys) > maxBatchKeys) {
+			kept = append(kept, w.queue[i:]...)
+			break
+		}
+		blocked := false
+		for _, k := range r.op.Keys {
+			if w.inflight[k] > 0 || held[k] {
+				blocked = true
+				break
+			}
+		}
+		if blocked {
+			if held == nil {
+				held = map[string]bool{}
+			}
+			for _, k := range r.op.Keys {
+				held[k] = true
+			}
+			kept = append(kept, r)
+			continue
+		}
+		bytes += r.size
+		keys += len(r.op.Keys)
+		r.taken = true
+		batch = append(batch, r)
+	}
+	clear(w.queue[len(kept):])
+	w.queue = kept
+	for _, r := range batch {
+		for _, k := range r.op.Keys {
+			w.inflight[k]++
+		}
+	}
+	return batch
+}
+
+// finish releases the keys of a batch that has returned.
+func (w *Writer) finish(batch []*writeReq) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, r := range batch {
+		for _, k := range r.op.Keys {
+			if w.inflight[k]--; w.inflight[k] <= 0 {
+				delete(w.inflight, k)
+			}
+		}
 	}
 }
 

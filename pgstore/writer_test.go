@@ -1017,7 +1017,7 @@ func TestWriteOutcomeUnknown(t *testing.T) {
 // queued is not run.
 func TestWriteCancelledWhileQueued(t *testing.T) {
 	_, db := testdb.New(t)
-	w := newWriter(t, db, newFakeApplier(), pgstore.WriterOptions{})
+	w := newWriter(t, db, newFakeApplier(), pgstore.WriterOptions{InFlight: 1})
 	release := gate(t, db, "gate")
 	first := make(chan error, 1)
 	go func() {
@@ -1054,6 +1054,63 @@ func TestWriteCancelledWhileQueued(t *testing.T) {
 	}
 	if st := w.Stats(); st.Ops != 2 {
 		t.Errorf("stats %+v, want 2 ops run", st)
+	}
+}
+
+// TestWritesInFlight: a batch blocked in Postgres does not hold up commands
+// on other keys, while commands on its keys wait, and so do later commands
+// sharing a key with a waiting one: per-key order is arrival order.
+func TestWritesInFlight(t *testing.T) {
+	_, db := testdb.New(t)
+	w := newWriter(t, db, newFakeApplier(), pgstore.WriterOptions{})
+	release := gate(t, db, "gate")
+	write := func(op mirror.WriteOp) chan error {
+		ch := make(chan error, 1)
+		go func() {
+			res, err := w.Write(context.Background(), op)
+			if err == nil {
+				err = res.Err
+			}
+			ch <- err
+		}()
+		return ch
+	}
+	queued := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for w.Stats().Queued != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d commands queued, want %d", w.Stats().Queued, n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	a := write(setOp("gate", "a"))
+	waitBlocked(t, db)
+	b := write(mirror.WriteOp{Kind: mirror.WriteMSet, Keys: ks("x", "gate"), Values: vals("b", "b")})
+	queued(1) // held: gate is in flight
+	c := write(setOp("x", "c"))
+	queued(2) // held: x belongs to the waiting MSET
+	select {
+	case err := <-write(setOp("y", "d")):
+		if err != nil {
+			t.Fatalf("a write of another key, while a batch is blocked: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a write of another key waited for a blocked batch")
+	}
+	if _, ok := readRows(t, db)["x"]; ok {
+		t.Fatal("a command ran before an earlier command on its key")
+	}
+	release()
+	for _, ch := range []chan error{a, b, c} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows := readRows(t, db)
+	if string(rows["x"].value) != "c" || string(rows["gate"].value) != "b" || string(rows["y"].value) != "d" {
+		t.Fatalf("x=%q gate=%q y=%q, want c, b, d (arrival order per key)", rows["x"].value, rows["gate"].value, rows["y"].value)
 	}
 }
 
