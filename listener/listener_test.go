@@ -108,9 +108,8 @@ func TestOverflowBecomesAGap(t *testing.T) {
 	close(r.block)
 	r.block = nil
 	r.mu.Unlock()
-	poll(t, "gap", func() bool { return r.has("gap:notification queue overflow") })
-	// Sent once the gap is reported, so it cannot overflow the queue too.
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('after', 'v')`)
+	poll(t, "gap", func() bool { return r.has("gap:notification queue overflow") })
 	poll(t, "the notification after the gap", func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
