@@ -7,10 +7,10 @@ PKGS      := ./...
 STATICCHECK_VERSION := v0.8.2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build test check bench bench-quick fuzz run clean
+.PHONY: help setup build test e2e check bench bench-quick bench-fanout bench-fanout-quick fuzz run clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: ## install what a fresh Debian machine lacks (PostgreSQL server); no-op when present
 	@scripts/setup
@@ -25,6 +25,10 @@ test: setup ## vet, the race-enabled test suite against throwaway PostgreSQL clu
 	$(GO) test -run '^$$' -fuzz FuzzCommands -fuzztime 10s ./unixsock/
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 10s ./listener/
 
+e2e: ## headless-Chromium test of examples/profile: a click in one tab shows in another (installs chromium if missing)
+	@scripts/setup --e2e
+	$(GO) test -tags e2e -count=1 -timeout 5m -run '^TestE2E$$' -v ./examples/profile/
+
 check: ## go vet and staticcheck
 	$(GO) vet $(PKGS)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
@@ -34,6 +38,12 @@ bench: setup build ## pgmirror side by side with Redis and pgbench (SPEC §8, ~1
 
 bench-quick: setup build ## a ~3-minute smoke run of make bench; prints the table, leaves BENCHMARKS.md alone
 	@BENCH_QUICK=1 bench/run.sh
+
+bench-fanout: setup build ## NOTIFY fan-out over 0-200 sidecars, packed vs per-row, grouped writes (~10 min); rewrites BENCHMARKS.md's fan-out results
+	@bench/fanout.sh
+
+bench-fanout-quick: setup build ## a ~2-minute smoke run of make bench-fanout (0, 1, 10 sidecars); prints the table only
+	@BENCH_QUICK=1 bench/fanout.sh
 
 fuzz: ## run the fuzz tests (payload decoder, command layer) for a minute each
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./listener/
