@@ -34,6 +34,7 @@ const (
 	DefaultMaxClients          = 10000
 	DefaultSubscriberBuffer    = 4096
 	DefaultWriteInFlight       = 2
+	MaxWriteLinger             = 100 * time.Millisecond
 	DefaultMaxValueSize        = 16 * MiB
 	DefaultAccessFlushInterval = 5 * time.Second
 	DefaultRefreshInterval     = 30 * time.Second
@@ -117,6 +118,9 @@ type Config struct {
 	// WriteInFlight is how many write batches may run in Postgres at once,
 	// each on its own connection (batches in flight never share a key).
 	WriteInFlight int
+	// WriteLinger holds a write batch back until its oldest command has
+	// waited this long, so more writes share a commit and a notification.
+	WriteLinger time.Duration
 	// SubscriberBuffer is how many keyspace notifications may wait for one
 	// subscriber before it is disconnected.
 	SubscriberBuffer int
@@ -254,6 +258,9 @@ func settings(c *Config) []*setting {
 		{name: "write-inflight", typ: "n", serveOnly: true,
 			usage: "write batches (group commits) running in Postgres at once, each on its own connection (1 to 16)",
 			value: &intValue{p: &c.WriteInFlight, min: 1, max: 16}},
+		{name: "write-linger", typ: "duration", serveOnly: true,
+			usage: "hold a write batch until its oldest command waited this long (0: never), so more writes share a commit and a notification (0 to 100ms)",
+			value: &durationValue{p: &c.WriteLinger, min: time.Microsecond, zeroOK: true}},
 		{name: "max-value-size", typ: "size", serveOnly: true,
 			usage: "largest value a client may write (1B to 512MiB, and at most --max-memory)",
 			value: &sizeValue{p: &c.MaxValueSize, min: 1, max: MaxMaxValueSize}},
@@ -422,6 +429,10 @@ func (c *Config) validate(byName map[string]*setting) error {
 	if c.MaxValueSize > c.MaxMemory {
 		return fmt.Errorf("--max-value-size %s (from %s) is larger than --max-memory %s (from %s): no such value could be cached",
 			formatSize(c.MaxValueSize), byName["max-value-size"].source, formatSize(c.MaxMemory), byName["max-memory"].source)
+	}
+	if c.WriteLinger > MaxWriteLinger {
+		return fmt.Errorf("--write-linger %s (from %s) is over %s: every write would wait that long; use a few milliseconds at most",
+			formatDuration(c.WriteLinger), byName["write-linger"].source, formatDuration(MaxWriteLinger))
 	}
 	if err := checkDSN(c.DSN, byName["dsn"]); err != nil {
 		return err

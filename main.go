@@ -380,6 +380,7 @@ func (m *Main) openServer() error {
 	m.Writer = pgstore.NewWriter(m.DB, mir, pgstore.WriterOptions{
 		MaxValueSize: m.Config.MaxValueSize,
 		InFlight:     m.Config.WriteInFlight,
+		Linger:       m.Config.WriteLinger,
 		Log:          m.Logger.Named("writer"),
 	})
 	unixsock.Version = version

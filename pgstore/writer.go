@@ -41,6 +41,11 @@ type WriterOptions struct {
 	// connection; default 2, so Postgres runs one batch while the next
 	// gathers. Batches in flight never share a key.
 	InFlight int
+	// Linger holds a batch back until its oldest command has waited this
+	// long (or the batch is full), so that more commands share one commit
+	// and one notification: fewer notifications for every listening
+	// sidecar, at up to Linger more latency per write. Default 0.
+	Linger time.Duration
 	// Timeout bounds one batch, getting a connection included; default 5s.
 	Timeout time.Duration
 	// MaxValueSize bounds what APPEND and INCRBYFLOAT may make of a value
@@ -126,8 +131,9 @@ var _ mirror.Writer = (*Writer)(nil)
 // writeReq is one queued command.
 type writeReq struct {
 	op    mirror.WriteOp
-	size  int  // value bytes
-	taken bool // in a batch (w.mu)
+	at    time.Time // queued at
+	size  int       // value bytes
+	taken bool      // in a batch (w.mu)
 	done  chan writeAns
 }
 
@@ -177,6 +183,9 @@ func (w *Writer) Write(ctx context.Context, op mirror.WriteOp) (mirror.WriteResu
 		return mirror.WriteResult{}, err
 	}
 	r := &writeReq{op: op, done: make(chan writeAns, 1)}
+	if w.opts.Linger > 0 {
+		r.at = time.Now()
+	}
 	for _, v := range op.Values {
 		r.size += len(v)
 	}
@@ -255,6 +264,18 @@ func (w *Writer) loop() {
 func (w *Writer) take() []*writeReq {
 	for {
 		w.mu.Lock()
+		if w.opts.Linger > 0 && !w.closed && len(w.queue) > 0 && len(w.queue) < w.opts.MaxBatch {
+			if wait := time.Until(w.queue[0].at.Add(w.opts.Linger)); wait > 0 {
+				w.mu.Unlock()
+				t := time.NewTimer(wait)
+				select {
+				case <-w.wake:
+				case <-t.C:
+				}
+				t.Stop()
+				continue
+			}
+		}
 		if batch := w.takeLocked(); batch != nil {
 			w.mu.Unlock()
 			return batch

@@ -1114,6 +1114,32 @@ func TestWritesInFlight(t *testing.T) {
 	}
 }
 
+// TestWriteLinger: with Linger, writes that arrive apart within it share
+// one batch (one commit, one notification).
+func TestWriteLinger(t *testing.T) {
+	_, db := testdb.New(t)
+	w := newWriter(t, db, newFakeApplier(), pgstore.WriterOptions{Linger: time.Second})
+	errs := make(chan error, 5)
+	for i := range 5 {
+		go func() {
+			res, err := w.Write(context.Background(), setOp(fmt.Sprint("l", i), "v"))
+			if err == nil {
+				err = res.Err
+			}
+			errs <- err
+		}()
+		time.Sleep(20 * time.Millisecond) // arrivals spread out, each alone without Linger
+	}
+	for range 5 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := w.Stats(); st.Ops != 5 || st.Batches > 2 {
+		t.Fatalf("stats %+v: want the 5 writes in at most 2 batches", st)
+	}
+}
+
 // TestWriterClose: Close answers what is queued and in flight, then returns;
 // later writes are refused.
 func TestWriterClose(t *testing.T) {
