@@ -33,7 +33,7 @@ const (
 	DefaultStaleReads          = StaleReadsServe
 	DefaultMaxClients          = 10000
 	DefaultSubscriberBuffer    = 4096
-	DefaultWriteInFlight       = 2
+	DefaultWriteInFlight       = 1
 	MaxWriteLinger             = 100 * time.Millisecond
 	DefaultMaxValueSize        = 16 * MiB
 	DefaultAccessFlushInterval = 5 * time.Second

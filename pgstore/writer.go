@@ -38,8 +38,11 @@ type WriterOptions struct {
 	// subtransactions of one batch fit in the subxid cache of its backend.
 	MaxBatch int
 	// InFlight bounds the batches running at once, each on its own
-	// connection; default 2, so Postgres runs one batch while the next
-	// gathers. Batches in flight never share a key.
+	// connection; default 1. Batches in flight never share a key, and a
+	// further batch starts only while at least MaxBatch/4 commands wait
+	// (otherwise they gather for the next commit). More than one helps
+	// when Postgres is far away (round trips dominate); on one host,
+	// splitting batches cost more than the overlap gained (BENCHMARKS.md).
 	InFlight int
 	// Linger holds a batch back until its oldest command has waited this
 	// long (or the batch is full), so that more commands share one commit
@@ -59,7 +62,7 @@ type WriterOptions struct {
 // Defaults and bounds of the Writer.
 const (
 	DefaultWriteBatch   = 64
-	DefaultWriteFlight  = 2
+	DefaultWriteFlight  = 1
 	DefaultWriteTimeout = 5 * time.Second
 	// A batch also stops growing at this many value bytes or keys (it
 	// always takes at least one command): one statement's parameters stay
@@ -118,6 +121,7 @@ type Writer struct {
 	mu       sync.Mutex
 	queue    []*writeReq
 	inflight map[string]int // keys of the batches running, with their counts
+	batchesIn int           // batches running
 	closed   bool
 	wake     chan struct{} // capacity 1: something was queued, a batch ended, or Close
 	done     chan struct{} // closed when the batch loop and its batches have returned
@@ -298,6 +302,11 @@ func (w *Writer) takeLocked() []*writeReq {
 		held        map[string]bool // keys of commands left waiting
 		bytes, keys int
 	)
+	if w.batchesIn > 0 && len(w.queue) < w.opts.MaxBatch/4 && !w.closed {
+		// A batch is running: let the next one gather while it does,
+		// unless enough is waiting to be worth a connection of its own.
+		return nil
+	}
 	kept := w.queue[:0]
 	for i, r := range w.queue {
 		if len(batch) >= w.opts.MaxBatch || len(batch) > 0 &&
@@ -334,6 +343,9 @@ func (w *Writer) takeLocked() []*writeReq {
 			w.inflight[k]++
 		}
 	}
+	if batch != nil {
+		w.batchesIn++
+	}
 	return batch
 }
 
@@ -341,6 +353,7 @@ func (w *Writer) takeLocked() []*writeReq {
 func (w *Writer) finish(batch []*writeReq) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.batchesIn--
 	for _, r := range batch {
 		for _, k := range r.op.Keys {
 			if w.inflight[k]--; w.inflight[k] <= 0 {

@@ -1062,7 +1062,8 @@ func TestWriteCancelledWhileQueued(t *testing.T) {
 // sharing a key with a waiting one: per-key order is arrival order.
 func TestWritesInFlight(t *testing.T) {
 	_, db := testdb.New(t)
-	w := newWriter(t, db, newFakeApplier(), pgstore.WriterOptions{})
+	// MaxBatch 4: a second batch may start while one command waits.
+	w := newWriter(t, db, newFakeApplier(), pgstore.WriterOptions{InFlight: 2, MaxBatch: 4})
 	release := gate(t, db, "gate")
 	write := func(op mirror.WriteOp) chan error {
 		ch := make(chan error, 1)
