@@ -360,6 +360,7 @@ func (m *Main) openServer() error {
 	mir, err := mirror.New(m.Store, mirror.Options{
 		OnKeyEvent:       func(key, event string) { server.KeyEvent(key, event) },
 		MaxMemory:        m.Config.MaxMemory,
+		ManageGC:         true,
 		MaxStaleness:     max(m.Config.MaxStaleness, time.Nanosecond), // 0: stale at once (0 means "default" to mirror)
 		StaleError:       m.Config.StaleReads == StaleReadsError,
 		ReloadInterval:   m.Config.ReloadInterval,

@@ -12,6 +12,7 @@ func (m *Mirror) Apply(b Batch) {
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
 	rl := m.reload.Load()
+	sets := m.valueSets.Load()
 	for i := range b.Changes {
 		c := &b.Changes[i]
 		switch c.Op {
@@ -31,10 +32,20 @@ func (m *Mirror) Apply(b Batch) {
 		t.seen = append(t.seen, b.Xid)
 	}
 	m.stats.batches.Add(1)
-	// A value set of a new key is buffered in ristretto; wait for it, so a
-	// read right after the change finds the value instead of querying.
-	m.values.Wait()
+	m.settle(sets)
 	m.signalApplied()
+}
+
+// settle runs after a batch is applied, before readers are told: if the
+// batch gave the value cache a value (a value too large to keep in the
+// index), wait until ristretto holds it, since a Set of a new key is
+// buffered there, so that a read right after the change finds it instead of
+// querying. Small values are in the index already: no wait, no hand-off.
+func (m *Mirror) settle(sets int64) {
+	if m.valueSets.Load() != sets {
+		m.values.Wait()
+	}
+	m.updateBudget()
 }
 
 // WriteTicket is held by a writer while its transaction is in flight: the
@@ -77,6 +88,7 @@ func (m *Mirror) ApplyWrite(t *WriteTicket, xid uint64, changes []Change) {
 		return // the stream is past the echo: everything is applied
 	}
 	rl := m.reload.Load()
+	sets := m.valueSets.Load()
 	for i := range changes {
 		c := &changes[i]
 		if echo >= 0 && m.appliedBy(c, xid) {
@@ -84,43 +96,47 @@ func (m *Mirror) ApplyWrite(t *WriteTicket, xid uint64, changes []Change) {
 		}
 		m.applyChange(xid, c, rl, true)
 	}
-	m.values.Wait()
+	m.settle(sets)
 	m.signalApplied()
 }
 
 // appliedBy reports whether the index already holds what transaction xid
 // did to c's key.
 func (m *Mirror) appliedBy(c *Change, xid uint64) bool {
-	sh := m.ix.shard(c.Key)
+	sh, h := m.ix.shard(c.Key)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	e := sh.m[c.Key]
+	e := sh.get(c.Key, h)
 	if c.Op == OpDelete {
-		return e == nil || e.deleted || e.xid == xid
+		return e == nil || e.deleted() || e.xid() == xid
 	}
-	return e != nil && e.xid == xid
+	return e != nil && e.xid() == xid
 }
 
 // applyChange applies one change of transaction xid to its key.
 func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own bool) {
-	sh := m.ix.shard(c.Key)
+	sh, h := m.ix.shard(c.Key)
 	sh.mu.Lock()
-	delete(sh.negs, c.Key) // the key changed: a remembered absence is over
-	e := sh.m[c.Key]
-	if e != nil && !own && e.echo != 0 {
-		// Until the echo of this sidecar's own write arrives, changes of
-		// other transactions committed before it. The echo's own changes
-		// are the write itself (or older steps of it): already applied.
-		if xid == e.echo && echoComplete(e, c) {
-			e.echo = 0
-			if e.deleted && rl == nil {
-				delete(sh.m, c.Key)
-				m.tombs.Add(-1)
+	if len(sh.negs) > 0 {
+		delete(sh.negs, c.Key) // the key changed: a remembered absence is over
+	}
+	e := sh.get(c.Key, h)
+	if e != nil && !own {
+		if echo := sh.echoOf(e); echo != 0 {
+			// Until the echo of this sidecar's own write arrives, changes of
+			// other transactions committed before it. The echo's own changes
+			// are the write itself (or older steps of it): already applied.
+			if xid == echo && echoComplete(e, c) {
+				sh.clearEcho(e)
+				if e.deleted() && rl == nil {
+					sh.remove(m.ix, e, h)
+					m.tombs.Add(-1)
+				}
 			}
+			sh.mu.Unlock()
+			m.stats.skipped.Add(1)
+			return
 		}
-		sh.mu.Unlock()
-		m.stats.skipped.Add(1)
-		return
 	}
 	if e != nil && rl != nil && e.owned == rl.epoch && rl.sees(xid) {
 		// The key holds a reload's snapshot state, and this change is
@@ -131,10 +147,9 @@ func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own bool) {
 	}
 	switch c.Op {
 	case OpDelete:
-		existed := e != nil && !e.deleted
-		m.deleteLocked(sh, c.Key, e, xid, c.Version, rl, own)
+		existed := e != nil && !e.deleted()
+		m.deleteLocked(sh, h, c.Key, e, xid, c.Version, rl, own)
 		sh.mu.Unlock()
-		m.values.Del(c.Key)
 		m.stats.applied[opIndex(OpDelete)].Add(1)
 		if existed {
 			m.keyEvent(c.Key, EventDel)
@@ -142,10 +157,10 @@ func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own bool) {
 		return
 	case OpSet, OpFetch:
 		event := EventSet
-		if e != nil && !e.deleted && c.Op == OpSet && e.expires != c.Expires && m.sameValue(c.Key, e, c.Value) {
+		if e != nil && !e.deleted() && c.Op == OpSet && e.expires() != c.Expires && m.sameValue(c.Key, e, c.Value) {
 			event = EventExpire
 		}
-		m.setLocked(sh, c.Key, e, state{version: c.Version, expires: c.Expires, xid: xid, value: c.Value, hasValue: c.Op == OpSet}, own)
+		m.setLocked(sh, h, c.Key, e, state{version: c.Version, expires: c.Expires, xid: xid, value: c.Value, hasValue: c.Op == OpSet}, own)
 		sh.mu.Unlock()
 		m.keyEvent(c.Key, event)
 	default:
@@ -164,9 +179,9 @@ func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own bool) {
 // for, is the last of it for this key: the state ApplyWrite applied.
 func echoComplete(e *entry, c *Change) bool {
 	if c.Op == OpDelete {
-		return e.deleted
+		return e.deleted()
 	}
-	return !e.deleted && c.Version == e.version
+	return !e.deleted() && c.Version == e.version
 }
 
 // Key events, named as Redis names them in keyspace notifications.
@@ -184,11 +199,16 @@ func (m *Mirror) keyEvent(key, event string) {
 	}
 }
 
-// sameValue reports whether the cached value of e is value (so a change
-// that keeps it only moved the expiry).
+// sameValue reports whether the value of e's state is value (so a change
+// that keeps it only moved the expiry); false when the mirror does not hold
+// that value.
 func (m *Mirror) sameValue(key string, e *entry, value []byte) bool {
+	if e.inline() {
+		return bytes.Equal(e.value(), value)
+	}
+	d := e.digest()
 	it, ok := m.values.Get(key)
-	return ok && it.digest == e.digest && e.digest != 0 && bytes.Equal(it.data, value)
+	return ok && it.digest == d && d != 0 && bytes.Equal(it.data, value)
 }
 
 // state is a key's new state as a change or a row describes it.
@@ -199,71 +219,173 @@ type state struct {
 	hasValue         bool
 }
 
-// setLocked installs st for key, replacing e (which may be nil or a
-// tombstone); sh.mu is held. It returns the new entry.
-func (m *Mirror) setLocked(sh *shard, key string, e *entry, st state, own bool) *entry {
-	ne := &entry{
-		version: st.version,
-		expires: st.expires,
-		xid:     st.xid,
-		size:    len(st.value),
+// cachedValue reports whether e's value may be in the value cache (its
+// value is neither inline nor absent by deletion).
+func cachedValue(e *entry) bool {
+	return e != nil && e.meta.Load()&(flagInline|flagDeleted) == 0
+}
+
+// fitsInline reports whether the value (n bytes) of state st of key,
+// replacing entry old (nil if none), is kept in the index: it is small, and
+// the index stays within its part of the budget (or does not grow).
+func (m *Mirror) fitsInline(key string, st *state, n int, old *entry) bool {
+	if n > m.opts.InlineLimit {
+		return false
 	}
-	if st.hasValue {
-		ne.digest = RowHash(key, st.version, st.expires, st.value)
+	size := entryHeader + len(key) + n
+	if st.xid != 0 {
+		size += 8
 	}
-	if own {
-		ne.echo = st.xid
+	if st.expires != NoExpiry {
+		size += 8
 	}
+	grow := int64(allocSize((size + 7) &^ 7))
+	if old != nil {
+		grow -= old.allocBytes()
+	}
+	return grow <= 0 || m.ix.bytes()+grow <= m.inlineBudget
+}
+
+// newInline returns an entry of key in state st holding its value inline.
+func newInline(key string, st *state) *entry {
+	e := newEntry(key, st.version, st.expires, st.xid, len(st.value), flagInline)
+	copy(e.rest(len(key) + len(st.value))[len(key):], st.value)
+	e.size = uint32(len(st.value))
+	return e
+}
+
+// setLocked installs st for key (whose hash is h), replacing e (which may be
+// nil or a tombstone); sh.mu is held. It returns the new entry. A small
+// value goes into the entry; a larger one (or one the index has no room
+// for) into the value cache.
+func (m *Mirror) setLocked(sh *shard, h uint64, key string, e *entry, st state, own bool) *entry {
+	inline := st.hasValue && m.fitsInline(key, &st, len(st.value), e)
+	var ne *entry
+	if inline {
+		ne = newInline(key, &st)
+	} else {
+		ne = newEntry(key, st.version, st.expires, st.xid, digestLen, 0)
+		ne.size = uint32(len(st.value))
+	}
+	wasCached := cachedValue(e)
 	if e != nil {
 		ne.seen = e.seen
-		if e.deleted {
+		if e.deleted() {
 			m.tombs.Add(-1)
 		} else {
 			m.entries.Add(-1)
-			m.keyBytes.Add(-int64(len(key)))
 		}
 	}
-	sh.m[key] = ne
+	sh.put(m.ix, h, ne)
 	m.entries.Add(1)
-	m.keyBytes.Add(int64(len(key)))
-	if st.hasValue {
-		data := make([]byte, len(st.value))
-		copy(data, st.value)
-		m.storeValue(key, ne.digest, data)
+	if own {
+		sh.setEcho(ne, st.xid)
+	}
+	switch {
+	case st.hasValue && !inline:
+		d := RowHash(key, st.version, st.expires, st.value)
+		ne.setDigest(d)
+		m.storeValue(key, d, bytes.Clone(st.value))
+	case wasCached:
+		m.values.Del(key) // the old state's value, no longer reachable
+	}
+	if !inline {
+		m.makeRoom(sh)
 	}
 	return ne
 }
 
-// deleteLocked removes key. While a reload is in flight it leaves a
-// tombstone, so the reload's snapshot cannot bring the key back; after this
-// sidecar's own delete it leaves one until the echo arrives, so older
-// notifications cannot bring it back either.
-func (m *Mirror) deleteLocked(sh *shard, key string, e *entry, xid uint64, version int64, rl *reloadState, own bool) {
-	if e != nil && !e.deleted {
+// makeRoom moves values held in sh's entries to the value cache while the
+// index is over its part of the budget: a key must stay in the index, its
+// value need not. A clock hand walks the shard's slots from where it last
+// stopped, so the values moved are an arbitrary sample, and the value
+// cache's policy decides which of them stay. sh.mu is held for writing.
+func (m *Mirror) makeRoom(sh *shard) {
+	const maxMoved, maxScanned = 4, 64
+	t := &sh.t
+	for scanned, moved := 0, 0; scanned < maxScanned && moved < maxMoved && t.n > 0 && m.ix.bytes() > m.inlineBudget; scanned++ {
+		if sh.hand++; sh.hand >= len(t.slots) {
+			sh.hand = 0
+		}
+		if e := t.slots[sh.hand]; t.tags[sh.hand] != 0 && e.inline() {
+			m.evictInline(sh, e)
+			moved++
+		}
+	}
+}
+
+// evictInline replaces inline entry e by one whose value is in the value
+// cache; sh.mu is held for writing.
+func (m *Mirror) evictInline(sh *shard, e *entry) {
+	key, value := e.key(), e.value()
+	ne := newEntry(key, e.version, e.expires(), e.xid(), digestLen, 0)
+	ne.size, ne.owned, ne.seen = e.size, e.owned, e.seen
+	ne.meta.Or(e.meta.Load() & (flagEcho | flagAccessed | flagExpiredSent))
+	d := RowHash(key, e.version, e.expires(), value)
+	ne.setDigest(d)
+	sh.put(m.ix, keyHash(key), ne)
+	m.storeValue(ne.key(), d, bytes.Clone(value))
+	m.stats.inlineEvicted.Add(1)
+}
+
+// installValue gives e, a present entry whose value is not inline, the
+// value of its state (digest d): in the index if it fits there now, else in
+// the value cache (retain: the value may be kept as is, not copied). sh.mu
+// is held for writing. It returns the entry now in the index.
+func (m *Mirror) installValue(sh *shard, h uint64, e *entry, value []byte, d uint64, retain bool) *entry {
+	key := e.key()
+	st := state{version: e.version, expires: e.expires(), xid: e.xid(), value: value, hasValue: true}
+	if m.fitsInline(key, &st, len(value), e) {
+		old := e.digest()
+		ne := newInline(key, &st)
+		ne.owned, ne.seen = e.owned, e.seen
+		ne.meta.Or(e.meta.Load() & (flagEcho | flagAccessed | flagExpiredSent))
+		sh.put(m.ix, h, ne)
+		if old != 0 {
+			m.values.Del(ne.key())
+		}
+		return ne
+	}
+	e.setDigest(d)
+	e.size = uint32(len(value))
+	if !retain {
+		value = bytes.Clone(value)
+	}
+	m.storeValue(key, d, value)
+	return e
+}
+
+// deleteLocked removes key (whose hash is h). While a reload is in flight
+// it leaves a tombstone, so the reload's snapshot cannot bring the key
+// back; after this sidecar's own delete it leaves one until the echo
+// arrives, so older notifications cannot bring it back either.
+func (m *Mirror) deleteLocked(sh *shard, h uint64, key string, e *entry, xid uint64, version int64, rl *reloadState, own bool) {
+	if cachedValue(e) {
+		m.values.Del(key)
+	}
+	if e != nil && !e.deleted() {
 		m.entries.Add(-1)
-		m.keyBytes.Add(-int64(len(key)))
 	}
 	if rl == nil && !own {
 		if e != nil {
-			if e.deleted {
+			if e.deleted() {
 				m.tombs.Add(-1)
 			}
-			delete(sh.m, key)
+			sh.remove(m.ix, e, h)
 		}
 		return
 	}
-	if e == nil || !e.deleted {
+	if e == nil || !e.deleted() {
 		m.tombs.Add(1)
 	}
-	seen := uint32(0)
+	ne := newEntry(key, version, NoExpiry, xid, 0, flagDeleted)
 	if e != nil {
-		seen = e.seen
+		ne.seen = e.seen
 	}
-	ne := &entry{version: version, xid: xid, deleted: true, seen: seen}
+	sh.put(m.ix, h, ne)
 	if own {
-		ne.echo = xid
+		sh.setEcho(ne, xid)
 	}
-	sh.m[key] = ne
 }
 
 // applyTruncate deletes every key.
@@ -274,22 +396,24 @@ func (m *Mirror) applyTruncate(xid uint64, rl *reloadState) {
 			m.keyEvent(k, EventDel)
 		}
 	}()
+	var all []*entry
 	for i := range m.ix.shards {
 		sh := &m.ix.shards[i]
 		sh.mu.Lock()
-		for key, e := range sh.m {
-			if e.echo != 0 && e.echo != xid || rl != nil && e.owned == rl.epoch && rl.sees(xid) {
+		all = sh.entries(all[:0])
+		for _, e := range all {
+			if echo := sh.echoOf(e); echo != 0 && echo != xid || rl != nil && e.owned == rl.epoch && rl.sees(xid) {
 				continue // newer than the truncate, as in applyChange
 			}
-			if e.deleted {
+			key := e.key()
+			if e.deleted() {
 				if rl == nil {
-					delete(sh.m, key)
+					sh.remove(m.ix, e, keyHash(key))
 					m.tombs.Add(-1)
 				}
 				continue
 			}
-			m.deleteLocked(sh, key, e, xid, e.version, rl, false)
-			m.values.Del(key)
+			m.deleteLocked(sh, keyHash(key), key, e, xid, e.version, rl, false)
 			deleted = append(deleted, key)
 		}
 		sh.mu.Unlock()
@@ -297,11 +421,17 @@ func (m *Mirror) applyTruncate(xid uint64, rl *reloadState) {
 	m.stats.applied[opIndex(OpTruncate)].Add(1)
 }
 
+// valueCost is what a value of n bytes costs the value cache: its
+// allocation, and about 190 bytes of ristretto's per item (its store and
+// policy maps, and our valueItem; measured with ristretto v2.4).
+func valueCost(n int) int64 { return int64(allocSize(n) + valueItemOverhead) }
+
 // storeValue puts a value into the cache. A Set of a new key is
 // asynchronous and may be dropped; the index decides what is current, and a
 // missing value is fetched again.
 func (m *Mirror) storeValue(key string, digest uint64, data []byte) {
-	if !m.values.Set(key, &valueItem{digest: digest, data: data}, int64(len(data)+len(key)+valueItemOverhead)) {
+	m.valueSets.Add(1)
+	if !m.values.Set(key, &valueItem{digest: digest, data: data}, valueCost(len(data))) {
 		m.stats.setsDropped.Add(1)
 	}
 }

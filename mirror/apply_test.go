@@ -31,11 +31,11 @@ func (m *Mirror) state(t *testing.T, key string) string {
 	if !l.Found {
 		return "<absent>"
 	}
-	it, ok := m.values.Get(key)
-	if !ok || it.digest != l.digest {
+	v, ok := m.heldValue(key, l)
+	if !ok {
 		return "<no value>"
 	}
-	return string(it.data)
+	return string(v)
 }
 
 func TestApplyWriteBeforeEcho(t *testing.T) {

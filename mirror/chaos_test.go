@@ -20,7 +20,7 @@ func TestChaos(t *testing.T) {
 	}
 	srv := pgtest.New(t)
 	dsn := srv.CreateDB(t)
-	db := testdb.Migrate(t, dsn)
+	testdb.Migrate(t, dsn)
 	sidecars := []*sidecar{
 		start(t, dsn, mirror.Options{}),
 		start(t, dsn, mirror.Options{ReloadInterval: 3 * time.Second}),
@@ -47,7 +47,7 @@ func TestChaos(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	db = testdb.Open(t, dsn)
+	db := testdb.Open(t, dsn) // after the restart
 	for _, s := range sidecars {
 		s.converges(t, db, 30*time.Second)
 	}

@@ -38,7 +38,8 @@ func (c *clock) sample(ctx context.Context, src Source, fresh bool) (time.Durati
 }
 
 // clockLoop measures the clock at start and every ClockInterval (best of a
-// few samples each time); it also keeps the value budget up to date.
+// few samples each time); it also keeps the value budget and the
+// collector's target up to date.
 func (m *Mirror) clockLoop(ctx context.Context) {
 	measure := func() {
 		for i := 0; i < 3; i++ {
@@ -60,6 +61,7 @@ func (m *Mirror) clockLoop(ctx context.Context) {
 		case <-t.C:
 			measure()
 			m.updateBudget()
+			m.tuneGC()
 		}
 	}
 }
@@ -76,9 +78,9 @@ func (m *Mirror) MeasureClock(ctx context.Context) error {
 	return err
 }
 
-// IndexBytes estimates the memory of the key index.
+// IndexBytes estimates the memory of the key index, with the values it holds.
 func (m *Mirror) IndexBytes() int64 {
-	return m.keyBytes.Load() + (m.entries.Load()+m.tombs.Load())*entryOverhead
+	return m.ix.bytes()
 }
 
 // updateBudget gives the value cache what the index leaves of MaxMemory.

@@ -21,8 +21,9 @@ const (
 	DefaultClockInterval  = 30 * time.Second
 	DefaultRangeReloadMin = 10000
 	DefaultNegativeTTL    = 2 * time.Second
+	DefaultInlineLimit    = 1024
 	minValueBudget        = 1 << 20
-	valueItemOverhead     = 48
+	valueItemOverhead     = 190
 	prefetchBatch         = 500
 	prefetchQueue         = 65536
 	reloadProgressLogging = 5 * time.Second
@@ -58,6 +59,19 @@ func (s State) String() string {
 type Options struct {
 	// MaxMemory bounds values and the key index together.
 	MaxMemory int64
+	// InlineLimit: values of at most this many bytes are kept in the key
+	// index itself rather than in the value cache, as long as the index
+	// stays within seven eighths of MaxMemory; beyond that, new small
+	// values go to the value cache (which evicts), and so do values the
+	// index held if new keys need the room. A value in the index is
+	// readable the moment its change is applied, and costs no cache item
+	// (about 190 bytes each). 0 means DefaultInlineLimit; negative, never.
+	InlineLimit int
+	// ManageGC lets the mirror set the process's garbage collector target
+	// (as GOGC would) from the memory it holds, so that the heap stays near
+	// 1.25x of it rather than 2x; unless the GOGC environment variable is
+	// set. For the sidecar process, which the mirror's memory dominates.
+	ManageGC bool
 	// MaxStaleness is how long the listener may be down before StaleError applies.
 	MaxStaleness time.Duration
 	// StaleError makes reads fail with ErrStale past MaxStaleness (--stale-reads=error).
@@ -121,6 +135,9 @@ func (o *Options) setDefaults() {
 	if o.MaxMemory <= 0 {
 		o.MaxMemory = DefaultMaxMemory
 	}
+	if o.InlineLimit == 0 {
+		o.InlineLimit = DefaultInlineLimit
+	}
 	if o.MaxStaleness <= 0 {
 		o.MaxStaleness = DefaultMaxStaleness
 	}
@@ -150,18 +167,19 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// valueItem is what the value cache holds: a value and its RowHash, which
-// ties it to the index state it belongs to. Identity by content (not by
-// which Set came last) matters because ristretto may keep the first of two
-// quick Sets of a new key.
+// valueItem is what the value cache holds for a value the index does not:
+// the value and its RowHash, which ties it to the index state it belongs
+// to. Identity by content (not by which Set came last) matters because
+// ristretto may keep the first of two quick Sets of a new key.
 type valueItem struct {
 	digest uint64
 	data   []byte
 }
 
 // Mirror is the in-memory mirror of cache_entries: a key index that is the
-// authority on existence, version and expiry, and a bounded value cache.
-// Changes reach it from the notification stream (Apply, in commit order),
+// authority on existence, version and expiry, and holds small values itself
+// (see Options.InlineLimit), and a bounded value cache (ristretto) for the
+// others; the two share MaxMemory. Changes reach it from the notification stream (Apply, in commit order),
 // from reloads (Reload) and from this sidecar's own writes (ApplyWrite).
 type Mirror struct {
 	opts   Options
@@ -180,7 +198,11 @@ type Mirror struct {
 	reload   atomic.Pointer[reloadState]
 	entries  atomic.Int64 // live keys in the index
 	tombs    atomic.Int64 // tombstones in the index
-	keyBytes atomic.Int64 // key bytes in the index
+	// valueSets counts values given to the value cache, so that applying
+	// a batch waits for ristretto only when it gave it one.
+	valueSets atomic.Int64
+	// inlineBudget is what the index may grow to by keeping values in it.
+	inlineBudget int64
 
 	// Readers check readiness on every read: lock-free copies of the state
 	// (written under stateMu).
@@ -202,6 +224,7 @@ type Mirror struct {
 	cancel       context.CancelFunc
 	wg           sync.WaitGroup
 	lastMaxCost  atomic.Int64
+	gcPercent    atomic.Int64  // the collector's target the mirror set last (ManageGC)
 	streamEpoch  atomic.Uint64 // bumped when the stream lost notifications (reconnect, overflow)
 	reloadLogger hclog.Logger
 }
@@ -210,10 +233,16 @@ type Mirror struct {
 func New(src Source, opts Options) (*Mirror, error) {
 	opts.setDefaults()
 	budget := max(opts.MaxMemory, minValueBudget)
+	// The admission sketch costs about 3 bytes a counter (more when a
+	// reset touches it all). About ten counters per item expected at ~100
+	// bytes a value when every value is cached here; values kept in the
+	// index are not, and a few counters per cached item suffice.
+	counters := budget / 40
+	if opts.InlineLimit > 0 {
+		counters = budget / 256
+	}
 	values, err := ristretto.NewCache(&ristretto.Config[string, *valueItem]{
-		// About ten counters per item expected at ~100 bytes a value, capped
-		// so the admission sketch stays a few percent of the budget.
-		NumCounters: max(budget/40, 1000),
+		NumCounters: max(counters, 1000),
 		MaxCost:     budget,
 		BufferItems: 64,
 		Metrics:     true,
@@ -234,6 +263,9 @@ func New(src Source, opts Options) (*Mirror, error) {
 		prefetchCh: make(chan string, prefetchQueue),
 		resyncCh:   make(chan string, 1),
 	}
+	// The index keeps values only within seven eighths of the budget: the
+	// rest stays for the value cache (values above InlineLimit).
+	m.inlineBudget = max(opts.MaxMemory-max(opts.MaxMemory/8, minValueBudget), 0)
 	m.reloadLogger = m.log.Named("reload")
 	m.lastMaxCost.Store(budget)
 	m.ctx, m.cancel = context.WithCancel(context.Background())

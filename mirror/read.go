@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"slices"
@@ -19,26 +20,36 @@ type Lookup struct {
 	Expires int64 // epoch microseconds, or NoExpiry
 	Size    int   // value length
 	digest  uint64
+	value   []byte // the value when the index holds it (non-nil then)
 }
 
 // lookup reads the index; expired and deleted keys are not found (but for
 // --serve-stale). It never queries Postgres. touch marks a read access.
 func (m *Mirror) lookup(key string, now int64, touch bool) Lookup {
-	sh := m.ix.shard(key)
+	sh, h := m.ix.shard(key)
 	sh.mu.RLock()
-	e := sh.m[key]
+	e := sh.get(key, h)
 	var l Lookup
+	var expires int64
+	if e != nil {
+		expires = e.expires()
+	}
 	switch {
-	case e == nil || e.deleted:
+	case e == nil || e.deleted():
 		if until, ok := sh.negs[key]; ok && until > now {
 			l.Absent = true
 		}
-	case e.expires > now || m.servesStale(key, e.expires, now):
-		l = Lookup{Found: true, Version: e.version, Expires: e.expires, Size: e.size, digest: e.digest}
-		if touch && !e.accessed.Load() {
-			e.accessed.Store(true)
+	case expires > now || m.servesStale(key, expires, now):
+		l = Lookup{Found: true, Version: e.version, Expires: expires, Size: int(e.size)}
+		if e.inline() {
+			l.value = e.value()
+		} else {
+			l.digest = e.digest()
 		}
-	case m.opts.OnKeyEvent != nil && !e.expiredSent.Load() && e.expiredSent.CompareAndSwap(false, true):
+		if touch {
+			e.markAccessed()
+		}
+	case m.opts.OnKeyEvent != nil && e.meta.Load()&flagExpiredSent == 0 && e.meta.Or(flagExpiredSent)&flagExpiredSent == 0:
 		sh.mu.RUnlock()
 		m.keyEvent(key, EventExpired)
 		return l
@@ -59,10 +70,10 @@ func (m *Mirror) servesStale(key string, expires, now int64) bool {
 // changes. Memory is bounded: when a shard holds too many, it forgets some.
 func (m *Mirror) RememberAbsent(key string, ttl time.Duration) {
 	until := m.clock.dbNow() + ttl.Microseconds()
-	sh := m.ix.shard(key)
+	sh, h := m.ix.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if e := sh.m[key]; e != nil && !e.deleted {
+	if e := sh.get(key, h); e != nil && !e.deleted() {
 		return // it exists after all
 	}
 	if len(sh.negs) >= maxNegativePerShard {
@@ -81,12 +92,13 @@ func (m *Mirror) TakeAccessed() []string {
 	for i := range m.ix.shards {
 		sh := &m.ix.shards[i]
 		sh.mu.RLock()
-		for k, e := range sh.m {
-			if e.accessed.Load() {
-				e.accessed.Store(false)
-				keys = append(keys, k)
+		sh.t.all(func(e *entry) bool {
+			if e.meta.Load()&flagAccessed != 0 {
+				e.meta.And(^flagAccessed)
+				keys = append(keys, e.key())
 			}
-		}
+			return true
+		})
 		sh.mu.RUnlock()
 	}
 	return keys
@@ -131,9 +143,9 @@ func (m *Mirror) Get(ctx context.Context, key string) (value []byte, found bool,
 			m.stats.misses.Add(1)
 			return nil, false, nil
 		}
-		if it, ok := m.values.Get(key); ok && l.digest != 0 && it.digest == l.digest {
+		if v, ok := m.heldValue(key, l); ok {
 			m.stats.hits.Add(1)
-			return it.data, true, nil
+			return v, true, nil
 		}
 		v, ok, err := m.fetchValue(ctx, key, l)
 		if err != nil {
@@ -149,6 +161,18 @@ func (m *Mirror) Get(ctx context.Context, key string) (value []byte, found bool,
 			return nil, false, err
 		}
 	}
+}
+
+// heldValue returns the value of the state l found, if the mirror holds
+// it: in the index, or in the value cache under the state's digest.
+func (m *Mirror) heldValue(key string, l Lookup) ([]byte, bool) {
+	if l.value != nil {
+		return l.value, true
+	}
+	if it, ok := m.values.Get(key); ok && l.digest != 0 && it.digest == l.digest {
+		return it.data, true
+	}
+	return nil, false
 }
 
 // load computes an absent key with its loader: once however many readers
@@ -217,19 +241,24 @@ func (m *Mirror) fetchRows(ctx context.Context, keys []string) ([]Row, error) {
 // that state. A fetched row never changes the index: only the stream,
 // reloads and this sidecar's writes do, so fetches cannot reorder states.
 func (m *Mirror) installFetched(r Row) ([]byte, bool) {
-	sh := m.ix.shard(r.Key)
+	sh, h := m.ix.shard(r.Key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := sh.m[r.Key]
-	if e == nil || e.deleted || e.version != r.Version || e.expires != r.Expires {
+	e := sh.get(r.Key, h)
+	if e == nil || e.deleted() || e.version != r.Version || e.expires() != r.Expires {
 		return nil, false
 	}
-	d := RowHash(r.Key, r.Version, r.Expires, r.Value)
-	if e.digest != 0 && e.digest != d {
+	if e.inline() { // the index holds this state's value already
+		if v := e.value(); bytes.Equal(v, r.Value) {
+			return v, true
+		}
 		return nil, false // same version, other bytes: written with triggers disabled; a reload corrects it
 	}
-	e.digest, e.size = d, len(r.Value)
-	m.storeValue(r.Key, d, r.Value)
+	d := RowHash(r.Key, r.Version, r.Expires, r.Value)
+	if ed := e.digest(); ed != 0 && ed != d {
+		return nil, false // as above
+	}
+	m.installValue(sh, h, e, r.Value, d, true)
 	return r.Value, true
 }
 
@@ -290,12 +319,13 @@ func (m *Mirror) Range(fn func(key string, l Lookup) bool) {
 	for i := range m.ix.shards {
 		sh := &m.ix.shards[i]
 		sh.mu.RLock()
-		keys := make([]string, 0, len(sh.m))
-		for k, e := range sh.m {
-			if !e.deleted && e.expires > now {
-				keys = append(keys, k)
+		keys := make([]string, 0, sh.t.n)
+		sh.t.all(func(e *entry) bool {
+			if !e.deleted() && e.expires() > now {
+				keys = append(keys, e.key())
 			}
-		}
+			return true
+		})
 		sh.mu.RUnlock()
 		for _, k := range keys {
 			if l := m.lookup(k, now, false); l.Found && !fn(k, l) {
@@ -334,15 +364,17 @@ func (m *Mirror) Scan(cursor uint64, count int, match func(key string) bool) (ui
 	for shardIdx := int(cursor >> 58); shardIdx < shardCount; shardIdx, after = shardIdx+1, 0 {
 		sh := &m.ix.shards[shardIdx]
 		sh.mu.RLock()
-		rest := make([]kp, 0, len(sh.m))
-		for k, e := range sh.m {
-			if e.deleted || e.expires <= now {
-				continue
+		rest := make([]kp, 0, sh.t.n)
+		sh.t.all(func(e *entry) bool {
+			if e.deleted() || e.expires() <= now {
+				return true
 			}
+			k := e.key()
 			if p := scanPos(k); p > after {
 				rest = append(rest, kp{k, p})
 			}
-		}
+			return true
+		})
 		sh.mu.RUnlock()
 		slices.SortFunc(rest, func(a, b kp) int { return cmp.Compare(a.pos, b.pos) })
 		for i, r := range rest {

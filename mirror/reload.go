@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"bytes"
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
@@ -73,7 +74,11 @@ func (m *Mirror) reloadWith(ctx context.Context, reason string, ranges int) (Rel
 	log.Debug("reload started")
 
 	estimate, _ := m.src.EstimateRows(ctx)
+	if initial && estimate > 0 {
+		m.ix.reserve(min(estimate, m.opts.MaxMemory/64))
+	}
 	progress := time.Now()
+	sets := m.valueSets.Load()
 	visible := func(v Visibility) {
 		rl.vis.Store(&v)
 		if h := m.opts.Hooks.AfterSnapshotVisible; h != nil {
@@ -87,8 +92,13 @@ func (m *Mirror) reloadWith(ctx context.Context, reason string, ranges int) (Rel
 			m.keyEvent(r.Key, EventSet)
 		}
 		if res.Rows%4096 == 0 {
-			if initial {
+			if initial && m.valueSets.Load() != sets {
 				m.values.Wait() // let the value cache absorb the load instead of dropping sets
+				sets = m.valueSets.Load()
+			}
+			if res.Rows%65536 == 0 {
+				m.updateBudget()
+				m.tuneGC() // as the index grows
 			}
 			if time.Since(progress) >= reloadProgressLogging {
 				progress = time.Now()
@@ -146,6 +156,7 @@ func (m *Mirror) reloadWith(ctx context.Context, reason string, ranges int) (Rel
 	m.reload.CompareAndSwap(rl, nil)
 	m.values.Wait()
 	m.updateBudget()
+	m.tuneGC()
 	res.Duration = time.Since(start)
 	m.finishReload(res)
 	if m.opts.OnLoadersChanged != nil {
@@ -178,31 +189,41 @@ func logProgress(log hclog.Logger, rows, estimate int64, elapsed time.Duration) 
 // the index had to change (drift, unless this is the first load).
 func (m *Mirror) mergeRow(rl *reloadState, r Row) bool {
 	vis := rl.vis.Load()
-	sh := m.ix.shard(r.Key)
+	sh, h := m.ix.shard(r.Key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := sh.m[r.Key]
+	e := sh.get(r.Key, h)
 	if e != nil {
 		e.seen = rl.epoch
-		if e.echo != 0 && vis.Sees(e.echo) {
-			e.echo = 0 // the snapshot includes our write; its echo may have been lost
+		if echo := sh.echoOf(e); echo != 0 && vis.Sees(echo) {
+			sh.clearEcho(e) // the snapshot includes our write; its echo may have been lost
 		}
-		if e.xid != 0 && !vis.Sees(e.xid) {
+		if x := e.xid(); x != 0 && !vis.Sees(x) {
 			return false // the stream (or our write) delivered a newer state
 		}
-		if !e.deleted && e.version == r.Version && e.expires == r.Expires {
-			h := RowHash(r.Key, r.Version, r.Expires, r.Value)
-			if e.digest == 0 { // a fetch marker whose value was never seen: take it
-				e.digest, e.size = h, len(r.Value)
-				m.storeValue(r.Key, h, append([]byte(nil), r.Value...))
-			}
-			if e.digest == h {
-				e.owned = rl.epoch
-				return false
+		if !e.deleted() && e.version == r.Version && e.expires() == r.Expires {
+			if e.inline() {
+				// The same state if the same bytes: what comparing RowHash
+				// would conclude, without hashing.
+				if bytes.Equal(e.value(), r.Value) {
+					e.owned = rl.epoch
+					return false
+				}
+			} else {
+				d := RowHash(r.Key, r.Version, r.Expires, r.Value)
+				if e.digest() == 0 { // a fetch marker whose value was never seen: take it
+					e = m.installValue(sh, h, e, r.Value, d, false)
+					e.owned = rl.epoch
+					return false
+				}
+				if e.digest() == d {
+					e.owned = rl.epoch
+					return false
+				}
 			}
 		}
 	}
-	ne := m.setLocked(sh, r.Key, e, state{version: r.Version, expires: r.Expires, value: r.Value, hasValue: true}, false)
+	ne := m.setLocked(sh, h, r.Key, e, state{version: r.Version, expires: r.Expires, value: r.Value, hasValue: true}, false)
 	ne.owned, ne.seen = rl.epoch, rl.epoch
 	return true
 }
@@ -216,28 +237,35 @@ func (m *Mirror) sweep(rl *reloadState, ranges int, picked map[int]bool) int64 {
 	vis := rl.vis.Load()
 	var removed int64
 	var gone []string
+	var drop []*entry
 	for i := range m.ix.shards {
 		sh := &m.ix.shards[i]
 		sh.mu.Lock()
-		for key, e := range sh.m {
-			if e.echo != 0 && vis.Sees(e.echo) {
-				e.echo = 0
+		drop = drop[:0]
+		sh.t.all(func(e *entry) bool {
+			if echo := sh.echoOf(e); echo != 0 && vis.Sees(echo) {
+				sh.clearEcho(e)
 			}
 			switch {
-			case e.deleted:
-				if e.echo == 0 {
-					delete(sh.m, key)
+			case e.deleted():
+				if sh.echoOf(e) == 0 {
+					drop = append(drop, e)
 					m.tombs.Add(-1)
 				}
-			case e.seen != rl.epoch && (e.xid == 0 || vis.Sees(e.xid)) &&
-				(ranges == 0 || picked[Bucket(key, ranges)]):
-				delete(sh.m, key)
+			case e.seen != rl.epoch && (e.xid() == 0 || vis.Sees(e.xid())) &&
+				(ranges == 0 || picked[Bucket(e.key(), ranges)]):
+				drop = append(drop, e)
 				m.entries.Add(-1)
-				m.keyBytes.Add(-int64(len(key)))
-				m.values.Del(key)
+				if cachedValue(e) {
+					m.values.Del(e.key())
+				}
 				removed++
-				gone = append(gone, key)
+				gone = append(gone, e.key())
 			}
+			return true
+		})
+		for _, e := range drop {
+			sh.remove(m.ix, e, keyHash(e.key()))
 		}
 		sh.mu.Unlock()
 	}
@@ -252,14 +280,20 @@ func (m *Mirror) abandonReload(rl *reloadState) {
 	if !m.reload.CompareAndSwap(rl, nil) {
 		return
 	}
+	var drop []*entry
 	for i := range m.ix.shards {
 		sh := &m.ix.shards[i]
 		sh.mu.Lock()
-		for key, e := range sh.m {
-			if e.deleted && e.echo == 0 {
-				delete(sh.m, key)
-				m.tombs.Add(-1)
+		drop = drop[:0]
+		sh.t.all(func(e *entry) bool {
+			if e.deleted() && sh.echoOf(e) == 0 {
+				drop = append(drop, e)
 			}
+			return true
+		})
+		for _, e := range drop {
+			sh.remove(m.ix, e, keyHash(e.key()))
+			m.tombs.Add(-1)
 		}
 		sh.mu.Unlock()
 	}

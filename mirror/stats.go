@@ -12,6 +12,7 @@ type counters struct {
 	batches, skipped     atomic.Int64
 	applied              [5]atomic.Int64 // by opIndex
 	setsDropped          atomic.Int64
+	inlineEvicted        atomic.Int64
 	reloads              atomic.Int64
 	reloadFailures       atomic.Int64
 	drift                atomic.Int64
@@ -37,7 +38,8 @@ type Stats struct {
 	State          State
 	Entries        int64 // present keys in the index
 	Tombstones     int64 // per-key delete markers held for a reload in flight or an echo
-	IndexBytes     int64 // estimated memory of the key index
+	IndexBytes     int64 // estimated memory of the key index, with the values it holds
+	InlineBytes    int64 // bytes of the values held in the key index (part of IndexBytes)
 	ValueBytes     int64 // cost held by the value cache
 	ValueBudget    int64 // what the value cache may hold
 	Hits, Misses   int64 // reads answered with a value / without one
@@ -47,6 +49,7 @@ type Stats struct {
 	Batches        int64 // notifications applied
 	Applied        map[string]int64
 	Skipped        int64 // notifications older than what the mirror holds
+	InlineEvicted  int64 // values moved from the key index to the value cache to stay within the budget
 	SetsDropped    int64 // value-cache sets dropped by its buffers
 	SetsRejected   int64 // value-cache sets rejected by its admission policy
 	Evicted        int64
@@ -66,6 +69,7 @@ func (m *Mirror) Stats() Stats {
 		Entries:        m.entries.Load(),
 		Tombstones:     m.tombs.Load(),
 		IndexBytes:     m.IndexBytes(),
+		InlineBytes:    m.ix.inlineBytes.Load(),
 		ValueBudget:    m.lastMaxCost.Load(),
 		Hits:           m.stats.hits.Load(),
 		Misses:         m.stats.misses.Load(),
@@ -74,6 +78,7 @@ func (m *Mirror) Stats() Stats {
 		FetchedKeys:    m.stats.fetchedKeys.Load(),
 		Batches:        m.stats.batches.Load(),
 		Skipped:        m.stats.skipped.Load(),
+		InlineEvicted:  m.stats.inlineEvicted.Load(),
 		SetsDropped:    m.stats.setsDropped.Load(),
 		Reloads:        m.stats.reloads.Load(),
 		ReloadFailures: m.stats.reloadFailures.Load(),
