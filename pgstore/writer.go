@@ -118,13 +118,13 @@ type Writer struct {
 	opts  WriterOptions
 	log   hclog.Logger
 
-	mu       sync.Mutex
-	queue    []*writeReq
-	inflight map[string]int // keys of the batches running, with their counts
-	batchesIn int           // batches running
-	closed   bool
-	wake     chan struct{} // capacity 1: something was queued, a batch ended, or Close
-	done     chan struct{} // closed when the batch loop and its batches have returned
+	mu        sync.Mutex
+	queue     []*writeReq
+	inflight  map[string]int // keys of the batches running, with their counts
+	batchesIn int            // batches running
+	closed    bool
+	wake      chan struct{} // capacity 1: something was queued, a batch ended, or Close
+	done      chan struct{} // closed when the batch loop and its batches have returned
 
 	batches, ops, unavailable, unknown atomic.Uint64
 	stuck                              atomic.Int32 // batches given up on, still running
