@@ -35,13 +35,26 @@ type manifest struct {
 	} `yaml:"metadata"`
 	Spec struct {
 		podSpec  `yaml:",inline"` // kind Pod
-		Template struct {         // kind Job
+		Template struct {         // kinds Job, DaemonSet, Deployment
+			Metadata struct {
+				Labels map[string]string `yaml:"labels"`
+			} `yaml:"metadata"`
 			Spec podSpec `yaml:"spec"`
 		} `yaml:"template"`
+		Selector *struct { // kinds DaemonSet, Deployment
+			MatchLabels map[string]string `yaml:"matchLabels"`
+		} `yaml:"selector"`
+		UpdateStrategy *struct { // kind DaemonSet
+			Type          string `yaml:"type"`
+			RollingUpdate *struct {
+				MaxUnavailable any `yaml:"maxUnavailable"`
+				MaxSurge       any `yaml:"maxSurge"`
+			} `yaml:"rollingUpdate"`
+		} `yaml:"updateStrategy"`
 	} `yaml:"spec"`
 }
 
-// pod returns the pod spec of a Pod or of a Job's template.
+// pod returns the pod spec of a Pod or of the template of a Job, DaemonSet or Deployment.
 func (m *manifest) pod() *podSpec {
 	if m.Kind == "Pod" {
 		return &m.Spec.podSpec
@@ -52,21 +65,29 @@ func (m *manifest) pod() *podSpec {
 type podSpec struct {
 	RestartPolicy   string           `yaml:"restartPolicy"`
 	SecurityContext *securityContext `yaml:"securityContext"`
-	Volumes         []struct {
-		Name     string    `yaml:"name"`
-		EmptyDir *struct{} `yaml:"emptyDir"`
-	} `yaml:"volumes"`
-	InitContainers []container `yaml:"initContainers"`
-	Containers     []container `yaml:"containers"`
+	HostNetwork     bool             `yaml:"hostNetwork"`
+	Volumes         []volume         `yaml:"volumes"`
+	InitContainers  []container      `yaml:"initContainers"`
+	Containers      []container      `yaml:"containers"`
+}
+
+type volume struct {
+	Name     string    `yaml:"name"`
+	EmptyDir *struct{} `yaml:"emptyDir"`
+	HostPath *struct {
+		Path string `yaml:"path"`
+		Type string `yaml:"type"`
+	} `yaml:"hostPath"`
 }
 
 type securityContext struct {
-	RunAsNonRoot             *bool  `yaml:"runAsNonRoot"`
-	RunAsUser                *int64 `yaml:"runAsUser"`
-	RunAsGroup               *int64 `yaml:"runAsGroup"`
-	FSGroup                  *int64 `yaml:"fsGroup"`
-	ReadOnlyRootFilesystem   *bool  `yaml:"readOnlyRootFilesystem"`
-	AllowPrivilegeEscalation *bool  `yaml:"allowPrivilegeEscalation"`
+	RunAsNonRoot             *bool   `yaml:"runAsNonRoot"`
+	RunAsUser                *int64  `yaml:"runAsUser"`
+	RunAsGroup               *int64  `yaml:"runAsGroup"`
+	FSGroup                  *int64  `yaml:"fsGroup"`
+	SupplementalGroups       []int64 `yaml:"supplementalGroups"`
+	ReadOnlyRootFilesystem   *bool   `yaml:"readOnlyRootFilesystem"`
+	AllowPrivilegeEscalation *bool   `yaml:"allowPrivilegeEscalation"`
 	Capabilities             *struct {
 		Drop []string `yaml:"drop"`
 		Add  []string `yaml:"add"`
@@ -104,6 +125,7 @@ type container struct {
 	VolumeMounts    []struct {
 		Name      string `yaml:"name"`
 		MountPath string `yaml:"mountPath"`
+		ReadOnly  bool   `yaml:"readOnly"`
 	} `yaml:"volumeMounts"`
 }
 
@@ -191,7 +213,7 @@ func byKind(ms []*manifest, kind string) []*manifest {
 
 func TestManifestKinds(t *testing.T) {
 	ms := loadManifests(t)
-	want := map[string]string{"Pod": "v1", "Job": "batch/v1"}
+	want := map[string]string{"Pod": "v1", "Job": "batch/v1", "DaemonSet": "apps/v1", "Deployment": "apps/v1"}
 	seen := map[string]bool{}
 	for _, m := range ms {
 		api, ok := want[m.Kind]
@@ -435,8 +457,12 @@ func TestSecurityContexts(t *testing.T) {
 		if len(all) == 0 {
 			t.Errorf("%s: no containers", m.file)
 		}
-		for _, c := range all {
+		for i, c := range all {
 			name := m.file + " " + c.Name
+			if m.Kind == "DaemonSet" && i < len(spec.InitContainers) && c.Name == dirSetupName {
+				checkDirSetup(t, name, &c)
+				continue
+			}
 			pod, sc := spec.SecurityContext, c.SecurityContext
 			if pod == nil {
 				pod = &securityContext{}
@@ -485,8 +511,8 @@ func TestMigrateJob(t *testing.T) {
 		t.Fatal("no Job")
 	}
 	sidecarImages := map[string]bool{}
-	for _, p := range byKind(ms, "Pod") {
-		for _, c := range p.pod().InitContainers {
+	for _, p := range append(byKind(ms, "Pod"), byKind(ms, "DaemonSet")...) {
+		for _, c := range append(slices.Clone(p.pod().InitContainers), p.pod().Containers...) {
 			if c.isPgmirror() {
 				sidecarImages[c.Image] = true
 			}

@@ -35,9 +35,7 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,8 +182,9 @@ func run(ctx context.Context, cfg config, db *sql.DB, n int) (Result, error) {
 		return res, err
 	}
 	t0 := time.Now()
-	f, err := startFleet(cfg, n)
-	defer f.stop()
+	f, err := benchutil.StartFleet(benchutil.FleetOptions{Bin: cfg.bin, DSN: cfg.dsn, Dir: cfg.dir,
+		Name: fmt.Sprintf("s%d", n)}, n)
+	defer f.Stop()
 	if err != nil {
 		return res, err
 	}
@@ -210,7 +209,7 @@ func run(ctx context.Context, cfg config, db *sql.DB, n int) (Result, error) {
 		}
 		logPhase(n, "probed", res.Probed)
 	}
-	for _, c := range f.cmds {
+	for _, c := range f.Cmds {
 		if rss, err := benchutil.ProcStatus(c.Process.Pid, "VmRSS"); err == nil {
 			res.RSSPerSidecar += rss / int64(n)
 		}
@@ -218,79 +217,8 @@ func run(ctx context.Context, cfg config, db *sql.DB, n int) (Result, error) {
 	return res, nil
 }
 
-// fleet is N running sidecars.
-type fleet struct {
-	cmds  []*exec.Cmd
-	socks []string
-	logs  []*os.File
-}
-
-// startFleet starts n sidecars, ten at a time, and waits until all are ready.
-func startFleet(cfg config, n int) (*fleet, error) {
-	f := &fleet{}
-	for i := range n {
-		sock := filepath.Join(cfg.dir, fmt.Sprintf("s%d-%d.sock", n, i))
-		logf, err := os.Create(filepath.Join(cfg.dir, fmt.Sprintf("s%d-%d.log", n, i)))
-		if err != nil {
-			return f, err
-		}
-		f.logs = append(f.logs, logf)
-		c := exec.Command(cfg.bin, "serve", "--dsn", cfg.dsn, "--socket", sock, "--http=")
-		c.Stdout, c.Stderr = logf, logf
-		if err := benchutil.Start(c); err != nil {
-			return f, err
-		}
-		f.cmds = append(f.cmds, c)
-		f.socks = append(f.socks, sock)
-		if (i+1)%10 == 0 || i == n-1 {
-			for j := i / 10 * 10; j <= i; j++ {
-				if err := benchutil.WaitReady(f.socks[j], f.cmds[j].Process, time.Now().Add(60*time.Second)); err != nil {
-					return f, fmt.Errorf("%w; see %s", err, f.logs[j].Name())
-				}
-			}
-		}
-	}
-	return f, nil
-}
-
-func (f *fleet) stop() {
-	var wg sync.WaitGroup
-	for _, c := range f.cmds {
-		wg.Add(1)
-		go func() { defer wg.Done(); benchutil.Stop(c, 10*time.Second) }()
-	}
-	wg.Wait()
-	for _, l := range f.logs {
-		l.Close()
-	}
-}
-
-// counters sums INFO counters over the fleet.
-func (f *fleet) counters() map[string]int64 {
-	sum := map[string]int64{}
-	for _, s := range f.socks {
-		c, err := benchutil.Dial(s)
-		if err != nil {
-			continue
-		}
-		if info, err := c.Info(); err == nil {
-			for _, k := range []string{"notification_queue_overflows", "fetches", "value_sets_dropped", "reloads"} {
-				v, _ := strconv.ParseInt(info[k], 10, 64)
-				sum[k] += v
-			}
-		}
-		c.Close()
-	}
-	return sum
-}
-
-func (f *fleet) cpuTicks() int64 {
-	var t int64
-	for _, c := range f.cmds {
-		t += benchutil.CPUTicks(c.Process.Pid)
-	}
-	return t
-}
+// counterKeys are the INFO counters summed over the fleet.
+var counterKeys = []string{"notification_queue_overflows", "fetches", "value_sets_dropped", "reloads"}
 
 // delivery is what the bare listener saw of one write.
 type delivery struct{ sentAt, recv int64 }
@@ -356,9 +284,9 @@ func (p *probe) begin() { p.once.Do(func() { close(p.start) }) }
 
 // phase writes at cfg.rate for warmup + d, probing every probeEvery'th
 // write of the window (0: none), and measures.
-func phase(ctx context.Context, cfg config, db *sql.DB, f *fleet, fl *floor, probeEvery int, d time.Duration) (Phase, error) {
+func phase(ctx context.Context, cfg config, db *sql.DB, f *benchutil.Fleet, fl *floor, probeEvery int, d time.Duration) (Phase, error) {
 	var ph Phase
-	n := len(f.cmds)
+	n := len(f.Cmds)
 	fl.mu.Lock()
 	fl.deliveries = map[string]delivery{}
 	fl.mu.Unlock()
@@ -367,7 +295,7 @@ func phase(ctx context.Context, cfg config, db *sql.DB, f *fleet, fl *floor, pro
 	probeCh := make([]chan *probe, n)
 	var probers sync.WaitGroup
 	for i := range n {
-		conn, err := benchutil.Dial(f.socks[i])
+		conn, err := benchutil.Dial(f.Socks[i])
 		if err != nil {
 			return ph, err
 		}
@@ -414,7 +342,7 @@ func phase(ctx context.Context, cfg config, db *sql.DB, f *fleet, fl *floor, pro
 		if cfg.infoEvery <= 0 {
 			break
 		}
-		conn, err := benchutil.Dial(f.socks[i])
+		conn, err := benchutil.Dial(f.Socks[i])
 		if err != nil {
 			return ph, err
 		}
@@ -520,11 +448,11 @@ func phase(ctx context.Context, cfg config, db *sql.DB, f *fleet, fl *floor, pro
 	for i := -warm; ctx.Err() == nil; i++ {
 		due := start.Add(time.Duration(i+warm) * interval)
 		if i == 0 {
-			c0 = f.counters()
+			c0 = f.Counters(counterKeys...)
 			fl.recording.Store(true)
 			windowStart = time.Now()
 			end = windowStart.Add(d)
-			cpu0 = f.cpuTicks()
+			cpu0 = f.CPUTicks()
 			busy0, all0 = benchutil.MachineTicks()
 		}
 		if i >= 0 && time.Now().After(end) {
@@ -541,7 +469,7 @@ func phase(ctx context.Context, cfg config, db *sql.DB, f *fleet, fl *floor, pro
 	close(jobs)
 	writers.Wait()
 	window := time.Since(windowStart)
-	cpu1 := f.cpuTicks()
+	cpu1 := f.CPUTicks()
 	busy1, all1 := benchutil.MachineTicks()
 	for _, ch := range probeCh {
 		close(ch)
@@ -554,7 +482,7 @@ func phase(ctx context.Context, cfg config, db *sql.DB, f *fleet, fl *floor, pro
 	if ctx.Err() != nil {
 		return ph, ctx.Err()
 	}
-	c1 := f.counters()
+	c1 := f.Counters(counterKeys...)
 
 	const hz = 100 // USER_HZ
 	ph.Seconds = window.Seconds()
