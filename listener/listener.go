@@ -218,41 +218,46 @@ func (l *Listener) event(ev pq.ListenerEventType, err error) {
 }
 
 // drain moves notifications from pq into the queue at once, so the
-// connection never stalls; when the queue is full it drops them and queues a
-// gap (a resync) as soon as there is room.
+// connection never stalls. When the queue is full it drops notifications
+// and owes the applier a gap (a resync): it queues the gap as soon as there
+// is room, whether or not more notifications arrive, and drops what arrives
+// meanwhile (the resync, read after the gap is taken, includes it).
 func (l *Listener) drain(in <-chan *pq.Notification, queue chan<- item) {
 	defer close(queue)
 	gap := ""
-	for n := range in {
-		if n == nil {
-			// pq reconnected: LISTEN is re-issued, but what was committed
-			// meanwhile is lost.
-			gap = "reconnected"
-		} else {
-			l.received.Add(1)
-			l.lastNotification.Store(time.Now().UnixNano())
-		}
+	for {
+		var n *pq.Notification
+		var ok bool
 		if gap != "" {
 			select {
 			case queue <- item{gap: gap}:
 				gap = ""
-			default:
-				if n != nil {
-					l.overflows.Add(1)
-				}
 				continue
+			case n, ok = <-in:
 			}
-			if n == nil {
-				continue
-			}
+		} else {
+			n, ok = <-in
+		}
+		if !ok {
+			return
+		}
+		if n == nil {
+			// pq reconnected: LISTEN is re-issued, but what was committed
+			// meanwhile is lost.
+			gap = "reconnected"
+			continue
+		}
+		l.received.Add(1)
+		l.lastNotification.Store(time.Now().UnixNano())
+		if gap != "" {
+			l.overflows.Add(1)
+			continue
 		}
 		select {
 		case queue <- item{n: n}:
 		default:
 			l.overflows.Add(1)
-			if gap == "" {
-				gap = "notification queue overflow"
-			}
+			gap = "notification queue overflow"
 		}
 	}
 }
