@@ -27,7 +27,13 @@ type UpdateRun struct {
 	// been applied: notifications are applied in commit order).
 	ConvergeMS float64 `json:"converge_ms"`
 	// PGCPUMS: Postgres CPU from the UPDATE sent until every sidecar had converged.
-	PGCPUMS       float64 `json:"postgres_cpu_ms"`
+	PGCPUMS float64 `json:"postgres_cpu_ms"`
+	// WriterCPUMS: the part of PGCPUMS the UPDATE's own backend used (the
+	// statement, its triggers, the commit); DeliveryCPUMS the rest: the
+	// listening backends reading the queue and sending to their sidecars,
+	// and the server's background processes.
+	WriterCPUMS   float64 `json:"postgres_writer_cpu_ms"`
+	DeliveryCPUMS float64 `json:"postgres_delivery_cpu_ms"`
 	Notifications int64   `json:"notifications"`
 	RecordBytes   int64   `json:"record_bytes"`
 	// Bound is ceil(record bytes / 7900) + 1, issue 10's bound for packed notifications.
@@ -71,7 +77,10 @@ type UpdateCmp struct {
 	CPURatio      float64     `json:"cpu_ratio"`          // per-row / packed (pooled session)
 	ConvergeNew   float64     `json:"converge_ratio_new"` // per-row / packed, new session
 	CPUNew        float64     `json:"cpu_ratio_new"`
-	Notes         []string    `json:"notes,omitempty"`
+	// The same for the delivery part of the CPU (see UpdateRun).
+	DeliveryRatio    float64  `json:"delivery_cpu_ratio"`
+	DeliveryRatioNew float64  `json:"delivery_cpu_ratio_new"`
+	Notes            []string `json:"notes,omitempty"`
 }
 
 func (u *UpdateCmp) median(variant string) UpdateRun {
@@ -216,11 +225,13 @@ func (e *env) updateComparison(ctx context.Context) (*UpdateCmp, error) {
 	packed, packedNew, perRow := u.median(varPacked), u.median(varPackedNew), u.median(varPerRow)
 	u.ConvergeRatio, u.CPURatio = safeDiv(perRow.ConvergeMS, packed.ConvergeMS), safeDiv(perRow.PGCPUMS, packed.PGCPUMS)
 	u.ConvergeNew, u.CPUNew = safeDiv(perRow.ConvergeMS, packedNew.ConvergeMS), safeDiv(perRow.PGCPUMS, packedNew.PGCPUMS)
+	u.DeliveryRatio = safeDiv(perRow.DeliveryCPUMS, packed.DeliveryCPUMS)
+	u.DeliveryRatioNew = safeDiv(perRow.DeliveryCPUMS, packedNew.DeliveryCPUMS)
 	return u, nil
 }
 
 func medianUpdate(runs []UpdateRun, variant string) UpdateRun {
-	var conv, stmt, cpu, notif, bytes []float64
+	var conv, stmt, cpu, wcpu, dcpu, notif, bytes []float64
 	m := UpdateRun{Variant: variant, SidecarsConverged: -1}
 	for _, r := range runs {
 		if r.Variant != variant {
@@ -229,6 +240,8 @@ func medianUpdate(runs []UpdateRun, variant string) UpdateRun {
 		conv = append(conv, r.ConvergeMS)
 		stmt = append(stmt, r.StatementMS)
 		cpu = append(cpu, r.PGCPUMS)
+		wcpu = append(wcpu, r.WriterCPUMS)
+		dcpu = append(dcpu, r.DeliveryCPUMS)
 		notif = append(notif, float64(r.Notifications))
 		bytes = append(bytes, float64(r.RecordBytes))
 		m.Rows = r.Rows
@@ -243,6 +256,7 @@ func medianUpdate(runs []UpdateRun, variant string) UpdateRun {
 		}
 	}
 	m.ConvergeMS, m.StatementMS, m.PGCPUMS = median(conv), median(stmt), median(cpu)
+	m.WriterCPUMS, m.DeliveryCPUMS = median(wcpu), median(dcpu)
 	m.Notifications, m.RecordBytes = int64(median(notif)), int64(median(bytes))
 	m.Bound = (m.RecordBytes+7899)/7900 + 1
 	return m
@@ -291,8 +305,12 @@ func (e *env) updateOnce(ctx context.Context, variant string, rep int) (UpdateRu
 	if err != nil {
 		return r, err
 	}
+	var pid int
+	if err := conn.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		return r, err
+	}
 	f0 := e.fl.stats()
-	pg0 := benchutil.PostgresTicks(e.pm)
+	pg0, w0 := benchutil.PostgresTicks(e.pm), benchutil.ProcTicks(pid)
 	t0 := time.Now()
 	res, err := conn.ExecContext(ctx, `UPDATE cache_entries
 		SET value = convert_to(rpad(key || ':' || $1 || ':', 66, 'x'), 'UTF8') WHERE key LIKE 'u:%'`, tag)
@@ -308,7 +326,7 @@ func (e *env) updateOnce(ctx context.Context, variant string, rep int) (UpdateRu
 	if err != nil {
 		return r, err
 	}
-	pg1 := benchutil.PostgresTicks(e.pm)
+	pg1, w1 := benchutil.PostgresTicks(e.pm), benchutil.ProcTicks(pid)
 	r.TimedOut = !ok
 	r.StatementMS = float64(t1.Sub(t0).Microseconds()) / 1000
 	r.ConvergeMS = float64(last-t1.UnixMicro()) / 1000
@@ -330,6 +348,8 @@ func (e *env) updateOnce(ctx context.Context, variant string, rep int) (UpdateRu
 		r.Reloads += c1[i]["reloads"] - c0[i]["reloads"]
 	}
 	r.PGCPUMS = float64(pg1-pg0) * 1000 / benchutil.ClockTicks
+	r.WriterCPUMS = float64(w1-w0) * 1000 / benchutil.ClockTicks
+	r.DeliveryCPUMS = r.PGCPUMS - r.WriterCPUMS
 	a, found := e.fl.arrival(sentinel)
 	if !found {
 		return r, fmt.Errorf("the bare listener never saw %s", sentinel)

@@ -82,6 +82,18 @@ func PostgresTicks(postmaster int) int64 {
 	return t
 }
 
+// ProcTicks is the CPU (user+system clock ticks) one live process has used;
+// 0 once it has exited.
+func ProcTicks(pid int) int64 {
+	f := procStat(strconv.Itoa(pid))
+	if f == nil {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + s
+}
+
 // PostgresProcs counts the postmaster's live child processes.
 func PostgresProcs(postmaster int) int {
 	pm := strconv.Itoa(postmaster)
