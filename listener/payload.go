@@ -164,11 +164,24 @@ func (f *fields) expiry() int64 {
 }
 
 func (f *fields) key(last bool) string {
-	b := f.bytes("key", last)
-	if f.err == nil && len(b) > 4000 {
-		f.err = fmt.Errorf("key of %d bytes exceeds 4000", len(b))
+	s := f.next("key", last)
+	if f.err != nil {
+		return ""
 	}
-	return string(b)
+	// Most keys are short: decode on the stack, then one allocation for
+	// the string.
+	var buf [128]byte
+	var dst []byte
+	if n := b64.DecodedLen(len(s)); n <= len(buf) {
+		dst = buf[:n]
+	} else {
+		dst = make([]byte, n)
+	}
+	n, err := f.decode(dst, s, "key")
+	if err == nil && n > 4000 {
+		f.err = fmt.Errorf("key of %d bytes exceeds 4000", n)
+	}
+	return string(dst[:n])
 }
 
 func (f *fields) bytes(name string, last bool) []byte {
@@ -176,14 +189,22 @@ func (f *fields) bytes(name string, last bool) []byte {
 	if f.err != nil {
 		return nil
 	}
-	b, err := b64.DecodeString(s)
-	if err == nil && strings.ContainsAny(s, "\r\n") {
+	dst := make([]byte, b64.DecodedLen(len(s)))
+	n, _ := f.decode(dst, s, name)
+	return dst[:n]
+}
+
+// decode decodes standard, padded base64 without line breaks (the
+// decoder itself skips '\r' and '\n'; records are split at '\n' already).
+func (f *fields) decode(dst []byte, s, name string) (int, error) {
+	n, err := b64.Decode(dst, []byte(s))
+	if err == nil && strings.IndexByte(s, '\r') >= 0 {
 		err = errors.New("line break inside base64")
 	}
 	if err != nil {
 		f.err = fmt.Errorf("%s: %w", name, err)
 	}
-	return b
+	return n, err
 }
 
 func (f *fields) token() string {
@@ -214,7 +235,10 @@ func parseInt(s string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%.24q is not an integer", s)
 	}
-	if strconv.FormatInt(v, 10) != s {
+	// Canonical: ParseInt took no '+', and no leading zero ("0" and "-0"
+	// aside, which only "0" is).
+	digits := strings.TrimPrefix(s, "-")
+	if s[0] == '+' || (len(digits) > 1 && digits[0] == '0') || s == "-0" {
 		return 0, fmt.Errorf("%.24q is not in canonical form", s)
 	}
 	return v, nil
