@@ -39,36 +39,82 @@ type subscription struct {
 type hub struct {
 	mu   sync.RWMutex
 	subs map[*client]*subscription
-	n    atomic.Int32 // subscribers: zero makes Publish free
+	// routes lists every channel and pattern of every subscriber, rebuilt
+	// under mu whenever one changes: publish, which runs for every change
+	// the mirror applies, walks a slice instead of maps.
+	routes []route
+	n      atomic.Int32 // subscribers: zero makes Publish free
 }
 
-// publish delivers the notifications of one key event. It never blocks: a
-// subscriber whose buffer is full is disconnected.
+// route is one channel or pattern of one subscriber.
+type route struct {
+	c       *client
+	sub     *subscription
+	name    string
+	pattern bool
+	lit     string // a pattern's literal start (before any of *?[\): a cheap first test
+}
+
+// rebuild recomputes h.routes; h.mu is held for writing.
+func (h *hub) rebuild() {
+	h.routes = h.routes[:0]
+	for c, sub := range h.subs {
+		for ch := range sub.channels {
+			h.routes = append(h.routes, route{c: c, sub: sub, name: ch})
+		}
+		for p := range sub.patterns {
+			lit := p
+			if i := strings.IndexAny(p, "*?[\\"); i >= 0 {
+				lit = p[:i]
+			}
+			h.routes = append(h.routes, route{c: c, sub: sub, name: p, pattern: true, lit: lit})
+		}
+	}
+}
+
+// publish delivers the notifications of one key event, the keyspace
+// message to every subscriber before the keyevent one, as Redis does. It
+// never blocks: a subscriber whose buffer is full is disconnected. Channel
+// names are only built for a route that can match.
 func (s *Server) publish(key, event string) {
 	h := &s.hub
 	if h.n.Load() == 0 || !strings.HasPrefix(key, s.Namespace) {
 		return
 	}
 	key = key[len(s.Namespace):]
-	space, evch := keyspacePrefix+key, keyeventPrefix+event
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	for c, sub := range h.subs {
-		if sub.channels[space] {
-			sub.send(c, message{channel: space, payload: event})
-		}
-		if sub.channels[evch] {
-			sub.send(c, message{channel: evch, payload: key})
-		}
-		for p := range sub.patterns {
-			if globMatch(p, space) {
-				sub.send(c, message{pattern: p, channel: space, payload: event})
-			}
-			if globMatch(p, evch) {
-				sub.send(c, message{pattern: p, channel: evch, payload: key})
+	for _, kind := range [2]struct{ prefix, name, payload string }{
+		{keyspacePrefix, key, event},
+		{keyeventPrefix, event, key},
+	} {
+		channel := ""
+		for i := range h.routes {
+			r := &h.routes[i]
+			if r.pattern {
+				if !hasPrefixOf2(kind.prefix, kind.name, r.lit) {
+					continue
+				}
+				if channel == "" {
+					channel = kind.prefix + kind.name
+				}
+				if globMatch(r.name, channel) {
+					r.sub.send(r.c, message{pattern: r.name, channel: channel, payload: kind.payload})
+				}
+			} else if len(r.name) == len(kind.prefix)+len(kind.name) && strings.HasPrefix(r.name, kind.prefix) &&
+				r.name[len(kind.prefix):] == kind.name {
+				r.sub.send(r.c, message{channel: r.name, payload: kind.payload})
 			}
 		}
 	}
+}
+
+// hasPrefixOf2 reports whether a+b starts with p, without building a+b.
+func hasPrefixOf2(a, b, p string) bool {
+	if len(p) <= len(a) {
+		return strings.HasPrefix(a, p)
+	}
+	return strings.HasPrefix(p, a) && strings.HasPrefix(b, p[len(a):])
 }
 
 // KeyEvent is the hook for mirror.Options.OnKeyEvent.
@@ -119,6 +165,7 @@ func (c *client) subscribe(names [][]byte, pattern bool) {
 		c.bulk(n)
 		c.integer(int64(len(sub.channels) + len(sub.patterns)))
 	}
+	h.rebuild()
 	h.mu.Unlock()
 }
 
@@ -127,6 +174,7 @@ func (c *client) unsubscribe(names [][]byte, pattern bool) {
 	h := &c.s.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	defer h.rebuild()
 	sub := h.subs[c]
 	kind := "unsubscribe"
 	if pattern {
@@ -172,6 +220,7 @@ func (c *client) leave() {
 	if ok {
 		delete(h.subs, c)
 		h.n.Add(-1)
+		h.rebuild()
 	}
 	h.mu.Unlock()
 	if ok {
