@@ -75,7 +75,7 @@ func fakeServer() *admin.Server {
 		MaxStaleness: time.Minute,
 		Version:      "v1.2.3",
 		Mirror: func() mirror.Stats {
-			return mirror.Stats{State: mirror.StateStale, Entries: 42, Tombstones: 3, IndexBytes: 5000, ValueBytes: 7000,
+			return mirror.Stats{State: mirror.StateStale, Entries: 42, Tombstones: 3, IndexBytes: 5000, InlineBytes: 2500, InlineEvicted: 4, ValueBytes: 7000,
 				ValueBudget: 1 << 20, Hits: 11, Misses: 12, Loads: 10, Fetches: 13, FetchedKeys: 14, Batches: 15,
 				Applied: map[string]int64{"set": 16, "fetch": 17, "delete": 18, "truncate": 19}, Skipped: 20,
 				SetsDropped: 21, SetsRejected: 22, Evicted: 23, Drift: 24, LastReload: time.Unix(1700000000, 0),
@@ -122,6 +122,8 @@ func TestMetricsFromSources(t *testing.T) {
 		{"pgmirror_entries", nil, 42},
 		{"pgmirror_tombstones", nil, 3},
 		{"pgmirror_index_bytes", nil, 5000},
+		{"pgmirror_index_value_bytes", nil, 2500},
+		{"pgmirror_index_values_moved_total", nil, 4},
 		{"pgmirror_value_bytes", nil, 7000},
 		{"pgmirror_value_budget_bytes", nil, 1 << 20},
 		{"pgmirror_hits_total", nil, 11},

@@ -170,7 +170,9 @@ var (
 	descLastReload    = desc("last_reload_timestamp_seconds", "Unix time of the last successful reload; absent before the first.")
 	descEntries       = desc("entries", "Keys present in the mirror.")
 	descTombstones    = desc("tombstones", "Delete markers held while a reload or fetch is in flight.")
-	descIndexBytes    = desc("index_bytes", "Estimated memory of the key index, counted against --max-memory.")
+	descIndexBytes    = desc("index_bytes", "Estimated memory of the key index, counted against --max-memory; includes the small values it holds.")
+	descInlineBytes   = desc("index_value_bytes", "Bytes of the small values held in the key index itself (part of index_bytes).")
+	descInlineEvicted = desc("index_values_moved_total", "Small values moved from the key index to the value cache to keep the index within its share of --max-memory.")
 	descValueBytes    = desc("value_bytes", "Cost of the values held by the value cache (ristretto).")
 	descValueBudget   = desc("value_budget_bytes", "What the value cache may hold: --max-memory less the key index.")
 	descSetsDropped   = desc("value_cache_sets_dropped_total", "Value-cache sets dropped by ristretto's buffers under contention (the value is fetched again when read).")
@@ -211,7 +213,7 @@ var (
 var allDescs = []*prometheus.Desc{
 	descBuildInfo, descReady, descState,
 	descHits, descMisses, descLoads, descFetches, descFetchedKeys, descNotifications, descChanges, descSkipped,
-	descDrift, descLastReload, descEntries, descTombstones, descIndexBytes, descValueBytes,
+	descDrift, descLastReload, descEntries, descTombstones, descIndexBytes, descInlineBytes, descInlineEvicted, descValueBytes,
 	descValueBudget, descSetsDropped, descSetsRejected, descEvicted, descClockLead,
 	descConnected, descDownSeconds, descReceived, descUndecodable, descOverflows, descReconnects, descLastNotifAge,
 	descClients, descConnections, descRejected, descProtocolErrors, descCommands,
@@ -280,6 +282,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descEntries, float64(st.Entries))
 		gauge(descTombstones, float64(st.Tombstones))
 		gauge(descIndexBytes, float64(st.IndexBytes))
+		gauge(descInlineBytes, float64(st.InlineBytes))
+		counter(descInlineEvicted, float64(st.InlineEvicted))
 		gauge(descValueBytes, float64(st.ValueBytes))
 		gauge(descValueBudget, float64(st.ValueBudget))
 		counter(descSetsDropped, float64(st.SetsDropped))
