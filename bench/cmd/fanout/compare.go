@@ -310,7 +310,7 @@ func (e *env) updateOnce(ctx context.Context, variant string, rep int) (UpdateRu
 		return r, err
 	}
 	f0 := e.fl.stats()
-	pg0, w0 := benchutil.PostgresTicks(e.pm), benchutil.ProcTicks(pid)
+	pg0, w0 := benchutil.PostgresNanos(e.pm), benchutil.ProcNanos(pid)
 	t0 := time.Now()
 	res, err := conn.ExecContext(ctx, `UPDATE cache_entries
 		SET value = convert_to(rpad(key || ':' || $1 || ':', 66, 'x'), 'UTF8') WHERE key LIKE 'u:%'`, tag)
@@ -326,7 +326,7 @@ func (e *env) updateOnce(ctx context.Context, variant string, rep int) (UpdateRu
 	if err != nil {
 		return r, err
 	}
-	pg1, w1 := benchutil.PostgresTicks(e.pm), benchutil.ProcTicks(pid)
+	pg1, w1 := benchutil.PostgresNanos(e.pm), benchutil.ProcNanos(pid)
 	r.TimedOut = !ok
 	r.StatementMS = float64(t1.Sub(t0).Microseconds()) / 1000
 	r.ConvergeMS = float64(last-t1.UnixMicro()) / 1000
@@ -347,8 +347,8 @@ func (e *env) updateOnce(ctx context.Context, variant string, rep int) (UpdateRu
 		r.Overflows += c1[i]["notification_queue_overflows"] - c0[i]["notification_queue_overflows"]
 		r.Reloads += c1[i]["reloads"] - c0[i]["reloads"]
 	}
-	r.PGCPUMS = float64(pg1-pg0) * 1000 / benchutil.ClockTicks
-	r.WriterCPUMS = float64(w1-w0) * 1000 / benchutil.ClockTicks
+	r.PGCPUMS = float64(pg1-pg0) / 1e6
+	r.WriterCPUMS = float64(w1-w0) / 1e6
 	r.DeliveryCPUMS = r.PGCPUMS - r.WriterCPUMS
 	a, found := e.fl.arrival(sentinel)
 	if !found {

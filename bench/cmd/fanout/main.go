@@ -127,7 +127,7 @@ func main() {
 	flag.IntVar(&cfg.connsPerSidecar, "conns-per-sidecar", 3, "Postgres connections a sidecar is assumed to hold (caps N by max_connections)")
 	flag.IntVar(&cfg.updateAt, "update-at", 10, "run the UPDATE comparison on the fleet of this many sidecars (0: skip)")
 	flag.IntVar(&cfg.updateRows, "update-rows", 10000, "rows of the UPDATE")
-	flag.IntVar(&cfg.updateReps, "update-reps", 3, "repetitions of each UPDATE variant (interleaved)")
+	flag.IntVar(&cfg.updateReps, "update-reps", 5, "repetitions of each UPDATE variant (interleaved)")
 	flag.IntVar(&cfg.groupedAt, "grouped-at", 50, "run the grouped-writes comparison on the fleet of this many sidecars (0: skip)")
 	flag.IntVar(&cfg.groupedRate, "grouped-rate", 1000, "writes per second of the grouped comparison")
 	flag.IntVar(&cfg.groupedTargets, "grouped-targets", 2, "sidecars the grouped writes go through")
