@@ -424,7 +424,7 @@ func (w *Writer) run(batch []*writeReq) {
 // grace), even when the driver would block on a dead connection.
 func (w *Writer) runBounded(batch []*writeReq) outcome {
 	if n := w.stuck.Load(); n >= maxStuck {
-		return outcome{err: fmt.Errorf("Postgres is not answering (%d earlier batches still wait for it)", n)}
+		return outcome{err: fmt.Errorf("no answer from Postgres: %d earlier batches still wait for it", n)}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), w.opts.Timeout)
 	defer cancel()
