@@ -55,30 +55,8 @@ func procStat(pid string) []string {
 // between two readings are still counted.
 func PostgresTicks(postmaster int) int64 {
 	pm := strconv.Itoa(postmaster)
-	var t int64
-	if f := procStat(pm); f != nil {
-		for _, k := range []int{11, 12, 13, 14} {
-			v, _ := strconv.ParseInt(f[k], 10, 64)
-			t += v
-		}
-	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return t
-	}
-	for _, e := range ents {
-		name := e.Name()
-		if name == "" || name[0] < '0' || name[0] > '9' || name == pm {
-			continue
-		}
-		f := procStat(name)
-		if f == nil || f[1] != pm {
-			continue
-		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		s, _ := strconv.ParseInt(f[12], 10, 64)
-		t += u + s
-	}
+	t := statTicks(pm, 11, 12) + statTicks(pm, 13, 14)
+	forChildren(pm, func(_ string, f []string) { t += fieldSum(f, 11, 12) })
 	return t
 }
 
@@ -103,39 +81,45 @@ func procNanos(pid string) int64 {
 // reaped (its cutime+cstime, in ticks).
 func PostgresNanos(postmaster int) int64 {
 	pm := strconv.Itoa(postmaster)
-	t := procNanos(pm)
-	if f := procStat(pm); f != nil {
-		for _, k := range []int{13, 14} {
-			v, _ := strconv.ParseInt(f[k], 10, 64)
-			t += v * (1e9 / ClockTicks)
-		}
-	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return t
-	}
-	for _, e := range ents {
-		name := e.Name()
-		if name == "" || name[0] < '0' || name[0] > '9' || name == pm {
-			continue
-		}
-		if f := procStat(name); f != nil && f[1] == pm {
-			t += procNanos(name)
-		}
+	t := procNanos(pm) + statTicks(pm, 13, 14)*(1e9/ClockTicks)
+	forChildren(pm, func(pid string, _ []string) { t += procNanos(pid) })
+	return t
+}
+
+// statTicks sums fields of /proc/<pid>/stat (indexes as procStat's).
+func statTicks(pid string, fields ...int) int64 { return fieldSum(procStat(pid), fields...) }
+
+// fieldSum sums fields of a procStat result (nil: 0).
+func fieldSum(f []string, fields ...int) int64 {
+	var t int64
+	for _, k := range fields {
+		v, _ := strconv.ParseInt(f[k], 10, 64)
+		t += v
 	}
 	return t
 }
 
-// PostgresProcs counts the postmaster's live child processes.
-func PostgresProcs(postmaster int) int {
-	pm := strconv.Itoa(postmaster)
-	ents, _ := os.ReadDir("/proc")
-	n := 0
+// forChildren calls fn for every live child process of pid.
+func forChildren(pid string, fn func(child string, stat []string)) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
 	for _, e := range ents {
-		if f := procStat(e.Name()); f != nil && f[1] == pm {
-			n++
+		name := e.Name()
+		if name == "" || name[0] < '0' || name[0] > '9' || name == pid {
+			continue
+		}
+		if f := procStat(name); f != nil && f[1] == pid {
+			fn(name, f)
 		}
 	}
+}
+
+// PostgresProcs counts the postmaster's live child processes.
+func PostgresProcs(postmaster int) int {
+	n := 0
+	forChildren(strconv.Itoa(postmaster), func(string, []string) { n++ })
 	return n
 }
 
