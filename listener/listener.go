@@ -39,6 +39,17 @@ type Sink interface {
 
 var _ Sink = (*mirror.Mirror)(nil)
 
+// TrySink is a Sink that can apply without waiting: TryApply applies the
+// batch and reports true, or reports false at once when the sink is busy.
+// The listener then applies a notification on the goroutine that received
+// it, when nothing is queued before it, which saves a hand-off between
+// goroutines (and often a thread wake-up) per notification.
+type TrySink interface {
+	TryApply(mirror.Batch) bool
+}
+
+var _ TrySink = (*mirror.Mirror)(nil)
+
 // Listener holds the LISTEN connection (a pq.Listener) and feeds the sink.
 // Configure the exported fields, then call Run.
 type Listener struct {
@@ -60,8 +71,11 @@ type Listener struct {
 	BeforeApply func()
 
 	received, decodeErrors, overflows, reconnects atomic.Int64
-	lastNotification                              atomic.Int64 // unix nanos
-	lagMicros                                     atomic.Int64 // latest send-to-apply lag
+	// pending counts the items in the queue or in the apply loop's hands:
+	// while it is not zero, a notification must queue behind them.
+	pending          atomic.Int64
+	lastNotification atomic.Int64 // unix nanos
+	lagMicros        atomic.Int64 // latest send-to-apply lag
 }
 
 // item is one entry of the queue between the connection and the sink.
@@ -229,11 +243,13 @@ func (l *Listener) drain(in <-chan *pq.Notification, queue chan<- item) {
 		var n *pq.Notification
 		var ok bool
 		if gap != "" {
+			l.pending.Add(1)
 			select {
 			case queue <- item{gap: gap}:
 				gap = ""
 				continue
 			case n, ok = <-in:
+				l.pending.Add(-1)
 			}
 		} else {
 			n, ok = <-in
@@ -253,47 +269,80 @@ func (l *Listener) drain(in <-chan *pq.Notification, queue chan<- item) {
 			l.overflows.Add(1)
 			continue
 		}
+		if l.applyInline(n) {
+			continue
+		}
+		l.pending.Add(1)
 		select {
 		case queue <- item{n: n}:
 		default:
+			l.pending.Add(-1)
 			l.overflows.Add(1)
 			gap = "notification queue overflow"
 		}
 	}
 }
 
+// applyInline applies n on the receiving goroutine if nothing is queued
+// before it and the sink takes it without waiting; otherwise (and for
+// anything but a well-formed notification on our channel) n goes through
+// the queue and the apply loop, which also reports decode errors.
+func (l *Listener) applyInline(n *pq.Notification) bool {
+	ts, ok := l.Sink.(TrySink)
+	if !ok || l.BeforeApply != nil || l.pending.Load() != 0 || n.Channel != Channel {
+		return false
+	}
+	b, err := Decode(n.Extra)
+	if err != nil || !ts.TryApply(b) {
+		return false
+	}
+	l.applied(b)
+	return true
+}
+
 // applyLoop decodes and applies notifications in arrival (commit) order.
 func (l *Listener) applyLoop(queue <-chan item) {
 	for it := range queue {
-		if it.gap != "" {
-			if it.gap == "reconnected" {
-				l.Sink.StreamUp(it.gap)
-			} else {
-				l.Logger.Warn("notifications lost; resyncing", "reason", it.gap)
-				l.Sink.StreamGap(it.gap)
-			}
-			continue
+		l.applyItem(it)
+		l.pending.Add(-1)
+	}
+}
+
+// applyItem hands one queued item to the sink.
+func (l *Listener) applyItem(it item) {
+	if it.gap != "" {
+		if it.gap == "reconnected" {
+			l.Sink.StreamUp(it.gap)
+		} else {
+			l.Logger.Warn("notifications lost; resyncing", "reason", it.gap)
+			l.Sink.StreamGap(it.gap)
 		}
-		if it.n.Channel != Channel {
-			continue
-		}
-		if l.BeforeApply != nil {
-			l.BeforeApply()
-		}
-		b, err := Decode(it.n.Extra)
-		if err != nil {
-			l.decodeErrors.Add(1)
-			l.Logger.Error("undecodable notification; resyncing", "error", err, "bytes", len(it.n.Extra))
-			l.Sink.StreamGap("undecodable notification")
-			continue
-		}
-		l.Sink.Apply(b)
-		if b.SentAt > 0 {
-			lag := time.Now().UnixMicro() - b.SentAt
-			l.lagMicros.Store(lag)
-			if l.OnLag != nil {
-				l.OnLag(time.Duration(lag) * time.Microsecond)
-			}
+		return
+	}
+	if it.n.Channel != Channel {
+		return
+	}
+	if l.BeforeApply != nil {
+		l.BeforeApply()
+	}
+	b, err := Decode(it.n.Extra)
+	if err != nil {
+		l.decodeErrors.Add(1)
+		l.Logger.Error("undecodable notification; resyncing", "error", err, "bytes", len(it.n.Extra))
+		l.Sink.StreamGap("undecodable notification")
+		return
+	}
+	l.Sink.Apply(b)
+	l.applied(b)
+}
+
+// applied records the lag of an applied notification.
+func (l *Listener) applied(b mirror.Batch) {
+	if b.SentAt > 0 {
+		lag := time.Now().UnixMicro() - b.SentAt
+		l.lagMicros.Store(lag)
+		if l.OnLag != nil {
+			l.OnLag(time.Duration(lag) * time.Microsecond)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -78,7 +79,7 @@ func run(t *testing.T, l *Listener) {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	poll(t, "connection", func() bool { return l.Sink.(*recorder).has("up:connected") })
+	poll(t, "connection", func() bool { return l.Sink.(interface{ has(string) bool }).has("up:connected") })
 }
 
 func TestUndecodableNotificationResyncs(t *testing.T) {
@@ -143,5 +144,83 @@ func TestListenErrorOnStandby(t *testing.T) {
 	err := (&Listener{}).listenError(&pq.Error{Message: "cannot execute LISTEN during recovery"})
 	if !strings.Contains(err.Error(), "hot standby") || !strings.Contains(err.Error(), "target_session_attrs=read-write") {
 		t.Fatalf("error %q should explain the standby and the fix", err)
+	}
+}
+
+// trySink is a recorder that also applies without waiting, refusing every
+// third TryApply (as a busy mirror does) and making every fifth queued
+// Apply slow, so that notifications take both paths and meet in the queue.
+type trySink struct {
+	recorder
+	tries, refused, slow atomic.Int64
+	order               []string // tokens in the order they were applied
+}
+
+func (s *trySink) record(b mirror.Batch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range b.Changes {
+		s.order = append(s.order, c.Token)
+	}
+}
+
+func (s *trySink) TryApply(b mirror.Batch) bool {
+	if s.tries.Add(1)%3 == 0 {
+		s.refused.Add(1)
+		return false
+	}
+	s.record(b)
+	return true
+}
+
+func (s *trySink) Apply(b mirror.Batch) {
+	if s.slow.Add(1)%5 == 0 {
+		time.Sleep(2 * time.Millisecond)
+	}
+	s.record(b)
+}
+
+// TestInlineApplyKeepsOrder: notifications applied on the receiving
+// goroutine (TryApply) and those queued when the sink was busy or others
+// were queued arrive at the sink in commit order, none twice.
+func TestInlineApplyKeepsOrder(t *testing.T) {
+	dsn, db := testdb.New(t)
+	s := &trySink{}
+	l := &Listener{DSN: dsn, Sink: s}
+	run(t, l)
+	const n = 600
+	var payloads []string
+	for i := 0; i < n; i++ {
+		payloads = append(payloads, Encode(Payload{SentAt: time.Now().UnixMicro(),
+			Changes: []mirror.Change{{Op: mirror.OpSentinel, Token: fmt.Sprintf("t%d", i)}}}))
+	}
+	// In bursts of 50 per transaction, each sent once the one before is
+	// applied: a burst starts inline, turns to the queue at the first
+	// refusal, and the rest of it queues behind.
+	applied := func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.order)
+	}
+	for i := 0; i < n; i += 50 {
+		exec(t, db, `SELECT pg_notify('pgmirror', p) FROM unnest($1::text[]) WITH ORDINALITY u(p, i) ORDER BY i`,
+			pq.Array(payloads[i:i+50]))
+		poll(t, "the burst", func() bool { return applied() >= i+50 })
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, tok := range s.order {
+		if want := fmt.Sprintf("t%d", i); tok != want {
+			t.Fatalf("notification %d applied as %s: order broken (%d applied)", i, tok, len(s.order))
+		}
+	}
+	if len(s.order) != n {
+		t.Fatalf("%d applied, want %d", len(s.order), n)
+	}
+	inline := s.tries.Load() - s.refused.Load()
+	queued := s.slow.Load()
+	t.Logf("%d applied inline, %d queued (%d refused by TryApply)", inline, queued, s.refused.Load())
+	if inline == 0 || queued == 0 || s.refused.Load() == 0 {
+		t.Fatalf("want both paths taken: %d inline, %d queued", inline, queued)
 	}
 }

@@ -11,6 +11,23 @@ import (
 func (m *Mirror) Apply(b Batch) {
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
+	m.applyLocked(b)
+}
+
+// TryApply applies b like Apply if nothing else is applying (a batch or
+// this sidecar's write) at this moment, and reports whether it did; it
+// never waits for the lock. The listener applies on the goroutine that
+// received the notification this way, and queues it when this fails.
+func (m *Mirror) TryApply(b Batch) bool {
+	if !m.applyMu.TryLock() {
+		return false
+	}
+	defer m.applyMu.Unlock()
+	m.applyLocked(b)
+	return true
+}
+
+func (m *Mirror) applyLocked(b Batch) {
 	rl := m.reload.Load()
 	sets := m.valueSets.Load()
 	for i := range b.Changes {
