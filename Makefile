@@ -29,7 +29,8 @@ e2e: ## headless-Chromium test of examples/profile: a click in one tab shows in 
 	@scripts/setup --e2e
 	$(GO) test -tags e2e -count=1 -timeout 5m -run '^TestE2E$$' -v ./examples/profile/
 
-check: ## go vet and staticcheck
+check: ## gofmt, go vet and staticcheck
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
 

@@ -231,8 +231,9 @@ func (l *Listener) event(ev pq.ListenerEventType, err error) {
 	}
 }
 
-// drain moves notifications from pq into the queue at once, so the
-// connection never stalls. When the queue is full it drops notifications
+// drain takes notifications from pq at once, so the connection never
+// stalls: it applies one itself when it can without waiting
+// (applyInline), and otherwise moves it into the queue. When the queue is full it drops notifications
 // and owes the applier a gap (a resync): it queues the gap as soon as there
 // is room, whether or not more notifications arrive, and drops what arrives
 // meanwhile (the resync, read after the gap is taken, includes it).

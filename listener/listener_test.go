@@ -153,7 +153,7 @@ func TestListenErrorOnStandby(t *testing.T) {
 type trySink struct {
 	recorder
 	tries, refused, slow atomic.Int64
-	order               []string // tokens in the order they were applied
+	order                []string // tokens in the order they were applied
 }
 
 func (s *trySink) record(b mirror.Batch) {
