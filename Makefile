@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.8.2
 .PHONY: help setup build test e2e check bench bench-quick bench-fanout bench-fanout-quick fuzz run clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: ## install what a fresh Debian machine lacks (PostgreSQL server); no-op when present
 	@scripts/setup
