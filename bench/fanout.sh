@@ -50,21 +50,10 @@ die() { echo "bench-fanout: error: $*" >&2; exit 1; }
 log() { echo "bench-fanout: $(date +%T) $*" >&2; }
 
 # --- what is needed ---------------------------------------------------------
-initdb=$(command -v initdb 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1 || true)
-[ -n "$initdb" ] || die "initdb not found; run scripts/setup"
-pgbin=$(dirname "$(readlink -f "$initdb")")
-for t in initdb pg_ctl postgres psql; do
-    [ -x "$pgbin/$t" ] || die "$t not found (looked in $pgbin); run scripts/setup"
-done
+. bench/lib.sh
+find_postgres initdb pg_ctl postgres psql
 command -v go >/dev/null 2>&1 || die "go not found on PATH"
 [ -x bin/pgmirror ] || die "bin/pgmirror missing; run make build"
-as=()
-if [ "$(id -u)" -eq 0 ]; then
-    # initdb and postgres refuse to run as root.
-    id postgres >/dev/null 2>&1 || die "running as root needs the 'postgres' user"
-    command -v runuser >/dev/null 2>&1 || die "running as root needs runuser (util-linux)"
-    as=(runuser -u postgres --)
-fi
 
 # --- the temporary directory and the cleanup ---------------------------------
 work=$(mktemp -d /tmp/pgmirror-fanout.XXXXXX)
@@ -110,27 +99,7 @@ go build -o "$work/bin/" ./bench/cmd/fanout
 
 # --- Postgres ---------------------------------------------------------------
 log "starting PostgreSQL in $work/pg (max_connections $max_connections)"
-mkdir -p "$work/pg"
-[ ${#as[@]} -eq 0 ] || chown postgres: "$work" "$work/pg"
-chmod 700 "$work/pg"
-"${as[@]}" "$pgbin/initdb" -D "$work/pg" -U postgres --auth=trust -E UTF8 --no-locale >"$work/initdb.log" 2>&1 ||
-    { cat "$work/initdb.log" >&2; die "initdb failed"; }
-port=55433
-cat >>"$work/pg/postgresql.conf" <<EOF2
-# make bench-fanout
-listen_addresses = ''
-unix_socket_directories = '$work/pg'
-port = $port
-max_connections = $max_connections
-shared_buffers = 256MB
-synchronous_commit = on
-max_wal_size = 4GB
-checkpoint_timeout = 30min
-EOF2
-"${as[@]}" "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg/server.log" -w start >/dev/null ||
-    { tail -n 20 "$work/pg/server.log" >&2; die "postgres did not start"; }
-pg_started=1
-pgconf="listen_addresses='' port=$port max_connections=$max_connections shared_buffers=256MB synchronous_commit=on fsync=on max_wal_size=4GB checkpoint_timeout=30min; other settings default"
+start_postgres "make bench-fanout" 55433 "$max_connections"
 logcmd "initdb -D \$W/pg -U postgres --auth=trust -E UTF8 --no-locale  # as the postgres user; then: $pgconf"
 dsn="host=$work/pg port=$port user=postgres dbname=fanout sslmode=disable"
 "$pgbin/psql" -X -q -v ON_ERROR_STOP=1 "host=$work/pg port=$port user=postgres dbname=postgres" -c "CREATE DATABASE fanout"
@@ -144,15 +113,8 @@ mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 pgver=$("$pgbin/postgres" --version | awk '{ print $3 }')
 {
     printf 'machine\t%s cores (%s), %s RAM, %s; PostgreSQL %s, fsync and synchronous_commit on\n' "$(nproc)" "$cpu" "$mem" "$(uname -sr)" "$pgver"
-    printf 'nproc\t%s\n' "$(nproc)"
-    printf 'cpu\t%s\n' "$cpu"
-    printf 'memory\t%s\n' "$mem"
-    printf 'kernel\t%s\n' "$(uname -sr)"
-    printf 'os\t%s\n' "$(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
-    printf 'postgres\t%s\n' "$("$pgbin/postgres" --version)"
+    machine_lines
     printf 'pgconf\t%s\n' "$pgconf"
-    printf 'go\t%s\n' "$(go version | awk '{ print $3, $4 }')"
-    printf 'pgmirror\t%s\n' "$(bin/pgmirror version 2>/dev/null | head -n 1)"
     printf 'migrations\t%s\n' "$(cd migrations && ls ./*.sql | sed 's|^\./||' | tr '\n' ' ')"
     printf 'load_start\t%s\n' "$load_start"
 } >"$res/machine.tsv"

@@ -45,26 +45,14 @@ die() { echo "bench: error: $*" >&2; exit 1; }
 log() { echo "bench: $(date +%T) $*" >&2; }
 
 # --- what is needed ---------------------------------------------------------
-# The directory of the PostgreSQL server binaries (initdb on PATH may be a symlink).
-initdb=$(command -v initdb 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1 || true)
-[ -n "$initdb" ] || die "initdb not found; run scripts/setup"
-pgbin=$(dirname "$(readlink -f "$initdb")")
-for t in initdb pg_ctl postgres psql pgbench; do
-    [ -x "$pgbin/$t" ] || die "$t not found (looked in $pgbin); run scripts/setup"
-done
+. bench/lib.sh
+find_postgres initdb pg_ctl postgres psql pgbench
 for t in redis-server redis-cli redis-benchmark go awk; do
     command -v "$t" >/dev/null 2>&1 || die "$t not found on PATH; run scripts/setup"
 done
 [ -x bin/pgmirror ] || die "bin/pgmirror missing; run make build"
 ext=$("$pgbin/pg_config" --sharedir 2>/dev/null)/extension/pg_stat_statements.control
 [ -f "$ext" ] || die "pg_stat_statements is not installed ($ext); install postgresql-contrib"
-as=()
-if [ "$(id -u)" -eq 0 ]; then
-    # initdb and postgres refuse to run as root.
-    id postgres >/dev/null 2>&1 || die "running as root needs the 'postgres' user"
-    command -v runuser >/dev/null 2>&1 || die "running as root needs runuser (util-linux)"
-    as=(runuser -u postgres --)
-fi
 
 # --- the temporary directory and the cleanup ---------------------------------
 work=$(mktemp -d /tmp/pgmirror-bench.XXXXXX)
@@ -128,29 +116,7 @@ go build -trimpath -o "$work/bin/pgmirror-symbols" .
 
 # --- Postgres ---------------------------------------------------------------
 log "starting PostgreSQL in $work/pg"
-mkdir -p "$work/pg"
-[ ${#as[@]} -eq 0 ] || chown postgres: "$work" "$work/pg"
-chmod 700 "$work/pg"
-"${as[@]}" "$pgbin/initdb" -D "$work/pg" -U postgres --auth=trust -E UTF8 --no-locale >"$work/initdb.log" 2>&1 ||
-    { cat "$work/initdb.log" >&2; die "initdb failed"; }
-port=55432
-cat >>"$work/pg/postgresql.conf" <<EOF
-# make bench
-listen_addresses = ''
-unix_socket_directories = '$work/pg'
-port = $port
-max_connections = 400
-shared_buffers = 256MB
-synchronous_commit = on
-max_wal_size = 4GB
-checkpoint_timeout = 30min
-shared_preload_libraries = 'pg_stat_statements'
-pg_stat_statements.track = all
-EOF
-"${as[@]}" "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg/server.log" -w start >/dev/null ||
-    { tail -n 20 "$work/pg/server.log" >&2; die "postgres did not start"; }
-pg_started=1
-pgconf="listen_addresses='' port=$port max_connections=400 shared_buffers=256MB synchronous_commit=on fsync=on max_wal_size=4GB checkpoint_timeout=30min shared_preload_libraries=pg_stat_statements pg_stat_statements.track=all; other settings default"
+start_postgres "make bench" 55432 400 "shared_preload_libraries = 'pg_stat_statements'" "pg_stat_statements.track = all"
 dsn() { echo "host=$work/pg port=$port user=postgres dbname=$1 sslmode=disable"; }
 sql() { local db=$1; shift; "$pgbin/psql" -X -q -v ON_ERROR_STOP=1 -At "$(dsn "$db")" "$@"; }
 for db in bench prop warm; do sql postgres -c "CREATE DATABASE $db"; done
@@ -352,16 +318,9 @@ fg "${cmd[@]}" 2> >(tee "$work/warmstart.log" | sed 's/^/bench: /' >&2) ||
 
 # --- the machine and the report -----------------------------------------------------
 {
-    printf 'nproc\t%s\n' "$(nproc)"
-    printf 'cpu\t%s\n' "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-    printf 'memory\t%s\n' "$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-    printf 'kernel\t%s\n' "$(uname -sr)"
-    printf 'os\t%s\n' "$(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
-    printf 'postgres\t%s\n' "$("$pgbin/postgres" --version)"
+    machine_lines
     printf 'redis\t%s\n' "$(redis-server --version | awk '{ print $3 }' | sed 's/v=//')"
     printf 'redis-benchmark\t%s\n' "$(redis-benchmark --version 2>/dev/null | head -n 1)"
-    printf 'go\t%s\n' "$(go version | awk '{ print $3, $4 }')"
-    printf 'pgmirror\t%s\n' "$(bin/pgmirror version 2>/dev/null | head -n 1)"
     printf 'pgconf\t%s\n' "$pgconf"
     printf 'quick\t%s\n' "$quick"
     printf 'reps\t%s\n' "$reps"
