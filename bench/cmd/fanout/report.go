@@ -376,20 +376,26 @@ func renderUpdate(w func(string, ...any), u *UpdateCmp) {
 		commas(packed.Bound), verdict(u.ConvergeRatio >= 5), ratio(u.ConvergeRatio), ratio(u.ConvergeNew),
 		verdict(u.CPURatio >= 5), ratio(u.CPURatio), ratio(u.CPUNew),
 		verdict(u.DeliveryRatio >= 5), ratio(u.DeliveryRatio), ratio(u.DeliveryRatioNew))
-	for _, n := range u.Notes {
-		w(" %s.", n)
-	}
-	w(" Every run (converged ms / Postgres CPU ms / of it delivery):")
-	for i, r := range u.Runs {
-		sep := ";"
-		if i == len(u.Runs)-1 {
-			sep = "."
-		}
+	var runs []string
+	for _, r := range u.Runs {
 		conv := fmt.Sprintf("%.0f", r.ConvergeMS)
 		if r.TimedOut {
 			conv = "timed out"
 		}
-		w(" %s #%d %s / %.0f / %.0f%s", r.Variant, r.Rep, conv, r.PGCPUMS, r.DeliveryCPUMS, sep)
+		runs = append(runs, fmt.Sprintf("%s #%d %s / %.0f / %.0f", r.Variant, r.Rep, conv, r.PGCPUMS, r.DeliveryCPUMS))
+	}
+	renderRuns(w, u.Notes, "Every run (converged ms / Postgres CPU ms / of it delivery):", runs)
+}
+
+// renderRuns ends a comparison's verdict paragraph: its notes, then every
+// run, and a blank line.
+func renderRuns(w func(string, ...any), notes []string, heading string, runs []string) {
+	for _, n := range notes {
+		w(" %s.", n)
+	}
+	w(" %s", heading)
+	if len(runs) > 0 {
+		w(" %s.", strings.Join(runs, "; "))
 	}
 	w("\n\n")
 }
@@ -436,22 +442,15 @@ func renderGrouped(w func(string, ...any), g *GroupedCmp) {
 		w(", %s with `--write-linger=%s` (%s)", verdict(l >= 3), g.Linger, ratio(l))
 	}
 	w(".")
-	for _, n := range g.Notes {
-		w(" %s.", n)
-	}
-	w(" Every run:")
-	for i, r := range g.Runs {
-		sep := ";"
-		if i == len(g.Runs)-1 {
-			sep = "."
-		}
+	var runs []string
+	for _, r := range g.Runs {
 		batch := ""
 		if r.Phase.MeanBatch > 0 {
 			batch = fmt.Sprintf(", batch %.2f", r.Phase.MeanBatch)
 		}
-		w(" %s #%d %.0f µs/write at %.0f/s%s%s", r.Variant, r.Rep, r.Phase.PGPerWriteUS, r.Phase.WritesPerSec, batch, sep)
+		runs = append(runs, fmt.Sprintf("%s #%d %.0f µs/write at %.0f/s%s", r.Variant, r.Rep, r.Phase.PGPerWriteUS, r.Phase.WritesPerSec, batch))
 	}
-	w("\n\n")
+	renderRuns(w, g.Notes, "Every run:", runs)
 }
 
 // replaceSection replaces the section of path from its heading to its end
