@@ -82,6 +82,9 @@ type Listener struct {
 type item struct {
 	n   *pq.Notification
 	gap string // non-empty: notifications may have been lost (reconnect, overflow)
+	// b is n decoded, when the receiving goroutine decoded it already (a
+	// TryApply that was refused).
+	b *mirror.Batch
 }
 
 func (l *Listener) defaults() {
@@ -270,12 +273,13 @@ func (l *Listener) drain(in <-chan *pq.Notification, queue chan<- item) {
 			l.overflows.Add(1)
 			continue
 		}
-		if l.applyInline(n) {
+		it := item{n: n}
+		if l.applyInline(&it) {
 			continue
 		}
 		l.pending.Add(1)
 		select {
-		case queue <- item{n: n}:
+		case queue <- it:
 		default:
 			l.pending.Add(-1)
 			l.overflows.Add(1)
@@ -284,17 +288,22 @@ func (l *Listener) drain(in <-chan *pq.Notification, queue chan<- item) {
 	}
 }
 
-// applyInline applies n on the receiving goroutine if nothing is queued
-// before it and the sink takes it without waiting; otherwise (and for
-// anything but a well-formed notification on our channel) n goes through
-// the queue and the apply loop, which also reports decode errors.
-func (l *Listener) applyInline(n *pq.Notification) bool {
+// applyInline applies the item's notification on the receiving goroutine if
+// nothing is queued before it and the sink takes it without waiting;
+// otherwise (and for anything but a well-formed notification on our
+// channel) it goes through the queue and the apply loop, which also reports
+// decode errors. A batch decoded here and refused travels with it.
+func (l *Listener) applyInline(it *item) bool {
 	ts, ok := l.Sink.(TrySink)
-	if !ok || l.BeforeApply != nil || l.pending.Load() != 0 || n.Channel != Channel {
+	if !ok || l.BeforeApply != nil || l.pending.Load() != 0 || it.n.Channel != Channel {
 		return false
 	}
-	b, err := Decode(n.Extra)
-	if err != nil || !ts.TryApply(b) {
+	b, err := Decode(it.n.Extra)
+	if err != nil {
+		return false
+	}
+	if !ts.TryApply(b) {
+		it.b = &b
 		return false
 	}
 	l.applied(b)
@@ -326,15 +335,18 @@ func (l *Listener) applyItem(it item) {
 	if l.BeforeApply != nil {
 		l.BeforeApply()
 	}
-	b, err := Decode(it.n.Extra)
-	if err != nil {
-		l.decodeErrors.Add(1)
-		l.Logger.Error("undecodable notification; resyncing", "error", err, "bytes", len(it.n.Extra))
-		l.Sink.StreamGap("undecodable notification")
-		return
+	if it.b == nil {
+		b, err := Decode(it.n.Extra)
+		if err != nil {
+			l.decodeErrors.Add(1)
+			l.Logger.Error("undecodable notification; resyncing", "error", err, "bytes", len(it.n.Extra))
+			l.Sink.StreamGap("undecodable notification")
+			return
+		}
+		it.b = &b
 	}
-	l.Sink.Apply(b)
-	l.applied(b)
+	l.Sink.Apply(*it.b)
+	l.applied(*it.b)
 }
 
 // applied records the lag of an applied notification.
