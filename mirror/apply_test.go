@@ -8,14 +8,7 @@ import (
 // apply rules, which are pure logic.
 func newLoaded(t *testing.T) *Mirror {
 	t.Helper()
-	m, err := New(nil, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.loaded, m.connected = true, true
-	m.readyFlag.Store(true)
-	t.Cleanup(func() { m.values.Close() })
-	return m
+	return newWithSource(t, nil, Options{})
 }
 
 func set(key, v string, version int64) Change {

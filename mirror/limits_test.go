@@ -19,11 +19,17 @@ import (
 // queries counts the statements on cache_entries this database has run (pg_stat_statements).
 func queries(t *testing.T, db *sql.DB) int64 {
 	t.Helper()
+	return statementCalls(t, db, `s.query ILIKE '%cache_entries%' AND s.query NOT ILIKE '%pg_stat_statements%'`)
+}
+
+// statementCalls sums the calls of this database's statements in
+// pg_stat_statements (aliased s) that match the condition where.
+func statementCalls(t *testing.T, db *sql.DB, where string) int64 {
+	t.Helper()
 	var n int64
 	err := db.QueryRow(`SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements s
 		JOIN pg_database d ON d.oid = s.dbid
-		WHERE d.datname = current_database() AND s.query ILIKE '%cache_entries%'
-		  AND s.query NOT ILIKE '%pg_stat_statements%'`).Scan(&n)
+		WHERE d.datname = current_database() AND ` + where).Scan(&n)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,14 +20,7 @@ import (
 // mirror's query for values it lacks), from pg_stat_statements.
 func valueFetches(t *testing.T, db *sql.DB) int64 {
 	t.Helper()
-	var n int64
-	err := db.QueryRow(`SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements s
-		JOIN pg_database d ON d.oid = s.dbid
-		WHERE d.datname = current_database() AND s.query ILIKE '%FROM cache_entries WHERE key = ANY%'`).Scan(&n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return statementCalls(t, db, `s.query ILIKE '%FROM cache_entries WHERE key = ANY%'`)
 }
 
 // TestReadAfterChangeNeedsNoFetch writes small values with plain SQL while
