@@ -749,7 +749,11 @@ $tpl$;
                        (SELECT rolname FROM pg_roles r JOIN pg_proc p ON p.proowner = r.oid WHERE p.oid = wfn_oid));
     END IF;
 
-    -- Who may run the write function: the roles that may write tbl now.
+    -- Who may run the write function: the roles that may write tbl now, and
+    -- the two roles that may write cache_entries anyway (it gives them
+    -- nothing), so that an application role that is a member of
+    -- pgmirror_writer needs no new watch when it is granted writes on tbl.
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO pgmirror_writer, pgmirror_sidecar', wsig);
     FOREACH g IN ARRAY pgmirror_watch_writers(tbl) LOOP
         gname := CASE WHEN g = 0 THEN 'PUBLIC' ELSE quote_ident((SELECT rolname FROM pg_roles WHERE oid = g)) END;
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', wsig, gname);

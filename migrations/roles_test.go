@@ -7,13 +7,16 @@ package migrations_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"pgmirror/internal/pgtest"
 	"pgmirror/internal/sidecartest"
 	"pgmirror/internal/testdb"
+	"pgmirror/migrations"
 	"pgmirror/mirror"
 	"pgmirror/pgstore"
 )
@@ -149,4 +152,61 @@ func serve(t *testing.T, sc *sidecartest.Sidecar, key, want string) {
 		}
 		return err == nil && v == want, "GET " + key + " = " + v + ", want " + want
 	})
+}
+
+// TestMigrateAsNonSuperuser: on a cluster without pgmirror's roles, a
+// migrating role that may not create roles is told which statements a
+// superuser must run; with CREATEROLE it creates them, becomes a member of
+// pgmirror_sidecar (so a sidecar sharing its role keeps working) and owns
+// pgmirror's objects itself, and no SECURITY DEFINER function is left
+// executable by PUBLIC.
+func TestMigrateAsNonSuperuser(t *testing.T) {
+	srv := pgtest.New(t) // a cluster of its own: roles belong to the cluster
+	dsn := srv.CreateDB(t)
+	db := testdb.Open(t, dsn)
+	exec(t, db, `CREATE ROLE mig LOGIN; CREATE SCHEMA cache AUTHORIZATION mig`)
+	mig := testdb.Open(t, dsn+" user=mig search_path=cache")
+	triggers := pgtest.RepoFile(t, "triggers.sql")
+	ctx := context.Background()
+
+	_, err := migrations.Apply(ctx, mig, triggers, nil)
+	if err == nil || !strings.Contains(err.Error(), "CREATE ROLE pgmirror_sidecar NOLOGIN; CREATE ROLE pgmirror_writer NOLOGIN; GRANT pgmirror_sidecar TO mig") {
+		t.Fatalf("migrate by a role that may not create roles: %v, want the statements a superuser must run", err)
+	}
+
+	exec(t, db, `ALTER ROLE mig CREATEROLE`)
+	res, err := migrations.Apply(ctx, mig, triggers, nil)
+	if err != nil {
+		t.Fatalf("migrate with CREATEROLE: %v", err)
+	}
+	for _, fix := range res.Secured {
+		if strings.Contains(fix, "owner") || strings.Contains(fix, "PUBLIC") {
+			t.Errorf("migrate as the owner: %q; the files should have revoked PUBLIC, and nothing is a superuser's", fix)
+		}
+	}
+	var member, ownerRole bool
+	var owners string
+	err = db.QueryRow(`SELECT pg_has_role('mig', 'pgmirror_sidecar', 'MEMBER'),
+		EXISTS (SELECT FROM pg_roles WHERE rolname = 'pgmirror_owner'),
+		(SELECT string_agg(DISTINCT r.rolname, ',') FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+		  WHERE p.pronamespace = 'cache'::regnamespace)`).Scan(&member, &ownerRole, &owners)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !member || ownerRole || owners != "mig" {
+		t.Fatalf("after migrate as mig: member of pgmirror_sidecar %v, pgmirror_owner exists %v, functions owned by %q; want true, false, mig",
+			member, ownerRole, owners)
+	}
+	var public int
+	if err := db.QueryRow(`SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'cache'::regnamespace AND p.prosecdef
+		AND (p.proacl IS NULL OR EXISTS (SELECT FROM aclexplode(p.proacl) a WHERE a.grantee = 0))`).Scan(&public); err != nil || public != 0 {
+		t.Fatalf("%d SECURITY DEFINER functions executable by PUBLIC (%v)", public, err)
+	}
+	// A sidecar sharing mig's role writes, and its batch silences the triggers.
+	if _, err := mig.Exec(`SELECT * FROM pgmirror_write('[{"k":"set","keys":["a"],"v":[[1,1]]}]'::jsonb, 'x'::bytea)`); err != nil {
+		t.Fatalf("pgmirror_write as mig: %v", err)
+	}
+	if res, err := migrations.Apply(ctx, mig, triggers, nil); err != nil || res.Changed() {
+		t.Fatalf("second migrate as mig: %+v, %v; want nothing to do", res, err)
+	}
 }

@@ -279,6 +279,34 @@ func checkNarrowWriteFunction(t *testing.T, db *sql.DB, dsn string, adb *sql.DB)
 	if v := value(t, db, "item:3"); v != "" {
 		t.Fatalf("item:3 = %q after the insert, want it invalidated", v)
 	}
+	// A member of pgmirror_writer, who may write cache_entries anyway, needs
+	// no new watch.
+	member, mdb := newRole(t, db, dsn, "member", `GRANT pgmirror_writer TO %s`)
+	exec(t, db, fmt.Sprintf(`GRANT USAGE ON SCHEMA appsch TO %[1]s; GRANT INSERT ON appsch.items TO %[1]s`, pq.QuoteIdentifier(member)))
+	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('item:4', 'stale')`)
+	exec(t, mdb, `INSERT INTO appsch.items VALUES (4, 'mug', 'calm')`)
+	if v := value(t, db, "item:4"); v != "" {
+		t.Fatalf("item:4 = %q after the insert by a member of pgmirror_writer, want it invalidated", v)
+	}
+}
+
+// TestSecretTableCovered: pgmirror_secret (migration 0005, written beside
+// this one) is read by the sidecars and owned by pgmirror's owner like
+// every other table of pgmirror, whichever file created it. Here it is
+// created by hand before migrate.
+func TestSecretTableCovered(t *testing.T) {
+	dsn := pgtest.Shared(t).CreateDB(t)
+	db := testdb.Open(t, dsn)
+	exec(t, db, `CREATE TABLE IF NOT EXISTS pgmirror_secret (kid int PRIMARY KEY, key bytea NOT NULL)`)
+	testdb.Migrate(t, dsn)
+	var read, super bool
+	if err := db.QueryRow(`SELECT has_table_privilege('pgmirror_sidecar', 'pgmirror_secret', 'SELECT'),
+		(SELECT r.rolsuper FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE c.oid = 'pgmirror_secret'::regclass)`).Scan(&read, &super); err != nil {
+		t.Fatal(err)
+	}
+	if !read || super {
+		t.Fatalf("pgmirror_secret: pgmirror_sidecar may read it %v, owned by a superuser %v; want true, false", read, super)
+	}
 }
 
 // TestFinding2ExistingWatchRegenerated: a watch installed before migration
