@@ -145,7 +145,9 @@ $$;
 -- inside these SECURITY DEFINER triggers current_user is their owner, and
 -- SET ROLE does not change session_user (only a superuser's session can
 -- change it, with SET SESSION AUTHORIZATION). The membership test runs only
--- when the setting holds the token, so ordinary writes do not pay for it.
+-- when the setting holds the token, so ordinary writes do not pay for it;
+-- without the role (dropped by hand) nothing is silenced, and a batch is
+-- notified twice rather than not at all.
 CREATE OR REPLACE FUNCTION pgmirror_batch_token() RETURNS text
 LANGUAGE sql STABLE PARALLEL RESTRICTED
 AS $$
@@ -158,7 +160,7 @@ LANGUAGE sql STABLE PARALLEL RESTRICTED
 AS $$
     SELECT CASE
         WHEN pg_catalog.current_setting('pgmirror.write_batch'::text, true) = pgmirror_batch_token()
-        THEN pg_catalog.pg_has_role(session_user, 'pgmirror_sidecar'::name, 'MEMBER'::text)
+        THEN coalesce(pg_catalog.pg_has_role(session_user, pg_catalog.to_regrole('pgmirror_sidecar'::text), 'MEMBER'::text), false)
         ELSE false
     END
 $$;

@@ -334,6 +334,15 @@ func TestFinding2ExistingWatchRegenerated(t *testing.T) {
 		t.Fatalf("migrate: %v", err)
 	}
 	t.Logf("migrate applied %v and secured %q", res.Applied, res.Secured)
+	var owner string
+	if err := db.QueryRow(`SELECT t.prosecdef, w.proowner::regrole::text
+		FROM pg_proc t, pg_proc w
+		WHERE t.oid = format('pgmirror_watch_%s()', 'appsch.items'::regclass::oid)::regprocedure
+		  AND w.oid = format('pgmirror_watch_%s_write(text, text[], bytea[], text[], bigint)', 'appsch.items'::regclass::oid)::regprocedure`).
+		Scan(&definer, &owner); err != nil || definer || owner != migrations.OwnerRole {
+		t.Fatalf("after migrate: trigger function SECURITY DEFINER %v, write function owned by %s (%v); want false and %s",
+			definer, owner, err, migrations.OwnerRole)
+	}
 	attack(t, db, adb, app)
 }
 
