@@ -8,8 +8,10 @@
 --   superuser, becomes a member of pgmirror_sidecar, so a deployment where
 --   sidecars and migrate share one role keeps working.
 -- * pgmirror_write is SECURITY DEFINER: EXECUTE only for pgmirror_sidecar,
---   not PUBLIC (finding 1), and its calls are typed and schema-qualified so
---   that no function created elsewhere can capture them (finding 8).
+--   not PUBLIC (finding 1); the calls of its publishing step, and of the
+--   helpers it shares with the watches, are typed and schema-qualified, so a
+--   same-named function elsewhere (public.nextval(text)) cannot capture
+--   them (finding 8).
 -- * Watches (finding 2): the generated trigger function runs as the role
 --   that writes the watched table (SECURITY INVOKER), so row_to_json, key
 --   casts and everything else the table's owner controls run with that
