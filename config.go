@@ -46,6 +46,7 @@ const (
 	DefaultRetention           = 7 * Day
 	DefaultExpiredGrace        = time.Hour
 	DefaultMigrate             = false
+	DefaultAllowSharedSchema   = false
 	DefaultLogLevel            = "info"
 	DefaultLogJSON             = false
 )
@@ -146,6 +147,9 @@ type Config struct {
 	ExpiredGrace time.Duration
 	// Migrate runs the migrations before serving.
 	Migrate bool
+	// AllowSharedSchema lets migrate use a schema in which roles other than
+	// pgmirror's may create objects (docs/security.md); refused by default.
+	AllowSharedSchema bool
 	// LogLevel is one of LogLevels.
 	LogLevel string
 	// LogJSON selects hclog's JSON format instead of its text format.
@@ -177,6 +181,7 @@ func DefaultConfig() Config {
 		Retention:           DefaultRetention,
 		ExpiredGrace:        DefaultExpiredGrace,
 		Migrate:             DefaultMigrate,
+		AllowSharedSchema:   DefaultAllowSharedSchema,
 		LogLevel:            DefaultLogLevel,
 		LogJSON:             DefaultLogJSON,
 	}
@@ -211,6 +216,7 @@ type setting struct {
 	usage     string     // one line, bounds included
 	value     flag.Value // bound to a Config field; Set validates
 	serveOnly bool       // not a flag of `migrate`
+	migrates  bool       // a flag of serve and migrate only, not of watch and unwatch
 	secret    bool       // the value may hold a password: never echo it
 	emptyEnv  bool       // an empty environment variable is a value ("" disables), not "unset"
 	source    string     // where the current value came from, for error messages
@@ -294,6 +300,9 @@ func settings(c *Config) []*setting {
 		{name: "migrate", serveOnly: true,
 			usage: "run the migrations before serving",
 			value: &boolValue{p: &c.Migrate}},
+		{name: "allow-shared-schema", migrates: true,
+			usage: "let migrate use a schema in which roles other than pgmirror's may CREATE (see docs/security.md)",
+			value: &boolValue{p: &c.AllowSharedSchema}},
 		{name: "log-level", typ: "level",
 			usage: "trace, debug, info, warn or error",
 			value: &enumValue[string]{p: &c.LogLevel, allowed: LogLevels}},
@@ -301,6 +310,17 @@ func settings(c *Config) []*setting {
 			usage: "log JSON lines instead of text",
 			value: &boolValue{p: &c.LogJSON}},
 	}
+}
+
+// appliesTo reports whether the setting is a flag of subcommand cmd.
+func (s *setting) appliesTo(cmd string) bool {
+	switch {
+	case s.serveOnly:
+		return cmd == "serve"
+	case s.migrates:
+		return cmd == "serve" || cmd == "migrate"
+	}
+	return true
 }
 
 // envName is the environment variable of a flag: PGMIRROR_ and the name in upper snake case.
@@ -361,7 +381,7 @@ func parseConfig(cmd string, args []string, env []string, extra ...func(*flag.Fl
 	fs.Usage = func() {}
 	all := settings(&c)
 	for _, s := range all {
-		if s.serveOnly && cmd != "serve" {
+		if !s.appliesTo(cmd) {
 			continue
 		}
 		s.source = sourceDefault
@@ -389,7 +409,7 @@ func parseConfig(cmd string, args []string, env []string, extra ...func(*flag.Fl
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	vars := envMap(env)
 	for _, s := range all {
-		if given[s.name] || (s.serveOnly && cmd != "serve") {
+		if given[s.name] || !s.appliesTo(cmd) {
 			continue
 		}
 		if err := s.setFromEnv(vars); err != nil {
@@ -1093,7 +1113,7 @@ func usage(topic string) string {
 	}
 	c := DefaultConfig()
 	for _, s := range settings(&c) {
-		if s.serveOnly && topic != "serve" {
+		if !s.appliesTo(topic) {
 			continue
 		}
 		fmt.Fprintf(&b, "  --%s", s.name)

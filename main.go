@@ -301,7 +301,8 @@ func (m *Main) runServe(ctx context.Context) error {
 		for _, file := range res.Applied {
 			m.Logger.Info("migration applied", "file", file)
 		}
-		m.Logger.Info("schema ready", "migrations_applied", len(res.Applied), "triggers_updated", res.TriggersUpdated)
+		m.Logger.Info("schema ready", "migrations_applied", len(res.Applied), "triggers_updated", res.TriggersUpdated,
+			"privilege_fixes", len(res.Secured))
 	}
 	if err := m.Store.CheckPrimary(ctx); err != nil {
 		return err
@@ -584,7 +585,10 @@ func (m *Main) migrate(ctx context.Context) (migrations.Result, error) {
 	if strings.TrimSpace(triggersSQL) == "" {
 		return migrations.Result{}, errors.New("migrate: this binary was built with an empty triggers.sql")
 	}
-	res, err := migrations.Apply(ctx, m.DB, triggersSQL, m.Logger.Named("migrate"))
+	res, err := migrations.ApplyWith(ctx, m.DB, triggersSQL, migrations.Options{
+		Log:               m.Logger.Named("migrate"),
+		AllowSharedSchema: m.Config.AllowSharedSchema,
+	})
 	if err != nil {
 		return res, fmt.Errorf("migrate: %s", m.redact(err.Error()))
 	}
@@ -593,7 +597,7 @@ func (m *Main) migrate(ctx context.Context) (migrations.Result, error) {
 
 // printMigrateResult tells the operator what migrate did, one step a line.
 func printMigrateResult(w io.Writer, res migrations.Result) {
-	if len(res.Applied) == 0 && !res.TriggersUpdated {
+	if !res.Changed() {
 		fmt.Fprintln(w, "nothing to do: schema up to date")
 		return
 	}
@@ -604,6 +608,9 @@ func printMigrateResult(w io.Writer, res migrations.Result) {
 		fmt.Fprintln(w, "triggers.sql installed")
 	} else {
 		fmt.Fprintln(w, "triggers.sql up to date")
+	}
+	for _, fix := range res.Secured {
+		fmt.Fprintf(w, "secured: %s\n", fix)
 	}
 }
 

@@ -91,6 +91,30 @@ func TestMigrateConcurrentProcesses(t *testing.T) {
 	}
 }
 
+// TestMigrateSharedSchema: migrate refuses a schema PUBLIC may CREATE in,
+// exits 1 saying why and how to fix it, and proceeds with
+// --allow-shared-schema or PGMIRROR_ALLOW_SHARED_SCHEMA.
+func TestMigrateSharedSchema(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.Shared(t)
+	dsn := srv.CreateDB(t)
+	srv.Exec(t, dsn, `GRANT CREATE ON SCHEMA public TO PUBLIC`)
+	cmd, stdout, stderr := command(t, nil, "migrate", "--dsn", dsn)
+	if code := exitCode(t, cmd); code != 1 || stdout.String() != "" ||
+		!strings.Contains(stderr.String(), `REVOKE CREATE ON SCHEMA "public" FROM PUBLIC`) ||
+		!strings.Contains(stderr.String(), "--allow-shared-schema") {
+		t.Fatalf("migrate in a shared schema: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	cmd, stdout, stderr = command(t, []string{"PGMIRROR_ALLOW_SHARED_SCHEMA=true"}, "migrate", "--dsn", dsn)
+	if code := exitCode(t, cmd); code != 0 || !strings.Contains(stdout.String(), "triggers.sql installed") {
+		t.Fatalf("migrate with PGMIRROR_ALLOW_SHARED_SCHEMA: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	cmd, stdout, stderr = command(t, nil, "migrate", "--allow-shared-schema", "--dsn", dsn)
+	if code := exitCode(t, cmd); code != 0 || stdout.String() != "nothing to do: schema up to date\n" {
+		t.Fatalf("migrate --allow-shared-schema again: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+}
+
 func TestMigrateUnreachable(t *testing.T) {
 	t.Parallel()
 	cmd, _, stderr := command(t, nil, "migrate", "--dsn",

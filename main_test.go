@@ -431,6 +431,8 @@ func TestPrintMigrateResult(t *testing.T) {
 			"applied 0001_cache_entries.sql\napplied 0002_loaders.sql\ntriggers.sql installed\n"},
 		{migrations.Result{Applied: []string{"0003_x.sql"}}, "applied 0003_x.sql\ntriggers.sql up to date\n"},
 		{migrations.Result{TriggersUpdated: true}, "triggers.sql installed\n"},
+		{migrations.Result{Secured: []string{"revoked EXECUTE from PUBLIC on f()"}},
+			"triggers.sql up to date\nsecured: revoked EXECUTE from PUBLIC on f()\n"},
 	} {
 		var b bytes.Buffer
 		printMigrateResult(&b, tt.res)

@@ -1,9 +1,22 @@
 -- pgmirror triggers: version stamping and change notification for cache_entries.
 --
 -- Applied by `pgmirror migrate` (in its transaction, with search_path set to
--- "<schema>, pg_temp"); safe to apply again: every statement replaces what an
--- earlier run created. To apply it by hand: SET search_path TO <schema>, pg_temp;
--- then run this file in a transaction.
+-- "<schema>, pg_temp"), after the numbered migrations; safe to apply again:
+-- every statement replaces what an earlier run created. Apply it with
+-- migrate, not by hand: migrate then, on every run, sets search_path to
+-- "pg_catalog, <schema>, pg_temp" on each SECURITY DEFINER function,
+-- revokes EXECUTE on them from PUBLIC, and when it runs as a superuser hands
+-- them (and pgmirror's tables) to the NOLOGIN role pgmirror_owner, so that
+-- none runs as a superuser (migrations/migrations.go, docs/security.md).
+--
+-- Privileges (docs/security.md): the functions below are SECURITY DEFINER so
+-- that a role that may write cache_entries (pgmirror_writer, pgmirror_sidecar)
+-- needs no privilege on the sequence's stamping or on NOTIFY's payload
+-- building. They run as pgmirror's owner whoever writes, so they call
+-- functions schema-qualified and typed (pg_catalog.nextval(...::regclass):
+-- an untyped nextval('...') would take any nextval(text) on the path), and
+-- migrate refuses a schema that other roles may CREATE in, where an
+-- exact-typed operator could still win over pg_catalog's.
 --
 -- Channel: pgmirror. Payload format 1 (decoded by listener/payload.go):
 --
@@ -124,13 +137,33 @@ $$;
 -- pgmirror.write_batch set to this statement's token and send nothing. The
 -- token names the backend and the statement's start, so a value left in a
 -- session by hand, or by another statement, never silences a trigger.
+--
+-- Anyone can compute the token and set the setting, so silencing also needs
+-- the session's login role to be a member of pgmirror_sidecar (which alone
+-- may run pgmirror_write): a role that may only write cache_entries cannot
+-- make a change that no sidecar hears of. session_user, not current_user:
+-- inside these SECURITY DEFINER triggers current_user is their owner, and
+-- SET ROLE does not change session_user (only a superuser's session can
+-- change it, with SET SESSION AUTHORIZATION). The membership test runs only
+-- when the setting holds the token, so ordinary writes do not pay for it;
+-- without the role (dropped by hand) nothing is silenced, and a batch is
+-- notified twice rather than not at all.
 CREATE OR REPLACE FUNCTION pgmirror_batch_token() RETURNS text
 LANGUAGE sql STABLE PARALLEL RESTRICTED
-AS $$ SELECT pg_backend_pid() || '/' || (extract(epoch FROM statement_timestamp()) * 1000000)::bigint $$;
+AS $$
+    SELECT pg_catalog.pg_backend_pid()::text || '/'::text
+           || (EXTRACT(epoch FROM pg_catalog.statement_timestamp()) * 1000000::numeric)::bigint::text
+$$;
 
 CREATE OR REPLACE FUNCTION pgmirror_deferred() RETURNS boolean
 LANGUAGE sql STABLE PARALLEL RESTRICTED
-AS $$ SELECT coalesce(current_setting('pgmirror.write_batch', true) = pgmirror_batch_token(), false) $$;
+AS $$
+    SELECT CASE
+        WHEN pg_catalog.current_setting('pgmirror.write_batch'::text, true) = pgmirror_batch_token()
+        THEN coalesce(pg_catalog.pg_has_role(session_user, pg_catalog.to_regrole('pgmirror_sidecar'::text), 'MEMBER'::text), false)
+        ELSE false
+    END
+$$;
 
 -- BEFORE ROW: a new version and updated_at for every insert, and for every
 -- update that names key, value, expires_at or version (see the trigger's
@@ -139,8 +172,8 @@ CREATE OR REPLACE FUNCTION pgmirror_stamp() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
 AS $$
 BEGIN
-    NEW.version := nextval('cache_entries_version_seq');
-    NEW.updated_at := clock_timestamp();
+    NEW.version := pg_catalog.nextval('cache_entries_version_seq'::regclass);
+    NEW.updated_at := pg_catalog.clock_timestamp();
     RETURN NEW;
 END
 $$;
@@ -182,7 +215,8 @@ BEGIN
           FROM pgmirror_new n LEFT JOIN pgmirror_old o ON o.key = n.key
          WHERE o.version IS DISTINCT FROM n.version
         UNION ALL
-        SELECT 'D ' || nextval('cache_entries_version_seq') || ' ' || pgmirror_b64(convert_to(o.key, 'UTF8'))
+        SELECT 'D '::text || pg_catalog.nextval('cache_entries_version_seq'::regclass)::text || ' '::text
+               || pgmirror_b64(pg_catalog.convert_to(o.key, 'UTF8'::name))
           FROM pgmirror_old o
          WHERE NOT EXISTS (SELECT 1 FROM pgmirror_new n WHERE n.key = o.key)));
     RETURN NULL;
@@ -197,7 +231,8 @@ BEGIN
         RETURN NULL;  -- pgmirror_write publishes the batch at its end
     END IF;
     PERFORM pgmirror_publish(ARRAY(
-        SELECT 'D ' || nextval('cache_entries_version_seq') || ' ' || pgmirror_b64(convert_to(o.key, 'UTF8'))
+        SELECT 'D '::text || pg_catalog.nextval('cache_entries_version_seq'::regclass)::text || ' '::text
+               || pgmirror_b64(pg_catalog.convert_to(o.key, 'UTF8'::name))
           FROM pgmirror_old o));
     RETURN NULL;
 END
@@ -207,7 +242,7 @@ CREATE OR REPLACE FUNCTION pgmirror_notify_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
 AS $$
 BEGIN
-    PERFORM pgmirror_publish(ARRAY['T ' || nextval('cache_entries_version_seq')]);
+    PERFORM pgmirror_publish(ARRAY['T '::text || pg_catalog.nextval('cache_entries_version_seq'::regclass)::text]);
     RETURN NULL;
 END
 $$;
@@ -273,7 +308,8 @@ ALTER TABLE cache_entries ENABLE ALWAYS TRIGGER pgmirror_20_notify_update;
 ALTER TABLE cache_entries ENABLE ALWAYS TRIGGER pgmirror_20_notify_delete;
 ALTER TABLE cache_entries ENABLE ALWAYS TRIGGER pgmirror_20_notify_truncate;
 
--- Nobody needs to call these directly; triggers fire regardless.
+-- Nobody needs to call these directly; triggers fire regardless (a trigger
+-- function's EXECUTE is checked when the trigger is created, not when it fires).
 REVOKE ALL ON FUNCTION pgmirror_publish(text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgmirror_deferred() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgmirror_stamp() FROM PUBLIC;

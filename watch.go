@@ -254,7 +254,10 @@ docs/operations.md for what it costs the application's writes).
 
 Updates that change none of --columns and not COLUMN write nothing. Running watch again
 replaces the watch (and re-copies in copy mode). The role needs to own T (or hold TRIGGER
-on it) and to write cache_entries; run 'pgmirror migrate' first.
+on it) and to write cache_entries: run it as migrate's role or a superuser, after
+'pgmirror migrate'. The triggers run as whoever writes T; the roles that may write T now
+(and members of pgmirror_writer) may update its entries: run watch again after granting
+another role writes on T (docs/security.md).
 
   --table name        the table, as SQL names it: users, app.users, "Users"
   --key column        the key column, named as stored (case matters)

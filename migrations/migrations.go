@@ -10,6 +10,7 @@ import (
 	"database/sql"
 	"embed"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -47,10 +48,23 @@ type Result struct {
 	Applied []string
 	// TriggersUpdated is true when triggers.sql was (re)installed by this run.
 	TriggersUpdated bool
+	// Secured lists the privilege fixes of this run (owners handed to
+	// OwnerRole, search_path fixed, EXECUTE revoked from PUBLIC).
+	Secured []string
 }
 
 // Changed reports whether the run changed the database.
-func (r Result) Changed() bool { return len(r.Applied) > 0 || r.TriggersUpdated }
+func (r Result) Changed() bool { return len(r.Applied) > 0 || r.TriggersUpdated || len(r.Secured) > 0 }
+
+// Options adjust ApplyWith; the zero value is what Apply does.
+type Options struct {
+	// Log receives a line per step; nil discards them.
+	Log hclog.Logger
+	// AllowSharedSchema lets migrate use a schema in which roles other than
+	// pgmirror's may create objects (see SharedSchemaError), for a
+	// deployment that trusts every such role.
+	AllowSharedSchema bool
+}
 
 // Migration is one embedded, numbered SQL file.
 type Migration struct {
@@ -87,7 +101,17 @@ func All() ([]Migration, error) {
 // transaction-level advisory lock (so it works through a transaction pooler),
 // so concurrent runs from many pods serialise and all succeed. Objects are
 // created in the connection's current schema (the first of its search_path).
-func Apply(ctx context.Context, db *sql.DB, triggers string, log hclog.Logger) (res Result, err error) {
+func Apply(ctx context.Context, db *sql.DB, triggers string, log hclog.Logger) (Result, error) {
+	return ApplyWith(ctx, db, triggers, Options{Log: log})
+}
+
+// ApplyWith is Apply with options. Before anything it refuses (with a
+// *SharedSchemaError) a schema that roles other than pgmirror's may CREATE
+// in, unless opts.AllowSharedSchema; after the files it secures every
+// SECURITY DEFINER function of pgmirror (search_path, PUBLIC, owner), so
+// the rules hold whatever created them.
+func ApplyWith(ctx context.Context, db *sql.DB, triggers string, opts Options) (res Result, err error) {
+	log := opts.Log
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
@@ -109,6 +133,17 @@ func Apply(ctx context.Context, db *sql.DB, triggers string, log hclog.Logger) (
 	}
 	if res.Schema, err = prepare(ctx, tx); err != nil {
 		return res, err
+	}
+	creators, err := schemaCreators(ctx, tx, res.Schema)
+	if err != nil {
+		return res, err
+	}
+	if len(creators) > 0 {
+		if !opts.AllowSharedSchema {
+			return res, &SharedSchemaError{Schema: res.Schema, Roles: creators}
+		}
+		log.Warn("other roles may create objects in pgmirror's schema; going on as allowed", "schema", res.Schema,
+			"roles", strings.Join(creators, ","))
 	}
 	done, err := recorded(ctx, tx)
 	if err != nil {
@@ -140,6 +175,9 @@ func Apply(ctx context.Context, db *sql.DB, triggers string, log hclog.Logger) (
 			return res, err
 		}
 		res.TriggersUpdated = true
+	}
+	if res.Secured, err = secure(ctx, tx, res.Schema, log); err != nil {
+		return res, fmt.Errorf("secure pgmirror's functions: %w", describe(err))
 	}
 	if err = tx.Commit(); err != nil {
 		return res, fmt.Errorf("commit migrations: %w", err)
@@ -217,7 +255,7 @@ func run(ctx context.Context, tx *sql.Tx, name, body, sum string) error {
 		return fmt.Errorf("%s is empty", name)
 	}
 	if _, err := tx.ExecContext(ctx, body); err != nil {
-		return fmt.Errorf("apply %s: %w", name, err)
+		return fmt.Errorf("apply %s: %w", name, describe(err))
 	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO pgmirror_schema_migrations (name, checksum) VALUES ($1, $2)
 		ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()`, name, sum)
@@ -225,4 +263,28 @@ func run(ctx context.Context, tx *sql.Tx, name, body, sum string) error {
 		return fmt.Errorf("record %s: %w", name, err)
 	}
 	return nil
+}
+
+// describe adds to a Postgres error its detail and hint, which say what to
+// do (the CREATE ROLE a superuser must run, say), and for a missing
+// privilege who must run migrate.
+func describe(err error) error {
+	var pe *pq.Error
+	if !errors.As(err, &pe) {
+		return err
+	}
+	var extra []string
+	if pe.Detail != "" {
+		extra = append(extra, pe.Detail)
+	}
+	if pe.Hint != "" {
+		extra = append(extra, pe.Hint)
+	} else if pe.Code == "42501" { // insufficient_privilege
+		extra = append(extra, "run pgmirror migrate as the role that owns pgmirror's objects (the owner of cache_entries), "+
+			"or as a superuser, which hands them to "+OwnerRole)
+	}
+	if len(extra) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (%s)", err, strings.Join(extra, "; "))
 }

@@ -124,6 +124,21 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 		return fmt.Errorf("the pgmirror triggers on cache_entries are disabled (%s), so changes are not notified: "+
 			"run `pgmirror migrate`, which re-enables them", strings.Join(disabled, ", "))
 	}
+	// Membership decides whether this sidecar may run pgmirror_write and
+	// silence the per-statement triggers during its batches (docs/security.md);
+	// a schema older than migration 0006 has no such role.
+	var role string
+	var member bool
+	err = s.DB.QueryRowContext(ctx, `SELECT session_user, to_regrole('pgmirror_sidecar') IS NULL
+		OR pg_has_role(session_user, 'pgmirror_sidecar', 'MEMBER')`).Scan(&role, &member)
+	if err != nil {
+		return fmt.Errorf("check the schema: %w", err)
+	}
+	if !member {
+		s.log().Warn("the sidecar's role is not a member of pgmirror_sidecar: writes fail unless it was granted EXECUTE "+
+			"on pgmirror_write, and each command of a write batch is notified on its own; run GRANT pgmirror_sidecar TO the role",
+			"role", role)
+	}
 	return nil
 }
 

@@ -561,8 +561,11 @@ func (w *Writer) execute(ctx context.Context, batch []*writeReq, sent *atomic.Bo
 func failed(err error) outcome {
 	var pe *pq.Error
 	if errors.As(err, &pe) {
-		if pe.Code == "42883" || pe.Code == "42P01" {
+		switch pe.Code {
+		case "42883", "42P01": // undefined_function, undefined_table
 			err = fmt.Errorf("%w (run `pgmirror migrate`)", err)
+		case "42501": // insufficient_privilege
+			err = fmt.Errorf("%w (the sidecar's role must be a member of pgmirror_sidecar: GRANT pgmirror_sidecar TO <role>)", err)
 		}
 		return outcome{err: err}
 	}
