@@ -19,6 +19,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/lib/pq"
+
+	"pgmirror/listener"
 )
 
 // Defaults of the settings of SPEC §3, named so that tests and later components can refer to them.
@@ -46,6 +48,7 @@ const (
 	DefaultRetention           = 7 * Day
 	DefaultExpiredGrace        = time.Hour
 	DefaultMigrate             = false
+	DefaultUnsignedPayloads    = listener.UnsignedAuto
 	DefaultLogLevel            = "info"
 	DefaultLogJSON             = false
 )
@@ -144,6 +147,9 @@ type Config struct {
 	Retention time.Duration
 	// ExpiredGrace is how long an expired key is kept before cleanup deletes it.
 	ExpiredGrace time.Duration
+	// UnsignedPayloads says whether notification payloads without a MAC
+	// (format 1, from triggers older than migration 0005) are applied.
+	UnsignedPayloads listener.UnsignedPolicy
 	// Migrate runs the migrations before serving.
 	Migrate bool
 	// LogLevel is one of LogLevels.
@@ -176,6 +182,7 @@ func DefaultConfig() Config {
 		CleanupInterval:     DefaultCleanupInterval,
 		Retention:           DefaultRetention,
 		ExpiredGrace:        DefaultExpiredGrace,
+		UnsignedPayloads:    DefaultUnsignedPayloads,
 		Migrate:             DefaultMigrate,
 		LogLevel:            DefaultLogLevel,
 		LogJSON:             DefaultLogJSON,
@@ -291,6 +298,11 @@ func settings(c *Config) []*setting {
 		{name: "expired-grace", typ: "duration", serveOnly: true,
 			usage: "cleanup deletes keys expired for this long",
 			value: &durationValue{p: &c.ExpiredGrace, zeroOK: true}},
+		{name: "unsigned-payloads", typ: "auto|accept|reject", serveOnly: true,
+			usage: "apply notifications without a MAC (triggers older than migration 0005): auto while the database's " +
+				"triggers do not sign, accept always (a fleet mid-upgrade), reject never (after the rollout)",
+			value: &enumValue[listener.UnsignedPolicy]{p: &c.UnsignedPayloads,
+				allowed: []listener.UnsignedPolicy{listener.UnsignedAuto, listener.UnsignedAccept, listener.UnsignedReject}}},
 		{name: "migrate", serveOnly: true,
 			usage: "run the migrations before serving",
 			value: &boolValue{p: &c.Migrate}},
