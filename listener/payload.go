@@ -423,7 +423,11 @@ func Encode(p Payload) string {
 // EncodeSigned writes p in format 2 as part part of parts, signed with key
 // kid, as the triggers do; for tests and tools.
 func EncodeSigned(p Payload, kid int64, key []byte, part, parts int) string {
-	signed := signedText(p, kid, part, parts)
+	return sign(key, signedText(p, kid, part, parts))
+}
+
+// sign prefixes signed with the format field and its MAC under key.
+func sign(key []byte, signed string) string {
 	m := hmac.New(sha256.New, key)
 	io.WriteString(m, signed)
 	return Format2 + " " + hex.EncodeToString(m.Sum(nil)) + " " + signed
