@@ -225,6 +225,9 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("Decode accepted a non-canonical payload:\n in  %q\n out %q", s, again)
 			}
 		}
+		if len(p.Changes) == 0 {
+			return // every record skipped: nothing to sign again
+		}
 		resigned := EncodeSigned(p, h.KeyID, testKey, h.Part, h.Parts)
 		if _, h2, err := DecodeFull(resigned); err != nil || !h2.Verify(testKey) || h2.Verify(testKey[1:]) {
 			t.Fatalf("re-signed payload %q: %v, or verifies under the wrong key", resigned, err)
