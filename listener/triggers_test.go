@@ -226,7 +226,7 @@ func TestBulkUpdateIsPacked(t *testing.T) {
 		head, _, _ := strings.Cut(p, "\n")
 		total += len(p) - len(head) // every record with its newline
 	}
-	limit := int(math.Ceil(float64(total)/7900)) + 1
+	limit := int(math.Ceil(float64(total)/float64(MaxPayload-MaxHeader))) + 1 // records fill a payload but for its header
 	t.Logf("%d rows: %d notifications, %d bytes of records, bound %d", rows, len(payloads), total, limit)
 	if len(payloads) > limit {
 		t.Fatalf("%d notifications for %d bytes of changes, want at most %d", len(payloads), total, limit)
@@ -251,7 +251,7 @@ func TestBulkUpdateIsPacked(t *testing.T) {
 			deleted++
 		}
 	}
-	if deleted != rows || len(payloads) > rows*20/7900+2 {
+	if deleted != rows || len(payloads) > rows*20/(MaxPayload-MaxHeader)+2 {
 		t.Fatalf("bulk delete: %d deletes in %d notifications", deleted, len(payloads))
 	}
 }

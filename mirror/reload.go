@@ -104,14 +104,7 @@ func (m *Mirror) reloadWith(ctx context.Context, reason string, ranges int) (Rel
 	initial := !m.isLoaded()
 	log := m.reloadLogger.With("reason", reason, "epoch", rl.epoch)
 	log.Debug("reload started")
-	if err := m.readKeyring(ctx); err != nil {
-		err = fmt.Errorf("read the notification keys: %w", err)
-		m.stats.reloadFailures.Add(1)
-		if m.opts.OnReload != nil {
-			m.opts.OnReload(reason, res, err)
-		}
-		return res, fmt.Errorf("reload (%s): %w", reason, err)
-	}
+	m.readKeyring(ctx)
 	m.applyMu.Lock()
 	rl.gen = m.replay.newGen() // before the snapshot is taken
 	m.applyMu.Unlock()

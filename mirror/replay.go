@@ -120,18 +120,27 @@ func (m *Mirror) RefreshKeyring(ctx context.Context) *Keyring {
 	return &kr
 }
 
-// readKeyring reads the keys at a reload's start.
-func (m *Mirror) readKeyring(ctx context.Context) error {
+// readKeyring reads the keys at a reload's start. A sidecar that cannot
+// read them (its role lacks the grant) goes on without: it cannot verify
+// a signed payload, so it drops them all and follows the table by the
+// repairs that asks for, and says so at every reload.
+func (m *Mirror) readKeyring(ctx context.Context) {
 	m.keyMu.Lock()
 	defer m.keyMu.Unlock()
+	m.keyRead = time.Now()
 	kr, err := m.src.Keyring(ctx)
 	if err != nil {
-		return err
+		m.log.Error("cannot read the keys that sign notifications: every signed notification is dropped, and the "+
+			"mirror follows the table only by reloads", "error", err)
+		if m.keyring.Load() == nil {
+			// Unknown whether the triggers sign: assume they do, so
+			// unsigned payloads are not trusted meanwhile.
+			m.keyring.Store(&Keyring{Signed: true, Read: time.Now()})
+		}
+		return
 	}
-	m.keyRead = time.Now()
 	if old := m.keyring.Load(); old == nil || old.Signed != kr.Signed {
 		m.log.Info("notification signing", "signed", kr.Signed, "keys", len(kr.Keys))
 	}
 	m.keyring.Store(&kr)
-	return nil
 }
