@@ -383,12 +383,13 @@ func TestLoopingResyncDoesNotKeepReloading(t *testing.T) {
 
 // TestKeyRotation: after pgmirror_rotate_secret() writes still propagate;
 // a payload signed with the previous key is accepted, one signed with an
-// older key is not.
+// older key is not. The sidecar rejects unsigned payloads, as after the
+// rollout: its own sentinels (unsigned) still let it load.
 func TestKeyRotation(t *testing.T) {
 	dsn, db := testdb.New(t)
 	var l *listener.Listener
 	s := sidecartest.Start(t, dsn, sidecartest.Config{Mirror: testMirror(),
-		Listener: func(ll *listener.Listener) { l = ll }})
+		Listener: func(ll *listener.Listener) { l = ll; l.Unsigned = listener.UnsignedReject }})
 	sqlExec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('a', '1')`)
 	sidecartest.Eventually(t, 10*time.Second, func() (bool, string) { return serves(s, "a", "1", true) })
 
