@@ -23,7 +23,8 @@ type UnsignedPolicy string
 const (
 	// UnsignedAuto accepts unsigned payloads only while the database's
 	// triggers do not sign: its keyring, read at every load, holds no key.
-	// Once a signed payload can be verified, unsigned ones are refused.
+	// Once a signed payload can be verified, unsigned ones are refused; and
+	// so are those before the first load (which includes their effect).
 	UnsignedAuto UnsignedPolicy = "auto"
 	// UnsignedAccept always accepts them: for a fleet mid-upgrade only.
 	UnsignedAccept UnsignedPolicy = "accept"
@@ -121,11 +122,22 @@ func (l *Listener) admit(payload string, mayRead bool) (b mirror.Batch, ready bo
 			return b, false, nil
 		}
 		l.dropHeld("an unsigned payload arrived")
-		if !sentinelsOnly(b.Changes) && !l.acceptUnsigned() {
-			l.reject(RejectUnsigned, errors.New("unsigned payload (format 1) refused by --unsigned-payloads"), len(payload))
-			return b, false, nil
+		if sentinelsOnly(b.Changes) {
+			return b, true, nil
 		}
-		return b, true, nil
+		switch ok, ring := l.acceptUnsigned(); {
+		case ok:
+			return b, true, nil
+		case ring == nil:
+			// Before the first load has read the keys: whether the
+			// triggers sign is unknown, and the load's snapshot, taken
+			// after this payload was committed, includes its effect.
+			l.rejected[rejectIdx[RejectUnsigned]].Add(1)
+			l.Logger.Debug("dropped an unsigned notification that arrived before the first load", "bytes", len(payload))
+		default:
+			l.reject(RejectUnsigned, errors.New("unsigned payload (format 1) refused by --unsigned-payloads"), len(payload))
+		}
+		return b, false, nil
 	}
 	ring := l.Sink.Keyring()
 	key := ring.Key(h.KeyID)
@@ -211,16 +223,17 @@ func (l *Listener) resetHeld() {
 	l.auth.mu.Unlock()
 }
 
-// acceptUnsigned applies the policy to a payload of format 1 with changes.
-func (l *Listener) acceptUnsigned() bool {
+// acceptUnsigned applies the policy to a payload of format 1 with changes,
+// and returns the keyring it consulted (nil before the first load read it).
+func (l *Listener) acceptUnsigned() (bool, *mirror.Keyring) {
+	ring := l.Sink.Keyring()
 	switch l.Unsigned {
 	case UnsignedAccept:
-		return true
+		return true, ring
 	case UnsignedReject:
-		return false
+		return false, ring
 	}
-	ring := l.Sink.Keyring()
-	return ring == nil || !ring.Signed
+	return ring != nil && !ring.Signed, ring
 }
 
 // sentinelsOnly reports whether changes are sentinel records only: what a
