@@ -19,6 +19,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/lib/pq"
+
+	"pgmirror/listener"
 )
 
 // Defaults of the settings of SPEC §3, named so that tests and later components can refer to them.
@@ -47,6 +49,7 @@ const (
 	DefaultExpiredGrace        = time.Hour
 	DefaultMigrate             = false
 	DefaultAllowSharedSchema   = false
+	DefaultUnsignedPayloads    = listener.UnsignedAuto
 	DefaultLogLevel            = "info"
 	DefaultLogJSON             = false
 )
@@ -145,6 +148,9 @@ type Config struct {
 	Retention time.Duration
 	// ExpiredGrace is how long an expired key is kept before cleanup deletes it.
 	ExpiredGrace time.Duration
+	// UnsignedPayloads says whether notification payloads without a MAC
+	// (format 1, from triggers older than migration 0005) are applied.
+	UnsignedPayloads listener.UnsignedPolicy
 	// Migrate runs the migrations before serving.
 	Migrate bool
 	// AllowSharedSchema lets migrate use a schema in which roles other than
@@ -180,6 +186,7 @@ func DefaultConfig() Config {
 		CleanupInterval:     DefaultCleanupInterval,
 		Retention:           DefaultRetention,
 		ExpiredGrace:        DefaultExpiredGrace,
+		UnsignedPayloads:    DefaultUnsignedPayloads,
 		Migrate:             DefaultMigrate,
 		AllowSharedSchema:   DefaultAllowSharedSchema,
 		LogLevel:            DefaultLogLevel,
@@ -297,6 +304,11 @@ func settings(c *Config) []*setting {
 		{name: "expired-grace", typ: "duration", serveOnly: true,
 			usage: "cleanup deletes keys expired for this long",
 			value: &durationValue{p: &c.ExpiredGrace, zeroOK: true}},
+		{name: "unsigned-payloads", typ: "auto|accept|reject", serveOnly: true,
+			usage: "apply notifications without a MAC (triggers older than migration 0005): auto while the database's " +
+				"triggers do not sign, accept always (a fleet mid-upgrade), reject never (after the rollout)",
+			value: &enumValue[listener.UnsignedPolicy]{p: &c.UnsignedPayloads,
+				allowed: []listener.UnsignedPolicy{listener.UnsignedAuto, listener.UnsignedAccept, listener.UnsignedReject}}},
 		{name: "migrate", serveOnly: true,
 			usage: "run the migrations before serving",
 			value: &boolValue{p: &c.Migrate}},

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"pgmirror/listener"
 )
 
 // parse is parseConfig for tests that expect success.
@@ -50,6 +52,7 @@ func TestDefaults(t *testing.T) {
 		{"CleanupInterval", c.CleanupInterval, time.Minute},
 		{"Retention", c.Retention, 7 * 24 * time.Hour},
 		{"ExpiredGrace", c.ExpiredGrace, time.Hour},
+		{"UnsignedPayloads", c.UnsignedPayloads, listener.UnsignedPolicy("auto")},
 		{"Migrate", c.Migrate, false},
 		{"LogLevel", c.LogLevel, "info"},
 		{"LogJSON", c.LogJSON, false},
@@ -90,6 +93,7 @@ func TestEveryFlagAndVariable(t *testing.T) {
 		{"cleanup-interval", "PGMIRROR_CLEANUP_INTERVAL", "10m", func(c Config) bool { return c.CleanupInterval == 10*time.Minute }},
 		{"retention", "PGMIRROR_RETENTION", "30d", func(c Config) bool { return c.Retention == 30*24*time.Hour }},
 		{"expired-grace", "PGMIRROR_EXPIRED_GRACE", "0", func(c Config) bool { return c.ExpiredGrace == 0 }},
+		{"unsigned-payloads", "PGMIRROR_UNSIGNED_PAYLOADS", "reject", func(c Config) bool { return c.UnsignedPayloads == listener.UnsignedReject }},
 		{"migrate", "PGMIRROR_MIGRATE", "true", func(c Config) bool { return c.Migrate }},
 		{"log-level", "PGMIRROR_LOG_LEVEL", "debug", func(c Config) bool { return c.LogLevel == "debug" }},
 		{"log-json", "PGMIRROR_LOG_JSON", "1", func(c Config) bool { return c.LogJSON }},
@@ -203,6 +207,7 @@ func TestInvalidValues(t *testing.T) {
 		{[]string{"--socket="}, nil, "flag --socket", "", "want a path"},
 		{[]string{"--socket=/" + strings.Repeat("s", 200)}, nil, "flag --socket", "/sss", "at most 107 bytes"},
 		{[]string{"--stale-reads=maybe"}, nil, "flag --stale-reads", "maybe", "one of serve, error"},
+		{[]string{"--unsigned-payloads=sometimes"}, nil, "flag --unsigned-payloads", "sometimes", "one of auto, accept, reject"},
 		{nil, []string{"PGMIRROR_STALE_READS=ignore"}, "environment variable PGMIRROR_STALE_READS", "ignore", "one of serve, error"},
 		{[]string{"--log-level=verbose"}, nil, "flag --log-level", "verbose", "one of trace, debug, info, warn, error"},
 		{nil, []string{"PGMIRROR_LOG_LEVEL=loud"}, "environment variable PGMIRROR_LOG_LEVEL", "loud", "one of trace"},

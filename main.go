@@ -378,7 +378,7 @@ func (m *Main) openServer() error {
 	m.Loaders.Applier = mir
 	m.Jobs.Access = mir
 	m.Listener = &listener.Listener{DSN: m.Config.ListenDSN, Sink: mir, Logger: m.Logger.Named("listener"),
-		OnLag: m.Admin.ObserveLag}
+		OnLag: m.Admin.ObserveLag, Unsigned: m.Config.UnsignedPayloads}
 	m.Writer = pgstore.NewWriter(m.DB, mir, pgstore.WriterOptions{
 		MaxValueSize: m.Config.MaxValueSize,
 		InFlight:     m.Config.WriteInFlight,

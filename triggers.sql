@@ -18,9 +18,12 @@
 -- migrate refuses a schema that other roles may CREATE in, where an
 -- exact-typed operator could still win over pg_catalog's.
 --
--- Channel: pgmirror. Payload format 1 (decoded by listener/payload.go):
+-- Channel: pgmirror. Payload format 2 (decoded by listener/payload.go):
 --
---   payload := "pgm1 " sent_at_us " " xid { "\n" record }
+--   payload := "pgm2 " mac " " kid " " sent_at_us " " xid " " part "/" parts "\n" body
+--   mac     := 64 lowercase hex digits: HMAC-SHA256 under key kid of pgmirror_secret
+--              of everything after "pgm2 " mac " " (header from kid on, and body)
+--   body    := record { "\n" record }
 --   record  := "S " version " " expiry " " key64 " " value64   -- set, value inline
 --            | "F " version " " expiry " " key64               -- set, value too large: fetch it
 --            | "D " version " " key64                          -- deleted
@@ -28,20 +31,32 @@
 --            | "L"                                             -- cache_loaders changed
 --   expiry  := "-" (never) | epoch microseconds (integer, may be negative)
 --
+-- A sidecar skips a record of any other kind (an ASCII letter, then nothing
+-- or a space and fields): later versions add kinds. kid is the newest key of
+-- pgmirror_secret, read once per call; sidecars accept it and the one before
+-- (see pgmirror_rotate_secret, migrations/0005). The payloads of one
+-- pgmirror_publish call are numbered part 1..parts, so a sidecar applies the
+-- changes of one statement all at once, when it holds every part.
+--
 -- sent_at_us is clock_timestamp() when the payload was built, in epoch
 -- microseconds; xid is the writing transaction's pg_current_xact_id(), which
--- tells a sidecar whether a change is visible in a snapshot it read and
--- recognises the echo of its own writes; key64 is the key's UTF-8 bytes and value64 the value's bytes in
--- standard base64 without line breaks. Every field is built from integers,
--- encode() and translate(), so no session setting (DateStyle, TimeZone,
--- bytea_output, search_path, extra_float_digits) can change a payload.
+-- tells a sidecar whether a change is visible in a snapshot it read,
+-- recognises the echo of its own writes, and with the MAC lets it drop a
+-- replayed payload; key64 is the key's UTF-8 bytes and value64 the value's
+-- bytes in standard base64 without line breaks. Every field is built from
+-- integers, encode() and replace(), so no session setting (DateStyle,
+-- TimeZone, bytea_output, search_path, extra_float_digits) can change a payload.
+--
+-- Format 1 ("pgm1 " sent_at_us " " xid, then the same records, unsigned) is
+-- what pgmirror_publish sends when pgmirror_secret holds no key, and what
+-- sidecars send themselves as reload sentinels ("N " token records only).
 --
 -- One statement's changes are packed into as few payloads as fit in 7999
 -- bytes (Postgres refuses 8000 or more), by statement-level triggers with
--- transition tables. A record that does not fit in a payload of its own with
--- its value inline carries the fetch marker (F) instead, and a key is at most
--- 4000 bytes (CHECK), so every record fits: no legal write fails because of
--- NOTIFY.
+-- transition tables. A header takes at most 144 bytes. A record that does not
+-- fit in a payload of its own with its value inline carries the fetch marker
+-- (F) instead, and a key is at most 4000 bytes (CHECK), so every record fits:
+-- no legal write fails because of NOTIFY.
 --
 -- Only inserts, deletes and updates of key, value or expires_at (or a forged
 -- version) take a version and notify; the access-time flush and the refresh
@@ -79,54 +94,98 @@ AS $$
 $$;
 
 -- The record of a set: value inline when the record fits in a payload of its
--- own (7999 bytes less at most 44 of header and 44 of fixed fields), else
--- the fetch marker. The size test reads only lengths, so a large value is
--- never detoasted here.
+-- own (7999 bytes less at most 144 of header, 1 of newline and 44 of fixed
+-- fields: 7810 bytes of base64 for key and value), else the fetch marker.
+-- The size test reads only lengths, so a large value is never detoasted here.
 CREATE OR REPLACE FUNCTION pgmirror_set_record(k text, v bytea, exp timestamptz, ver bigint) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT CASE
-        WHEN 4 * ((octet_length(k) + 2) / 3) + 4 * ((octet_length(v) + 2) / 3) <= 7908
+        WHEN 4 * ((octet_length(k) + 2) / 3) + 4 * ((octet_length(v) + 2) / 3) <= 7810
         THEN 'S ' || ver || ' ' || pgmirror_expiry(exp) || ' '
              || pgmirror_b64(convert_to(k, 'UTF8')) || ' ' || pgmirror_b64(v)
         ELSE 'F ' || ver || ' ' || pgmirror_expiry(exp) || ' ' || pgmirror_b64(convert_to(k, 'UTF8'))
     END
 $$;
 
--- Packs records into as few payloads as fit and sends them on channel
--- pgmirror, in order. The common case, a few records that fit in one
--- payload, is joined and sent at once; more are packed one by one.
+-- Packs records into as few payloads as fit, signs each, and sends them on
+-- channel pgmirror, in order, numbered part 1..parts. The common case, a few
+-- records that fit in one payload, is joined, signed and sent at once; more
+-- are packed one by one. The key is read once per call. SECURITY DEFINER:
+-- the writer's role cannot read pgmirror_secret, and must not.
+--
+-- With no key in pgmirror_secret it sends format 1, unsigned, as before
+-- migration 0005: a write never fails for want of a key (sidecars that
+-- reject unsigned payloads then repair by reloading).
 CREATE OR REPLACE FUNCTION pgmirror_publish(records text[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
 AS $$
 DECLARE
     budget constant int := 7999;
-    head   constant text := 'pgm1 ' || (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
-                             || ' ' || pg_current_xact_id();
+    key_id int;
+    ipad   bytea;
+    opad   bytea;
+    head   text;        -- what every part's signed text starts with: kid, sent_at, xid
+    room   int;         -- bytes of records one payload can carry
+    bodies text[] := '{}';
     batch  text[] := '{}';
-    used   int := octet_length(head);
+    used   int := -1;      -- bytes of batch joined, newlines included
     rec    text;
-    whole  text;
+    n      int;
+    signed text;
 BEGIN
+    SELECT s.kid, s.ikey, s.okey INTO key_id, ipad, opad FROM pgmirror_secret s ORDER BY s.kid DESC LIMIT 1;
+    head := ((EXTRACT(epoch FROM pg_catalog.clock_timestamp()) * 1000000)::bigint)::text
+            || ' ' || pg_catalog.pg_current_xact_id()::text;
+    IF key_id IS NULL THEN
+        head := 'pgm1 ' || head;  -- no key: format 1, unsigned
+    ELSE
+        head := key_id::text || ' ' || head || ' ';
+    END IF;
     IF cardinality(records) BETWEEN 1 AND 128 THEN
-        whole := head || E'\n' || array_to_string(records, E'\n');
-        IF octet_length(whole) <= budget THEN
-            PERFORM pg_notify('pgmirror', whole);
-            RETURN;
+        IF key_id IS NULL THEN
+            signed := head || E'\n' || pg_catalog.array_to_string(records, E'\n');
+            IF pg_catalog.octet_length(signed) <= budget THEN
+                PERFORM pg_catalog.pg_notify('pgmirror'::text, signed);
+                RETURN;
+            END IF;
+        ELSE
+            signed := head || '1/1' || E'\n' || pg_catalog.array_to_string(records, E'\n');
+            IF 70 + pg_catalog.octet_length(signed) <= budget THEN
+                PERFORM pg_catalog.pg_notify('pgmirror'::text, 'pgm2 '
+                    || pg_catalog.encode(pg_catalog.sha256(opad || pg_catalog.sha256(ipad
+                           || pg_catalog.convert_to(signed, 'UTF8'))), 'hex')
+                    || ' ' || signed);
+                RETURN;
+            END IF;
         END IF;
     END IF;
+    -- 70: "pgm2 ", the MAC and a space; 21: the widest "part/parts"; 1: the newline.
+    room := budget - pg_catalog.octet_length(head) - CASE WHEN key_id IS NULL THEN 1 ELSE 70 + 21 + 1 END;
     FOREACH rec IN ARRAY records LOOP
-        IF used + 1 + octet_length(rec) > budget AND cardinality(batch) > 0 THEN
-            PERFORM pg_notify('pgmirror', head || E'\n' || array_to_string(batch, E'\n'));
+        IF cardinality(batch) > 0 AND used + 1 + pg_catalog.octet_length(rec) > room THEN
+            bodies := bodies || pg_catalog.array_to_string(batch, E'\n');
             batch := '{}';
-            used := octet_length(head);
+            used := -1;
         END IF;
         batch := batch || rec;
-        used := used + 1 + octet_length(rec);
+        used := used + 1 + pg_catalog.octet_length(rec);
     END LOOP;
     IF cardinality(batch) > 0 THEN
-        PERFORM pg_notify('pgmirror', head || E'\n' || array_to_string(batch, E'\n'));
+        bodies := bodies || pg_catalog.array_to_string(batch, E'\n');
     END IF;
+    n := cardinality(bodies);
+    FOR i IN 1..n LOOP
+        IF key_id IS NULL THEN
+            PERFORM pg_catalog.pg_notify('pgmirror'::text, head || E'\n' || bodies[i]);
+        ELSE
+            signed := head || i::text || '/' || n::text || E'\n' || bodies[i];
+            PERFORM pg_catalog.pg_notify('pgmirror'::text, 'pgm2 '
+                || pg_catalog.encode(pg_catalog.sha256(opad || pg_catalog.sha256(ipad
+                       || pg_catalog.convert_to(signed, 'UTF8'))), 'hex')
+                || ' ' || signed);
+        END IF;
+    END LOOP;
 END
 $$;
 

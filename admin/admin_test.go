@@ -50,17 +50,19 @@ func TestReadinessRule(t *testing.T) {
 
 func TestNormalizeReason(t *testing.T) {
 	for in, want := range map[string]string{
-		"connected":                   admin.ReasonConnected,
-		"reconnected":                 admin.ReasonReconnected,
-		"SIGHUP":                      admin.ReasonSighup,
-		"PGMIRROR.RESYNC":             admin.ReasonCommand,
-		"periodic":                    admin.ReasonPeriodic,
-		"notification queue overflow": admin.ReasonGap,
-		"undecodable notification":    admin.ReasonGap,
-		"retry: SIGHUP":               admin.ReasonRetry,
-		"retry: retry: periodic":      admin.ReasonRetry,
-		"something new":               admin.ReasonOther,
-		"":                            admin.ReasonOther,
+		"connected":                             admin.ReasonConnected,
+		"reconnected":                           admin.ReasonReconnected,
+		"SIGHUP":                                admin.ReasonSighup,
+		"PGMIRROR.RESYNC":                       admin.ReasonCommand,
+		"periodic":                              admin.ReasonPeriodic,
+		"notification queue overflow":           admin.ReasonGap,
+		"undecodable notification":              admin.ReasonGap,
+		"retry: SIGHUP":                         admin.ReasonRetry,
+		"retry: retry: periodic":                admin.ReasonRetry,
+		"repair: notification dropped: bad_mac": admin.ReasonRepair,
+		"repair: replay window full":            admin.ReasonRepair,
+		"something new":                         admin.ReasonOther,
+		"":                                      admin.ReasonOther,
 	} {
 		if got := admin.NormalizeReason(in); got != want {
 			t.Errorf("NormalizeReason(%q) = %q, want %q", in, got, want)
@@ -78,11 +80,12 @@ func fakeServer() *admin.Server {
 			return mirror.Stats{State: mirror.StateStale, Entries: 42, Tombstones: 3, IndexBytes: 5000, InlineBytes: 2500, InlineEvicted: 4, ValueBytes: 7000,
 				ValueBudget: 1 << 20, Hits: 11, Misses: 12, Loads: 10, Fetches: 13, FetchedKeys: 14, Batches: 15,
 				Applied: map[string]int64{"set": 16, "fetch": 17, "delete": 18, "truncate": 19}, Skipped: 20,
-				SetsDropped: 21, SetsRejected: 22, Evicted: 23, Drift: 24, LastReload: time.Unix(1700000000, 0),
+				SetsDropped: 21, SetsRejected: 22, Evicted: 23, Drift: 24, Forged: 25, Replays: 26, LastReload: time.Unix(1700000000, 0),
 				DownSince: down, ClockLead: 5 * time.Millisecond}
 		},
 		Listener: func() listener.Stats {
 			return listener.Stats{Received: 31, DecodeErrors: 32, Overflows: 33, Reconnects: 34,
+				Rejected:         map[string]int64{listener.RejectMalformed: 32, listener.RejectBadMAC: 35},
 				LastNotification: time.Now().Add(-3 * time.Second)}
 		},
 		Socket: func() unixsock.Stats {
@@ -146,6 +149,11 @@ func TestMetricsFromSources(t *testing.T) {
 		{"pgmirror_listener_connected", nil, 0},
 		{"pgmirror_notifications_received_total", nil, 31},
 		{"pgmirror_notifications_undecodable_total", nil, 32},
+		{"pgmirror_notifications_rejected_total", []string{"reason", "malformed"}, 32},
+		{"pgmirror_notifications_rejected_total", []string{"reason", "bad_mac"}, 35},
+		{"pgmirror_notifications_rejected_total", []string{"reason", "unknown_key"}, 0},
+		{"pgmirror_notifications_rejected_total", []string{"reason", "replayed"}, 26},
+		{"pgmirror_reload_forged_keys_total", nil, 25},
 		{"pgmirror_notification_queue_overflows_total", nil, 33},
 		{"pgmirror_listener_reconnects_total", nil, 34},
 		{"pgmirror_clients_connected", nil, 41},

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"pgmirror/listener"
 	"pgmirror/mirror"
 )
 
@@ -24,7 +25,8 @@ const (
 	ReasonSighup      = "sighup"      // SIGHUP
 	ReasonCommand     = "command"     // PGMIRROR.RESYNC
 	ReasonPeriodic    = "periodic"    // --reload-interval
-	ReasonGap         = "gap"         // notifications lost: queue overflow, undecodable payload
+	ReasonGap         = "gap"         // notifications lost: queue overflow
+	ReasonRepair      = "repair"      // payloads dropped (undecodable, unsigned, forged): a spaced-out repair
 	ReasonRetry       = "retry"       // a failed reload tried again
 	ReasonOther       = "other"
 )
@@ -38,15 +40,15 @@ const (
 
 var (
 	resyncReasons = []string{ReasonConnected, ReasonReconnected, ReasonSighup, ReasonCommand,
-		ReasonPeriodic, ReasonGap, ReasonRetry, ReasonOther}
+		ReasonPeriodic, ReasonGap, ReasonRepair, ReasonRetry, ReasonOther}
 	// notificationKinds are the kinds of mirror.Stats.Applied, exported even before any arrived.
 	notificationKinds = []string{"set", "fetch", "delete", "truncate"}
 )
 
 // NormalizeReason maps a reload reason as the mirror reports it
 // ("connected", "reconnected", "SIGHUP", "PGMIRROR.RESYNC", "periodic",
-// "notification queue overflow", "undecodable notification", "retry: ...")
-// to one of the Reason constants.
+// "notification queue overflow", "repair: ...", "retry: ...") to one of the
+// Reason constants.
 func NormalizeReason(reason string) string {
 	r := strings.ToLower(strings.TrimSpace(reason))
 	switch {
@@ -62,6 +64,8 @@ func NormalizeReason(reason string) string {
 		return ReasonCommand
 	case r == "periodic":
 		return ReasonPeriodic
+	case strings.HasPrefix(r, "repair"):
+		return ReasonRepair
 	case strings.Contains(r, "overflow"), strings.Contains(r, "undecodable"), r == "gap":
 		return ReasonGap
 	}
@@ -81,7 +85,8 @@ func newInstruments() *instruments {
 		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "resyncs_total",
 			Help: "Reloads of the mirror from a Postgres snapshot, by reason (connected, reconnected, sighup, " +
-				"command = PGMIRROR.RESYNC, periodic, gap = notifications lost, retry, other) and result (ok, error, cancelled).",
+				"command = PGMIRROR.RESYNC, periodic, gap = notifications lost, repair = notifications dropped, retry, other) " +
+				"and result (ok, error, cancelled).",
 		}, []string{"reason", "result"}),
 		reloadDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "reload_duration_seconds",
@@ -167,6 +172,7 @@ var (
 	descChanges       = desc("changes_applied_total", "Changes applied to the mirror, by kind: set (value inline), fetch (value fetched by key), delete, truncate; from notifications and from this sidecar's own writes.", "kind")
 	descSkipped       = desc("changes_skipped_total", "Changes not applied because the mirror already held a newer state (a reload's snapshot, or this sidecar's own write).")
 	descDrift         = desc("reload_drift_keys_total", "Keys reloads had to correct: changes notifications did not deliver.")
+	descForged        = desc("reload_forged_keys_total", "Keys reloads restored from the table because a notification had set them claiming a transaction id no transaction had (forged; part of reload_drift_keys_total).")
 	descLastReload    = desc("last_reload_timestamp_seconds", "Unix time of the last successful reload; absent before the first.")
 	descEntries       = desc("entries", "Keys present in the mirror.")
 	descTombstones    = desc("tombstones", "Delete markers held while a reload or fetch is in flight.")
@@ -184,7 +190,10 @@ var (
 	descConnected    = desc("listener_connected", "1 while the LISTEN connection is up.")
 	descDownSeconds  = desc("listener_down_seconds", "Seconds the LISTEN connection has been down; 0 while connected.")
 	descReceived     = desc("notifications_received_total", "Notifications received on the LISTEN connection.")
-	descUndecodable  = desc("notifications_undecodable_total", "Notifications that could not be decoded (each causes a resync).")
+	descUndecodable  = desc("notifications_undecodable_total", "Notifications that could not be decoded (dropped; also counted in notifications_rejected_total).")
+	descNotifDropped = desc("notifications_rejected_total", "Notifications dropped, by reason: malformed (undecodable), unsigned (no MAC, refused by --unsigned-payloads), "+
+		"unknown_key, bad_mac (forged or altered), parts (a part out of sequence or an incomplete publish), replayed (authentic but applied already, "+
+		"or older than the last reload's snapshot). All but replayed schedule a coalesced, rate-limited repair reload.", "reason")
 	descOverflows    = desc("notification_queue_overflows_total", "Notifications dropped because the listener's queue was full (causes a resync).")
 	descReconnects   = desc("listener_reconnects_total", "Reconnections of the LISTEN connection (each causes a resync).")
 	descLastNotifAge = desc("last_notification_age_seconds", "Seconds since the last notification was received; absent before the first.")
@@ -213,9 +222,9 @@ var (
 var allDescs = []*prometheus.Desc{
 	descBuildInfo, descReady, descState,
 	descHits, descMisses, descLoads, descFetches, descFetchedKeys, descNotifications, descChanges, descSkipped,
-	descDrift, descLastReload, descEntries, descTombstones, descIndexBytes, descInlineBytes, descInlineEvicted, descValueBytes,
+	descDrift, descForged, descLastReload, descEntries, descTombstones, descIndexBytes, descInlineBytes, descInlineEvicted, descValueBytes,
 	descValueBudget, descSetsDropped, descSetsRejected, descEvicted, descClockLead,
-	descConnected, descDownSeconds, descReceived, descUndecodable, descOverflows, descReconnects, descLastNotifAge,
+	descConnected, descDownSeconds, descReceived, descUndecodable, descNotifDropped, descOverflows, descReconnects, descLastNotifAge,
 	descClients, descConnections, descRejected, descProtocolErrors, descCommands,
 	descWriterBatches, descWriterOps, descWriterErrors,
 	descLoaderRuns, descLoaderFailures, descAccessFlushes, descAccessRows, descRefreshes, descCleanup,
@@ -276,6 +285,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(descSkipped, float64(st.Skipped))
 		counter(descDrift, float64(st.Drift))
+		counter(descForged, float64(st.Forged))
+		counter(descNotifDropped, float64(st.Replays), "replayed")
 		if !st.LastReload.IsZero() {
 			gauge(descLastReload, float64(st.LastReload.UnixNano())/1e9)
 		}
@@ -304,6 +315,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		st := s.Listener()
 		counter(descReceived, float64(st.Received))
 		counter(descUndecodable, float64(st.DecodeErrors))
+		for _, reason := range listener.RejectReasons {
+			counter(descNotifDropped, float64(st.Rejected[reason]), reason)
+		}
 		counter(descOverflows, float64(st.Overflows))
 		counter(descReconnects, float64(st.Reconnects))
 		if !st.LastNotification.IsZero() {

@@ -28,13 +28,24 @@ const (
 	DefaultProbeTimeout = 5 * time.Second
 )
 
-// Sink receives the stream: decoded batches in commit order, and the
-// stream's ups and downs. *mirror.Mirror implements it.
+// Sink receives the stream: decoded, authenticated batches in commit
+// order, and the stream's ups and downs; it holds the keys that sign
+// payloads. *mirror.Mirror implements it.
 type Sink interface {
 	Apply(mirror.Batch)
 	StreamUp(reason string)
 	StreamDown(reason string)
+	// StreamGap reports notifications lost (queue overflow): resync.
 	StreamGap(reason string)
+	// Keyring returns the keys payloads are signed with, as last read (at
+	// every load); nil before the first read.
+	Keyring() *mirror.Keyring
+	// RefreshKeyring reads them again, for a payload under a key the sink
+	// does not know; at most once a second.
+	RefreshKeyring(ctx context.Context) *mirror.Keyring
+	// RequestRepair asks for a reload after a payload was dropped; the sink
+	// coalesces and spaces out such requests.
+	RequestRepair(why string)
 }
 
 var _ Sink = (*mirror.Mirror)(nil)
@@ -69,8 +80,17 @@ type Listener struct {
 	// BeforeApply, when set, runs before each notification is applied; tests
 	// use it to hold notifications back. Nil in production.
 	BeforeApply func()
+	// Unsigned says whether unsigned payloads (format 1) are applied
+	// (--unsigned-payloads); "" means UnsignedAuto.
+	Unsigned UnsignedPolicy
+	// MaxHeldBytes bounds the parts of one publish held until its last
+	// arrives; 0 means DefaultMaxHeldBytes.
+	MaxHeldBytes int
 
+	auth                                          auth
 	received, decodeErrors, overflows, reconnects atomic.Int64
+	rejected                                      [5]atomic.Int64 // by RejectReasons
+	rejectedSinceWarn, lastRejectWarn             atomic.Int64
 	// pending counts the items in the queue or in the apply loop's hands:
 	// while it is not zero, a notification must queue behind them.
 	pending          atomic.Int64
@@ -109,6 +129,12 @@ func (l *Listener) defaults() {
 	if l.Logger == nil {
 		l.Logger = hclog.NewNullLogger()
 	}
+	if l.MaxHeldBytes <= 0 {
+		l.MaxHeldBytes = DefaultMaxHeldBytes
+	}
+	if l.Unsigned == "" {
+		l.Unsigned = UnsignedAuto
+	}
 }
 
 // ErrListen wraps a LISTEN that Postgres refused, such as on a hot standby.
@@ -145,7 +171,7 @@ func (l *Listener) Run(ctx context.Context) error {
 	if err := l.probe(ctx, pl); err != nil {
 		return err
 	}
-	l.Logger.Info("listening", "channel", Channel)
+	l.Logger.Info("listening", "channel", Channel, "unsigned_payloads", l.Unsigned)
 	l.Sink.StreamUp("connected")
 
 	queue := make(chan item, l.QueueSize)
@@ -288,19 +314,23 @@ func (l *Listener) drain(in <-chan *pq.Notification, queue chan<- item) {
 	}
 }
 
-// applyInline applies the item's notification on the receiving goroutine if
-// nothing is queued before it and the sink takes it without waiting;
-// otherwise (and for anything but a well-formed notification on our
-// channel) it goes through the queue and the apply loop, which also reports
-// decode errors. A batch decoded here and refused travels with it.
+// applyInline takes the item's notification on the receiving goroutine if
+// nothing is queued before it: it decodes and authenticates it, and applies
+// it if the sink takes it without waiting. A payload under a key the sink
+// does not know (which needs a query), a notification on another channel,
+// and a batch the sink refused (which travels decoded) go through the queue
+// and the apply loop instead.
 func (l *Listener) applyInline(it *item) bool {
 	ts, ok := l.Sink.(TrySink)
 	if !ok || l.BeforeApply != nil || l.pending.Load() != 0 || it.n.Channel != Channel {
 		return false
 	}
-	b, err := Decode(it.n.Extra)
+	b, ready, err := l.admit(it.n.Extra, false)
 	if err != nil {
-		return false
+		return false // errDeferred
+	}
+	if !ready {
+		return true // a part held for later, or dropped
 	}
 	if !ts.TryApply(b) {
 		it.b = &b
@@ -321,6 +351,7 @@ func (l *Listener) applyLoop(queue <-chan item) {
 // applyItem hands one queued item to the sink.
 func (l *Listener) applyItem(it item) {
 	if it.gap != "" {
+		l.resetHeld()
 		if it.gap == "reconnected" {
 			l.Sink.StreamUp(it.gap)
 		} else {
@@ -336,12 +367,9 @@ func (l *Listener) applyItem(it item) {
 		l.BeforeApply()
 	}
 	if it.b == nil {
-		b, err := Decode(it.n.Extra)
-		if err != nil {
-			l.decodeErrors.Add(1)
-			l.Logger.Error("undecodable notification; resyncing", "error", err, "bytes", len(it.n.Extra))
-			l.Sink.StreamGap("undecodable notification")
-			return
+		b, ready, _ := l.admit(it.n.Extra, true)
+		if !ready {
+			return // held, or dropped and reported
 		}
 		it.b = &b
 	}
@@ -398,8 +426,10 @@ func (l *Listener) pingLoop(ctx context.Context, pl *pq.Listener, d *dialer) {
 // Stats are the listener's counters.
 type Stats struct {
 	Received, DecodeErrors, Overflows, Reconnects int64
-	LastNotification                              time.Time
-	Lag                                           time.Duration // send-to-apply time of the latest notification
+	// Rejected counts the payloads dropped, by reason (RejectReasons).
+	Rejected         map[string]int64
+	LastNotification time.Time
+	Lag              time.Duration // send-to-apply time of the latest notification
 }
 
 // Stats returns the listener's counters.
@@ -410,6 +440,10 @@ func (l *Listener) Stats() Stats {
 		Overflows:    l.overflows.Load(),
 		Reconnects:   l.reconnects.Load(),
 		Lag:          time.Duration(l.lagMicros.Load()) * time.Microsecond,
+		Rejected:     make(map[string]int64, len(RejectReasons)),
+	}
+	for i, r := range RejectReasons {
+		s.Rejected[r] = l.rejected[i].Load()
 	}
 	if n := l.lastNotification.Load(); n != 0 {
 		s.LastNotification = time.Unix(0, n)

@@ -59,10 +59,10 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 		"CheckPrimary": func() error { return st.CheckPrimary(ctx) },
 		"CheckSchema":  func() error { return st.CheckSchema(ctx) },
 		"Snapshot": func() error {
-			return st.Snapshot(ctx, func(mirror.Visibility) {}, func(mirror.Row) error { return nil })
+			return st.Snapshot(ctx, func(mirror.Visibility) error { return nil }, func(mirror.Row) error { return nil })
 		},
 		"RangeSnapshot": func() error {
-			return st.RangeSnapshot(ctx, 4, func(mirror.Visibility) {},
+			return st.RangeSnapshot(ctx, 4, func(mirror.Visibility) error { return nil },
 				func(sums []mirror.BucketSum) ([]int, error) { return []int{0, 1, 2, 3}, nil },
 				func(mirror.Row) error { return nil })
 		},

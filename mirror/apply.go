@@ -28,6 +28,14 @@ func (m *Mirror) TryApply(b Batch) bool {
 }
 
 func (m *Mirror) applyLocked(b Batch) {
+	ok, overflow := m.replay.admit(&b)
+	if overflow {
+		m.resync(repairPrefix + "replay window full")
+	}
+	if !ok {
+		m.stats.replays.Add(1)
+		return
+	}
 	rl := m.reload.Load()
 	sets := m.valueSets.Load()
 	for i := range b.Changes {
@@ -165,7 +173,7 @@ func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own bool) {
 	switch c.Op {
 	case OpDelete:
 		existed := e != nil && !e.deleted()
-		m.deleteLocked(sh, h, c.Key, e, xid, c.Version, rl, own)
+		rl.markFresh(m.deleteLocked(sh, h, c.Key, e, xid, c.Version, rl, own))
 		sh.mu.Unlock()
 		m.stats.applied[opIndex(OpDelete)].Add(1)
 		if existed {
@@ -177,7 +185,8 @@ func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own bool) {
 		if e != nil && !e.deleted() && c.Op == OpSet && e.expires() != c.Expires && m.sameValue(c.Key, e, c.Value) {
 			event = EventExpire
 		}
-		m.setLocked(sh, h, c.Key, e, state{version: c.Version, expires: c.Expires, xid: xid, value: c.Value, hasValue: c.Op == OpSet}, own)
+		ne := m.setLocked(sh, h, c.Key, e, state{version: c.Version, expires: c.Expires, xid: xid, value: c.Value, hasValue: c.Op == OpSet}, own)
+		rl.markFresh(ne)
 		sh.mu.Unlock()
 		m.keyEvent(c.Key, event)
 	default:
@@ -375,8 +384,9 @@ func (m *Mirror) installValue(sh *shard, h uint64, e *entry, value []byte, d uin
 // deleteLocked removes key (whose hash is h). While a reload is in flight
 // it leaves a tombstone, so the reload's snapshot cannot bring the key
 // back; after this sidecar's own delete it leaves one until the echo
-// arrives, so older notifications cannot bring it back either.
-func (m *Mirror) deleteLocked(sh *shard, h uint64, key string, e *entry, xid uint64, version int64, rl *reloadState, own bool) {
+// arrives, so older notifications cannot bring it back either. It returns
+// the tombstone, or nil.
+func (m *Mirror) deleteLocked(sh *shard, h uint64, key string, e *entry, xid uint64, version int64, rl *reloadState, own bool) *entry {
 	if cachedValue(e) {
 		m.values.Del(key)
 	}
@@ -390,7 +400,7 @@ func (m *Mirror) deleteLocked(sh *shard, h uint64, key string, e *entry, xid uin
 			}
 			sh.remove(m.ix, e, h)
 		}
-		return
+		return nil
 	}
 	if e == nil || !e.deleted() {
 		m.tombs.Add(1)
@@ -403,6 +413,7 @@ func (m *Mirror) deleteLocked(sh *shard, h uint64, key string, e *entry, xid uin
 	if own {
 		sh.setEcho(ne, xid)
 	}
+	return ne
 }
 
 // applyTruncate deletes every key.
@@ -430,7 +441,7 @@ func (m *Mirror) applyTruncate(xid uint64, rl *reloadState) {
 				}
 				continue
 			}
-			m.deleteLocked(sh, keyHash(key), key, e, xid, e.version, rl, false)
+			rl.markFresh(m.deleteLocked(sh, keyHash(key), key, e, xid, e.version, rl, false))
 			deleted = append(deleted, key)
 		}
 		sh.mu.Unlock()
@@ -453,25 +464,35 @@ func (m *Mirror) storeValue(key string, digest uint64, data []byte) {
 	}
 }
 
+// sentinelWait is a sentinel this sidecar sent and waits for.
+type sentinelWait struct {
+	arrived  chan struct{}
+	onArrive func() // runs under applyMu as the sentinel is applied; may be nil
+}
+
+// sentinelArrived is called under applyMu.
 func (m *Mirror) sentinelArrived(token string) {
 	m.sentinelMu.Lock()
-	ch, ok := m.sentinels[token]
+	w, ok := m.sentinels[token]
 	if ok {
 		delete(m.sentinels, token)
 	}
 	m.sentinelMu.Unlock()
 	if ok {
-		close(ch)
+		if w.onArrive != nil {
+			w.onArrive()
+		}
+		close(w.arrived)
 	}
 }
 
 // expectSentinel registers token before it is sent.
-func (m *Mirror) expectSentinel(token string) <-chan struct{} {
-	ch := make(chan struct{})
+func (m *Mirror) expectSentinel(token string, onArrive func()) <-chan struct{} {
+	w := &sentinelWait{arrived: make(chan struct{}), onArrive: onArrive}
 	m.sentinelMu.Lock()
-	m.sentinels[token] = ch
+	m.sentinels[token] = w
 	m.sentinelMu.Unlock()
-	return ch
+	return w.arrived
 }
 
 func (m *Mirror) forgetSentinel(token string) {

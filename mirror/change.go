@@ -51,6 +51,11 @@ type Batch struct {
 	Xid uint64
 	// Changes in the order the payload lists them.
 	Changes []Change
+	// MACs identify the payloads of a batch whose signature was verified
+	// (format 2): the first 8 bytes of each one's MAC. The mirror drops a
+	// batch holding one it has applied since its last reload: a replay.
+	// Nil for an unsigned batch.
+	MACs []uint64
 }
 
 // Change is one committed change of cache_entries, as notified.

@@ -25,11 +25,11 @@ func (s *rowSource) put(r Row) {
 	s.mu.Unlock()
 }
 
-func (s *rowSource) Snapshot(context.Context, func(Visibility), func(Row) error) error {
+func (s *rowSource) Snapshot(context.Context, func(Visibility) error, func(Row) error) error {
 	return errors.New("not in this test")
 }
 
-func (s *rowSource) RangeSnapshot(context.Context, int, func(Visibility), func([]BucketSum) ([]int, error), func(Row) error) error {
+func (s *rowSource) RangeSnapshot(context.Context, int, func(Visibility) error, func([]BucketSum) ([]int, error), func(Row) error) error {
 	return errors.New("not in this test")
 }
 
@@ -50,6 +50,10 @@ func (s *rowSource) Fetch(_ context.Context, keys []string) ([]Row, error) {
 func (s *rowSource) Sentinel(context.Context, string) error      { return errors.New("not in this test") }
 func (s *rowSource) Now(context.Context) (int64, error)          { return 0, errors.New("not in this test") }
 func (s *rowSource) EstimateRows(context.Context) (int64, error) { return -1, nil }
+func (s *rowSource) NextXid(context.Context) (uint64, error) {
+	return 0, errors.New("not in this test")
+}
+func (s *rowSource) Keyring(context.Context) (Keyring, error) { return Keyring{}, nil }
 func (s *rowSource) apply(m *Mirror, xid uint64, key string, v []byte) { // commits and notifies
 	s.put(Row{Key: key, Value: v, Version: int64(xid), Expires: NoExpiry})
 	m.Apply(Batch{Xid: xid, Changes: []Change{{Op: OpSet, Key: key, Value: v, Version: int64(xid), Expires: NoExpiry}}})

@@ -112,9 +112,19 @@ type Options struct {
 	// the index locks: keep it fast and never block.
 	OnKeyEvent func(key, event string)
 	// OnReload, when set, is told of every reload's end: its reason (as
-	// requested: "connected", "reconnected", "SIGHUP", "periodic", ...), its
-	// result, and its error (nil on success). For metrics.
+	// requested: "connected", "reconnected", "SIGHUP", "periodic",
+	// "repair: ...", ...), its result, and its error (nil on success). For
+	// metrics.
 	OnReload func(reason string, res ReloadResult, err error)
+	// MinResyncInterval is the least time between two reloads asked for by
+	// RequestResync (PGMIRROR.RESYNC, SIGHUP) or RequestRepair (dropped
+	// payloads); requests meanwhile are coalesced. 0 means
+	// DefaultMinResyncInterval; negative, no limit (tests).
+	MinResyncInterval time.Duration
+	// ReplayWindow bounds the payload MACs remembered between reloads to
+	// recognise replays; when it is full a reload is asked for, which
+	// empties it. 0 means DefaultReplayWindow.
+	ReplayWindow int
 	// Logger; nil logs nothing.
 	Logger hclog.Logger
 	// Hooks lets tests pause the mirror at chosen points; nil in production.
@@ -158,6 +168,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.ClockInterval <= 0 {
 		o.ClockInterval = DefaultClockInterval
+	}
+	if o.MinResyncInterval == 0 {
+		o.MinResyncInterval = DefaultMinResyncInterval
+	}
+	if o.ReplayWindow <= 0 {
+		o.ReplayWindow = DefaultReplayWindow
 	}
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
@@ -217,7 +233,7 @@ type Mirror struct {
 	appliedMu    sync.Mutex
 	appliedCh    chan struct{} // closed and replaced after every applied batch
 	sentinelMu   sync.Mutex
-	sentinels    map[string]chan struct{}
+	sentinels    map[string]*sentinelWait
 	prefetchCh   chan string
 	resyncCh     chan string
 	ctx          context.Context
@@ -227,6 +243,12 @@ type Mirror struct {
 	gcPercent    atomic.Int64  // the collector's target the mirror set last (ManageGC)
 	streamEpoch  atomic.Uint64 // bumped when the stream lost notifications (reconnect, overflow)
 	reloadLogger hclog.Logger
+
+	replay  replayGuard // under applyMu
+	limiter resyncLimiter
+	keyring atomic.Pointer[Keyring]
+	keyMu   sync.Mutex // one keyring read at a time
+	keyRead time.Time  // when the keyring was last read
 }
 
 // New returns a mirror over src. Open starts its background work.
@@ -259,7 +281,7 @@ func New(src Source, opts Options) (*Mirror, error) {
 		appliedCh:  make(chan struct{}),
 		readyCh:    make(chan struct{}),
 		tickets:    map[*WriteTicket]struct{}{},
-		sentinels:  map[string]chan struct{}{},
+		sentinels:  map[string]*sentinelWait{},
 		prefetchCh: make(chan string, prefetchQueue),
 		resyncCh:   make(chan string, 1),
 	}
@@ -267,6 +289,7 @@ func New(src Source, opts Options) (*Mirror, error) {
 	// rest stays for the value cache (values above InlineLimit).
 	m.inlineBudget = max(opts.MaxMemory-max(opts.MaxMemory/8, minValueBudget), 0)
 	m.reloadLogger = m.log.Named("reload")
+	m.replay = newReplayGuard(opts.ReplayWindow)
 	m.lastMaxCost.Store(budget)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m, nil
@@ -284,6 +307,7 @@ func (m *Mirror) Open() {
 // Close stops the background work and releases the value cache.
 func (m *Mirror) Close() error {
 	m.cancel()
+	m.stopLimiter()
 	m.wg.Wait()
 	m.values.Close()
 	return nil
@@ -332,7 +356,7 @@ func (m *Mirror) StreamUp(reason string) {
 	m.downSinceNS.Store(0)
 	m.stateMu.Unlock()
 	m.streamEpoch.Add(1)
-	m.RequestResync(reason)
+	m.resync(reason)
 }
 
 // StreamDown tells the mirror the listener lost its connection (or dropped
@@ -353,12 +377,13 @@ func (m *Mirror) StreamDown(reason string) {
 // stayed up (the listener's queue overflowed): resync.
 func (m *Mirror) StreamGap(reason string) {
 	m.streamEpoch.Add(1)
-	m.RequestResync(reason)
+	m.resync(reason)
 }
 
-// RequestResync asks for a full reload. Requests coalesce; one that arrives
-// during a reload causes one more after it.
-func (m *Mirror) RequestResync(reason string) {
+// resync asks the reload loop for a reload, unlimited: for the stream's
+// own needs. Requests coalesce; one that arrives during a reload causes one
+// more after it.
+func (m *Mirror) resync(reason string) {
 	select {
 	case m.resyncCh <- reason:
 	default: // one is pending already; it will see the newest state

@@ -20,12 +20,44 @@ import (
 type reloadState struct {
 	epoch uint32
 	vis   atomic.Pointer[Visibility]
+	gen   uint64 // its generation of the replay guard
+	// fresh is set once the sentinel arrived, just before horizon is read:
+	// a change applied from then on marks its entry (owned = epoch|ownedFresh),
+	// since it may legitimately carry a transaction id at or above horizon.
+	fresh atomic.Bool
+	// forgedDropped counts the entries corrected because forged.
+	forgedDropped atomic.Int64
+	// horizon is the server's next transaction id, read after the sentinel
+	// arrived: every transaction delivered before then has a lower id, so
+	// an unmarked entry whose id is not lower was forged (0: not read yet).
+	horizon atomic.Uint64
 }
+
+// ownedFresh marks, in entry.owned, an entry a change made after the
+// reload of that epoch read its horizon.
+const ownedFresh = 1 << 31
 
 // sees reports whether the reload's snapshot includes transaction xid.
 func (rl *reloadState) sees(xid uint64) bool {
 	v := rl.vis.Load()
 	return v != nil && v.Sees(xid)
+}
+
+// forged reports whether e holds a change that claims a transaction id at
+// or above the horizon although it was delivered before the horizon was
+// read: no committed transaction has such an id, so a payload made it up.
+// Such a change never wins over the snapshot.
+func (rl *reloadState) forged(e *entry) bool {
+	h := rl.horizon.Load()
+	return h != 0 && e.xid() >= h && e.owned != rl.epoch|ownedFresh
+}
+
+// markFresh marks e, made by a change applied during rl, if rl has read
+// its horizon (or is about to).
+func (rl *reloadState) markFresh(e *entry) {
+	if rl != nil && e != nil && rl.fresh.Load() {
+		e.owned = rl.epoch | ownedFresh
+	}
 }
 
 // errStreamReset means notifications were lost during the reload, so its
@@ -38,6 +70,7 @@ type ReloadResult struct {
 	Differed int           // ranges whose checksums differed, and were re-read
 	Rows     int64         // rows read from the snapshot
 	Drift    int64         // keys the reload had to correct
+	Forged   int64         // of those, keys a forged change had set (see reloadState.forged)
 	Duration time.Duration // from start to the end of the sweep
 }
 
@@ -67,11 +100,15 @@ func (m *Mirror) reloadWith(ctx context.Context, reason string, ranges int) (Rel
 	res := ReloadResult{Ranges: ranges}
 	start := time.Now()
 	streamEpoch := m.streamEpoch.Load()
-	rl := &reloadState{epoch: m.epoch.Add(1)}
-	m.reload.Store(rl)
+	rl := &reloadState{epoch: m.epoch.Add(1) &^ ownedFresh}
 	initial := !m.isLoaded()
 	log := m.reloadLogger.With("reason", reason, "epoch", rl.epoch)
 	log.Debug("reload started")
+	m.readKeyring(ctx)
+	m.applyMu.Lock()
+	rl.gen = m.replay.newGen() // before the snapshot is taken
+	m.applyMu.Unlock()
+	m.reload.Store(rl)
 
 	estimate, _ := m.src.EstimateRows(ctx)
 	if initial && estimate > 0 {
@@ -79,11 +116,25 @@ func (m *Mirror) reloadWith(ctx context.Context, reason string, ranges int) (Rel
 	}
 	progress := time.Now()
 	sets := m.valueSets.Load()
-	visible := func(v Visibility) {
+	// Once the snapshot is taken, and before any of its rows is merged:
+	// wait until the stream has delivered everything the snapshot sees,
+	// then read the horizon, so that rows are merged knowing which changes
+	// delivered so far were forged.
+	visible := func(v Visibility) error {
 		rl.vis.Store(&v)
 		if h := m.opts.Hooks.AfterSnapshotVisible; h != nil {
 			h()
 		}
+		if err := m.awaitSentinel(ctx, func() { m.replay.switchTo(&v, rl.gen) }); err != nil {
+			return err
+		}
+		rl.fresh.Store(true)
+		next, err := m.src.NextXid(ctx)
+		if err != nil {
+			return fmt.Errorf("read the next transaction id: %w", err)
+		}
+		rl.horizon.Store(next)
+		return nil
 	}
 	row := func(r Row) error {
 		res.Rows++
@@ -111,17 +162,12 @@ func (m *Mirror) reloadWith(ctx context.Context, reason string, ranges int) (Rel
 	var err error
 	if ranges == 0 {
 		err = m.src.Snapshot(ctx, visible, row)
-		if err == nil {
-			err = m.awaitSentinel(ctx)
-		}
 	} else {
 		picked = map[int]bool{}
 		err = m.src.RangeSnapshot(ctx, ranges, visible, func(sums []BucketSum) ([]int, error) {
-			// Once the sentinel arrived, the mirror holds every change the
-			// snapshot includes; what differs now needs reading.
-			if err := m.awaitSentinel(ctx); err != nil {
-				return nil, err
-			}
+			// The sentinel arrived (visible waited for it): the mirror holds
+			// every change the snapshot includes; what differs now needs
+			// reading.
 			local := m.localSums(ranges)
 			var differ []int
 			for b := range sums {
@@ -158,7 +204,13 @@ func (m *Mirror) reloadWith(ctx context.Context, reason string, ranges int) (Rel
 	m.updateBudget()
 	m.tuneGC()
 	res.Duration = time.Since(start)
+	res.Forged = rl.forgedDropped.Load()
 	m.finishReload(res)
+	m.reloadTook(res.Duration)
+	if res.Forged > 0 {
+		log.Warn("reload replaced keys set by notifications that claimed a transaction id no transaction has (forged): "+
+			"the table's state wins", "keys", res.Forged, "horizon", rl.horizon.Load())
+	}
 	if m.opts.OnLoadersChanged != nil {
 		m.opts.OnLoadersChanged()
 	}
@@ -198,10 +250,15 @@ func (m *Mirror) mergeRow(rl *reloadState, r Row) bool {
 		if echo := sh.echoOf(e); echo != 0 && vis.Sees(echo) {
 			sh.clearEcho(e) // the snapshot includes our write; its echo may have been lost
 		}
+		forged := false
 		if x := e.xid(); x != 0 && !vis.Sees(x) {
-			return false // the stream (or our write) delivered a newer state
+			if !rl.forged(e) {
+				return false // the stream (or our write) delivered a newer state
+			}
+			forged = true // the row replaces it, whatever it holds
+			rl.forgedDropped.Add(1)
 		}
-		if !e.deleted() && e.version == r.Version && e.expires() == r.Expires {
+		if !forged && !e.deleted() && e.version == r.Version && e.expires() == r.Expires {
 			if e.inline() {
 				// The same state if the same bytes: what comparing RowHash
 				// would conclude, without hashing.
@@ -252,8 +309,11 @@ func (m *Mirror) sweep(rl *reloadState, ranges int, picked map[int]bool) int64 {
 					drop = append(drop, e)
 					m.tombs.Add(-1)
 				}
-			case e.seen != rl.epoch && (e.xid() == 0 || vis.Sees(e.xid())) &&
+			case e.seen != rl.epoch && (e.xid() == 0 || vis.Sees(e.xid()) || rl.forged(e)) &&
 				(ranges == 0 || picked[Bucket(e.key(), ranges)]):
+				if e.xid() != 0 && !vis.Sees(e.xid()) {
+					rl.forgedDropped.Add(1)
+				}
 				drop = append(drop, e)
 				m.entries.Add(-1)
 				if cachedValue(e) {
@@ -300,12 +360,14 @@ func (m *Mirror) abandonReload(rl *reloadState) {
 }
 
 // awaitSentinel sends a sentinel and waits until the stream delivers it:
-// then every change committed before it has been applied.
-func (m *Mirror) awaitSentinel(ctx context.Context) error {
+// then every change committed before it has been applied. onArrive, if not
+// nil, runs as the stream applies the sentinel, under applyMu: before any
+// notification delivered after it.
+func (m *Mirror) awaitSentinel(ctx context.Context, onArrive func()) error {
 	var b [8]byte
 	_, _ = crand.Read(b[:])
 	token := "r" + hex.EncodeToString(b[:])
-	arrived := m.expectSentinel(token)
+	arrived := m.expectSentinel(token, onArrive)
 	defer m.forgetSentinel(token)
 	if err := m.src.Sentinel(ctx, token); err != nil {
 		return fmt.Errorf("send sentinel: %w", err)
@@ -339,6 +401,7 @@ func (m *Mirror) finishReload(res ReloadResult) {
 	m.stateMu.Unlock()
 	m.stats.reloads.Add(1)
 	m.stats.drift.Add(res.Drift)
+	m.stats.forged.Add(res.Forged)
 	m.stats.lastReloadNanos.Store(int64(res.Duration))
 }
 
@@ -394,7 +457,7 @@ func (m *Mirror) reloadLoop(ctx context.Context, interval time.Duration) {
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, maxBackoff)
-			m.RequestResync("retry: " + reason)
+			m.resync("retry: " + reason)
 			continue
 		}
 		backoff = minBackoff

@@ -3,6 +3,7 @@ package mirror
 import (
 	"context"
 	"slices"
+	"time"
 )
 
 // Row is one row of cache_entries read outside the notification stream.
@@ -45,15 +46,16 @@ type Loader interface {
 // implements it; mirrortest fakes it for unit tests.
 type Source interface {
 	// Snapshot reads every row of cache_entries in one REPEATABLE READ
-	// snapshot: it first reports the snapshot's visibility, then passes each
-	// row to row (stopping at the first error row returns). Rows come in no
+	// snapshot: it first reports the snapshot's visibility (an error from
+	// visible ends the snapshot and is returned), then passes each row to
+	// row (stopping at the first error row returns). Rows come in no
 	// particular order; a row's Value is not retained by the source.
-	Snapshot(ctx context.Context, visible func(Visibility), row func(Row) error) error
+	Snapshot(ctx context.Context, visible func(Visibility) error, row func(Row) error) error
 	// RangeSnapshot opens one REPEATABLE READ snapshot, reports its
 	// visibility, computes the BucketSum of each of n key ranges (Bucket,
 	// RowHash), asks pick which ranges to read, and passes their rows, read
 	// in the same snapshot, to row.
-	RangeSnapshot(ctx context.Context, n int, visible func(Visibility),
+	RangeSnapshot(ctx context.Context, n int, visible func(Visibility) error,
 		pick func(sums []BucketSum) ([]int, error), row func(Row) error) error
 	// Fetch returns the current rows of keys; absent keys are left out.
 	Fetch(ctx context.Context, keys []string) ([]Row, error)
@@ -66,4 +68,43 @@ type Source interface {
 	// EstimateRows returns the planner's estimate of the table's rows, for
 	// progress reports; a negative number when there is none.
 	EstimateRows(ctx context.Context) (int64, error)
+	// NextXid returns the server's next transaction id: every transaction
+	// that committed before the call has a lower one.
+	NextXid(ctx context.Context) (uint64, error)
+	// Keyring reads the keys that sign notifications (pgmirror_secret); a
+	// database whose triggers do not sign yet gives a Keyring without keys.
+	Keyring(ctx context.Context) (Keyring, error)
+}
+
+// Key is one of the keys that sign notification payloads: a row of
+// pgmirror_secret.
+type Key struct {
+	ID     int64  // kid
+	Secret []byte // the HMAC-SHA256 key
+}
+
+// Keyring is what a sidecar knows of the keys that sign notifications.
+type Keyring struct {
+	// Keys are the newest key, which the triggers sign with, and the one
+	// before it, whose payloads may still be on their way after a
+	// rotation. Payloads under any other key are refused.
+	Keys []Key
+	// Signed reports that the triggers sign what they send (format 2):
+	// pgmirror_secret exists and holds a key.
+	Signed bool
+	// Read is when the keys were read.
+	Read time.Time
+}
+
+// Key returns the secret of key id, or nil when the keyring lacks it.
+func (k *Keyring) Key(id int64) []byte {
+	if k == nil {
+		return nil
+	}
+	for _, key := range k.Keys {
+		if key.ID == id {
+			return key.Secret
+		}
+	}
+	return nil
 }

@@ -16,6 +16,9 @@ type counters struct {
 	reloads              atomic.Int64
 	reloadFailures       atomic.Int64
 	drift                atomic.Int64
+	forged               atomic.Int64
+	replays              atomic.Int64
+	repairs              atomic.Int64
 	lastReloadNanos      atomic.Int64
 }
 
@@ -56,6 +59,9 @@ type Stats struct {
 	Reloads        int64
 	ReloadFailures int64
 	Drift          int64 // keys reloads had to correct
+	Forged         int64 // of those, keys a forged notification had set (a transaction id no transaction had)
+	Replays        int64 // notifications dropped as replays: already applied, or older than the last reload's snapshot
+	Repairs        int64 // reloads asked for because notifications had to be dropped (RequestRepair)
 	LastReload     time.Time
 	LastReloadTook time.Duration
 	Connected      bool      // the listener is connected (and listening)
@@ -83,6 +89,9 @@ func (m *Mirror) Stats() Stats {
 		Reloads:        m.stats.reloads.Load(),
 		ReloadFailures: m.stats.reloadFailures.Load(),
 		Drift:          m.stats.drift.Load(),
+		Forged:         m.stats.forged.Load(),
+		Replays:        m.stats.replays.Load(),
+		Repairs:        m.stats.repairs.Load(),
 		LastReloadTook: time.Duration(m.stats.lastReloadNanos.Load()),
 		ClockLead:      m.ClockLead(),
 		Applied:        map[string]int64{},

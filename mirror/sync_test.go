@@ -204,7 +204,7 @@ func TestReloadRepairsSilentChanges(t *testing.T) {
 
 func TestChurnLeavesNoMarkers(t *testing.T) {
 	dsn, db := testdb.New(t)
-	s := start(t, dsn, mirror.Options{})
+	s := start(t, dsn, mirror.Options{MinResyncInterval: -1}) // reloads back to back, as requested
 	// Churn 100,000 distinct keys through insert and delete, with reloads
 	// running meanwhile (deletes leave tombstones only while one is in flight).
 	stop := make(chan struct{})

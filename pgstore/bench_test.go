@@ -56,7 +56,7 @@ func BenchmarkSnapshot1M(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		rows, bytes = 0, 0
-		err := s.Snapshot(ctx, func(mirror.Visibility) {}, func(r mirror.Row) error {
+		err := s.Snapshot(ctx, func(mirror.Visibility) error { return nil }, func(r mirror.Row) error {
 			rows++
 			bytes += len(r.Value)
 			return nil

@@ -23,7 +23,7 @@ var hashExpr = `('x' || substr(md5(convert_to(key, 'UTF8') || decode('00', 'hex'
 // RangeSnapshot implements mirror.Source: the checksums are computed by
 // Postgres (it reads every row, but sends one line per range), and only
 // the rows of the ranges pick returns travel.
-func (s *Store) RangeSnapshot(ctx context.Context, n int, visible func(mirror.Visibility),
+func (s *Store) RangeSnapshot(ctx context.Context, n int, visible func(mirror.Visibility) error,
 	pick func(sums []mirror.BucketSum) ([]int, error), row func(mirror.Row) error) error {
 	if n <= 0 {
 		return fmt.Errorf("range snapshot: %d ranges", n)

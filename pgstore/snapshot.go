@@ -31,7 +31,7 @@ const fetchBatch = 1000
 // Snapshot implements mirror.Source. The rows are read by one statement in a
 // REPEATABLE READ, READ ONLY transaction whose snapshot is the one
 // pg_current_snapshot() reports.
-func (s *Store) Snapshot(ctx context.Context, visible func(mirror.Visibility), row func(mirror.Row) error) error {
+func (s *Store) Snapshot(ctx context.Context, visible func(mirror.Visibility) error, row func(mirror.Row) error) error {
 	start := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -58,15 +58,16 @@ func (s *Store) Snapshot(ctx context.Context, visible func(mirror.Visibility), r
 // snapshot runs the statements of Snapshot in tx and returns the number of
 // rows passed to row.
 func (s *Store) snapshot(ctx context.Context, cancel func(), tx *sql.Tx,
-	visible func(mirror.Visibility), row func(mirror.Row) error) (int, error) {
+	visible func(mirror.Visibility) error, row func(mirror.Row) error) (int, error) {
 	if err := openSnapshot(ctx, tx, visible); err != nil {
 		return 0, err
 	}
 	return readRows(ctx, cancel, tx, `SELECT `+columns+` FROM cache_entries`, nil, row)
 }
 
-// openSnapshot fixes tx's snapshot and reports its visibility.
-func openSnapshot(ctx context.Context, tx *sql.Tx, visible func(mirror.Visibility)) error {
+// openSnapshot fixes tx's snapshot and reports its visibility; an error
+// visible returns ends the snapshot.
+func openSnapshot(ctx context.Context, tx *sql.Tx, visible func(mirror.Visibility) error) error {
 	// Taking ACCESS SHARE before the snapshot exists (LOCK needs none) means
 	// no TRUNCATE or table rewrite can commit between the snapshot and the
 	// read: those are not MVCC-safe, and a snapshot older than them would
@@ -86,7 +87,7 @@ func openSnapshot(ctx context.Context, tx *sql.Tx, visible func(mirror.Visibilit
 		return fmt.Errorf("snapshot: %w", err)
 	}
 	if visible != nil {
-		visible(v)
+		return visible(v)
 	}
 	return nil
 }

@@ -40,7 +40,13 @@ func exec(t *testing.T, db interface {
 func snapshot(t *testing.T, s *pgstore.Store, visible func(mirror.Visibility)) map[string]mirror.Row {
 	t.Helper()
 	got := map[string]mirror.Row{}
-	err := s.Snapshot(ctx(t), visible, func(r mirror.Row) error {
+	report := func(v mirror.Visibility) error {
+		if visible != nil {
+			visible(v)
+		}
+		return nil
+	}
+	err := s.Snapshot(ctx(t), report, func(r mirror.Row) error {
 		if _, dup := got[r.Key]; dup {
 			return fmt.Errorf("key %q twice", r.Key)
 		}

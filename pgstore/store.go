@@ -142,6 +142,54 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 	return nil
 }
 
+// NextXid implements mirror.Source: the xmax of a snapshot taken now, one
+// past the newest transaction that has completed.
+func (s *Store) NextXid(ctx context.Context) (uint64, error) {
+	var xid uint64
+	err := s.DB.QueryRowContext(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&xid)
+	if err != nil {
+		return 0, fmt.Errorf("read the next transaction id: %w", err)
+	}
+	return xid, nil
+}
+
+// Keyring implements mirror.Source: the two newest keys of pgmirror_secret.
+// A database that lacks the table (migration 0005 not applied) gives a
+// keyring without keys: its triggers send unsigned payloads.
+func (s *Store) Keyring(ctx context.Context) (mirror.Keyring, error) {
+	kr := mirror.Keyring{Read: time.Now()}
+	var exists bool
+	if err := s.DB.QueryRowContext(ctx, `SELECT to_regclass('pgmirror_secret') IS NOT NULL`).Scan(&exists); err != nil {
+		return kr, fmt.Errorf("look for pgmirror_secret: %w", err)
+	}
+	if !exists {
+		return kr, nil
+	}
+	rows, err := s.DB.QueryContext(ctx, `SELECT kid, key FROM pgmirror_secret ORDER BY kid DESC LIMIT 2`)
+	if err != nil {
+		var pqErr *pq.Error
+		if errors.As(err, &pqErr) && pqErr.Code == "42501" { // insufficient_privilege
+			return kr, fmt.Errorf("read pgmirror_secret: %s: the sidecar's role cannot read the keys that sign "+
+				"notifications, so it cannot tell them from forgeries; grant it the role pgmirror_sidecar "+
+				"(GRANT pgmirror_sidecar TO <the sidecar's role>)", pqErr.Message)
+		}
+		return kr, fmt.Errorf("read pgmirror_secret: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k mirror.Key
+		if err := rows.Scan(&k.ID, &k.Secret); err != nil {
+			return kr, fmt.Errorf("read pgmirror_secret: %w", err)
+		}
+		kr.Keys = append(kr.Keys, k)
+	}
+	if err := rows.Err(); err != nil {
+		return kr, fmt.Errorf("read pgmirror_secret: %w", err)
+	}
+	kr.Signed = len(kr.Keys) > 0
+	return kr, nil
+}
+
 // EstimateRows implements mirror.Source with the planner's row estimate,
 // which costs nothing to read; -1 before the table was first analyzed.
 func (s *Store) EstimateRows(ctx context.Context) (int64, error) {

@@ -199,3 +199,46 @@ func TestCheckSchema(t *testing.T) {
 		t.Errorf("migrated again: %v", err)
 	}
 }
+
+// TestKeyring reads pgmirror_secret: its two newest keys, newest first; no
+// keys (and no error) where the table is missing; and an error naming the
+// grant to give when the role cannot read it.
+func TestKeyring(t *testing.T) {
+	dsn, db := testdb.New(t)
+	s := pgstore.New(db, nil)
+	for range 2 {
+		exec(t, db, `SELECT pgmirror_rotate_secret()`)
+	}
+	kr, err := s.Keyring(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !kr.Signed || len(kr.Keys) != 2 || kr.Keys[0].ID != 3 || kr.Keys[1].ID != 2 || len(kr.Keys[0].Secret) != 32 {
+		t.Fatalf("keyring %+v, want keys 3 and 2 of 32 bytes", kr)
+	}
+
+	exec(t, db, `DO $$ BEGIN CREATE ROLE pgstore_nokeys LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`)
+	other := testdb.Open(t, strings.Replace(dsn, "user=postgres", "user=pgstore_nokeys", 1))
+	_, err = pgstore.New(other, nil).Keyring(ctx(t))
+	if err == nil || !strings.Contains(err.Error(), "GRANT pgmirror_sidecar TO") {
+		t.Fatalf("keyring as a role without the grant: %v; want an error naming the grant", err)
+	}
+
+	exec(t, db, `DROP TABLE pgmirror_secret CASCADE`)
+	if kr, err := s.Keyring(ctx(t)); err != nil || kr.Signed || len(kr.Keys) != 0 {
+		t.Fatalf("keyring without pgmirror_secret: %+v, %v; want no keys, unsigned", kr, err)
+	}
+}
+
+// TestNextXid: every committed transaction has a lower id.
+func TestNextXid(t *testing.T) {
+	_, db := testdb.New(t)
+	var committed uint64
+	if err := db.QueryRow(`SELECT pg_current_xact_id()::text::bigint`).Scan(&committed); err != nil {
+		t.Fatal(err)
+	}
+	next, err := pgstore.New(db, nil).NextXid(ctx(t))
+	if err != nil || next <= committed {
+		t.Fatalf("next xid %d (%v), want above %d", next, err, committed)
+	}
+}

@@ -1,0 +1,271 @@
+package listener
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"sync"
+	"time"
+
+	"pgmirror/mirror"
+)
+
+// UnsignedPolicy says whether payloads of format 1, which carry no MAC, are
+// applied (--unsigned-payloads). Sentinels and the delivery probe, which a
+// sidecar sends itself and which change nothing, are accepted under every
+// policy.
+type UnsignedPolicy string
+
+// The policies.
+const (
+	// UnsignedAuto accepts unsigned payloads only while the database's
+	// triggers do not sign: its keyring, read at every load, holds no key.
+	// Once a signed payload can be verified, unsigned ones are refused; and
+	// so are those before the first load (which includes their effect).
+	UnsignedAuto UnsignedPolicy = "auto"
+	// UnsignedAccept always accepts them: for a fleet mid-upgrade only.
+	UnsignedAccept UnsignedPolicy = "accept"
+	// UnsignedReject never accepts them: after the rollout.
+	UnsignedReject UnsignedPolicy = "reject"
+)
+
+// Reasons a payload is dropped, the values of the reason label of
+// pgmirror_notifications_rejected_total.
+const (
+	RejectMalformed  = "malformed"   // no known format, or a field or record that does not decode
+	RejectUnsigned   = "unsigned"    // format 1 with changes, refused by the policy
+	RejectUnknownKey = "unknown_key" // signed with a key the sidecar does not hold: made up, or older than the previous one
+	RejectBadMAC     = "bad_mac"     // the MAC does not verify: forged or altered
+	RejectParts      = "parts"       // a part out of sequence, or a publish whose parts stopped before the last
+)
+
+// RejectReasons lists the reasons, in the order Stats reports them.
+var RejectReasons = []string{RejectMalformed, RejectUnsigned, RejectUnknownKey, RejectBadMAC, RejectParts}
+
+// Defaults of the verification.
+const (
+	// DefaultMaxHeldBytes bounds the payloads held while the parts of one
+	// publish arrive; past it, what is held is applied as one batch and the
+	// rest follows, so a statement of millions of rows costs bounded memory
+	// (and is not applied all at once).
+	DefaultMaxHeldBytes = 64 << 20
+	// keyringReadTimeout bounds reading the keys for an unknown kid.
+	keyringReadTimeout = 5 * time.Second
+	// rejectWarnEvery spaces out the warnings about dropped payloads.
+	rejectWarnEvery = 10 * time.Second
+)
+
+// auth decodes, authenticates and assembles payloads, one at a time (the
+// listener hands it notifications in arrival order, from either of its two
+// goroutines, never both at once; the mutex makes that safe to rely on).
+type auth struct {
+	mu   sync.Mutex
+	ring *mirror.Keyring     // the keyring macs were built for
+	macs map[int64]hash.Hash // a keyed HMAC per key of ring
+	held *assembly           // the parts of one publish received so far
+}
+
+// rejectIdx maps a reason to its counter.
+var rejectIdx = map[string]int{
+	RejectMalformed: 0, RejectUnsigned: 1, RejectUnknownKey: 2, RejectBadMAC: 3, RejectParts: 4,
+}
+
+// assembly is the verified parts 1..next-1 of one publish.
+type assembly struct {
+	xid   uint64
+	parts int
+	next  int
+	bytes int
+	batch mirror.Batch
+}
+
+// mac returns the keyed HMAC of key kid of ring, built once per keyring.
+func (a *auth) mac(ring *mirror.Keyring, kid int64, key []byte) hash.Hash {
+	if a.ring != ring {
+		a.ring, a.macs = ring, map[int64]hash.Hash{}
+	}
+	m, ok := a.macs[kid]
+	if !ok {
+		m = hmac.New(sha256.New, key)
+		a.macs[kid] = m
+	}
+	return m
+}
+
+// errDeferred means a payload needs the keyring read again, which only the
+// apply loop does.
+var errDeferred = errors.New("needs the keyring read")
+
+// admit takes one payload: it returns a batch ready to apply (ready), or
+// nothing when the payload is a part held until its publish is complete
+// or was dropped (and reported). mayRead allows reading the keyring for a
+// key the sidecar does not know; without it such a payload is left
+// untouched and errDeferred returned.
+func (l *Listener) admit(payload string, mayRead bool) (b mirror.Batch, ready bool, err error) {
+	a := &l.auth
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h, body, err := decodeHeader(payload)
+	if err != nil {
+		l.dropHeld("a malformed payload arrived")
+		l.reject(RejectMalformed, err, len(payload))
+		return b, false, nil
+	}
+	b.SentAt, b.Xid = h.sentAt, h.xid
+	if h.Format == 1 {
+		if _, err := decodeBody(body, &b, false); err != nil {
+			l.dropHeld("a malformed payload arrived")
+			l.reject(RejectMalformed, err, len(payload))
+			return b, false, nil
+		}
+		l.dropHeld("an unsigned payload arrived")
+		if sentinelsOnly(b.Changes) {
+			return b, true, nil
+		}
+		switch ok, ring := l.acceptUnsigned(); {
+		case ok:
+			return b, true, nil
+		case ring == nil:
+			// Before the first load has read the keys: whether the
+			// triggers sign is unknown, and the load's snapshot, taken
+			// after this payload was committed, includes its effect.
+			l.rejected[rejectIdx[RejectUnsigned]].Add(1)
+			l.Logger.Debug("dropped an unsigned notification that arrived before the first load", "bytes", len(payload))
+		default:
+			l.reject(RejectUnsigned, errors.New("unsigned payload (format 1) refused by --unsigned-payloads"), len(payload))
+		}
+		return b, false, nil
+	}
+	ring := l.Sink.Keyring()
+	key := ring.Key(h.KeyID)
+	if key == nil {
+		if !mayRead {
+			return b, false, errDeferred
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), keyringReadTimeout)
+		ring = l.Sink.RefreshKeyring(ctx)
+		cancel()
+		if key = ring.Key(h.KeyID); key == nil {
+			l.dropHeld("a payload under an unknown key arrived")
+			l.reject(RejectUnknownKey, fmt.Errorf("payload signed with key %d, which is neither the current key nor the previous one", h.KeyID), len(payload))
+			return b, false, nil
+		}
+	}
+	if !h.verifyWith(a.mac(ring, h.KeyID, key)) {
+		l.dropHeld("a payload with a bad MAC arrived")
+		l.reject(RejectBadMAC, fmt.Errorf("MAC does not verify under key %d", h.KeyID), len(payload))
+		return b, false, nil
+	}
+	if _, err := decodeBody(body, &b, true); err != nil {
+		// Authentic but undecodable: a bug, which the repair covers.
+		l.dropHeld("an undecodable payload arrived")
+		l.reject(RejectMalformed, err, len(payload))
+		return b, false, nil
+	}
+	b.MACs = []uint64{h.MACPrefix()}
+	return l.assemble(&h.Header, b, len(payload))
+}
+
+// assemble adds a verified part; a.mu is held. The parts of one publish
+// arrive together and in order (Postgres delivers a transaction's
+// notifications contiguously), so anything else means parts were lost or a
+// part was replayed on its own: dropped.
+func (l *Listener) assemble(h *Header, b mirror.Batch, size int) (mirror.Batch, bool, error) {
+	a := &l.auth
+	if h.Part == 1 {
+		l.dropHeld("a new publish began")
+		if h.Parts == 1 {
+			return b, true, nil
+		}
+		a.held = &assembly{xid: b.Xid, parts: h.Parts, next: 2, bytes: size, batch: b}
+		return mirror.Batch{}, false, nil
+	}
+	held := a.held
+	if held == nil || held.xid != b.Xid || held.parts != h.Parts || held.next != h.Part {
+		l.dropHeld("a part out of sequence arrived")
+		l.reject(RejectParts, fmt.Errorf("part %d/%d of transaction %d out of sequence", h.Part, h.Parts, b.Xid), size)
+		return mirror.Batch{}, false, nil
+	}
+	held.next++
+	held.bytes += size
+	held.batch.Changes = append(held.batch.Changes, b.Changes...)
+	held.batch.MACs = append(held.batch.MACs, b.MACs...)
+	if h.Part == h.Parts {
+		a.held = nil
+		return held.batch, true, nil
+	}
+	if held.bytes > l.MaxHeldBytes {
+		// Too large to hold whole: apply what is held, keep the sequence.
+		out := held.batch
+		held.batch = mirror.Batch{SentAt: out.SentAt, Xid: out.Xid}
+		held.bytes = 0
+		return out, true, nil
+	}
+	return mirror.Batch{}, false, nil
+}
+
+// dropHeld abandons held parts, when something else arrives before the
+// publish's last part: they can never be completed.
+func (l *Listener) dropHeld(why string) {
+	if held := l.auth.held; held != nil {
+		l.auth.held = nil
+		l.reject(RejectParts, fmt.Errorf("%s before part %d/%d of transaction %d", why, held.next, held.parts, held.xid), held.bytes)
+	}
+}
+
+// resetHeld forgets held parts after a gap in the stream, which resyncs anyway.
+func (l *Listener) resetHeld() {
+	l.auth.mu.Lock()
+	l.auth.held = nil
+	l.auth.mu.Unlock()
+}
+
+// acceptUnsigned applies the policy to a payload of format 1 with changes,
+// and returns the keyring it consulted (nil before the first load read it).
+func (l *Listener) acceptUnsigned() (bool, *mirror.Keyring) {
+	ring := l.Sink.Keyring()
+	switch l.Unsigned {
+	case UnsignedAccept:
+		return true, ring
+	case UnsignedReject:
+		return false, ring
+	}
+	return ring != nil && !ring.Signed, ring
+}
+
+// sentinelsOnly reports whether changes are sentinel records only: what a
+// sidecar sends itself (reload sentinels, the delivery probe), a random
+// token that changes nothing.
+func sentinelsOnly(changes []mirror.Change) bool {
+	for _, c := range changes {
+		if c.Op != mirror.OpSentinel {
+			return false
+		}
+	}
+	return true
+}
+
+// reject counts a dropped payload, warns (at most every 10 s, with the
+// count since the last warning), and asks the sink for a repair, which the
+// sink coalesces and spaces out: a dropped payload never resets a reload in
+// progress, and a stream of junk costs little.
+func (l *Listener) reject(reason string, err error, size int) {
+	l.rejected[rejectIdx[reason]].Add(1)
+	if reason == RejectMalformed {
+		l.decodeErrors.Add(1)
+	}
+	n := l.rejectedSinceWarn.Add(1)
+	now := time.Now().UnixNano()
+	last := l.lastRejectWarn.Load()
+	if now-last >= int64(rejectWarnEvery) && l.lastRejectWarn.CompareAndSwap(last, now) {
+		l.rejectedSinceWarn.Add(-n)
+		l.Logger.Warn("dropped a notification; a repair reload is scheduled", "reason", reason, "error", err,
+			"bytes", size, "dropped_since_last_warning", n)
+	} else {
+		l.Logger.Debug("dropped a notification", "reason", reason, "error", err, "bytes", size)
+	}
+	l.Sink.RequestRepair("notification dropped: " + reason)
+}
