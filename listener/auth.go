@@ -123,6 +123,11 @@ func (l *Listener) admit(payload string, mayRead bool) (b mirror.Batch, ready bo
 		}
 		l.dropHeld("an unsigned payload arrived")
 		if sentinelsOnly(b.Changes) {
+			// Unsigned, so its transaction id is whatever the sender
+			// claimed (a sidecar's own sentinels claim none): keep it out
+			// of the write tickets, which it could otherwise convince that
+			// a write's echo arrived.
+			b.Xid = 0
 			return b, true, nil
 		}
 		switch ok, ring := l.acceptUnsigned(); {
