@@ -292,13 +292,11 @@ func checkNarrowWriteFunction(t *testing.T, db *sql.DB, dsn string, adb *sql.DB)
 
 // TestSecretTableCovered: pgmirror_secret (migration 0005, written beside
 // this one) is read by the sidecars and owned by pgmirror's owner like
-// every other table of pgmirror, whichever file created it. Here it is
-// created by hand before migrate.
+// every other table of pgmirror, whichever file created it.
 func TestSecretTableCovered(t *testing.T) {
 	dsn := pgtest.Shared(t).CreateDB(t)
 	db := testdb.Open(t, dsn)
-	exec(t, db, `CREATE TABLE IF NOT EXISTS pgmirror_secret (kid int PRIMARY KEY, key bytea NOT NULL)`)
-	testdb.Migrate(t, dsn)
+	testdb.Migrate(t, dsn) // 0005 creates pgmirror_secret, 0006 and every migrate grant it
 	var read, super bool
 	if err := db.QueryRow(`SELECT has_table_privilege('pgmirror_sidecar', 'pgmirror_secret', 'SELECT'),
 		(SELECT r.rolsuper FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE c.oid = 'pgmirror_secret'::regclass)`).Scan(&read, &super); err != nil {
