@@ -305,6 +305,7 @@ type Stats struct {
 	Subscribers        int   // clients subscribed to keyspace notifications now
 	SubscribersDropped int64 // subscribers disconnected for falling behind
 	ClientBuffers      int64 // bytes of client buffers now, as counted against MaxClientBuffers
+	MaxClientBuffers   int64 // the budget
 	EvictedBudget      int64 // clients disconnected to keep ClientBuffers within MaxClientBuffers
 	EvictedOutput      int64 // clients disconnected for not reading their output within OutputTimeout
 	KeyEventsDropped   int64 // keyspace events not published: the publisher's queue was full
@@ -322,6 +323,7 @@ func (s *Server) Stats() Stats {
 		Subscribers:        int(s.hub.n.Load()),
 		SubscribersDropped: s.stats.subscribersDropped.Load(),
 		ClientBuffers:      s.budget.total.Load(),
+		MaxClientBuffers:   s.MaxClientBuffers,
 		EvictedBudget:      s.stats.evictedBudget.Load(),
 		EvictedOutput:      s.stats.evictedOutput.Load(),
 		KeyEventsDropped:   s.pub.dropped.Load(),
