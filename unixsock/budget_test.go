@@ -31,7 +31,7 @@ func TestClientBudget(t *testing.T) {
 		}
 		defer c.Close()
 		conns[name] = c
-		before := sc.srv.Stats().ClientBuffers
+		before := clientBuffers(sc.srv)
 		fmt.Fprintf(c, "*3\r\n$3\r\nSET\r\n$1\r\n%s\r\n$%d\r\n", name, value)
 		if _, err := c.Write(bytes.Repeat([]byte("v"), sent[name])); err != nil {
 			t.Fatal(err)
@@ -41,7 +41,7 @@ func TestClientBudget(t *testing.T) {
 		}
 		// Each of A..D is counted; together they fit the budget.
 		eventually(t, 10*time.Second, func() (bool, string) {
-			now := sc.srv.Stats().ClientBuffers
+			now := clientBuffers(sc.srv)
 			return now-before >= int64(sent[name]), fmt.Sprintf("client %s: buffers %d before, %d now", name, before, now)
 		})
 	}
@@ -50,9 +50,9 @@ func TestClientBudget(t *testing.T) {
 		t.Fatal("the largest client was not disconnected")
 	}
 	eventually(t, 10*time.Second, func() (bool, string) {
-		st := sc.srv.Stats()
-		return st.EvictedBudget == 1 && st.ClientBuffers <= budget,
-			fmt.Sprintf("after the eviction: %d evicted, %d bytes of buffers (budget %d)", st.EvictedBudget, st.ClientBuffers, budget)
+		evicted, buffers := evictedBudget(sc.srv), clientBuffers(sc.srv)
+		return evicted == 1 && buffers <= budget,
+			fmt.Sprintf("after the eviction: %d evicted, %d bytes of buffers (budget %d)", evicted, buffers, budget)
 	})
 	// The others stay connected (their reads wait), and other clients are served.
 	for _, name := range []string{"B", "C", "D", "E"} {
@@ -66,7 +66,7 @@ func TestClientBudget(t *testing.T) {
 		t.Fatalf("PING after the eviction: %q", got)
 	}
 	eventually(t, 10*time.Second, func() (bool, string) {
-		n := sc.srv.Stats().ClientBuffers
+		n := clientBuffers(sc.srv)
 		return n == 0, fmt.Sprintf("%d bytes of buffers left after every client left", n)
 	})
 	info, _ := raw(t, sc.socket, []byte("INFO\r\n"))
