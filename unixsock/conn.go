@@ -38,17 +38,21 @@ const (
 // the commands, and builds their replies in wbuf; flush hands them to the
 // outbox, which writes them or queues what the socket does not take.
 type client struct {
-	s     *Server
-	nc    net.Conn
-	raw   syscall.RawConn // nc's descriptor, for writes that must not block; nil if nc has none
-	id    int64
-	proto int           // 2, or 3 after HELLO 3 (the command loop's copy)
-	push3 atomic.Bool   // proto == 3, for the publisher
-	sub   *subscription // set by the first SUBSCRIBE or PSUBSCRIBE; its maps are guarded by hub.mu
-	quit  bool
-	p     Parser
-	out   outbox
-	cmds  [][][]byte
+	s   *Server
+	nc  net.Conn
+	raw syscall.RawConn // nc's descriptor, for writes that must not block; nil if nc has none
+	nb  nonblockingWrite
+	// nbWrite is nb.write, bound once: raw.Write takes it without an
+	// allocation per call.
+	nbWrite func(fd uintptr) bool
+	id      int64
+	proto   int           // 2, or 3 after HELLO 3 (the command loop's copy)
+	push3   atomic.Bool   // proto == 3, for the publisher
+	sub     *subscription // set by the first SUBSCRIBE or PSUBSCRIBE; its maps are guarded by hub.mu
+	quit    bool
+	p       Parser
+	out     outbox
+	cmds    [][][]byte
 
 	// Replies being built by the command loop: segs then wbuf[cut:].
 	wbuf    []byte
@@ -71,7 +75,7 @@ func (s *Server) newClient(nc net.Conn) *client {
 	c.out.cond.L = &c.out.mu
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
-			c.raw = raw
+			c.raw, c.nbWrite = raw, c.nb.write
 		}
 	}
 	return c
@@ -179,17 +183,14 @@ func (c *client) flush() error {
 	if c.cut < len(c.wbuf) {
 		c.segs = append(c.segs, segment{c.wbuf[c.cut:], segWbuf})
 	}
+	c.werr = c.out.send(c, c.segs, c.s.MaxClientOutput)
 	if len(c.segs) > 0 {
-		c.werr = c.out.send(c, c.segs)
 		clear(c.segs)
 		c.segs = c.segs[:0]
 		if cap(c.wbuf) > keptReplyBuffer {
 			c.wbuf = nil
 		}
 		c.wbuf, c.cut = c.wbuf[:0], 0
-	}
-	if c.werr == nil {
-		c.werr = c.out.waitBelow(c.s.MaxClientOutput)
 	}
 	return c.werr
 }

@@ -85,40 +85,46 @@ func (o *outbox) release(c *client) {
 	o.mu.Unlock()
 }
 
-// send writes segs, or queues what the socket does not take now.
-func (o *outbox) send(c *client, segs []segment) error {
+// send writes segs, or queues what the socket does not take now; then
+// it waits while more than limit bytes are pending.
+func (o *outbox) send(c *client, segs []segment, limit int64) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.err != nil {
 		return o.err
 	}
-	if o.writing || len(o.segs) > 0 {
+	switch {
+	case len(segs) == 0:
+	case o.writing || len(o.segs) > 0:
 		o.queueLocked(c, segs, false)
-		return nil
+	default:
+		o.writing = true
+		o.mu.Unlock()
+		n, err := c.writeNow(segs)
+		o.mu.Lock()
+		if err != nil {
+			o.writing = false
+			o.failLocked(c, err)
+			return o.err
+		}
+		for len(segs) > 0 && n >= len(segs[0].b) {
+			n -= len(segs[0].b)
+			segs = segs[1:]
+		}
+		if len(segs) > 0 {
+			segs[0].b = segs[0].b[n:]
+			o.queueLocked(c, segs, true) // before any push queued meanwhile
+		}
+		if len(o.segs) == 0 {
+			o.writing = false
+		} else {
+			go o.run(c)
+		}
 	}
-	o.writing = true
-	o.mu.Unlock()
-	n, err := c.writeNow(segs)
-	o.mu.Lock()
-	if err != nil {
-		o.writing = false
-		o.failLocked(c, err)
-		return o.err
+	for o.pending > limit && o.err == nil {
+		o.cond.Wait()
 	}
-	for len(segs) > 0 && n >= len(segs[0].b) {
-		n -= len(segs[0].b)
-		segs = segs[1:]
-	}
-	if len(segs) > 0 {
-		segs[0].b = segs[0].b[n:]
-		o.queueLocked(c, segs, true) // before any push queued meanwhile
-	}
-	if len(o.segs) == 0 {
-		o.writing = false
-		return nil
-	}
-	go o.run(c)
-	return nil
+	return o.err
 }
 
 // queueLocked adds segs to the queue, at its front when first, copying
@@ -147,16 +153,6 @@ func (o *outbox) queueLocked(c *client, segs []segment, first bool) {
 	} else {
 		o.segs = append(o.segs, add...)
 	}
-}
-
-// waitBelow blocks while more than limit bytes are pending.
-func (o *outbox) waitBelow(limit int64) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	for o.pending > limit && o.err == nil {
-		o.cond.Wait()
-	}
-	return o.err
 }
 
 // drain blocks until everything queued is written or the queue failed.
@@ -329,38 +325,52 @@ func (o *outbox) closeOutput(c *client) {
 
 // writeNow writes as much of segs as the socket takes without blocking
 // and returns how many bytes that was. A connection that is not a socket
-// takes nothing here: the writer goroutine writes it all.
+// takes nothing here: the writer goroutine writes it all. Only the holder
+// of the write side calls it.
 func (c *client) writeNow(segs []segment) (int, error) {
 	if c.raw == nil {
 		return 0, nil
 	}
-	total := 0
-	var werr error
-	err := c.raw.Write(func(fd uintptr) bool {
-		for _, s := range segs {
-			b := s.b
-			for len(b) > 0 {
-				n, err := syscall.Write(int(fd), b)
-				if n > 0 {
-					total += n
-					b = b[n:]
-				}
-				switch {
-				case err == syscall.EINTR:
-				case err == syscall.EAGAIN:
-					return true
-				case err != nil:
-					werr = err
-					return true
-				case n <= 0:
-					return true
-				}
+	c.nb = nonblockingWrite{segs: segs}
+	err := c.raw.Write(c.nbWrite)
+	n, werr := c.nb.total, c.nb.err
+	c.nb = nonblockingWrite{}
+	if werr != nil {
+		return n, werr
+	}
+	return n, err
+}
+
+// nonblockingWrite is one call of writeNow: the segments, and what the
+// write did.
+type nonblockingWrite struct {
+	segs  []segment
+	total int
+	err   error
+}
+
+// write is the syscall.RawConn callback of writeNow: it writes until the
+// socket would block, and never asks to wait.
+func (w *nonblockingWrite) write(fd uintptr) bool {
+	for _, s := range w.segs {
+		b := s.b
+		for len(b) > 0 {
+			n, err := syscall.Write(int(fd), b)
+			if n > 0 {
+				w.total += n
+				b = b[n:]
+			}
+			switch {
+			case err == syscall.EINTR:
+			case err == syscall.EAGAIN:
+				return true
+			case err != nil:
+				w.err = err
+				return true
+			case n <= 0:
+				return true
 			}
 		}
-		return true
-	})
-	if werr != nil {
-		return total, werr
 	}
-	return total, err
+	return true
 }
