@@ -15,7 +15,12 @@ import (
 
 // Sizes of the connection loop.
 const (
-	readBufferSize = 16 << 10 // one read, as Redis's PROTO_IOBUF_LEN
+	// An idle connection waits with a small read buffer; a read that
+	// fills it switches to a large one (pooled) until reads are short
+	// again, so a pipeline is read in large pieces and ten thousand idle
+	// clients hold little.
+	smallReadBuffer = 1 << 10
+	largeReadBuffer = 16 << 10 // as Redis's PROTO_IOBUF_LEN
 	// maxBatch bounds the commands parsed before they run: with one read's
 	// bytes, it bounds what a batch holds.
 	maxBatch = 256
@@ -70,6 +75,14 @@ type client struct {
 	busy bool // executing commands (not blocked reading)
 }
 
+// largeBuffers holds the large read buffers of connections between bursts.
+var largeBuffers = sync.Pool{New: func() any {
+	b := make([]byte, largeReadBuffer)
+	return &b
+}}
+
+func putLarge(b []byte) { largeBuffers.Put(&b) }
+
 func (s *Server) newClient(nc net.Conn) *client {
 	c := &client{s: s, nc: nc, id: s.nextID.Add(1), proto: 2, p: *NewParser(s.MaxValueSize)}
 	c.out.cond.L = &c.out.mu
@@ -85,7 +98,13 @@ func (s *Server) newClient(nc net.Conn) *client {
 // quits, breaks the protocol, fails, or the server drains.
 func (c *client) serve() {
 	defer c.close()
-	buf := make([]byte, readBufferSize)
+	small := make([]byte, smallReadBuffer)
+	buf := small
+	defer func() {
+		if len(buf) == largeReadBuffer {
+			putLarge(buf)
+		}
+	}()
 	var in []byte // read, not parsed yet (a batch stopped at maxBatch)
 	for {
 		if len(in) == 0 {
@@ -99,6 +118,17 @@ func (c *client) serve() {
 			}
 			in = buf[:n]
 			c.setBusy(true)
+			switch {
+			case n == len(small) && len(buf) == len(small):
+				buf = *largeBuffers.Get().(*[]byte)
+				copy(buf, in)
+				in = buf[:n]
+			case n < len(small) && len(buf) == largeReadBuffer:
+				copy(small, in)
+				in = small[:n]
+				putLarge(buf)
+				buf = small
+			}
 		}
 		cmds, used, perr := c.p.Parse(in, c.cmds[:0], maxBatch)
 		in = in[used:]
