@@ -198,7 +198,7 @@ func TestInvalidValues(t *testing.T) {
 		{[]string{"--max-value-size=513MiB"}, nil, "flag --max-value-size", "513MiB", "from 1B to 512MiB"},
 		{[]string{"--max-clients=0"}, nil, "flag --max-clients", "0", "from 1 to 1000000"},
 		{[]string{"--max-client-buffers=512KiB"}, nil, "flag --max-client-buffers", "512KiB", "from 1MiB to 1TiB"},
-		{[]string{"--client-output-timeout=0"}, nil, "flag --client-output-timeout", "0", "greater than 0"},
+		{[]string{"--client-output-timeout=0"}, nil, "flag --client-output-timeout", "0", "at least 1s"},
 		{[]string{"--client-output-timeout=100ms"}, nil, "flag --client-output-timeout", "100ms", "at least 1s"},
 		{[]string{"--max-clients=lots"}, nil, "flag --max-clients", "lots", "whole number"},
 		{nil, []string{"PGMIRROR_MAX_CLIENTS=-3"}, "environment variable PGMIRROR_MAX_CLIENTS", "-3", "from 1 to"},
