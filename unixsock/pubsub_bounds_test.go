@@ -7,7 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,8 +20,12 @@ import (
 // updates still become visible, about as fast as with no subscriber.
 func TestSubscriberCannotSlowApply(t *testing.T) {
 	dsn, db := testdb.New(t)
-	var gate sync.Mutex // held: the publisher waits
-	sc := startSidecar(t, dsn, config{server: publishHook(func() { gate.Lock(); gate.Unlock() })})
+	var gate atomic.Pointer[chan struct{}] // set: the publisher waits until it is closed
+	sc := startSidecar(t, dsn, config{server: publishHook(func() {
+		if ch := gate.Load(); ch != nil {
+			<-*ch
+		}
+	})})
 	reader := client(t, sc.socket)
 	// visible runs 500 updates, one transaction each, and returns how long
 	// until the last is served.
@@ -74,12 +78,14 @@ func TestSubscriberCannotSlowApply(t *testing.T) {
 	}
 
 	// Delivery blocked: the updates are applied all the same.
-	gate.Lock()
+	closed := make(chan struct{})
+	gate.Store(&closed)
 	blocked := visible("b")
 	if n := keyEventsDropped(sc.srv); n != 0 {
 		t.Errorf("%d events dropped: the queue holds 1,000", n)
 	}
-	gate.Unlock()
+	gate.Store(nil)
+	close(closed)
 	// Once delivery resumes, the subscriber hears of the last update.
 	for {
 		m, err := readPush(rd)
