@@ -34,9 +34,10 @@ const (
 	// use, so an idle connection holds little.
 	keptReplyBuffer = 16 << 10
 	// accountFrom: a connection's input is counted against
-	// --max-client-buffers only from this size; below it, it is bounded by
-	// the read buffer and maxBatch like the connection's other fixed costs.
-	accountFrom = 64 << 10
+	// --max-client-buffers from this size. Below it, like the connection's
+	// other fixed costs, it is bounded by --max-clients, and a batch of
+	// ordinary commands costs no update of the shared counter.
+	accountFrom = 4 << 10
 )
 
 // client is one connection. Its command loop reads with a Parser, runs
