@@ -35,6 +35,8 @@ const (
 	DefaultStaleReads          = StaleReadsServe
 	DefaultMaxClients          = 10000
 	DefaultSubscriberBuffer    = 4096
+	DefaultMaxClientBuffers    = 0 // auto: see AutoMaxClientBuffers
+	DefaultClientOutputTimeout = 30 * time.Second
 	DefaultWriteInFlight       = 1
 	MaxWriteLinger             = 100 * time.Millisecond
 	DefaultMaxValueSize        = 16 * MiB
@@ -75,6 +77,9 @@ const (
 	MaxMaxValueSize = 512 * MiB
 	// MaxMaxClients is far above what one sidecar should serve, and keeps file descriptors bounded.
 	MaxMaxClients = 1_000_000
+	// MinAutoClientBuffers is the least --max-client-buffers=auto gives: the fixed part of the
+	// container headroom docs/operations.md asks for (1.5 x --max-memory + 64 MiB).
+	MinAutoClientBuffers = 64 * MiB
 	// MaxKeyBytes is the key length limit of cache_entries (SPEC §4); a namespace must leave room for keys.
 	MaxKeyBytes = 4000
 	// maxSocketPath is sun_path on Linux (108 bytes) minus its terminating NUL.
@@ -128,6 +133,12 @@ type Config struct {
 	// SubscriberBuffer is how many keyspace notifications may wait for one
 	// subscriber before it is disconnected.
 	SubscriberBuffer int
+	// MaxClientBuffers is the budget of all clients' buffers together (commands being read,
+	// replies and pushes waiting); past it the largest consumers are disconnected. 0 is "auto":
+	// see ClientBuffers.
+	MaxClientBuffers int64
+	// ClientOutputTimeout disconnects a client whose replies have not drained for this long.
+	ClientOutputTimeout time.Duration
 	// MaxValueSize is the largest value, in bytes, a client may write.
 	MaxValueSize int64
 	// AccessFlushInterval is the period of the batched last_accessed_at update.
@@ -175,6 +186,8 @@ func DefaultConfig() Config {
 		StaleReads:          DefaultStaleReads,
 		MaxClients:          DefaultMaxClients,
 		SubscriberBuffer:    DefaultSubscriberBuffer,
+		MaxClientBuffers:    DefaultMaxClientBuffers,
+		ClientOutputTimeout: DefaultClientOutputTimeout,
 		WriteInFlight:       DefaultWriteInFlight,
 		MaxValueSize:        DefaultMaxValueSize,
 		AccessFlushInterval: DefaultAccessFlushInterval,
@@ -268,6 +281,12 @@ func settings(c *Config) []*setting {
 		{name: "subscriber-buffer", typ: "n", serveOnly: true,
 			usage: "keyspace notifications that may wait for one subscriber before it is disconnected (1 to 1000000)",
 			value: &intValue{p: &c.SubscriberBuffer, min: 1, max: 1_000_000}},
+		{name: "max-client-buffers", typ: "size|auto", serveOnly: true,
+			usage: "budget of all clients' buffers together (commands being read, replies and pushes waiting); past it the largest are disconnected; auto: the largest of 64MiB, --max-memory/4 and 4 x --max-value-size",
+			value: &sizeValue{p: &c.MaxClientBuffers, min: MiB, max: MaxMaxMemory, auto: true}},
+		{name: "client-output-timeout", typ: "duration", serveOnly: true,
+			usage: "disconnect a client whose replies have not drained for this long (at least 1s)",
+			value: &durationValue{p: &c.ClientOutputTimeout, min: time.Second}},
 		{name: "write-inflight", typ: "n", serveOnly: true,
 			usage: "write batches (group commits) running in Postgres at once, each on its own connection (1 to 16)",
 			value: &intValue{p: &c.WriteInFlight, min: 1, max: 16}},
@@ -462,6 +481,10 @@ func (c *Config) validate(byName map[string]*setting) error {
 		return fmt.Errorf("--max-value-size %s (from %s) is larger than --max-memory %s (from %s): no such value could be cached",
 			formatSize(c.MaxValueSize), byName["max-value-size"].source, formatSize(c.MaxMemory), byName["max-memory"].source)
 	}
+	if least := c.MaxValueSize + 2*MiB; c.MaxClientBuffers != 0 && c.MaxClientBuffers < least {
+		return fmt.Errorf("--max-client-buffers %s (from %s) is less than --max-value-size + 2MiB (%s): a client sending one largest value would be disconnected",
+			formatSize(c.MaxClientBuffers), byName["max-client-buffers"].source, formatSize(least))
+	}
 	if c.WriteLinger > MaxWriteLinger {
 		return fmt.Errorf("--write-linger %s (from %s) is over %s: every write would wait that long; use a few milliseconds at most",
 			formatDuration(c.WriteLinger), byName["write-linger"].source, formatDuration(MaxWriteLinger))
@@ -475,6 +498,22 @@ func (c *Config) validate(byName map[string]*setting) error {
 		return err
 	}
 	return nil
+}
+
+// ClientBuffers returns MaxClientBuffers, resolving "auto".
+func (c Config) ClientBuffers() int64 {
+	if c.MaxClientBuffers == 0 {
+		return AutoMaxClientBuffers(c.MaxMemory, c.MaxValueSize)
+	}
+	return c.MaxClientBuffers
+}
+
+// AutoMaxClientBuffers is --max-client-buffers=auto: the largest of 64 MiB, a quarter of
+// --max-memory and four largest values. The container limit docs/operations.md asks for leaves
+// 0.5 x --max-memory + 64 MiB beside the mirror; client buffers may take about half of it, and
+// at least four clients may send or hold a largest value at once.
+func AutoMaxClientBuffers(maxMemory, maxValueSize int64) int64 {
+	return max(MinAutoClientBuffers, maxMemory/4, 4*maxValueSize)
 }
 
 // checkDSN parses dsn as lib/pq will, so a malformed one stops the process before it starts.
@@ -783,16 +822,24 @@ func formatDuration(d time.Duration) string {
 type sizeValue struct {
 	p        *int64
 	min, max int64
+	auto     bool // "auto" is a value, stored as 0
 }
 
 func (v *sizeValue) String() string {
 	if v.p == nil {
 		return "0"
 	}
+	if v.auto && *v.p == 0 {
+		return "auto"
+	}
 	return formatSize(*v.p)
 }
 
 func (v *sizeValue) Set(s string) error {
+	if v.auto && strings.EqualFold(strings.TrimSpace(s), "auto") {
+		*v.p = 0
+		return nil
+	}
 	n, err := parseSize(s)
 	if err != nil {
 		return err

@@ -84,6 +84,8 @@ func TestEveryFlagAndVariable(t *testing.T) {
 		{"stale-reads", "PGMIRROR_STALE_READS", "error", func(c Config) bool { return c.StaleReads == StaleReadsError }},
 		{"max-clients", "PGMIRROR_MAX_CLIENTS", "50", func(c Config) bool { return c.MaxClients == 50 }},
 		{"max-value-size", "PGMIRROR_MAX_VALUE_SIZE", "1MiB", func(c Config) bool { return c.MaxValueSize == 1<<20 }},
+		{"max-client-buffers", "PGMIRROR_MAX_CLIENT_BUFFERS", "100MiB", func(c Config) bool { return c.MaxClientBuffers == 100<<20 && c.ClientBuffers() == 100<<20 }},
+		{"client-output-timeout", "PGMIRROR_CLIENT_OUTPUT_TIMEOUT", "5s", func(c Config) bool { return c.ClientOutputTimeout == 5*time.Second }},
 		{"access-flush-interval", "PGMIRROR_ACCESS_FLUSH_INTERVAL", "250ms", func(c Config) bool { return c.AccessFlushInterval == 250*time.Millisecond }},
 		{"refresh-interval", "PGMIRROR_REFRESH_INTERVAL", "1m", func(c Config) bool { return c.RefreshInterval == time.Minute }},
 		{"refresh-ahead", "PGMIRROR_REFRESH_AHEAD", "0", func(c Config) bool { return c.RefreshAhead == 0 }},
@@ -199,6 +201,9 @@ func TestInvalidValues(t *testing.T) {
 		{[]string{"--max-value-size=0"}, nil, "flag --max-value-size", "0", "from 1B to 512MiB"},
 		{[]string{"--max-value-size=513MiB"}, nil, "flag --max-value-size", "513MiB", "from 1B to 512MiB"},
 		{[]string{"--max-clients=0"}, nil, "flag --max-clients", "0", "from 1 to 1000000"},
+		{[]string{"--max-client-buffers=512KiB"}, nil, "flag --max-client-buffers", "512KiB", "from 1MiB to 1TiB"},
+		{[]string{"--client-output-timeout=0"}, nil, "flag --client-output-timeout", "0", "at least 1s"},
+		{[]string{"--client-output-timeout=100ms"}, nil, "flag --client-output-timeout", "100ms", "at least 1s"},
 		{[]string{"--max-clients=lots"}, nil, "flag --max-clients", "lots", "whole number"},
 		{nil, []string{"PGMIRROR_MAX_CLIENTS=-3"}, "environment variable PGMIRROR_MAX_CLIENTS", "-3", "from 1 to"},
 		{[]string{"--socket-mode=0999"}, nil, "flag --socket-mode", "0999", "octal"},
@@ -253,6 +258,27 @@ func TestCrossChecks(t *testing.T) {
 		t.Errorf("got %v, want an error naming both sizes and where they came from", err)
 	}
 	parse(t, "serve", []string{"--max-memory=16MiB", "--max-value-size=16MiB"})
+
+	// --max-client-buffers must hold one largest command; auto follows the other sizes.
+	_, _, err = parseConfig("serve", []string{"--max-value-size=64MiB", "--max-client-buffers=32MiB"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "--max-client-buffers 32MiB (from flag --max-client-buffers)") {
+		t.Errorf("budget under one value: %v", err)
+	}
+	for _, tt := range []struct {
+		args []string
+		want int64
+	}{
+		{nil, 64 << 20},
+		{[]string{"--max-memory=1GiB"}, 256 << 20},
+		{[]string{"--max-value-size=64MiB"}, 256 << 20},
+		{[]string{"--max-memory=16MiB", "--max-value-size=1MiB"}, 64 << 20},
+		{[]string{"--max-client-buffers=auto", "--max-memory=2GiB"}, 512 << 20},
+		{[]string{"--max-client-buffers=18MiB"}, 18 << 20},
+	} {
+		if got := parse(t, "serve", tt.args).ClientBuffers(); got != tt.want {
+			t.Errorf("%q: client buffers %d, want %d", tt.args, got, tt.want)
+		}
+	}
 }
 
 func TestUsageErrors(t *testing.T) {

@@ -392,6 +392,8 @@ func (m *Main) openServer() error {
 		MaxClients:       m.Config.MaxClients,
 		SubscriberBuffer: m.Config.SubscriberBuffer,
 		MaxValueSize:     m.Config.MaxValueSize,
+		MaxClientBuffers: m.Config.ClientBuffers(),
+		OutputTimeout:    m.Config.ClientOutputTimeout,
 		Namespace:        m.Config.Namespace,
 		Mirror:           mir,
 		Writer:           m.Writer,

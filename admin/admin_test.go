@@ -89,7 +89,8 @@ func fakeServer() *admin.Server {
 				LastNotification: time.Now().Add(-3 * time.Second)}
 		},
 		Socket: func() unixsock.Stats {
-			return unixsock.Stats{Clients: 41, Connections: 42, Rejected: 43, ProtocolErrors: 44}
+			return unixsock.Stats{Clients: 41, Connections: 42, Rejected: 43, ProtocolErrors: 44, EvictedBudget: 45,
+				EvictedOutput: 46, SubscribersDropped: 47, ClientBuffers: 48, MaxClientBuffers: 49, KeyEventsDropped: 81, AcceptErrors: 82}
 		},
 		Commands: func() map[string]int64 { return map[string]int64{"get": 51, "set": 52, "unknown": 53} },
 		Writer: func() pgstore.WriterStats {
@@ -160,6 +161,13 @@ func TestMetricsFromSources(t *testing.T) {
 		{"pgmirror_client_connections_total", nil, 42},
 		{"pgmirror_client_connections_rejected_total", nil, 43},
 		{"pgmirror_client_protocol_errors_total", nil, 44},
+		{"pgmirror_clients_evicted_total", []string{"reason", "budget"}, 45},
+		{"pgmirror_clients_evicted_total", []string{"reason", "output_timeout"}, 46},
+		{"pgmirror_clients_evicted_total", []string{"reason", "subscriber_backlog"}, 47},
+		{"pgmirror_client_buffers_bytes", nil, 48},
+		{"pgmirror_client_buffers_budget_bytes", nil, 49},
+		{"pgmirror_keyspace_events_dropped_total", nil, 81},
+		{"pgmirror_client_accept_errors_total", nil, 82},
 		{"pgmirror_commands_total", []string{"command", "get"}, 51},
 		{"pgmirror_commands_total", []string{"command", "set"}, 52},
 		{"pgmirror_commands_total", []string{"command", "unknown"}, 53},

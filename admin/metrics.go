@@ -203,6 +203,11 @@ var (
 	descConnections    = desc("client_connections_total", "Client connections accepted.")
 	descRejected       = desc("client_connections_rejected_total", "Client connections refused because --max-clients was reached.")
 	descProtocolErrors = desc("client_protocol_errors_total", "Client connections closed for breaking the protocol.")
+	descClientEvicted  = desc("clients_evicted_total", "Clients disconnected by the server, by reason: budget (--max-client-buffers passed; the largest go first), output_timeout (replies not drained within --client-output-timeout), subscriber_backlog (a subscriber with more than --subscriber-buffer messages or 1 MiB waiting).", "reason")
+	descClientBuffers  = desc("client_buffers_bytes", "Bytes of client buffers (commands being read and run, replies and pushes waiting, subscriptions), counted against --max-client-buffers.")
+	descClientBudget   = desc("client_buffers_budget_bytes", "--max-client-buffers.")
+	descKeyEventsDrop  = desc("keyspace_events_dropped_total", "Keyspace events not published because the publisher's queue was full (subscribers miss them).")
+	descAcceptErrors   = desc("client_accept_errors_total", "Accepts of client connections that failed and were retried with a backoff (out of file descriptors, ...).")
 	descCommands       = desc("commands_total", "Client commands run, by command name (lower case; unknown commands as \"unknown\").", "command")
 
 	// writer
@@ -226,6 +231,7 @@ var allDescs = []*prometheus.Desc{
 	descValueBudget, descSetsDropped, descSetsRejected, descEvicted, descClockLead,
 	descConnected, descDownSeconds, descReceived, descUndecodable, descNotifDropped, descOverflows, descReconnects, descLastNotifAge,
 	descClients, descConnections, descRejected, descProtocolErrors, descCommands,
+	descClientEvicted, descClientBuffers, descClientBudget, descKeyEventsDrop, descAcceptErrors,
 	descWriterBatches, descWriterOps, descWriterErrors,
 	descLoaderRuns, descLoaderFailures, descAccessFlushes, descAccessRows, descRefreshes, descCleanup,
 }
@@ -331,6 +337,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descConnections, float64(st.Connections))
 		counter(descRejected, float64(st.Rejected))
 		counter(descProtocolErrors, float64(st.ProtocolErrors))
+		counter(descClientEvicted, float64(st.EvictedBudget), "budget")
+		counter(descClientEvicted, float64(st.EvictedOutput), "output_timeout")
+		counter(descClientEvicted, float64(st.SubscribersDropped), "subscriber_backlog")
+		gauge(descClientBuffers, float64(st.ClientBuffers))
+		gauge(descClientBudget, float64(st.MaxClientBuffers))
+		counter(descKeyEventsDrop, float64(st.KeyEventsDropped))
+		counter(descAcceptErrors, float64(st.AcceptErrors))
 	}
 	if s.Commands != nil {
 		for name, n := range s.Commands() {

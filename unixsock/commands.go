@@ -190,8 +190,8 @@ func (c *client) key(b []byte) (string, bool) {
 // readKey is key for commands that only read: without a namespace it
 // returns a string sharing the argument's bytes, with no copy. That is
 // safe because every command's arguments live in a buffer of their own
-// that is never written again (redcon copies each command out of its read
-// buffer).
+// that is never written again (the Parser copies each command out of the
+// read buffer).
 func (c *client) readKey(b []byte) (string, bool) {
 	if c.s.Namespace != "" || len(b) == 0 {
 		return c.key(b)
@@ -311,7 +311,7 @@ func cmdHello(c *client, a [][]byte) {
 			return
 		}
 	}
-	c.proto = proto
+	c.setProto(proto)
 	c.mapHeader(7)
 	c.bulkString("server")
 	c.bulkString("redis")

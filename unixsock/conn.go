@@ -7,94 +7,244 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
-
-	"github.com/tidwall/redcon"
+	"unsafe"
 )
 
-// client is one connection: RESP in through a guard, replies out through a
-// buffer flushed once per pipeline.
+// Sizes of the connection loop.
+const (
+	// An idle connection waits with a small read buffer; a read that
+	// fills it switches to a large one (pooled) until reads are short
+	// again, so a pipeline is read in large pieces and ten thousand idle
+	// clients hold little.
+	smallReadBuffer = 1 << 10
+	largeReadBuffer = 16 << 10 // as Redis's PROTO_IOBUF_LEN
+	// maxBatch bounds the commands parsed before they run: with one read's
+	// bytes, it bounds what a batch holds.
+	maxBatch = 256
+	// flushThreshold: replies are sent once this many bytes are built,
+	// even in the middle of a batch or of one long reply.
+	flushThreshold = 64 << 10
+	// bigValue: a bulk reply this long is sent from the value's own memory
+	// instead of being copied into the reply buffer.
+	bigValue = 16 << 10
+	// keptReplyBuffer: a reply buffer that grew past this is dropped after
+	// use, so an idle connection holds little.
+	keptReplyBuffer = 16 << 10
+	// accountFrom: a connection's input is counted against
+	// --max-client-buffers from this size. Below it, like the connection's
+	// other fixed costs, it is bounded by --max-clients, and a batch of
+	// ordinary commands costs no update of the shared counter.
+	accountFrom = 4 << 10
+)
+
+// client is one connection. Its command loop reads with a Parser, runs
+// the commands, and builds their replies in wbuf; flush hands them to the
+// outbox, which writes them or queues what the socket does not take.
 type client struct {
-	s     *Server
-	nc    net.Conn
-	id    int64
-	rd    *redcon.Reader
-	wr    *redcon.Writer
-	proto int           // 2, or 3 after HELLO 3
-	wmu   sync.Mutex    // the reply writer: the command loop and the pusher share it
-	sub   *subscription // set by the first SUBSCRIBE or PSUBSCRIBE
+	s   *Server
+	nc  net.Conn
+	raw syscall.RawConn // nc's descriptor, for writes that must not block; nil if nc has none
+	nb  nonblockingWrite
+	// nbWrite is nb.write, bound once: raw.Write takes it without an
+	// allocation per call.
+	nbWrite func(fd uintptr) bool
+	id      int64
+	proto   int           // 2, or 3 after HELLO 3 (the command loop's copy)
+	push3   atomic.Bool   // proto == 3, for the publisher
+	sub     *subscription // set by the first SUBSCRIBE or PSUBSCRIBE; its maps are guarded by hub.mu
+	quit    bool
+	p       Parser
+	out     outbox
+	cmds    [][][]byte
+
+	// Replies being built by the command loop: segs then wbuf[cut:].
+	wbuf    []byte
+	segs    []segment
+	cut     int
+	holding bool  // the outbox is held: pushes wait until the batch is answered
+	werr    error // writing failed: the connection is closing
+
+	inBytes int64        // input accounted (command loop only)
+	used    atomic.Int64 // bytes counted against --max-client-buffers
+	evicted atomic.Bool
 
 	mu   sync.Mutex
 	name string
 	busy bool // executing commands (not blocked reading)
-	quit bool
 }
+
+// largeBuffers holds the large read buffers of connections between bursts.
+var largeBuffers = sync.Pool{New: func() any {
+	b := make([]byte, largeReadBuffer)
+	return &b
+}}
+
+func putLarge(b []byte) { largeBuffers.Put(&b) }
 
 func (s *Server) newClient(nc net.Conn) *client {
-	maxBulk := max(2*s.MaxValueSize, 1<<20)
-	return &client{
-		s:     s,
-		nc:    nc,
-		id:    s.nextID.Add(1),
-		rd:    redcon.NewReader(newGuard(nc, maxBulk, 2*maxBulk)),
-		wr:    redcon.NewWriter(nc),
-		proto: 2,
+	c := &client{s: s, nc: nc, id: s.nextID.Add(1), proto: 2, p: *NewParser(s.MaxValueSize)}
+	c.out.cond.L = &c.out.mu
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw, c.nbWrite = raw, c.nb.write
+		}
 	}
+	return c
 }
 
-// serve reads pipelines of commands and answers them until the client
-// quits, breaks the protocol, or the server drains.
+// serve reads batches of commands and answers them until the client
+// quits, breaks the protocol, fails, or the server drains.
 func (c *client) serve() {
-	defer c.leave()
-	defer c.nc.Close()
+	defer c.close()
+	small := make([]byte, smallReadBuffer)
+	buf := small
+	defer func() {
+		if len(buf) == largeReadBuffer {
+			putLarge(buf)
+		}
+	}()
+	var in []byte // read, not parsed yet (a batch stopped at maxBatch)
 	for {
-		if !c.setBusy(false) {
-			return // draining, and nothing read is left unanswered
-		}
-		cmds, err := c.rd.ReadCommands()
-		if err != nil {
-			c.readFailed(err)
-			return
-		}
-		c.setBusy(true)
-		c.wmu.Lock()
-		for _, cmd := range cmds {
-			c.s.stats.commands.Add(1)
-			c.dispatch(cmd.Args)
-			if c.quit {
-				break
+		if len(in) == 0 {
+			if !c.setBusy(false) {
+				return // draining, and nothing read is left unanswered
+			}
+			n, err := c.nc.Read(buf)
+			if n == 0 {
+				c.readFailed(err)
+				return
+			}
+			in = buf[:n]
+			c.setBusy(true)
+			switch {
+			case n == len(small) && len(buf) == len(small):
+				buf = *largeBuffers.Get().(*[]byte)
+				copy(buf, in)
+				in = buf[:n]
+			case n < len(small) && len(buf) == largeReadBuffer:
+				copy(small, in)
+				in = small[:n]
+				putLarge(buf)
+				buf = small
 			}
 		}
-		err = c.wr.Flush()
-		c.wmu.Unlock()
-		if err != nil || c.quit {
+		cmds, used, perr := c.p.Parse(in, c.cmds[:0], maxBatch)
+		in = in[used:]
+		c.setInput(c.p.Buffered() + c.p.Returned())
+		if c.sub != nil {
+			c.holdOutput()
+		}
+		for i, args := range cmds {
+			c.s.stats.commands.Add(1)
+			c.dispatch(args)
+			cmds[i] = nil
+			if c.quit || c.werr != nil {
+				break
+			}
+			if len(c.wbuf) >= flushThreshold || len(c.segs) > 0 {
+				_ = c.flush()
+			}
+		}
+		c.cmds = cmds[:0]
+		if perr != nil && c.werr == nil {
+			c.protocolError(perr)
+		}
+		err := c.flush()
+		if c.holding {
+			c.holding = false
+			c.out.release(c)
+		}
+		c.setInput(c.p.Buffered())
+		if err != nil || c.quit || perr != nil {
 			return
 		}
 	}
 }
 
-// readFailed answers a protocol violation before the connection closes.
+// close ends the connection once its output is written (or failed): the
+// writer's deadline bounds the wait.
+func (c *client) close() {
+	c.leave()
+	c.out.drain()
+	c.out.closeOutput(c)
+	_ = c.nc.Close()
+	c.account(-c.inBytes)
+	c.inBytes = 0
+}
+
+// readFailed reports a read error that is not the client leaving.
 func (c *client) readFailed(err error) {
-	if errors.Is(err, io.EOF) || c.s.draining.Load() {
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || c.s.draining.Load() || c.evicted.Load() {
 		return
 	}
-	msg := ""
+	c.s.Logger.Debug("client read failed", "client", c.id, "error", err)
+}
+
+// protocolError answers a protocol violation; the connection then closes.
+func (c *client) protocolError(err error) {
+	msg := err.Error()
 	if pe, ok := isProtocolError(err); ok {
 		msg = pe.Error()
-	} else if strings.Contains(err.Error(), "Protocol error") || strings.HasPrefix(err.Error(), "invalid") ||
-		strings.HasPrefix(err.Error(), "expected") || strings.HasPrefix(err.Error(), "unbalanced") {
-		msg = "Protocol error: " + err.Error() // redcon's own parse errors
-	}
-	if msg == "" {
-		return // a network error: nobody to tell
 	}
 	c.s.stats.protocolErrors.Add(1)
 	c.s.Logger.Debug("closing client after a protocol error", "client", c.id, "error", msg)
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.wr.WriteError("ERR " + msg)
-	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	_ = c.wr.Flush()
+	c.errorReply("ERR " + msg)
+}
+
+// holdOutput keeps pushes out of the replies of the batch in progress.
+func (c *client) holdOutput() {
+	if !c.holding {
+		c.holding = true
+		c.out.hold()
+	}
+}
+
+// flush sends the replies built so far: written at once when the socket
+// takes them, else queued for the writer goroutine. Then, while more than
+// the client's output bound is pending, it waits: a client that does not
+// read its replies is not read from, and holds at most one reply beyond
+// the bound.
+func (c *client) flush() error {
+	if c.werr != nil {
+		return c.werr
+	}
+	if c.cut < len(c.wbuf) {
+		c.segs = append(c.segs, segment{c.wbuf[c.cut:], segWbuf})
+	}
+	c.werr = c.out.send(c, c.segs, c.s.MaxClientOutput)
+	if len(c.segs) > 0 {
+		clear(c.segs)
+		c.segs = c.segs[:0]
+		if cap(c.wbuf) > keptReplyBuffer {
+			c.wbuf = nil
+		}
+		c.wbuf, c.cut = c.wbuf[:0], 0
+	}
+	return c.werr
+}
+
+// grew sends a long reply's first part once the buffer is full; pushes
+// are held, so none can come between its parts.
+func (c *client) grew() {
+	if len(c.wbuf) >= flushThreshold {
+		c.holdOutput()
+		_ = c.flush()
+	}
+}
+
+// setInput accounts the connection's input: the command being parsed and
+// the batch being run.
+func (c *client) setInput(n int64) {
+	if n < accountFrom {
+		n = 0
+	}
+	if d := n - c.inBytes; d != 0 {
+		c.inBytes = n
+		c.account(d)
+	}
 }
 
 // setBusy records whether the client is executing commands; going idle it
@@ -118,42 +268,89 @@ func (c *client) wakeIdle() {
 	}
 }
 
+// setProto switches the protocol version of replies and pushes.
+func (c *client) setProto(proto int) {
+	c.proto = proto
+	c.push3.Store(proto == 3)
+}
+
 // Replies.
 
-func (c *client) ok()                 { c.wr.WriteString("OK") }
-func (c *client) status(s string)     { c.wr.WriteString(s) }
-func (c *client) integer(n int64)     { c.wr.WriteInt64(n) }
-func (c *client) bulk(b []byte)       { c.wr.WriteBulk(b) }
-func (c *client) bulkString(s string) { c.wr.WriteBulkString(s) }
-func (c *client) array(n int)         { c.wr.WriteArray(n) }
+func (c *client) ok()             { c.wbuf = append(c.wbuf, "+OK\r\n"...) }
+func (c *client) status(s string) { c.wbuf = appendLine(c.wbuf, '+', s) }
+func (c *client) integer(n int64) { c.wbuf = appendNumber(c.wbuf, ':', n); c.grew() }
+func (c *client) array(n int)     { c.wbuf = appendNumber(c.wbuf, '*', int64(n)); c.grew() }
+
+// bulk sends b; a long one from its own memory, which must not change.
+func (c *client) bulk(b []byte) {
+	if len(b) >= bigValue {
+		c.wbuf = appendNumber(c.wbuf, '$', int64(len(b)))
+		c.segs = append(c.segs, segment{c.wbuf[c.cut:], segWbuf}, segment{b, segShared})
+		c.cut = len(c.wbuf)
+		// Sent now: the next value of a long reply waits until this one
+		// is (almost) written, so one reply holds one value at a time.
+		c.holdOutput()
+		_ = c.flush()
+		c.wbuf = append(c.wbuf, '\r', '\n')
+		return
+	}
+	c.wbuf = appendNumber(c.wbuf, '$', int64(len(b)))
+	c.wbuf = append(append(c.wbuf, b...), '\r', '\n')
+	c.grew()
+}
+
+func (c *client) bulkString(s string) {
+	c.bulk(unsafe.Slice(unsafe.StringData(s), len(s))) // strings never change
+}
 
 // errorReply sends an error; msg starts with its code (ERR, LOADING, ...).
-func (c *client) errorReply(msg string) {
-	c.wr.WriteError(strings.NewReplacer("\r", " ", "\n", " ").Replace(msg))
-}
+func (c *client) errorReply(msg string) { c.wbuf = appendLine(c.wbuf, '-', msg) }
 
 func (c *client) null() {
 	if c.proto == 3 {
-		c.wr.WriteRaw([]byte("_\r\n"))
+		c.wbuf = append(c.wbuf, "_\r\n"...)
 		return
 	}
-	c.wr.WriteNull()
+	c.wbuf = append(c.wbuf, "$-1\r\n"...)
 }
 
 // mapHeader starts a map of n pairs: a RESP3 map, or a flat array in RESP2.
 func (c *client) mapHeader(n int) {
 	if c.proto == 3 {
-		c.wr.WriteRaw([]byte("%" + strconv.Itoa(n) + "\r\n"))
+		c.wbuf = appendNumber(c.wbuf, '%', int64(n))
 		return
 	}
-	c.wr.WriteArray(2 * n)
+	c.array(2 * n)
 }
 
 // verbatim sends text: a verbatim string in RESP3, a bulk string in RESP2.
 func (c *client) verbatim(text string) {
 	if c.proto == 3 {
-		c.wr.WriteRaw([]byte("=" + strconv.Itoa(len(text)+4) + "\r\ntxt:" + text + "\r\n"))
+		c.wbuf = appendNumber(c.wbuf, '=', int64(len(text)+4))
+		c.wbuf = append(append(append(c.wbuf, "txt:"...), text...), '\r', '\n')
+		c.grew()
 		return
 	}
-	c.wr.WriteBulkString(text)
+	c.bulkString(text)
+}
+
+// pushHeader starts a push message: a RESP3 push, or an array in RESP2.
+func (c *client) pushHeader(n int) {
+	if c.proto == 3 {
+		c.wbuf = appendNumber(c.wbuf, '>', int64(n))
+		return
+	}
+	c.array(n)
+}
+
+func appendNumber(b []byte, kind byte, n int64) []byte {
+	return append(strconv.AppendInt(append(b, kind), n, 10), '\r', '\n')
+}
+
+// appendLine appends a simple string or error, its line breaks made spaces.
+func appendLine(b []byte, kind byte, s string) []byte {
+	if strings.ContainsAny(s, "\r\n") {
+		s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+	}
+	return append(append(append(b, kind), s...), '\r', '\n')
 }

@@ -47,6 +47,8 @@ func FuzzCommands(f *testing.F) {
 		"GET k\r\nINFO\r\nCONFIG GET *\r\n",
 		"*2\r\n$3\r\nGET\r\n$2147483647\r\n",
 		"\xff\xfe\r\n",
+		"\r*1\r\n$40\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000000000\r\n",
+		"HELLO 3\r\nSUBSCRIBE a\r\nPSUBSCRIBE *\r\nGET k\r\nUNSUBSCRIBE\r\n",
 	} {
 		f.Add([]byte(s))
 	}

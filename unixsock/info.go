@@ -43,12 +43,19 @@ func cmdInfo(c *client, a [][]byte) {
 	section("Clients", [][2]string{
 		{"connected_clients", fmt.Sprint(s.Clients())},
 		{"maxclients", fmt.Sprint(s.MaxClients)},
+		{"client_buffers_bytes", fmt.Sprint(s.budget.total.Load())},
+		{"max_client_buffers", fmt.Sprint(s.MaxClientBuffers)},
 	})
 	section("Stats", [][2]string{
 		{"total_connections_received", fmt.Sprint(s.stats.connections.Load())},
 		{"total_commands_processed", fmt.Sprint(s.stats.commands.Load())},
 		{"rejected_connections", fmt.Sprint(s.stats.rejected.Load())},
 		{"protocol_errors", fmt.Sprint(s.stats.protocolErrors.Load())},
+		{"evicted_clients", fmt.Sprint(s.stats.evictedBudget.Load())},
+		{"client_output_timeouts", fmt.Sprint(s.stats.evictedOutput.Load())},
+		{"subscribers_dropped", fmt.Sprint(s.stats.subscribersDropped.Load())},
+		{"keyspace_events_dropped", fmt.Sprint(s.pub.dropped.Load())},
+		{"accept_errors", fmt.Sprint(s.stats.acceptErrors.Load())},
 		{"keyspace_hits", fmt.Sprint(st.Hits)},
 		{"keyspace_misses", fmt.Sprint(st.Misses)},
 		{"evicted_keys", "0"},

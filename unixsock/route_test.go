@@ -11,27 +11,36 @@ import (
 // one, and builds nothing for a route that cannot match.
 func TestPublishRoutes(t *testing.T) {
 	s := &Server{}
-	sub := &subscription{
-		channels: map[string]bool{"__keyspace@0__:user:1": true, "__keyevent@0__:set": true, "__keyspace@0__:user:10": true},
-		patterns: map[string]bool{"__keyspace@0__:user:*": true, "__key*__:*": true, "*": true,
-			"__keyevent@0__:s?t": true, "nomatch:*": true, `__keyspace@0__:\u*`: true},
-		out: make(chan message, 100),
-	}
-	s.hub.subs = map[*client]*subscription{{}: sub}
-	s.hub.n.Store(1)
-	s.hub.rebuild()
+	s.defaults()
+	c := s.newClient(nil)
+	c.subscribe(bs("__keyspace@0__:user:1", "__keyevent@0__:set", "__keyspace@0__:user:10"), false)
+	c.subscribe(bs("__keyspace@0__:user:*", "__key*__:*", "*", "__keyevent@0__:s?t", "nomatch:*", `__keyspace@0__:\u*`), true)
+	c.wbuf, c.holding, c.out.held = nil, false, false // the confirmations, as if sent
 
 	got := func() []string {
 		var out []string
-		for len(sub.out) > 0 {
-			m := <-sub.out
-			out = append(out, m.pattern+"|"+m.channel+"|"+m.payload)
+		for _, seg := range c.out.segs {
+			var p Parser
+			p.MaxBulk, p.MaxFrame = 1<<20, 1<<20
+			cmds, _, err := p.Parse(seg.b, nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range cmds {
+				if string(m[0]) == "pmessage" {
+					out = append(out, string(m[1])+"|"+string(m[2])+"|"+string(m[3]))
+				} else {
+					out = append(out, "|"+string(m[1])+"|"+string(m[2]))
+				}
+			}
 		}
+		c.account(-c.out.owned)
+		c.out.segs, c.out.pending, c.out.owned, c.out.pushes = nil, 0, 0, 0
 		return out
 	}
 	check := func(key, event string, want []string) {
 		t.Helper()
-		s.publish(key, event)
+		s.publish(key, event, map[*client]struct{}{})
 		msgs := got()
 		// Keyspace messages first, then keyevent ones.
 		seenEvent := false
@@ -67,9 +76,21 @@ func TestPublishRoutes(t *testing.T) {
 	})
 
 	// Unsubscribing everything leaves no route.
-	sub.channels, sub.patterns = map[string]bool{}, map[string]bool{}
-	s.hub.rebuild()
+	c.unsubscribe(nil, false)
+	c.unsubscribe(nil, true)
+	if len(s.hub.patterns) != 0 || len(s.hub.channels) != 0 || s.hub.n.Load() != 0 || c.used.Load() != 0 {
+		t.Fatalf("after unsubscribing: %d patterns, %d channels, %d subscribers, %d bytes accounted",
+			len(s.hub.patterns), len(s.hub.channels), s.hub.n.Load(), c.used.Load())
+	}
 	check("user:1", "set", nil)
+}
+
+func bs(ss ...string) [][]byte {
+	out := make([][]byte, len(ss))
+	for i, s := range ss {
+		out[i] = []byte(s)
+	}
+	return out
 }
 
 func TestHasPrefixOf2(t *testing.T) {

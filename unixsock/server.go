@@ -50,29 +50,48 @@ type Server struct {
 	// SubscriberBuffer bounds the messages waiting for one subscriber; one
 	// that falls further behind is disconnected.
 	SubscriberBuffer int
-	Namespace        string // transparent key prefix
-	Mirror           Mirror
-	Writer           mirror.Writer
-	Logger           hclog.Logger
+	// MaxClientBuffers bounds the buffers of all clients together: the
+	// commands being read and run, replies and pushes waiting to be
+	// written, subscriptions. Past it the largest consumers are
+	// disconnected (as Redis's maxmemory-clients).
+	MaxClientBuffers int64
+	// MaxClientOutput bounds the output waiting for one client: the
+	// command loop does not read from a client with more pending, and a
+	// push past it disconnects the client.
+	MaxClientOutput int64
+	// OutputTimeout disconnects a client whose output has not drained for
+	// this long.
+	OutputTimeout time.Duration
+	Namespace     string // transparent key prefix
+	Mirror        Mirror
+	Writer        mirror.Writer
+	Logger        hclog.Logger
 	// Info adds lines to INFO's # Mirror section (e.g. the listener's state).
 	Info func() [][2]string
 
 	ln       net.Listener
+	sockFile os.FileInfo     // the socket file Listen created: Shutdown removes only it
 	ctx      context.Context // cancelled by Shutdown's deadline: aborts in-flight work
 	cancel   context.CancelFunc
+	stop     chan struct{} // closed by Shutdown: ends the accept backoff and the helpers
 	draining atomic.Bool
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // client connections
+	helpers  sync.WaitGroup // publisher and evictor
 	mu       sync.Mutex
 	conns    map[*client]struct{}
 	nextID   atomic.Int64
 	started  time.Time
 	stats    serverStats
 	hub      hub
+	pub      publisher
+	budget   budget
 }
 
 type serverStats struct {
 	connections, commands, rejected, protocolErrors atomic.Int64
 	subscribersDropped                              atomic.Int64
+	evictedBudget, evictedOutput                    atomic.Int64
+	acceptErrors                                    atomic.Int64
 }
 
 func (s *Server) defaults() {
@@ -84,6 +103,15 @@ func (s *Server) defaults() {
 	}
 	if s.SubscriberBuffer <= 0 {
 		s.SubscriberBuffer = DefaultSubscriberBuffer
+	}
+	if s.MaxClientBuffers <= 0 {
+		s.MaxClientBuffers = DefaultMaxClientBuffers
+	}
+	if s.MaxClientOutput <= 0 {
+		s.MaxClientOutput = DefaultMaxClientOutput
+	}
+	if s.OutputTimeout <= 0 {
+		s.OutputTimeout = DefaultOutputTimeout
 	}
 	if s.SocketMode == 0 {
 		s.SocketMode = DefaultSocketMode
@@ -105,14 +133,24 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.Socket, err)
 	}
-	if err := os.Chmod(s.Socket, s.SocketMode); err != nil {
+	// Closing must not unlink the path: by then it may be another
+	// server's socket. Shutdown removes the file only if it is still ours.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	fi, err := os.Lstat(s.Socket)
+	if err == nil {
+		err = os.Chmod(s.Socket, s.SocketMode)
+	}
+	if err != nil {
 		ln.Close()
+		os.Remove(s.Socket)
 		return fmt.Errorf("chmod %s to %#o: %w", s.Socket, s.SocketMode, err)
 	}
-	s.ln = ln
+	s.ln, s.sockFile = ln, fi
 	s.conns = map[*client]struct{}{}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.stop = make(chan struct{})
 	s.started = time.Now()
+	s.startHelpers()
 	s.Logger.Info("listening", "socket", s.Socket, "mode", fmt.Sprintf("%#o", s.SocketMode))
 	return nil
 }
@@ -143,19 +181,43 @@ func clearStale(path string) error {
 	return nil
 }
 
-// Serve accepts clients until Shutdown. It returns nil after Shutdown.
+// Accept backoff, as net/http's Server: a failing accept (out of file
+// descriptors) is retried after 5 ms, doubling up to 1 s.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
+// Serve accepts clients until Shutdown. It returns nil after Shutdown. A
+// failing accept that may pass (too many open files, out of memory or
+// buffers, an aborted connection) is retried with a backoff while the
+// connected clients are served.
 func (s *Server) Serve() error {
+	var delay time.Duration
+	var lastLog time.Time
 	for {
 		nc, err := s.ln.Accept()
 		if err != nil {
 			if s.draining.Load() {
 				return nil
 			}
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				continue
+			if !acceptRetryable(err) {
+				return fmt.Errorf("accept: %w", err)
 			}
-			return fmt.Errorf("accept: %w", err)
+			s.stats.acceptErrors.Add(1)
+			delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
+			if time.Since(lastLog) >= 10*time.Second {
+				lastLog = time.Now()
+				s.Logger.Warn("accepting a client failed; retrying (raise the file descriptor limit, ulimit -n, or lower --max-clients)",
+					"error", err, "retry_in", delay, "clients", s.Clients())
+			}
+			select {
+			case <-time.After(delay):
+			case <-s.stop:
+			}
+			continue
 		}
+		delay = 0
 		s.stats.connections.Add(1)
 		c := s.newClient(nc)
 		s.mu.Lock()
@@ -181,14 +243,30 @@ func (s *Server) Serve() error {
 	}
 }
 
+// acceptRetryable reports whether a failed accept may succeed later.
+func acceptRetryable(err error) bool {
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.EINTR, syscall.EAGAIN} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // Shutdown stops accepting, lets every connection finish the commands it
 // has read and flush their replies, then closes them and removes the
-// socket. When ctx ends first, in-flight work is abandoned.
+// socket file if it is still the one Listen created (a newer server may
+// have replaced it). When ctx ends first, in-flight work is abandoned.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if s.ln == nil || !s.draining.CompareAndSwap(false, true) {
 		return nil
 	}
-	err := s.ln.Close() // also unlinks the socket file
+	close(s.stop)
+	err := s.ln.Close()
 	s.mu.Lock()
 	for c := range s.conns {
 		c.wakeIdle()
@@ -208,7 +286,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 	}
 	s.cancel()
-	_ = os.Remove(s.Socket) // in case Close did not (it does for listeners it created)
+	s.helpers.Wait()
+	if fi, lerr := os.Lstat(s.Socket); lerr == nil && os.SameFile(fi, s.sockFile) {
+		_ = os.Remove(s.Socket)
+	} else if lerr == nil {
+		s.Logger.Info("leaving the socket file: another server replaced it", "socket", s.Socket)
+	}
 	return err
 }
 
@@ -221,6 +304,12 @@ type Stats struct {
 	ProtocolErrors     int64 // connections closed for breaking the protocol
 	Subscribers        int   // clients subscribed to keyspace notifications now
 	SubscribersDropped int64 // subscribers disconnected for falling behind
+	ClientBuffers      int64 // bytes of client buffers now, as counted against MaxClientBuffers
+	MaxClientBuffers   int64 // the budget
+	EvictedBudget      int64 // clients disconnected to keep ClientBuffers within MaxClientBuffers
+	EvictedOutput      int64 // clients disconnected for not reading their output within OutputTimeout
+	KeyEventsDropped   int64 // keyspace events not published: the publisher's queue was full
+	AcceptErrors       int64 // accepts that failed and were retried (out of file descriptors, ...)
 }
 
 // Stats returns the server's counters.
@@ -233,6 +322,12 @@ func (s *Server) Stats() Stats {
 		ProtocolErrors:     s.stats.protocolErrors.Load(),
 		Subscribers:        int(s.hub.n.Load()),
 		SubscribersDropped: s.stats.subscribersDropped.Load(),
+		ClientBuffers:      s.budget.total.Load(),
+		MaxClientBuffers:   s.MaxClientBuffers,
+		EvictedBudget:      s.stats.evictedBudget.Load(),
+		EvictedOutput:      s.stats.evictedOutput.Load(),
+		KeyEventsDropped:   s.pub.dropped.Load(),
+		AcceptErrors:       s.stats.acceptErrors.Load(),
 	}
 }
 

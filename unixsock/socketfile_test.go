@@ -1,0 +1,52 @@
+package unixsock_test
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"pgmirror/internal/testdb"
+	"pgmirror/unixsock"
+)
+
+// TestShutdownLeavesReplacedSocket (finding 14): a server that shuts down
+// after a newer one replaced its socket file leaves the newer one's file
+// alone; before, closing the listener unlinked the path, whoever's it was.
+func TestShutdownLeavesReplacedSocket(t *testing.T) {
+	dsn, _ := testdb.New(t)
+	old := startSidecar(t, dsn, config{})
+	path := old.socket
+	// A newer instance takes the path over, as a restarted pod does when
+	// it finds the file (the old one is draining and no longer accepts).
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	newer := &unixsock.Server{Socket: path, Mirror: old.m, Writer: old.w}
+	if err := newer.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	go newer.Serve()
+	defer newer.Shutdown(context.Background())
+	before, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.stop()
+	after, err := os.Lstat(path)
+	if err != nil {
+		t.Fatalf("the newer server's socket file is gone after the old one shut down: %v", err)
+	}
+	if !os.SameFile(before, after) {
+		t.Fatal("the socket file changed")
+	}
+	if got, _ := raw(t, path, []byte("PING\r\n")); got != "+PONG\r\n" {
+		t.Fatalf("PING to the newer server: %q", got)
+	}
+	// The newer server removes its own file when it stops.
+	if err := newer.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Fatalf("the newer server's own file after its shutdown: %v", err)
+	}
+}
