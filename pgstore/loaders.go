@@ -31,6 +31,9 @@ type LoaderHooks struct {
 	// AfterCompute runs after a loader's query returned, before the value
 	// is stored (the key's lock is held).
 	AfterCompute func(key string)
+	// BeforeApply runs after a loader's store committed, before it is
+	// applied to the mirror (the key's lock is released).
+	BeforeApply func(key string)
 }
 
 // Loaders computes absent keys with the SQL of cache_loaders. It keeps the
@@ -125,6 +128,9 @@ func (l *Loaders) Load(ctx context.Context, key string) ([]byte, bool, error) {
 	if err != nil || res.change == nil {
 		l.Applier.AbandonWrite(ticket)
 		return res.value, res.found, err
+	}
+	if h := l.Hooks.BeforeApply; h != nil {
+		h(key)
 	}
 	l.Applier.ApplyWrite(ticket, res.xid, []mirror.Change{*res.change})
 	return res.value, res.found, nil
