@@ -2,12 +2,8 @@ package mirror
 
 import (
 	"bytes"
-	"cmp"
 	"context"
-	"slices"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
 )
 
 // Lookup is what the index says of a key at one moment.
@@ -340,63 +336,4 @@ func (m *Mirror) Range(fn func(key string, l Lookup) bool) {
 func (m *Mirror) EvictValue(key string) {
 	m.values.Del(key)
 	m.values.Wait()
-}
-
-// Scan iterates the key index as Redis's SCAN does: it returns up to about
-// count present, unexpired keys for which match returns true (nil matches
-// all), and the cursor to continue from; 0 when the iteration is complete.
-// Every key present for the whole iteration is returned at least once;
-// keys added or removed meanwhile may or may not be. The cursor is the
-// shard in the top 6 bits and the position within the shard, a key's hash,
-// in the rest: positions do not shift when keys come and go.
-func (m *Mirror) Scan(cursor uint64, count int, match func(key string) bool) (uint64, []string) {
-	if count <= 0 {
-		count = 10
-	}
-	now := m.clock.dbNow()
-	type kp struct {
-		key string
-		pos uint64
-	}
-	var out []string
-	visited := 0
-	after := cursor & (1<<58 - 1) // in the first shard, keys above this position remain
-	for shardIdx := int(cursor >> 58); shardIdx < shardCount; shardIdx, after = shardIdx+1, 0 {
-		sh := &m.ix.shards[shardIdx]
-		sh.mu.RLock()
-		rest := make([]kp, 0, sh.t.n)
-		sh.t.all(func(e *entry) bool {
-			if e.deleted() || e.expires() <= now {
-				return true
-			}
-			k := e.key()
-			if p := scanPos(k); p > after {
-				rest = append(rest, kp{k, p})
-			}
-			return true
-		})
-		sh.mu.RUnlock()
-		slices.SortFunc(rest, func(a, b kp) int { return cmp.Compare(a.pos, b.pos) })
-		for i, r := range rest {
-			visited++
-			if match == nil || match(r.key) {
-				out = append(out, r.key)
-			}
-			// Like Redis, COUNT bounds the work, not the reply; a cursor
-			// never falls between two keys of one position.
-			if visited >= count && i+1 < len(rest) && rest[i+1].pos != r.pos {
-				return uint64(shardIdx)<<58 | r.pos, out
-			}
-		}
-		if visited >= count && shardIdx+1 < shardCount {
-			return uint64(shardIdx+1) << 58, out
-		}
-	}
-	return 0, out
-}
-
-// scanPos is a key's position within its shard for Scan: never 0, so
-// cursor 0 means "from the start".
-func scanPos(key string) uint64 {
-	return xxhash.Sum64String(key)>>6 | 1
 }
