@@ -3,6 +3,8 @@ package mirror
 import (
 	"bytes"
 	"context"
+	"math"
+	"sync"
 	"time"
 )
 
@@ -108,9 +110,11 @@ func (m *Mirror) Exists(key string) (Lookup, error) {
 	return m.lookup(key, m.clock.dbNow(), false), nil
 }
 
-// TTL returns the time to live of key as Redis reports it: ok is false for a
-// missing key, and ttl is negative (-1) for a key without expiry.
-func (m *Mirror) TTL(key string) (ttl time.Duration, ok bool, err error) {
+// PTTL returns the time to live of key in milliseconds as Redis reports
+// it: ok is false for a missing key, and ms is -1 for a key without expiry.
+// It is computed in int64 milliseconds (saturating), so an expiry centuries
+// away is reported as such (a time.Duration ends after 292 years).
+func (m *Mirror) PTTL(key string) (ms int64, ok bool, err error) {
 	l, err := m.Exists(key)
 	if err != nil || !l.Found {
 		return 0, false, err
@@ -119,7 +123,37 @@ func (m *Mirror) TTL(key string) (ttl time.Duration, ok bool, err error) {
 		return -1, true, nil
 	}
 	// Measured from the late end of the clock estimate, as expiry is.
-	return time.Duration(l.Expires-m.clock.dbNow()) * time.Microsecond, true, nil
+	return max(subSaturating(l.Expires, m.clock.dbNow())/1000, 0), true, nil
+}
+
+// subSaturating returns a-b, or the int64 bound it would cross.
+func subSaturating(a, b int64) int64 {
+	d := a - b
+	switch {
+	case b < 0 && d < a:
+		return math.MaxInt64
+	case b > 0 && d > a:
+		return math.MinInt64
+	}
+	return d
+}
+
+// StrLen returns the length of key's value, 0 for a missing key (STRLEN).
+// The index knows the length of every value it has seen; a value that came
+// as a fetch marker and was never fetched is fetched to measure it.
+func (m *Mirror) StrLen(ctx context.Context, key string) (int64, error) {
+	l, err := m.Exists(key)
+	if err != nil || !l.Found {
+		return 0, err
+	}
+	if l.value != nil || l.digest != 0 {
+		return int64(l.Size), nil
+	}
+	v, found, err := m.Get(ctx, key)
+	if err != nil || !found {
+		return 0, err
+	}
+	return int64(len(v)), nil
 }
 
 // Get returns key's value, or found == false. A hit never queries Postgres;
@@ -157,6 +191,85 @@ func (m *Mirror) Get(ctx context.Context, key string) (value []byte, found bool,
 			return nil, false, err
 		}
 	}
+}
+
+// mgetParallel bounds the keys one GetMulti reads from Postgres at once
+// (loaders, and values the cache dropped); the store's connection limit
+// bounds them across all callers.
+const mgetParallel = 8
+
+// GetMulti reads keys as Get does (MGET): values[i] is nil when keys[i] is
+// missing. Hits are answered from the mirror; the keys that need Postgres
+// (a loader, or a value to fetch again) are read concurrently, at most
+// mgetParallel at once. The first error fails the whole call.
+func (m *Mirror) GetMulti(ctx context.Context, keys []string) ([][]byte, error) {
+	if err := m.readable(); err != nil {
+		return nil, err
+	}
+	values := make([][]byte, len(keys))
+	now := m.clock.dbNow()
+	var slow []int
+	for i, k := range keys {
+		l := m.lookup(k, now, true)
+		switch v, ok := m.heldValue(k, l); {
+		case ok && l.Found:
+			m.stats.hits.Add(1)
+			values[i] = v
+		case l.Found || !l.Absent && m.opts.Loader != nil && m.opts.Loader.Covers(k):
+			slow = append(slow, i)
+		default:
+			m.stats.misses.Add(1)
+		}
+	}
+	if len(slow) == 0 {
+		return values, nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		first error
+	)
+	next := make(chan int)
+	for range min(len(slow), mgetParallel) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				v, found, err := m.Get(ctx, keys[i])
+				if err != nil {
+					errMu.Lock()
+					if first == nil {
+						first = err
+						cancel()
+					}
+					errMu.Unlock()
+					continue
+				}
+				if found {
+					values[i] = v
+				}
+			}
+		}()
+	}
+feed:
+	for _, i := range slow {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	if first != nil {
+		return nil, first
+	}
+	return values, nil
 }
 
 // heldValue returns the value of the state l found, if the mirror holds

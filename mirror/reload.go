@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -394,7 +395,7 @@ func (m *Mirror) reloadLoop(ctx context.Context, interval time.Duration) {
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, maxBackoff)
-			m.RequestResync("retry: " + reason)
+			m.RequestResync("retry: " + strings.TrimPrefix(reason, "retry: "))
 			continue
 		}
 		backoff = minBackoff
