@@ -40,6 +40,8 @@ func TestDefaults(t *testing.T) {
 		{"MaxStaleness", c.MaxStaleness, 30 * time.Second},
 		{"StaleReads", c.StaleReads, StaleReads("serve")},
 		{"MaxClients", c.MaxClients, 10000},
+		{"MaxDBConns", c.MaxDBConns, 10},
+		{"LoaderTimeout", c.LoaderTimeout, 5 * time.Second},
 		{"MaxValueSize", c.MaxValueSize, int64(16 << 20)},
 		{"AccessFlushInterval", c.AccessFlushInterval, 5 * time.Second},
 		{"RefreshInterval", c.RefreshInterval, 30 * time.Second},
@@ -81,6 +83,8 @@ func TestEveryFlagAndVariable(t *testing.T) {
 		{"stale-reads", "PGMIRROR_STALE_READS", "error", func(c Config) bool { return c.StaleReads == StaleReadsError }},
 		{"max-clients", "PGMIRROR_MAX_CLIENTS", "50", func(c Config) bool { return c.MaxClients == 50 }},
 		{"max-value-size", "PGMIRROR_MAX_VALUE_SIZE", "1MiB", func(c Config) bool { return c.MaxValueSize == 1<<20 }},
+		{"max-db-conns", "PGMIRROR_MAX_DB_CONNS", "25", func(c Config) bool { return c.MaxDBConns == 25 }},
+		{"loader-timeout", "PGMIRROR_LOADER_TIMEOUT", "30s", func(c Config) bool { return c.LoaderTimeout == 30*time.Second }},
 		{"access-flush-interval", "PGMIRROR_ACCESS_FLUSH_INTERVAL", "250ms", func(c Config) bool { return c.AccessFlushInterval == 250*time.Millisecond }},
 		{"refresh-interval", "PGMIRROR_REFRESH_INTERVAL", "1m", func(c Config) bool { return c.RefreshInterval == time.Minute }},
 		{"refresh-ahead", "PGMIRROR_REFRESH_AHEAD", "0", func(c Config) bool { return c.RefreshAhead == 0 }},
@@ -195,6 +199,9 @@ func TestInvalidValues(t *testing.T) {
 		{[]string{"--max-value-size=0"}, nil, "flag --max-value-size", "0", "from 1B to 512MiB"},
 		{[]string{"--max-value-size=513MiB"}, nil, "flag --max-value-size", "513MiB", "from 1B to 512MiB"},
 		{[]string{"--max-clients=0"}, nil, "flag --max-clients", "0", "from 1 to 1000000"},
+		{[]string{"--max-db-conns=2"}, nil, "flag --max-db-conns", "2", "from 5 to 10000"},
+		{nil, []string{"PGMIRROR_MAX_DB_CONNS=many"}, "environment variable PGMIRROR_MAX_DB_CONNS", "many", "whole number"},
+		{[]string{"--loader-timeout=0"}, nil, "flag --loader-timeout", "0", "at least 10ms"},
 		{[]string{"--max-clients=lots"}, nil, "flag --max-clients", "lots", "whole number"},
 		{nil, []string{"PGMIRROR_MAX_CLIENTS=-3"}, "environment variable PGMIRROR_MAX_CLIENTS", "-3", "from 1 to"},
 		{[]string{"--socket-mode=0999"}, nil, "flag --socket-mode", "0999", "octal"},
@@ -248,6 +255,14 @@ func TestCrossChecks(t *testing.T) {
 		t.Errorf("got %v, want an error naming both sizes and where they came from", err)
 	}
 	parse(t, "serve", []string{"--max-memory=16MiB", "--max-value-size=16MiB"})
+
+	// The writer's batches, a reload and the jobs keep --write-inflight + 3
+	// connections; loaders and fetches need at least one more.
+	_, _, err = parseConfig("serve", []string{"--max-db-conns=6", "--write-inflight=3"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "--max-db-conns 6") || !strings.Contains(err.Error(), "at least 7") {
+		t.Errorf("got %v, want an error saying --max-db-conns must be at least 7", err)
+	}
+	parse(t, "serve", []string{"--max-db-conns=7", "--write-inflight=3"})
 }
 
 func TestUsageErrors(t *testing.T) {
