@@ -50,7 +50,9 @@ func (m *Mirror) applyLocked(b Batch) {
 		t.seen = append(t.seen, b.Xid)
 	}
 	if ch, ok := m.awaiting[b.Xid]; ok && b.Xid != 0 {
-		close(ch) // a write that could not be ordered locally: the stream has now
+		// A write ApplyWrite left to the stream: the stream has now
+		// delivered it, so its callers read it (or something newer).
+		close(ch)
 		delete(m.awaiting, b.Xid)
 	}
 	m.stats.batches.Add(1)

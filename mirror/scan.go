@@ -38,14 +38,24 @@ func (m *Mirror) Scan(cursor uint64, count int, match func(key string) bool) (ui
 		var next uint64
 		var done bool
 		buf, next, done = sh.t.scan(from, count-visited, buf[:0])
+		live := len(out)
 		for _, e := range buf {
 			if !e.deleted() && e.expires() > now {
-				if k := e.key(); match == nil || match(k) {
-					out = append(out, k)
-				}
+				// The key's string shares the entry's memory, which stays
+				// valid: entries never change once made.
+				out = append(out, e.key())
 			}
 		}
 		sh.mu.RUnlock()
+		if match != nil { // outside the lock: a pattern may be slow to match
+			kept := out[:live]
+			for _, k := range out[live:] {
+				if match(k) {
+					kept = append(kept, k)
+				}
+			}
+			out = kept
+		}
 		visited += len(buf)
 		if !done {
 			return uint64(shardIdx)<<scanShardShift | next, out
