@@ -21,6 +21,7 @@ import (
 	"github.com/lib/pq"
 
 	"pgmirror/listener"
+	"pgmirror/pgstore"
 )
 
 // Defaults of the settings of SPEC §3, named so that tests and later components can refer to them.
@@ -38,6 +39,8 @@ const (
 	DefaultMaxClientBuffers    = 0 // auto: see AutoMaxClientBuffers
 	DefaultClientOutputTimeout = 30 * time.Second
 	DefaultWriteInFlight       = 1
+	DefaultMaxDBConns          = pgstore.DefaultMaxConns
+	DefaultLoaderTimeout       = pgstore.DefaultLoaderTimeout
 	MaxWriteLinger             = 100 * time.Millisecond
 	DefaultMaxValueSize        = 16 * MiB
 	DefaultAccessFlushInterval = 5 * time.Second
@@ -130,6 +133,13 @@ type Config struct {
 	// WriteLinger holds a write batch back until its oldest command has
 	// waited this long, so more writes share a commit and a notification.
 	WriteLinger time.Duration
+	// MaxDBConns bounds the sidecar's Postgres connections (the listener's
+	// comes on top); loaders and fetches may use all but those kept for the
+	// writer, reloads and jobs (pgstore.ReservedConns).
+	MaxDBConns int
+	// LoaderTimeout bounds a loader computation's statements (server-side
+	// statement_timeout) and its wait for a connection.
+	LoaderTimeout time.Duration
 	// SubscriberBuffer is how many keyspace notifications may wait for one
 	// subscriber before it is disconnected.
 	SubscriberBuffer int
@@ -189,6 +199,8 @@ func DefaultConfig() Config {
 		MaxClientBuffers:    DefaultMaxClientBuffers,
 		ClientOutputTimeout: DefaultClientOutputTimeout,
 		WriteInFlight:       DefaultWriteInFlight,
+		MaxDBConns:          DefaultMaxDBConns,
+		LoaderTimeout:       DefaultLoaderTimeout,
 		MaxValueSize:        DefaultMaxValueSize,
 		AccessFlushInterval: DefaultAccessFlushInterval,
 		RefreshInterval:     DefaultRefreshInterval,
@@ -293,6 +305,12 @@ func settings(c *Config) []*setting {
 		{name: "write-linger", typ: "duration", serveOnly: true,
 			usage: "hold a write batch until its oldest command waited this long (0: never), so more writes share a commit and a notification (0 to 100ms)",
 			value: &durationValue{p: &c.WriteLinger, min: time.Microsecond, zeroOK: true}},
+		{name: "max-db-conns", typ: "n", serveOnly: true,
+			usage: "Postgres connections of the sidecar, besides the listener's; loaders and fetches get all but --write-inflight + 3 (5 to 10000)",
+			value: &intValue{p: &c.MaxDBConns, min: 5, max: 10000}},
+		{name: "loader-timeout", typ: "duration", serveOnly: true,
+			usage: "bound of a loader's query (statement_timeout, set by the server) and of its wait for a connection (at least 10ms)",
+			value: &durationValue{p: &c.LoaderTimeout, min: 10 * time.Millisecond}},
 		{name: "max-value-size", typ: "size", serveOnly: true,
 			usage: "largest value a client may write (1B to 512MiB, and at most --max-memory)",
 			value: &sizeValue{p: &c.MaxValueSize, min: 1, max: MaxMaxValueSize}},
@@ -488,6 +506,11 @@ func (c *Config) validate(byName map[string]*setting) error {
 	if c.WriteLinger > MaxWriteLinger {
 		return fmt.Errorf("--write-linger %s (from %s) is over %s: every write would wait that long; use a few milliseconds at most",
 			formatDuration(c.WriteLinger), byName["write-linger"].source, formatDuration(MaxWriteLinger))
+	}
+	if reserved := pgstore.ReservedConns(c.WriteInFlight); c.MaxDBConns <= reserved {
+		return fmt.Errorf("--max-db-conns %d (from %s) leaves no connection for loaders and fetches: the writer "+
+			"(--write-inflight %d), a reload and the jobs keep %d; set it to at least %d",
+			c.MaxDBConns, byName["max-db-conns"].source, c.WriteInFlight, reserved, reserved+1)
 	}
 	if err := checkDSN(c.DSN, byName["dsn"]); err != nil {
 		return err

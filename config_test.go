@@ -42,6 +42,8 @@ func TestDefaults(t *testing.T) {
 		{"MaxStaleness", c.MaxStaleness, 30 * time.Second},
 		{"StaleReads", c.StaleReads, StaleReads("serve")},
 		{"MaxClients", c.MaxClients, 10000},
+		{"MaxDBConns", c.MaxDBConns, 10},
+		{"LoaderTimeout", c.LoaderTimeout, 5 * time.Second},
 		{"MaxValueSize", c.MaxValueSize, int64(16 << 20)},
 		{"AccessFlushInterval", c.AccessFlushInterval, 5 * time.Second},
 		{"RefreshInterval", c.RefreshInterval, 30 * time.Second},
@@ -86,6 +88,8 @@ func TestEveryFlagAndVariable(t *testing.T) {
 		{"max-value-size", "PGMIRROR_MAX_VALUE_SIZE", "1MiB", func(c Config) bool { return c.MaxValueSize == 1<<20 }},
 		{"max-client-buffers", "PGMIRROR_MAX_CLIENT_BUFFERS", "100MiB", func(c Config) bool { return c.MaxClientBuffers == 100<<20 && c.ClientBuffers() == 100<<20 }},
 		{"client-output-timeout", "PGMIRROR_CLIENT_OUTPUT_TIMEOUT", "5s", func(c Config) bool { return c.ClientOutputTimeout == 5*time.Second }},
+		{"max-db-conns", "PGMIRROR_MAX_DB_CONNS", "25", func(c Config) bool { return c.MaxDBConns == 25 }},
+		{"loader-timeout", "PGMIRROR_LOADER_TIMEOUT", "30s", func(c Config) bool { return c.LoaderTimeout == 30*time.Second }},
 		{"access-flush-interval", "PGMIRROR_ACCESS_FLUSH_INTERVAL", "250ms", func(c Config) bool { return c.AccessFlushInterval == 250*time.Millisecond }},
 		{"refresh-interval", "PGMIRROR_REFRESH_INTERVAL", "1m", func(c Config) bool { return c.RefreshInterval == time.Minute }},
 		{"refresh-ahead", "PGMIRROR_REFRESH_AHEAD", "0", func(c Config) bool { return c.RefreshAhead == 0 }},
@@ -204,6 +208,9 @@ func TestInvalidValues(t *testing.T) {
 		{[]string{"--max-client-buffers=512KiB"}, nil, "flag --max-client-buffers", "512KiB", "from 1MiB to 1TiB"},
 		{[]string{"--client-output-timeout=0"}, nil, "flag --client-output-timeout", "0", "at least 1s"},
 		{[]string{"--client-output-timeout=100ms"}, nil, "flag --client-output-timeout", "100ms", "at least 1s"},
+		{[]string{"--max-db-conns=2"}, nil, "flag --max-db-conns", "2", "from 5 to 10000"},
+		{nil, []string{"PGMIRROR_MAX_DB_CONNS=many"}, "environment variable PGMIRROR_MAX_DB_CONNS", "many", "whole number"},
+		{[]string{"--loader-timeout=0"}, nil, "flag --loader-timeout", "0", "at least 10ms"},
 		{[]string{"--max-clients=lots"}, nil, "flag --max-clients", "lots", "whole number"},
 		{nil, []string{"PGMIRROR_MAX_CLIENTS=-3"}, "environment variable PGMIRROR_MAX_CLIENTS", "-3", "from 1 to"},
 		{[]string{"--socket-mode=0999"}, nil, "flag --socket-mode", "0999", "octal"},
@@ -279,6 +286,13 @@ func TestCrossChecks(t *testing.T) {
 			t.Errorf("%q: client buffers %d, want %d", tt.args, got, tt.want)
 		}
 	}
+	// The writer's batches, a reload and the jobs keep --write-inflight + 3
+	// connections; loaders and fetches need at least one more.
+	_, _, err = parseConfig("serve", []string{"--max-db-conns=6", "--write-inflight=3"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "--max-db-conns 6") || !strings.Contains(err.Error(), "at least 7") {
+		t.Errorf("got %v, want an error saying --max-db-conns must be at least 7", err)
+	}
+	parse(t, "serve", []string{"--max-db-conns=7", "--write-inflight=3"})
 }
 
 func TestUsageErrors(t *testing.T) {

@@ -140,8 +140,9 @@ type Main struct {
 	serverErr    chan error    // the socket server failed
 	adminErr     chan error    // the admin HTTP server failed
 
-	helpTopic string // the usage ParseFlags selected, for -h and help
-	serving   bool   // Run started serving, so Close reports the stop
+	gate      *pgstore.Gate // loaders' and fetches' share of the pool (openDB)
+	helpTopic string        // the usage ParseFlags selected, for -h and help
+	serving   bool          // Run started serving, so Close reports the stop
 }
 
 // NewMain returns a Main with the default configuration, reading the process's environment.
@@ -345,7 +346,9 @@ func (m *Main) openServer() error {
 		return err
 	}
 	m.Store = pgstore.New(m.DB, m.Logger.Named("store"))
+	m.Store.Gate, m.Store.GateWait = m.gate, m.Config.LoaderTimeout
 	m.Loaders = pgstore.NewLoaders(m.DB, nil, m.Logger.Named("loaders"))
+	m.Loaders.Gate, m.Loaders.Timeout = m.gate, m.Config.LoaderTimeout
 	m.Jobs = jobs.New(m.Store, m.Loaders, nil, jobs.Config{
 		AccessFlushInterval: m.Config.AccessFlushInterval,
 		RefreshInterval:     m.Config.RefreshInterval,
@@ -502,13 +505,21 @@ func (m *Main) RequestResync() {
 	}
 }
 
-// openDB creates the pool; it does not connect, so it fails only on a malformed DSN.
+// openDB creates the pool, limited to --max-db-conns connections of which
+// loaders and fetches may use all but those the writer, reloads and jobs
+// keep; it does not connect, so it fails only on a malformed DSN.
 func (m *Main) openDB() error {
 	db, err := sql.Open("postgres", m.Config.DSN)
 	if err != nil {
 		return fmt.Errorf("open Postgres (%s): %s", m.dsnForLogs(), m.redact(err.Error()))
 	}
-	m.DB = db
+	gate, err := pgstore.LimitPool(db, m.Config.MaxDBConns, m.Config.WriteInFlight)
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("--max-db-conns: %w", err)
+	}
+	m.DB, m.gate = db, gate
+	m.Logger.Debug("Postgres pool", "max_conns", m.Config.MaxDBConns, "loader_and_fetch_conns", gate.Cap())
 	return nil
 }
 

@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"bytes"
+	"context"
 	"slices"
 )
 
@@ -50,11 +51,17 @@ func (m *Mirror) applyLocked(b Batch) {
 		case OpTruncate:
 			m.applyTruncate(b.Xid, rl)
 		default:
-			m.applyChange(b.Xid, c, rl, false)
+			m.applyChange(b.Xid, c, rl, nil)
 		}
 	}
 	for t := range m.tickets {
 		t.seen = append(t.seen, b.Xid)
+	}
+	if ch, ok := m.awaiting[b.Xid]; ok && b.Xid != 0 {
+		// A write ApplyWrite left to the stream: the stream has now
+		// delivered it, so its callers read it (or something newer).
+		close(ch)
+		delete(m.awaiting, b.Xid)
 	}
 	m.stats.batches.Add(1)
 	m.settle(sets)
@@ -79,12 +86,26 @@ func (m *Mirror) settle(sets int64) {
 // arrived before the writer learned that it committed.
 type WriteTicket struct {
 	seen []uint64 // xids of the batches applied since BeginWrite, in order
+	// begun is Mirror.ownSeq at BeginWrite: this sidecar's writes applied
+	// up to then committed before this one was sent.
+	begun uint64
+	// Set by ApplyWrite when a change of this write could not be ordered
+	// against another write of this sidecar (see ApplyWrite): echoed is
+	// closed once the stream delivered this write.
+	m      *Mirror
+	xid    uint64
+	echoed chan struct{}
 }
+
+// maxAwaiting bounds the writes waiting for their echo (Settle); past it,
+// they are all released, as when the stream breaks.
+const maxAwaiting = 4096
 
 // BeginWrite is called before a write transaction is sent.
 func (m *Mirror) BeginWrite() *WriteTicket {
 	t := &WriteTicket{}
 	m.applyMu.Lock()
+	t.begun = m.ownSeq
 	m.tickets[t] = struct{}{}
 	m.applyMu.Unlock()
 	return t
@@ -104,6 +125,14 @@ func (m *Mirror) AbandonWrite(t *WriteTicket) {
 // committed before xid and are skipped. If the echo came first, the stream
 // has applied the write already, and perhaps newer changes: what it applied
 // is kept.
+//
+// Two writes of this sidecar on one key (a loader's store and a SET that
+// waited for the loader's key lock, say) may apply locally in the other
+// order than they committed. A key whose state came from another write of
+// this sidecar that was applied after this one began (and whose echo has not
+// arrived) is therefore left alone: which of the two committed last is not
+// known here, and the stream, which delivers both in commit order, decides.
+// Settle waits for that when the caller must read its own write.
 func (m *Mirror) ApplyWrite(t *WriteTicket, xid uint64, changes []Change) {
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
@@ -112,17 +141,66 @@ func (m *Mirror) ApplyWrite(t *WriteTicket, xid uint64, changes []Change) {
 	if echo >= 0 && slices.ContainsFunc(t.seen[echo:], func(x uint64) bool { return x != xid }) {
 		return // the stream is past the echo: everything is applied
 	}
+	m.ownSeq++
 	rl := m.reload.Load()
 	sets := m.valueSets.Load()
+	contested := false
 	for i := range changes {
 		c := &changes[i]
 		if echo >= 0 && m.appliedBy(c, xid) {
 			continue // this part of the echo arrived; another may still be on its way
 		}
-		m.applyChange(xid, c, rl, true)
+		if !m.applyChange(xid, c, rl, t) {
+			contested = true
+		}
+	}
+	if contested && echo < 0 && xid != 0 {
+		// (When the echo has arrived while the other write's has not, this
+		// write committed first: the state kept is the newer one.)
+		if len(m.awaiting) >= maxAwaiting {
+			m.releaseAwaiting()
+		}
+		t.m, t.xid, t.echoed = m, xid, make(chan struct{})
+		m.awaiting[xid] = t.echoed
 	}
 	m.settle(sets)
 	m.signalApplied()
+}
+
+// Contested reports whether ApplyWrite left a change of this write to the
+// stream (see ApplyWrite), so that the mirror may show an older state of a
+// key until its echo arrives.
+func (t *WriteTicket) Contested() bool { return t.echoed != nil }
+
+// Settle waits until the stream delivered the write when ApplyWrite left a
+// change of it to the stream, or ctx is done; it returns at once otherwise.
+// It reports whether the mirror now shows the write or a newer state.
+func (t *WriteTicket) Settle(ctx context.Context) bool {
+	if t.echoed == nil {
+		return true
+	}
+	select {
+	case <-t.echoed:
+		return true
+	case <-ctx.Done():
+	}
+	m := t.m
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	if ch, ok := m.awaiting[t.xid]; ok && ch == t.echoed {
+		delete(m.awaiting, t.xid)
+		return false
+	}
+	return true // released meanwhile
+}
+
+// releaseAwaiting lets every write waiting for its echo go (applyMu held):
+// after the stream lost notifications, an echo may never come.
+func (m *Mirror) releaseAwaiting() {
+	for xid, ch := range m.awaiting {
+		close(ch)
+		delete(m.awaiting, xid)
+	}
 }
 
 // appliedBy reports whether the index already holds what transaction xid
@@ -138,20 +216,25 @@ func (m *Mirror) appliedBy(c *Change, xid uint64) bool {
 	return e != nil && e.xid() == xid
 }
 
-// applyChange applies one change of transaction xid to its key.
-func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own bool) {
+// applyChange applies one change of transaction xid to its key: a change
+// the stream delivered (own == nil) or this sidecar's write (own is its
+// ticket). It returns false when it left an own change to the stream
+// because another write of this sidecar, applied since own began, holds the
+// key (see ApplyWrite).
+func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own *WriteTicket) bool {
 	sh, h := m.ix.shard(c.Key)
 	sh.mu.Lock()
 	if len(sh.negs) > 0 {
 		delete(sh.negs, c.Key) // the key changed: a remembered absence is over
 	}
 	e := sh.get(c.Key, h)
-	if e != nil && !own {
-		if echo := sh.echoOf(e); echo != 0 {
+	if mark := sh.echoMarkOf(e); mark.xid != 0 {
+		switch {
+		case own == nil:
 			// Until the echo of this sidecar's own write arrives, changes of
 			// other transactions committed before it. The echo's own changes
 			// are the write itself (or older steps of it): already applied.
-			if xid == echo && echoComplete(e, c) {
+			if xid == mark.xid && echoComplete(e, c) {
 				sh.clearEcho(e)
 				if e.deleted() && rl == nil {
 					sh.remove(m.ix, e, h)
@@ -160,7 +243,16 @@ func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own bool) {
 			}
 			sh.mu.Unlock()
 			m.stats.skipped.Add(1)
-			return
+			return true
+		case mark.xid != xid && mark.seq > own.begun:
+			// Another write of this sidecar applied its state while this
+			// one was in flight, and its echo has not come: either may
+			// have committed last. Its echo guard stays, so the stream
+			// settles it: this change is applied when it arrives after
+			// the other's echo, and skipped when it arrives before.
+			sh.mu.Unlock()
+			m.stats.contested.Add(1)
+			return false
 		}
 	}
 	if e != nil && rl != nil && e.owned == rl.epoch && rl.sees(xid) {
@@ -168,24 +260,24 @@ func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own bool) {
 		// included in that snapshot: it is older than what we serve.
 		sh.mu.Unlock()
 		m.stats.skipped.Add(1)
-		return
+		return true
 	}
 	switch c.Op {
 	case OpDelete:
 		existed := e != nil && !e.deleted()
-		rl.markFresh(m.deleteLocked(sh, h, c.Key, e, xid, c.Version, rl, own))
+		rl.markFresh(m.deleteLocked(sh, h, c.Key, e, xid, c.Version, rl, own != nil))
 		sh.mu.Unlock()
 		m.stats.applied[opIndex(OpDelete)].Add(1)
 		if existed {
 			m.keyEvent(c.Key, EventDel)
 		}
-		return
+		return true
 	case OpSet, OpFetch:
 		event := EventSet
 		if e != nil && !e.deleted() && c.Op == OpSet && e.expires() != c.Expires && m.sameValue(c.Key, e, c.Value) {
 			event = EventExpire
 		}
-		ne := m.setLocked(sh, h, c.Key, e, state{version: c.Version, expires: c.Expires, xid: xid, value: c.Value, hasValue: c.Op == OpSet}, own)
+		ne := m.setLocked(sh, h, c.Key, e, state{version: c.Version, expires: c.Expires, xid: xid, value: c.Value, hasValue: c.Op == OpSet}, own != nil)
 		rl.markFresh(ne)
 		sh.mu.Unlock()
 		m.keyEvent(c.Key, event)
@@ -199,6 +291,7 @@ func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own bool) {
 		default: // reads fetch on demand
 		}
 	}
+	return true
 }
 
 // echoComplete reports whether c, a change of the transaction e is waiting
@@ -305,7 +398,7 @@ func (m *Mirror) setLocked(sh *shard, h uint64, key string, e *entry, st state, 
 	sh.put(m.ix, h, ne)
 	m.entries.Add(1)
 	if own {
-		sh.setEcho(ne, st.xid)
+		sh.setEcho(ne, st.xid, m.ownSeq) // own applies hold applyMu
 	}
 	switch {
 	case st.hasValue && !inline:
@@ -411,7 +504,7 @@ func (m *Mirror) deleteLocked(sh *shard, h uint64, key string, e *entry, xid uin
 	}
 	sh.put(m.ix, h, ne)
 	if own {
-		sh.setEcho(ne, xid)
+		sh.setEcho(ne, xid, m.ownSeq) // own applies hold applyMu
 	}
 	return ne
 }

@@ -208,9 +208,9 @@ type shard struct {
 	// negs remembers keys whose loader found no row, until an epoch
 	// microsecond; any change of the key ends it.
 	negs map[string]int64
-	// echo holds, for entries with flagEcho, the xid of this sidecar's
-	// write whose echo has not arrived yet.
-	echo map[string]uint64
+	// echo holds, for entries with flagEcho, which of this sidecar's
+	// writes the entry awaits the echo of.
+	echo map[string]echoMark
 	// hand is the slot where makeRoom last looked.
 	hand int
 }
@@ -229,7 +229,7 @@ func newIndex() *index {
 	ix := &index{}
 	for i := range ix.shards {
 		ix.shards[i].negs = make(map[string]int64)
-		ix.shards[i].echo = make(map[string]uint64)
+		ix.shards[i].echo = make(map[string]echoMark)
 		ix.shards[i].t.bytes = &ix.tableBytes
 	}
 	return ix
@@ -253,18 +253,30 @@ func (sh *shard) get(key string, h uint64) *entry {
 	return e
 }
 
+// echoMark names the write of this sidecar whose echo an entry awaits: its
+// transaction, and the sequence number of its local apply (Mirror.ownSeq),
+// which tells whether another write of this sidecar began after it.
+type echoMark struct {
+	xid, seq uint64
+}
+
 // echoOf returns the xid of this sidecar's write whose echo e awaits, or 0.
 func (sh *shard) echoOf(e *entry) uint64 {
-	if e.meta.Load()&flagEcho == 0 {
-		return 0
+	return sh.echoMarkOf(e).xid
+}
+
+// echoMarkOf returns the write whose echo e awaits; zero if none.
+func (sh *shard) echoMarkOf(e *entry) echoMark {
+	if e == nil || e.meta.Load()&flagEcho == 0 {
+		return echoMark{}
 	}
 	return sh.echo[e.key()]
 }
 
-// setEcho records that e awaits the echo of this sidecar's write xid; sh.mu
-// is held for writing.
-func (sh *shard) setEcho(e *entry, xid uint64) {
-	sh.echo[e.key()] = xid
+// setEcho records that e awaits the echo of this sidecar's write xid, whose
+// local apply was number seq; sh.mu is held for writing.
+func (sh *shard) setEcho(e *entry, xid, seq uint64) {
+	sh.echo[e.key()] = echoMark{xid: xid, seq: seq}
 	e.meta.Or(flagEcho)
 }
 

@@ -14,7 +14,7 @@ func TestTableAgainstMap(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	var ix index
 	sh := &ix.shards[0]
-	sh.echo = map[string]uint64{}
+	sh.echo = map[string]echoMark{}
 	sh.t.bytes = &ix.tableBytes
 	want := map[string]*entry{}
 	check := func(step int) {

@@ -128,7 +128,7 @@ func TestExpiryByDatabaseClock(t *testing.T) {
 	if l, _ := s.m.Exists("past"); l.Found {
 		t.Fatal("an expired entry exists")
 	}
-	if ttl, ok, _ := s.m.TTL("never"); !ok || ttl != -1 {
+	if ttl, ok, _ := s.m.PTTL("never"); !ok || ttl != -1 {
 		t.Fatalf("TTL of a key without expiry = %v, %v; want -1", ttl, ok)
 	}
 	offset, unc := dbClock(t, db)
@@ -159,7 +159,7 @@ func TestExpiryByDatabaseClock(t *testing.T) {
 	if lateBy > 50*time.Millisecond {
 		t.Fatalf("served %v past expires_at, want at most 50ms", lateBy)
 	}
-	if ttl, ok, _ := s.m.TTL("soon"); ok {
+	if ttl, ok, _ := s.m.PTTL("soon"); ok {
 		t.Fatalf("TTL of an expired key = %v, want missing", ttl)
 	}
 }

@@ -210,6 +210,12 @@ type Mirror struct {
 	reloadMu sync.Mutex // one reload at a time
 	applyMu  sync.Mutex // serialises applying a batch and applying a write
 	tickets  map[*WriteTicket]struct{}
+	// ownSeq counts ApplyWrite calls (applyMu): an echo mark carries the
+	// number of the apply that set it, a ticket the number at its start.
+	ownSeq uint64
+	// awaiting holds, by xid, the writes ApplyWrite left to the stream
+	// (applyMu); the channel is closed when the stream applies the xid.
+	awaiting map[uint64]chan struct{}
 	epoch    atomic.Uint32 // reloads started
 	reload   atomic.Pointer[reloadState]
 	entries  atomic.Int64 // live keys in the index
@@ -281,6 +287,7 @@ func New(src Source, opts Options) (*Mirror, error) {
 		appliedCh:  make(chan struct{}),
 		readyCh:    make(chan struct{}),
 		tickets:    map[*WriteTicket]struct{}{},
+		awaiting:   map[uint64]chan struct{}{},
 		sentinels:  map[string]*sentinelWait{},
 		prefetchCh: make(chan string, prefetchQueue),
 		resyncCh:   make(chan string, 1),
@@ -370,6 +377,7 @@ func (m *Mirror) StreamDown(reason string) {
 	m.connected = false
 	m.stateMu.Unlock()
 	m.streamEpoch.Add(1)
+	m.streamBroken()
 	m.log.Warn("notification stream down; serving the mirror as stale", "reason", reason)
 }
 
@@ -377,7 +385,16 @@ func (m *Mirror) StreamDown(reason string) {
 // stayed up (the listener's queue overflowed): resync.
 func (m *Mirror) StreamGap(reason string) {
 	m.streamEpoch.Add(1)
+	m.streamBroken()
 	m.resync(reason)
+}
+
+// streamBroken releases the writes waiting for an echo that may now never
+// arrive: they answer with what the mirror holds, and the resync repairs it.
+func (m *Mirror) streamBroken() {
+	m.applyMu.Lock()
+	m.releaseAwaiting()
+	m.applyMu.Unlock()
 }
 
 // resync asks the reload loop for a reload, unlimited: for the stream's

@@ -2,12 +2,10 @@ package mirror
 
 import (
 	"bytes"
-	"cmp"
 	"context"
-	"slices"
+	"math"
+	"sync"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
 )
 
 // Lookup is what the index says of a key at one moment.
@@ -112,9 +110,11 @@ func (m *Mirror) Exists(key string) (Lookup, error) {
 	return m.lookup(key, m.clock.dbNow(), false), nil
 }
 
-// TTL returns the time to live of key as Redis reports it: ok is false for a
-// missing key, and ttl is negative (-1) for a key without expiry.
-func (m *Mirror) TTL(key string) (ttl time.Duration, ok bool, err error) {
+// PTTL returns the time to live of key in milliseconds as Redis reports
+// it: ok is false for a missing key, and ms is -1 for a key without expiry.
+// It is computed in int64 milliseconds (saturating), so an expiry centuries
+// away is reported as such (a time.Duration ends after 292 years).
+func (m *Mirror) PTTL(key string) (ms int64, ok bool, err error) {
 	l, err := m.Exists(key)
 	if err != nil || !l.Found {
 		return 0, false, err
@@ -123,7 +123,37 @@ func (m *Mirror) TTL(key string) (ttl time.Duration, ok bool, err error) {
 		return -1, true, nil
 	}
 	// Measured from the late end of the clock estimate, as expiry is.
-	return time.Duration(l.Expires-m.clock.dbNow()) * time.Microsecond, true, nil
+	return max(subSaturating(l.Expires, m.clock.dbNow())/1000, 0), true, nil
+}
+
+// subSaturating returns a-b, or the int64 bound it would cross.
+func subSaturating(a, b int64) int64 {
+	d := a - b
+	switch {
+	case b < 0 && d < a:
+		return math.MaxInt64
+	case b > 0 && d > a:
+		return math.MinInt64
+	}
+	return d
+}
+
+// StrLen returns the length of key's value, 0 for a missing key (STRLEN).
+// The index knows the length of every value it has seen; a value that came
+// as a fetch marker and was never fetched is fetched to measure it.
+func (m *Mirror) StrLen(ctx context.Context, key string) (int64, error) {
+	l, err := m.Exists(key)
+	if err != nil || !l.Found {
+		return 0, err
+	}
+	if l.value != nil || l.digest != 0 {
+		return int64(l.Size), nil
+	}
+	v, found, err := m.Get(ctx, key)
+	if err != nil || !found {
+		return 0, err
+	}
+	return int64(len(v)), nil
 }
 
 // Get returns key's value, or found == false. A hit never queries Postgres;
@@ -161,6 +191,85 @@ func (m *Mirror) Get(ctx context.Context, key string) (value []byte, found bool,
 			return nil, false, err
 		}
 	}
+}
+
+// mgetParallel bounds the keys one GetMulti reads from Postgres at once
+// (loaders, and values the cache dropped); the store's connection limit
+// bounds them across all callers.
+const mgetParallel = 8
+
+// GetMulti reads keys as Get does (MGET): values[i] is nil when keys[i] is
+// missing. Hits are answered from the mirror; the keys that need Postgres
+// (a loader, or a value to fetch again) are read concurrently, at most
+// mgetParallel at once. The first error fails the whole call.
+func (m *Mirror) GetMulti(ctx context.Context, keys []string) ([][]byte, error) {
+	if err := m.readable(); err != nil {
+		return nil, err
+	}
+	values := make([][]byte, len(keys))
+	now := m.clock.dbNow()
+	var slow []int
+	for i, k := range keys {
+		l := m.lookup(k, now, true)
+		switch v, ok := m.heldValue(k, l); {
+		case ok && l.Found:
+			m.stats.hits.Add(1)
+			values[i] = v
+		case l.Found || !l.Absent && m.opts.Loader != nil && m.opts.Loader.Covers(k):
+			slow = append(slow, i)
+		default:
+			m.stats.misses.Add(1)
+		}
+	}
+	if len(slow) == 0 {
+		return values, nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		first error
+	)
+	next := make(chan int)
+	for range min(len(slow), mgetParallel) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				v, found, err := m.Get(ctx, keys[i])
+				if err != nil {
+					errMu.Lock()
+					if first == nil {
+						first = err
+						cancel()
+					}
+					errMu.Unlock()
+					continue
+				}
+				if found {
+					values[i] = v
+				}
+			}
+		}()
+	}
+feed:
+	for _, i := range slow {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = ctx.Err()
+	}
+	if first != nil {
+		return nil, first
+	}
+	return values, nil
 }
 
 // heldValue returns the value of the state l found, if the mirror holds
@@ -340,63 +449,4 @@ func (m *Mirror) Range(fn func(key string, l Lookup) bool) {
 func (m *Mirror) EvictValue(key string) {
 	m.values.Del(key)
 	m.values.Wait()
-}
-
-// Scan iterates the key index as Redis's SCAN does: it returns up to about
-// count present, unexpired keys for which match returns true (nil matches
-// all), and the cursor to continue from; 0 when the iteration is complete.
-// Every key present for the whole iteration is returned at least once;
-// keys added or removed meanwhile may or may not be. The cursor is the
-// shard in the top 6 bits and the position within the shard, a key's hash,
-// in the rest: positions do not shift when keys come and go.
-func (m *Mirror) Scan(cursor uint64, count int, match func(key string) bool) (uint64, []string) {
-	if count <= 0 {
-		count = 10
-	}
-	now := m.clock.dbNow()
-	type kp struct {
-		key string
-		pos uint64
-	}
-	var out []string
-	visited := 0
-	after := cursor & (1<<58 - 1) // in the first shard, keys above this position remain
-	for shardIdx := int(cursor >> 58); shardIdx < shardCount; shardIdx, after = shardIdx+1, 0 {
-		sh := &m.ix.shards[shardIdx]
-		sh.mu.RLock()
-		rest := make([]kp, 0, sh.t.n)
-		sh.t.all(func(e *entry) bool {
-			if e.deleted() || e.expires() <= now {
-				return true
-			}
-			k := e.key()
-			if p := scanPos(k); p > after {
-				rest = append(rest, kp{k, p})
-			}
-			return true
-		})
-		sh.mu.RUnlock()
-		slices.SortFunc(rest, func(a, b kp) int { return cmp.Compare(a.pos, b.pos) })
-		for i, r := range rest {
-			visited++
-			if match == nil || match(r.key) {
-				out = append(out, r.key)
-			}
-			// Like Redis, COUNT bounds the work, not the reply; a cursor
-			// never falls between two keys of one position.
-			if visited >= count && i+1 < len(rest) && rest[i+1].pos != r.pos {
-				return uint64(shardIdx)<<58 | r.pos, out
-			}
-		}
-		if visited >= count && shardIdx+1 < shardCount {
-			return uint64(shardIdx+1) << 58, out
-		}
-	}
-	return 0, out
-}
-
-// scanPos is a key's position within its shard for Scan: never 0, so
-// cursor 0 means "from the start".
-func scanPos(key string) uint64 {
-	return xxhash.Sum64String(key)>>6 | 1
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -457,7 +458,7 @@ func (m *Mirror) reloadLoop(ctx context.Context, interval time.Duration) {
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, maxBackoff)
-			m.resync("retry: " + reason)
+			m.resync("retry: " + strings.TrimPrefix(reason, "retry: "))
 			continue
 		}
 		backoff = minBackoff

@@ -10,6 +10,7 @@ type counters struct {
 	hits, misses, loads  atomic.Int64
 	fetches, fetchedKeys atomic.Int64
 	batches, skipped     atomic.Int64
+	contested            atomic.Int64    // own changes left to the stream (ApplyWrite)
 	applied              [5]atomic.Int64 // by opIndex
 	setsDropped          atomic.Int64
 	inlineEvicted        atomic.Int64
@@ -52,6 +53,7 @@ type Stats struct {
 	Batches        int64 // notifications applied
 	Applied        map[string]int64
 	Skipped        int64 // notifications older than what the mirror holds
+	Contested      int64 // changes of this sidecar's writes left to the stream: another of its writes on the key could not be ordered against them
 	InlineEvicted  int64 // values moved from the key index to the value cache to stay within the budget
 	SetsDropped    int64 // value-cache sets dropped by its buffers
 	SetsRejected   int64 // value-cache sets rejected by its admission policy
@@ -84,6 +86,7 @@ func (m *Mirror) Stats() Stats {
 		FetchedKeys:    m.stats.fetchedKeys.Load(),
 		Batches:        m.stats.batches.Load(),
 		Skipped:        m.stats.skipped.Load(),
+		Contested:      m.stats.contested.Load(),
 		InlineEvicted:  m.stats.inlineEvicted.Load(),
 		SetsDropped:    m.stats.setsDropped.Load(),
 		Reloads:        m.stats.reloads.Load(),

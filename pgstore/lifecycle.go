@@ -125,6 +125,15 @@ func (l *Loaders) Refresh(ctx context.Context, key string, token int64) (Refresh
 	if !ok {
 		return Fenced, fmt.Errorf("refresh %q: no loader covers it any more", key)
 	}
+	if err := l.Gate.Acquire(ctx, l.timeout()); err != nil {
+		if rerr := (&Store{DB: l.DB}).Release(ctx, key, token); rerr != nil {
+			l.Log.Warn("releasing a refresh that found no connection", "key", key, "error", rerr)
+		}
+		return Fenced, fmt.Errorf("refresh %q: %w", key, err)
+	}
+	defer l.Gate.Release()
+	ctx, cancel := context.WithTimeout(ctx, l.backstop())
+	defer cancel()
 	ticket := l.Applier.BeginWrite()
 	out, xid, change, err := l.refresh(ctx, ld, key, token)
 	if err != nil || change == nil {
@@ -136,7 +145,7 @@ func (l *Loaders) Refresh(ctx context.Context, key string, token int64) (Refresh
 }
 
 func (l *Loaders) refresh(ctx context.Context, ld Loader, key string, token int64) (out RefreshOutcome, xid uint64, change *mirror.Change, err error) {
-	tx, err := l.DB.BeginTx(ctx, nil)
+	tx, err := l.beginBounded(ctx)
 	if err != nil {
 		return Fenced, 0, nil, fmt.Errorf("refresh %q: %w", key, err)
 	}
@@ -149,7 +158,7 @@ func (l *Loaders) refresh(ctx context.Context, ld Loader, key string, token int6
 		return Fenced, 0, nil, fmt.Errorf("refresh %q: lock the key: %w", key, err)
 	}
 	l.runs.Add(1)
-	value, found, err := compute(ctx, tx, ld, key)
+	value, found, err := compute(ctx, tx, ld, key, l.timeout())
 	if err != nil {
 		l.fails.Add(1)
 		_ = tx.Rollback()

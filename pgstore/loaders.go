@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/lib/pq"
 
 	"pgmirror/mirror"
 )
@@ -31,6 +33,9 @@ type LoaderHooks struct {
 	// AfterCompute runs after a loader's query returned, before the value
 	// is stored (the key's lock is held).
 	AfterCompute func(key string)
+	// BeforeApply runs after a loader's store committed, before it is
+	// applied to the mirror (the key's lock is released).
+	BeforeApply func(key string)
 }
 
 // Loaders computes absent keys with the SQL of cache_loaders. It keeps the
@@ -45,6 +50,15 @@ type Loaders struct {
 	Applier Applier
 	Log     hclog.Logger
 	Hooks   *LoaderHooks
+	// Gate bounds the computations running at once (with the store's
+	// fetches; see LimitPool); nil bounds nothing.
+	Gate *Gate
+	// Timeout bounds each statement of a computation, enforced by the
+	// server (statement_timeout, set for the computation's transaction:
+	// it holds the key's lock, so the bound must hold even if this process
+	// stalls), and the wait for a slot of Gate; 0 means
+	// DefaultLoaderTimeout. A computation that times out stores nothing.
+	Timeout time.Duration
 
 	mu      sync.RWMutex
 	loaders []Loader // longest prefix first
@@ -120,14 +134,50 @@ func (l *Loaders) Load(ctx context.Context, key string) ([]byte, bool, error) {
 	if !ok {
 		return nil, false, nil
 	}
+	if err := l.Gate.Acquire(ctx, l.timeout()); err != nil {
+		return nil, false, fmt.Errorf("%w: prefix %q: %w", ErrLoaderFailed, ld.Prefix, err)
+	}
+	defer l.Gate.Release()
+	ctx, cancel := context.WithTimeout(ctx, l.backstop())
+	defer cancel()
 	ticket := l.Applier.BeginWrite()
 	res, err := l.load(ctx, ld, key)
 	if err != nil || res.change == nil {
 		l.Applier.AbandonWrite(ticket)
 		return res.value, res.found, err
 	}
+	if h := l.Hooks.BeforeApply; h != nil {
+		h(key)
+	}
 	l.Applier.ApplyWrite(ticket, res.xid, []mirror.Change{*res.change})
 	return res.value, res.found, nil
+}
+
+func (l *Loaders) timeout() time.Duration {
+	if l.Timeout > 0 {
+		return l.Timeout
+	}
+	return DefaultLoaderTimeout
+}
+
+// backstop bounds a whole computation on this side, in case the server
+// stops answering: its statements (lock, re-check, query, store) are each
+// bounded by the server.
+func (l *Loaders) backstop() time.Duration { return 4*l.timeout() + 2*time.Second }
+
+// beginBounded starts a computation's transaction with the loader timeout
+// as its statement_timeout.
+func (l *Loaders) beginBounded(ctx context.Context) (*sql.Tx, error) {
+	tx, err := l.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	ms := strconv.FormatInt(max(l.timeout().Milliseconds(), 1), 10)
+	if _, err := tx.ExecContext(ctx, `SELECT set_config('statement_timeout', $1, true)`, ms); err != nil {
+		_ = tx.Rollback()
+		return nil, err
+	}
+	return tx, nil
 }
 
 type loadResult struct {
@@ -138,7 +188,7 @@ type loadResult struct {
 }
 
 func (l *Loaders) load(ctx context.Context, ld Loader, key string) (res loadResult, err error) {
-	tx, err := l.DB.BeginTx(ctx, nil)
+	tx, err := l.beginBounded(ctx)
 	if err != nil {
 		return res, fmt.Errorf("loader %q: %w", ld.Prefix, err)
 	}
@@ -163,7 +213,7 @@ func (l *Loaders) load(ctx context.Context, ld Loader, key string) (res loadResu
 		return res, fmt.Errorf("loader %q: re-check: %w", ld.Prefix, err)
 	}
 	l.runs.Add(1)
-	value, found, err := compute(ctx, tx, ld, key)
+	value, found, err := compute(ctx, tx, ld, key, l.timeout())
 	if err != nil {
 		l.fails.Add(1)
 		return res, err
@@ -194,14 +244,21 @@ func (l *Loaders) load(ctx context.Context, ld Loader, key string) (res loadResu
 // compute runs a loader's query in tx, inside a savepoint so that its
 // failure leaves tx usable. The first column of the first row is the value:
 // bytea as is, text and json as their UTF-8 text, other types as their text
-// form; no row (or a NULL) means the key is absent.
-func compute(ctx context.Context, tx *sql.Tx, ld Loader, key string) (v []byte, found bool, err error) {
+// form; no row (or a NULL) means the key is absent. timeout is the
+// transaction's statement_timeout, for the error message.
+func compute(ctx context.Context, tx *sql.Tx, ld Loader, key string, timeout time.Duration) (v []byte, found bool, err error) {
 	if _, err := tx.ExecContext(ctx, `SAVEPOINT pgmirror_loader`); err != nil {
 		return nil, false, err
 	}
 	defer func() {
 		if err != nil {
 			_, _ = tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT pgmirror_loader`)
+			var pe *pq.Error
+			if errors.As(err, &pe) && pe.Code == "57014" {
+				err = fmt.Errorf("%w: prefix %q: the query ran longer than --loader-timeout (%v) and was cancelled; nothing was stored",
+					ErrLoaderFailed, ld.Prefix, timeout)
+				return
+			}
 			err = fmt.Errorf("%w: prefix %q: %v", ErrLoaderFailed, ld.Prefix, err)
 		}
 	}()

@@ -145,6 +145,14 @@ func (s *Store) Fetch(ctx context.Context, keys []string) ([]mirror.Row, error) 
 	if len(keys) == 0 {
 		return nil, nil
 	}
+	wait := s.GateWait
+	if wait <= 0 {
+		wait = DefaultLoaderTimeout
+	}
+	if err := s.Gate.Acquire(ctx, wait); err != nil {
+		return nil, fmt.Errorf("fetch %d keys: %w", len(keys), err)
+	}
+	defer s.Gate.Release()
 	var out []mirror.Row
 	for batch := range slices.Chunk(keys, fetchBatch) {
 		var err error

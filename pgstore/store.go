@@ -25,6 +25,11 @@ import (
 type Store struct {
 	DB  *sql.DB
 	Log hclog.Logger // nil: no logging
+	// Gate bounds the fetches running at once (with the loaders; see
+	// LimitPool); nil bounds nothing. A fetch waits at most GateWait
+	// (0: DefaultLoaderTimeout) for a slot.
+	Gate     *Gate
+	GateWait time.Duration
 }
 
 var _ mirror.Source = (*Store)(nil)

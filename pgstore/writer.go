@@ -392,6 +392,7 @@ func (w *Writer) run(batch []*writeReq) {
 	if out.err == nil {
 		if len(out.changes) > 0 {
 			w.apply.ApplyWrite(ticket, out.xid, out.changes)
+			w.settle(ticket, out.xid)
 		} else {
 			w.apply.AbandonWrite(ticket)
 		}
@@ -417,6 +418,21 @@ func (w *Writer) run(batch []*writeReq) {
 	}
 	for _, r := range batch {
 		r.done <- writeAns{err: err}
+	}
+}
+
+// settle waits (bounded) for the batch's echo when the mirror could not
+// order one of its changes against a loader's or refresh's store of the
+// same key, so that its callers read their writes (mirror.ApplyWrite).
+func (w *Writer) settle(ticket *mirror.WriteTicket, xid uint64) {
+	if !ticket.Contested() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rereadWait)
+	defer cancel()
+	if !ticket.Settle(ctx) {
+		w.log.Warn("a write's notification did not arrive in time; the mirror may show an older state of its keys until it does",
+			"xid", xid, "waited", rereadWait)
 	}
 }
 

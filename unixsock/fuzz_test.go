@@ -20,7 +20,15 @@ func (fakeMirror) Get(context.Context, string) ([]byte, bool, error) { return []
 func (fakeMirror) Exists(string) (mirror.Lookup, error) {
 	return mirror.Lookup{Found: true, Expires: mirror.NoExpiry, Size: 1}, nil
 }
-func (fakeMirror) TTL(string) (time.Duration, bool, error) { return time.Second, true, nil }
+func (fakeMirror) GetMulti(_ context.Context, keys []string) ([][]byte, error) {
+	vals := make([][]byte, len(keys))
+	for i := range vals {
+		vals[i] = []byte("v")
+	}
+	return vals, nil
+}
+func (fakeMirror) PTTL(string) (int64, bool, error)              { return 1000, true, nil }
+func (fakeMirror) StrLen(context.Context, string) (int64, error) { return 1, nil }
 func (fakeMirror) Scan(uint64, int, func(string) bool) (uint64, []string) {
 	return 0, []string{"a", "b"}
 }

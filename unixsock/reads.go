@@ -23,25 +23,22 @@ func cmdGet(c *client, a [][]byte) {
 	}
 }
 
+// cmdMGet reads the keys as GET does: hits from the mirror, and the keys
+// that need Postgres (loaders, values to fetch again) concurrently.
 func cmdMGet(c *client, a [][]byte) {
 	ks, ok := c.readKeys(a[1:])
 	if !ok {
 		return
 	}
-	vals := make([][]byte, len(ks))
-	found := make([]bool, len(ks))
-	for i, k := range ks {
-		v, f, err := c.s.Mirror.Get(c.ctx(), k)
-		if err != nil {
-			c.readErr(err)
-			return
-		}
-		vals[i], found[i] = v, f
+	vals, err := c.s.Mirror.GetMulti(c.ctx(), ks)
+	if err != nil {
+		c.readErr(err)
+		return
 	}
 	c.array(len(ks))
-	for i := range ks {
-		if found[i] {
-			c.bulk(vals[i])
+	for _, v := range vals {
+		if v != nil {
+			c.bulk(v)
 		} else {
 			c.null()
 		}
@@ -73,18 +70,18 @@ func (c *client) ttl(a [][]byte, millis bool) {
 	if !ok {
 		return
 	}
-	d, found, err := c.s.Mirror.TTL(k)
+	ms, found, err := c.s.Mirror.PTTL(k)
 	switch {
 	case err != nil:
 		c.readErr(err)
 	case !found:
 		c.integer(-2)
-	case d < 0:
+	case ms < 0:
 		c.integer(-1)
 	case millis:
-		c.integer(max(d.Milliseconds(), 0))
+		c.integer(ms)
 	default:
-		c.integer(max((d.Milliseconds()+500)/1000, 0))
+		c.integer((ms + 500) / 1000)
 	}
 }
 
@@ -93,16 +90,12 @@ func cmdStrlen(c *client, a [][]byte) {
 	if !ok {
 		return
 	}
-	l, err := c.s.Mirror.Exists(k)
+	n, err := c.s.Mirror.StrLen(c.ctx(), k)
 	if err != nil {
 		c.readErr(err)
 		return
 	}
-	if !l.Found {
-		c.integer(0)
-		return
-	}
-	c.integer(int64(l.Size))
+	c.integer(n)
 }
 
 func cmdType(c *client, a [][]byte) {

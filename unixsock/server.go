@@ -30,8 +30,10 @@ const (
 // Mirror is what the server reads from; *mirror.Mirror implements it.
 type Mirror interface {
 	Get(ctx context.Context, key string) ([]byte, bool, error)
+	GetMulti(ctx context.Context, keys []string) ([][]byte, error)
 	Exists(key string) (mirror.Lookup, error)
-	TTL(key string) (time.Duration, bool, error)
+	PTTL(key string) (int64, bool, error)
+	StrLen(ctx context.Context, key string) (int64, error)
 	Scan(cursor uint64, count int, match func(string) bool) (uint64, []string)
 	State() mirror.State
 	Stats() mirror.Stats

@@ -27,6 +27,10 @@ type Config struct {
 	NoJobs   bool // do not start the jobs
 	Listener func(*listener.Listener)
 	Loaders  func(*pgstore.Loaders)
+	// MaxDBConns limits the pool as --max-db-conns does; 0: no limit.
+	MaxDBConns int
+	// LoaderTimeout is --loader-timeout; 0: the default.
+	LoaderTimeout time.Duration
 }
 
 // Sidecar is one running sidecar.
@@ -48,8 +52,17 @@ type Sidecar struct {
 func Start(t testing.TB, dsn string, cfg Config) *Sidecar {
 	t.Helper()
 	db := testdb.Open(t, dsn)
+	var gate *pgstore.Gate
+	if cfg.MaxDBConns > 0 {
+		var err error
+		if gate, err = pgstore.LimitPool(db, cfg.MaxDBConns, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s := &Sidecar{Store: pgstore.New(db, nil)}
+	s.Store.Gate, s.Store.GateWait = gate, cfg.LoaderTimeout
 	s.Loaders = pgstore.NewLoaders(db, nil, nil)
+	s.Loaders.Gate, s.Loaders.Timeout = gate, cfg.LoaderTimeout
 	if cfg.Loaders != nil {
 		cfg.Loaders(s.Loaders)
 	}

@@ -1,0 +1,50 @@
+package mirror
+
+import (
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestReloadRetryReasonDoesNotGrow: a reload that keeps failing is retried
+// as "retry: <reason>", not "retry: retry: ..." once more per failure
+// (issue 15, finding 15).
+func TestReloadRetryReasonDoesNotGrow(t *testing.T) {
+	var mu sync.Mutex
+	var reasons []string
+	m := newWithSource(t, &rowSource{rows: map[string]Row{}}, Options{ // its snapshots fail
+		OnReload: func(reason string, _ ReloadResult, err error) {
+			if err == nil {
+				t.Errorf("reload %q succeeded", reason)
+			}
+			mu.Lock()
+			reasons = append(reasons, reason)
+			mu.Unlock()
+		},
+	})
+	m.Open()
+	defer m.Close()
+	m.RequestResync("SIGHUP")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		mu.Lock()
+		n := len(reasons)
+		got := append([]string(nil), reasons...)
+		mu.Unlock()
+		if n >= 4 {
+			if got[0] != "SIGHUP" {
+				t.Fatalf("first reload's reason %q", got[0])
+			}
+			for _, r := range got[1:] {
+				if r != "retry: SIGHUP" {
+					t.Fatalf("retries' reasons: %q", got)
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d reloads within 15s: %q", n, got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
