@@ -85,9 +85,11 @@ type Key struct {
 
 // Keyring is what a sidecar knows of the keys that sign notifications.
 type Keyring struct {
-	// Keys are the newest key, which the triggers sign with, and the one
-	// before it, whose payloads may still be on their way after a
-	// rotation. Payloads under any other key are refused.
+	// Keys are, newest first, the pending key (which the next rotation
+	// makes current, read ahead of its use), the current key, which the
+	// triggers sign with, and the one before it, whose payloads may still
+	// be on their way after a rotation. Payloads under any other key are
+	// refused. A database migrated before 0008 has no pending key.
 	Keys []Key
 	// Signed reports that the triggers sign what they send (format 2):
 	// pgmirror_secret exists and holds a key.

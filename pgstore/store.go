@@ -153,8 +153,11 @@ func (s *Store) NextXid(ctx context.Context) (uint64, error) {
 	return xid, nil
 }
 
-// Keyring implements mirror.Source: the two newest keys of pgmirror_secret.
-// A database that lacks the table (migration 0005 not applied) gives a
+// Keyring implements mirror.Source: the keys of pgmirror_secret, newest
+// first: the pending key (migration 0008), which the next rotation makes
+// current, the current key and the previous one. Reading the pending key
+// ahead of its use is what lets a sidecar verify the first payloads after a
+// rotation without reading again (which a forger can time). A database that lacks the table (migration 0005 not applied) gives a
 // keyring without keys: its triggers send unsigned payloads.
 func (s *Store) Keyring(ctx context.Context) (mirror.Keyring, error) {
 	kr := mirror.Keyring{Read: time.Now()}
@@ -165,7 +168,7 @@ func (s *Store) Keyring(ctx context.Context) (mirror.Keyring, error) {
 	if !exists {
 		return kr, nil
 	}
-	rows, err := s.DB.QueryContext(ctx, `SELECT kid, key FROM pgmirror_secret ORDER BY kid DESC LIMIT 2`)
+	rows, err := s.DB.QueryContext(ctx, `SELECT kid, key FROM pgmirror_secret ORDER BY kid DESC LIMIT 3`)
 	if err != nil {
 		var pqErr *pq.Error
 		if errors.As(err, &pqErr) && pqErr.Code == "42501" { // insufficient_privilege
