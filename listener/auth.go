@@ -181,6 +181,12 @@ func (l *Listener) admit(payload string, mayRead bool) (b mirror.Batch, ready bo
 		l.reject(RejectBadMAC, fmt.Errorf("MAC does not verify under key %d", h.KeyID), len(payload))
 		return b, false, nil
 	}
+	if ring.Pending != 0 && h.KeyID == ring.Pending {
+		// A rotation made the pending key current: read the keys again
+		// (off this path), to hold the next pending key before a second
+		// rotation uses it, and to stop accepting the key it deleted.
+		l.scheduleCheck(ring)
+	}
 	if _, err := decodeBody(body, &b, true); err != nil {
 		// Authentic but undecodable: a bug, which the repair covers.
 		l.dropHeld("an undecodable payload arrived")
@@ -217,7 +223,7 @@ func (l *Listener) droppedUnknownKey(h *parsedHeader, ring *mirror.Keyring, arri
 }
 
 // scheduleCheck arranges for checkDropped to run once the keyring may be
-// read again after ring was; a.mu is held.
+// read again after ring was (at once if it may now); a.mu is held.
 func (l *Listener) scheduleCheck(ring *mirror.Keyring) {
 	a := &l.auth
 	if a.check != nil || a.stopped {
@@ -236,7 +242,8 @@ func (l *Listener) scheduleCheck(ring *mirror.Keyring) {
 const maxKeptChecks = 5
 
 // checkDropped reads the keyring again (it is rate-limited) and verifies
-// the kept payload under it: a genuine one means its change was missed.
+// the kept payload, if any, under it: a genuine one means its change was
+// missed.
 func (l *Listener) checkDropped() {
 	ctx, cancel := context.WithTimeout(context.Background(), keyringReadTimeout)
 	ring := l.Sink.RefreshKeyring(ctx)

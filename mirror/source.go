@@ -91,6 +91,11 @@ type Keyring struct {
 	// be on their way after a rotation. Payloads under any other key are
 	// refused. A database migrated before 0008 has no pending key.
 	Keys []Key
+	// Pending is the id of the pending key, 0 when there is none (a
+	// database migrated before 0008). A genuine payload under it means a
+	// rotation made it current: the sidecar then reads the keys again, to
+	// learn the next pending key and forget the one the rotation deleted.
+	Pending int64
 	// Signed reports that the triggers sign what they send (format 2):
 	// pgmirror_secret exists and holds a key.
 	Signed bool
