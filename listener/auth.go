@@ -68,8 +68,13 @@ type auth struct {
 	held *assembly           // the parts of one publish received so far
 	// kept is the last payload dropped for a key newer than the keyring
 	// read before it arrived; check verifies it after the next read.
-	kept    *keptDrop
-	check   *time.Timer // runs checkDropped; nil when none is due
+	kept *keptDrop
+	// keptKids are the key ids of the payloads dropped like kept since the
+	// last check, those at most maxRotationsAhead above the newest held: a
+	// forger who replaces kept with junk under the same id cannot hide that
+	// a payload under a key the next read reveals was dropped.
+	keptKids map[int64]struct{}
+	check    *time.Timer // runs checkDropped; nil when none is due
 	stopped bool        // Run returned: schedule no check
 }
 
@@ -219,8 +224,18 @@ func (l *Listener) droppedUnknownKey(h *parsedHeader, ring *mirror.Keyring, arri
 	}
 	a := &l.auth
 	a.kept = &keptDrop{h: h.Header, xid: h.xid, at: arrived}
+	if ring == nil || h.KeyID-newestKid(ring) <= maxRotationsAhead {
+		if a.keptKids == nil {
+			a.keptKids = map[int64]struct{}{}
+		}
+		a.keptKids[h.KeyID] = struct{}{} // at most maxRotationsAhead ids (or a few before the first read)
+	}
 	l.scheduleCheck(ring)
 }
+
+// maxRotationsAhead: the key ids above the newest held that checkDropped
+// treats as possibly genuine even when the kept payload does not verify.
+const maxRotationsAhead = 4
 
 // scheduleCheck arranges for checkDropped to run once the keyring may be
 // read again after ring was (at once if it may now); a.mu is held.
@@ -268,12 +283,27 @@ func (l *Listener) checkDropped() {
 	a.kept = nil
 	key := ring.Key(k.h.KeyID)
 	genuine := key != nil && k.h.verifyWith(a.mac(ring, k.h.KeyID, key))
+	var revealed []int64
+	for kid := range a.keptKids {
+		if ring.Key(kid) != nil {
+			revealed = append(revealed, kid)
+		}
+	}
+	a.keptKids = nil
 	a.mu.Unlock()
-	if genuine {
+	switch {
+	case genuine:
 		l.genuineDrops.Add(1)
 		l.Logger.Warn("a notification dropped because its key had not been read yet was genuine: its change was missed; resyncing",
 			"kid", k.h.KeyID, "xid", k.xid)
 		l.Sink.StreamGap("a genuine notification under a key not read yet was dropped")
+	case len(revealed) > 0:
+		// The last such payload was junk, but one before it named a key
+		// that exists: it may have been genuine. Once per key learnt this
+		// way (payloads under it are no longer dropped), so junk cannot
+		// make this frequent.
+		l.Logger.Warn("notifications under a key not read yet were dropped, and the key exists; resyncing", "kids", revealed)
+		l.Sink.StreamGap("notifications under a key not read yet were dropped")
 	}
 }
 
@@ -283,7 +313,7 @@ func (l *Listener) stopChecks() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.stopped = true
-	a.kept = nil
+	a.kept, a.keptKids = nil, nil
 	if a.check != nil {
 		a.check.Stop()
 		a.check = nil
