@@ -75,7 +75,7 @@ type auth struct {
 	// a payload under a key the next read reveals was dropped.
 	keptKids map[int64]struct{}
 	check    *time.Timer // runs checkDropped; nil when none is due
-	stopped bool        // Run returned: schedule no check
+	stopped  bool        // Run returned: schedule no check
 }
 
 // keptDrop is a payload dropped for an unknown key newer than those held,
