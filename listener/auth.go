@@ -275,7 +275,7 @@ func (l *Listener) checkDropped() {
 		if k.tries++; k.tries < maxKeptChecks {
 			l.scheduleCheck(ring)
 		} else {
-			a.kept = nil
+			a.kept, a.keptKids = nil, nil
 		}
 		a.mu.Unlock()
 		return
