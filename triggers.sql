@@ -32,9 +32,11 @@
 --   expiry  := "-" (never) | epoch microseconds (integer, may be negative)
 --
 -- A sidecar skips a record of any other kind (an ASCII letter, then nothing
--- or a space and fields): later versions add kinds. kid is the newest key of
--- pgmirror_secret, read once per call; sidecars accept it and the one before
--- (see pgmirror_rotate_secret, migrations/0005). The payloads of one
+-- or a space and fields): later versions add kinds. kid is the current key of
+-- pgmirror_secret (the newest whose activated_at is set), read once per call;
+-- sidecars accept it, the one before, and the pending key that the next
+-- rotation makes current, which they read ahead of its use (see
+-- pgmirror_rotate_secret, migrations/0005 and 0008). The payloads of one
 -- pgmirror_publish call are numbered part 1..parts, so a sidecar applies the
 -- changes of one statement all at once, when it holds every part.
 --
@@ -111,10 +113,11 @@ $$;
 -- Packs records into as few payloads as fit, signs each, and sends them on
 -- channel pgmirror, in order, numbered part 1..parts. The common case, a few
 -- records that fit in one payload, is joined, signed and sent at once; more
--- are packed one by one. The key is read once per call. SECURITY DEFINER:
+-- are packed one by one. The current key is read once per call (one row of
+-- a table of three, by its primary key's index). SECURITY DEFINER:
 -- the writer's role cannot read pgmirror_secret, and must not.
 --
--- With no key in pgmirror_secret it sends format 1, unsigned, as before
+-- With no current key in pgmirror_secret it sends format 1, unsigned, as before
 -- migration 0005: a write never fails for want of a key (sidecars that
 -- reject unsigned payloads then repair by reloading).
 CREATE OR REPLACE FUNCTION pgmirror_publish(records text[]) RETURNS void
@@ -134,7 +137,10 @@ DECLARE
     n      int;
     signed text;
 BEGIN
-    SELECT s.kid, s.ikey, s.okey INTO key_id, ipad, opad FROM pgmirror_secret s ORDER BY s.kid DESC LIMIT 1;
+    -- The current key: the newest in use. The pending key (activated_at
+    -- NULL, migrations/0008) is not signed with until a rotation.
+    SELECT s.kid, s.ikey, s.okey INTO key_id, ipad, opad FROM pgmirror_secret s
+        WHERE s.activated_at IS NOT NULL ORDER BY s.kid DESC LIMIT 1;
     head := ((EXTRACT(epoch FROM pg_catalog.clock_timestamp()) * 1000000)::bigint)::text
             || ' ' || pg_catalog.pg_current_xact_id()::text;
     IF key_id IS NULL THEN

@@ -66,6 +66,26 @@ type auth struct {
 	ring *mirror.Keyring     // the keyring macs were built for
 	macs map[int64]hash.Hash // a keyed HMAC per key of ring
 	held *assembly           // the parts of one publish received so far
+	// kept is the last payload dropped for a key newer than the keyring
+	// read before it arrived; check verifies it after the next read.
+	kept *keptDrop
+	// keptKids are the key ids of the payloads dropped like kept since the
+	// last check, those at most maxRotationsAhead above the newest held: a
+	// forger who replaces kept with junk under the same id cannot hide that
+	// a payload under a key the next read reveals was dropped.
+	keptKids map[int64]struct{}
+	check    *time.Timer // runs checkDropped; nil when none is due
+	stopped  bool        // Run returned: schedule no check
+}
+
+// keptDrop is a payload dropped for an unknown key newer than those held,
+// kept (one, at most a payload's 8000 bytes) to tell, once the keyring has
+// been read again, whether it was genuine: a change the mirror missed.
+type keptDrop struct {
+	h     Header    // its header; h.Signed holds the whole signed text
+	xid   uint64    // the transaction it claims, for the log
+	at    time.Time // when it arrived
+	tries int       // checks that found no keyring read after at
 }
 
 // rejectIdx maps a reason to its counter.
@@ -150,12 +170,14 @@ func (l *Listener) admit(payload string, mayRead bool) (b mirror.Batch, ready bo
 		if !mayRead {
 			return b, false, errDeferred
 		}
+		arrived := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), keyringReadTimeout)
 		ring = l.Sink.RefreshKeyring(ctx)
 		cancel()
 		if key = ring.Key(h.KeyID); key == nil {
 			l.dropHeld("a payload under an unknown key arrived")
-			l.reject(RejectUnknownKey, fmt.Errorf("payload signed with key %d, which is neither the current key nor the previous one", h.KeyID), len(payload))
+			l.droppedUnknownKey(&h, ring, arrived)
+			l.reject(RejectUnknownKey, fmt.Errorf("payload signed with key %d, which is not among the keys read (pending, current, previous)", h.KeyID), len(payload))
 			return b, false, nil
 		}
 	}
@@ -163,6 +185,12 @@ func (l *Listener) admit(payload string, mayRead bool) (b mirror.Batch, ready bo
 		l.dropHeld("a payload with a bad MAC arrived")
 		l.reject(RejectBadMAC, fmt.Errorf("MAC does not verify under key %d", h.KeyID), len(payload))
 		return b, false, nil
+	}
+	if ring.Pending != 0 && h.KeyID == ring.Pending {
+		// A rotation made the pending key current: read the keys again
+		// (off this path), to hold the next pending key before a second
+		// rotation uses it, and to stop accepting the key it deleted.
+		l.scheduleCheck(ring)
 	}
 	if _, err := decodeBody(body, &b, true); err != nil {
 		// Authentic but undecodable: a bug, which the repair covers.
@@ -172,6 +200,133 @@ func (l *Listener) admit(payload string, mayRead bool) (b mirror.Batch, ready bo
 	}
 	b.MACs = []uint64{h.MACPrefix()}
 	return l.assemble(&h.Header, b, len(payload))
+}
+
+// droppedUnknownKey deals with a payload dropped because the keyring ring,
+// read at or before its arrival, lacks its key; a.mu is held.
+//
+// A key id at or below the newest held can never verify (ids only grow, and
+// a key older than the previous one is deleted): nothing to do. A higher one
+// may be a genuine key the sidecar has not read yet, when the keyring was
+// read too recently to be read again (a forger can choose that moment by
+// naming a made-up key just before): its MAC goes to the replay guard, so a
+// replay of it after the key is read is refused, and the payload is kept
+// until the keyring is read again; if it verifies then, a genuine change
+// was missed, and the sink resyncs at once, as for a lost notification,
+// instead of waiting for the spaced-out repair reload.
+func (l *Listener) droppedUnknownKey(h *parsedHeader, ring *mirror.Keyring, arrived time.Time) {
+	if ring != nil && h.KeyID <= newestKid(ring) {
+		return
+	}
+	l.Sink.RememberDropped(h.MACPrefix())
+	if ring != nil && ring.Read.After(arrived) {
+		return // read after it arrived, and without its key: not genuine
+	}
+	a := &l.auth
+	a.kept = &keptDrop{h: h.Header, xid: h.xid, at: arrived}
+	if ring == nil || h.KeyID-newestKid(ring) <= maxRotationsAhead {
+		if a.keptKids == nil {
+			a.keptKids = map[int64]struct{}{}
+		}
+		a.keptKids[h.KeyID] = struct{}{} // at most maxRotationsAhead ids (or a few before the first read)
+	}
+	l.scheduleCheck(ring)
+}
+
+// maxRotationsAhead: the key ids above the newest held that checkDropped
+// treats as possibly genuine even when the kept payload does not verify.
+const maxRotationsAhead = 4
+
+// scheduleCheck arranges for checkDropped to run once the keyring may be
+// read again after ring was (at once if it may now); a.mu is held.
+func (l *Listener) scheduleCheck(ring *mirror.Keyring) {
+	a := &l.auth
+	if a.check != nil || a.stopped {
+		return
+	}
+	wait := mirror.KeyringRereadGap
+	if ring != nil {
+		wait = time.Until(ring.Read.Add(mirror.KeyringRereadGap))
+	}
+	a.check = time.AfterFunc(max(wait, 0)+20*time.Millisecond, l.checkDropped)
+}
+
+// maxKeptChecks bounds the checks of a kept payload that find no keyring
+// read after its arrival (the database unreachable): the repair reload its
+// drop asked for covers it then.
+const maxKeptChecks = 5
+
+// checkDropped reads the keyring again (it is rate-limited) and verifies
+// the kept payload, if any, under it: a genuine one means its change was
+// missed.
+func (l *Listener) checkDropped() {
+	ctx, cancel := context.WithTimeout(context.Background(), keyringReadTimeout)
+	ring := l.Sink.RefreshKeyring(ctx)
+	cancel()
+	a := &l.auth
+	a.mu.Lock()
+	a.check = nil
+	k := a.kept
+	if k == nil || a.stopped {
+		a.mu.Unlock()
+		return
+	}
+	if ring == nil || !ring.Read.After(k.at) {
+		if k.tries++; k.tries < maxKeptChecks {
+			l.scheduleCheck(ring)
+		} else {
+			a.kept, a.keptKids = nil, nil
+		}
+		a.mu.Unlock()
+		return
+	}
+	a.kept = nil
+	key := ring.Key(k.h.KeyID)
+	genuine := key != nil && k.h.verifyWith(a.mac(ring, k.h.KeyID, key))
+	var revealed []int64
+	for kid := range a.keptKids {
+		if ring.Key(kid) != nil {
+			revealed = append(revealed, kid)
+		}
+	}
+	a.keptKids = nil
+	a.mu.Unlock()
+	switch {
+	case genuine:
+		l.genuineDrops.Add(1)
+		l.Logger.Warn("a notification dropped because its key had not been read yet was genuine: its change was missed; resyncing",
+			"kid", k.h.KeyID, "xid", k.xid)
+		l.Sink.StreamGap("a genuine notification under a key not read yet was dropped")
+	case len(revealed) > 0:
+		// The last such payload was junk, but one before it named a key
+		// that exists: it may have been genuine. Once per key learnt this
+		// way (payloads under it are no longer dropped), so junk cannot
+		// make this frequent.
+		l.Logger.Warn("notifications under a key not read yet were dropped, and the key exists; resyncing", "kids", revealed)
+		l.Sink.StreamGap("notifications under a key not read yet were dropped")
+	}
+}
+
+// stopChecks cancels a pending check, when Run returns.
+func (l *Listener) stopChecks() {
+	a := &l.auth
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.stopped = true
+	a.kept, a.keptKids = nil, nil
+	if a.check != nil {
+		a.check.Stop()
+		a.check = nil
+	}
+}
+
+// newestKid returns the highest key id of ring.
+func newestKid(ring *mirror.Keyring) int64 {
+	var n int64
+	for _, k := range ring.Keys {
+		n = max(n, k.ID)
+	}
+	return n
 }
 
 // assemble adds a verified part; a.mu is held. The parts of one publish

@@ -7,9 +7,13 @@
 // so nothing is applied for arriving there. A payload of format 2 carries
 // an HMAC-SHA256 of its header and body under a key of pgmirror_secret,
 // which only pgmirror's roles can read; the listener verifies it (in
-// constant time) under the current or the previous key, which it gets from
-// its Sink (the mirror reads them at every load, and again, at most once a
-// second, for a key it does not know). The payloads of one publish are
+// constant time) under the current, the previous or the pending key (the
+// one the next rotation switches to), which it gets from its Sink (the
+// mirror reads them at every load, and again, at most once a second, for a
+// key it does not know or after the first payload under the pending key).
+// A payload dropped for a key newer than those held has its MAC remembered
+// by the sink, against replays, and is verified once the keys are read
+// again: a genuine one means a missed change, and a resync at once. The payloads of one publish are
 // numbered part/parts and arrive contiguously: the listener holds parts
 // 1..n-1 and hands the sink all n as one batch. Records of kinds it does
 // not know are skipped. Replays of authentic payloads are recognised by

@@ -46,6 +46,10 @@ type Sink interface {
 	// RequestRepair asks for a reload after a payload was dropped; the sink
 	// coalesces and spaces out such requests.
 	RequestRepair(why string)
+	// RememberDropped remembers the MAC prefix of a payload dropped for a
+	// key the sink does not hold yet, so that a replay of it, once the key
+	// is read, is refused as a replay of an applied payload would be.
+	RememberDropped(mac uint64)
 }
 
 var _ Sink = (*mirror.Mirror)(nil)
@@ -89,6 +93,7 @@ type Listener struct {
 
 	auth                                          auth
 	received, decodeErrors, overflows, reconnects atomic.Int64
+	genuineDrops                                  atomic.Int64    // dropped for a key not read yet, then verified
 	rejected                                      [5]atomic.Int64 // by RejectReasons
 	rejectedSinceWarn, lastRejectWarn             atomic.Int64
 	// pending counts the items in the queue or in the apply loop's hands:
@@ -182,6 +187,7 @@ func (l *Listener) Run(ctx context.Context) error {
 	l.pingLoop(ctx, pl, d)
 	closeAll()
 	wg.Wait()
+	l.stopChecks()
 	return nil
 }
 
@@ -427,7 +433,10 @@ func (l *Listener) pingLoop(ctx context.Context, pl *pq.Listener, d *dialer) {
 type Stats struct {
 	Received, DecodeErrors, Overflows, Reconnects int64
 	// Rejected counts the payloads dropped, by reason (RejectReasons).
-	Rejected         map[string]int64
+	Rejected map[string]int64
+	// GenuineDrops counts the payloads dropped for a key not read yet
+	// that verified once it was read: each resynced at once.
+	GenuineDrops     int64
 	LastNotification time.Time
 	Lag              time.Duration // send-to-apply time of the latest notification
 }
@@ -439,6 +448,7 @@ func (l *Listener) Stats() Stats {
 		DecodeErrors: l.decodeErrors.Load(),
 		Overflows:    l.overflows.Load(),
 		Reconnects:   l.reconnects.Load(),
+		GenuineDrops: l.genuineDrops.Load(),
 		Lag:          time.Duration(l.lagMicros.Load()) * time.Microsecond,
 		Rejected:     make(map[string]int64, len(RejectReasons)),
 	}

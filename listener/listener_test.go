@@ -48,11 +48,13 @@ func (r *recorder) RefreshKeyring(ctx context.Context) *mirror.Keyring {
 
 func (r *recorder) RequestRepair(why string) { r.record("repair:" + why) }
 
+func (r *recorder) RememberDropped(mac uint64) { r.record(fmt.Sprintf("dropped-mac:%x", mac)) }
+
 // readKeyring reads pgmirror_secret as pgstore does (which this package's
 // tests cannot import).
 func readKeyring(ctx context.Context, db *sql.DB) (mirror.Keyring, error) {
 	kr := mirror.Keyring{Read: time.Now()}
-	rows, err := db.QueryContext(ctx, `SELECT kid, key FROM pgmirror_secret ORDER BY kid DESC LIMIT 2`)
+	rows, err := db.QueryContext(ctx, `SELECT kid, key FROM pgmirror_secret ORDER BY kid DESC LIMIT 3`)
 	if err != nil {
 		return kr, err
 	}

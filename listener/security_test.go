@@ -403,8 +403,9 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys := secretKeys(t, db)
-	if len(keys) != 2 || keys[kid] == nil || keys[kid-1] == nil {
-		t.Fatalf("after two rotations pgmirror_secret holds keys %v, want %d and %d", len(keys), kid, kid-1)
+	if len(keys) != 3 || keys[kid] == nil || keys[kid-1] == nil || keys[kid+1] == nil {
+		t.Fatalf("after two rotations pgmirror_secret holds %d keys, want %d (previous), %d (current) and %d (pending)",
+			len(keys), kid-1, kid, kid+1)
 	}
 	sqlExec(t, db, `UPDATE cache_entries SET value = '3' WHERE key = 'a'`)
 	sidecartest.Eventually(t, 10*time.Second, func() (bool, string) { return serves(s, "a", "3", true) })
@@ -432,6 +433,13 @@ func TestKeyRotation(t *testing.T) {
 	if err := db.QueryRow(`SELECT pgmirror_rotate_secret()`).Scan(&kid); err != nil {
 		t.Fatal(err)
 	}
+	// The first payload under the new current key (pending when the
+	// sidecar last read the keys) makes it read them again, and forget
+	// the key this rotation deleted.
+	barrier(t, db, s)
+	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+		return s.Mirror.Keyring().Key(kid-2) == nil, "the sidecar still holds the key the rotation deleted"
+	})
 	send(kid-2, keys[kid-2], "older") // read before this rotation, which dropped it
 	barrier(t, db, s)
 	if ok, msg := serves(s, "older", "", false); !ok {

@@ -84,3 +84,34 @@ func TestRequestResyncIsSpacedOut(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayGuardDropped: the MAC of a payload dropped for a key not read
+// yet is remembered, so its replay once the key is known is refused like a
+// replay of an applied payload; dropped MACs take at most a quarter of the
+// window (a forger sends them at will), past which the loss is recorded
+// until a reload whose snapshot sees the lost payloads.
+func TestReplayGuardDropped(t *testing.T) {
+	g := newReplayGuard(8)
+	if !g.remember(7) {
+		t.Fatal("a dropped MAC was not kept in an empty window")
+	}
+	if ok, _ := g.admit(&Batch{Xid: 30, MACs: []uint64{7}}); ok {
+		t.Fatal("the replay of a dropped payload was admitted")
+	}
+	if !g.remember(8) || g.remember(9) || !g.lost {
+		t.Fatalf("dropped MACs past a quarter of the window: kept %d, lost %v; want 2 kept, lost", g.dropped, g.lost)
+	}
+	for mac := uint64(100); mac < 106; mac++ {
+		if ok, overflow := g.admit(&Batch{Xid: 31, MACs: []uint64{mac}}); !ok || overflow {
+			t.Fatalf("applied MAC %d: ok %v, overflow %v; the dropped ones must leave the rest of the window", mac, ok, overflow)
+		}
+	}
+	gen := g.newGen()
+	g.switchTo(&Visibility{Xmin: 40, Xmax: 40}, gen)
+	if g.lost || g.dropped != 0 || g.size != 0 {
+		t.Fatalf("after a reload: lost %v, dropped %d, size %d; want none", g.lost, g.dropped, g.size)
+	}
+	if ok, _ := g.admit(&Batch{Xid: 30, MACs: []uint64{7}}); ok {
+		t.Fatal("the replay of a dropped payload the snapshot sees was admitted")
+	}
+}

@@ -250,11 +250,13 @@ type Mirror struct {
 	streamEpoch  atomic.Uint64 // bumped when the stream lost notifications (reconnect, overflow)
 	reloadLogger hclog.Logger
 
-	replay  replayGuard // under applyMu
-	limiter resyncLimiter
-	keyring atomic.Pointer[Keyring]
-	keyMu   sync.Mutex // one keyring read at a time
-	keyRead time.Time  // when the keyring was last read
+	replay replayGuard // under applyMu
+	// dropLost mirrors replay.lost, for RefreshKeyring.
+	dropLost atomic.Bool
+	limiter  resyncLimiter
+	keyring  atomic.Pointer[Keyring]
+	keyMu    sync.Mutex // one keyring read at a time
+	keyRead  time.Time  // when the keyring was last read
 }
 
 // New returns a mirror over src. Open starts its background work.

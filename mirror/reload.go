@@ -126,7 +126,7 @@ func (m *Mirror) reloadWith(ctx context.Context, reason string, ranges int) (Rel
 		if h := m.opts.Hooks.AfterSnapshotVisible; h != nil {
 			h()
 		}
-		if err := m.awaitSentinel(ctx, func() { m.replay.switchTo(&v, rl.gen) }); err != nil {
+		if err := m.awaitSentinel(ctx, func() { m.replay.switchTo(&v, rl.gen); m.dropLost.Store(m.replay.lost) }); err != nil {
 			return err
 		}
 		rl.fresh.Store(true)

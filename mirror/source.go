@@ -85,10 +85,17 @@ type Key struct {
 
 // Keyring is what a sidecar knows of the keys that sign notifications.
 type Keyring struct {
-	// Keys are the newest key, which the triggers sign with, and the one
-	// before it, whose payloads may still be on their way after a
-	// rotation. Payloads under any other key are refused.
+	// Keys are, newest first, the pending key (which the next rotation
+	// makes current, read ahead of its use), the current key, which the
+	// triggers sign with, and the one before it, whose payloads may still
+	// be on their way after a rotation. Payloads under any other key are
+	// refused. A database migrated before 0008 has no pending key.
 	Keys []Key
+	// Pending is the id of the pending key, 0 when there is none (a
+	// database migrated before 0008). A genuine payload under it means a
+	// rotation made it current: the sidecar then reads the keys again, to
+	// learn the next pending key and forget the one the rotation deleted.
+	Pending int64
 	// Signed reports that the triggers sign what they send (format 2):
 	// pgmirror_secret exists and holds a key.
 	Signed bool

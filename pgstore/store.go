@@ -158,19 +158,28 @@ func (s *Store) NextXid(ctx context.Context) (uint64, error) {
 	return xid, nil
 }
 
-// Keyring implements mirror.Source: the two newest keys of pgmirror_secret.
-// A database that lacks the table (migration 0005 not applied) gives a
+// Keyring implements mirror.Source: the keys of pgmirror_secret, newest
+// first: the pending key (migration 0008), which the next rotation makes
+// current, the current key and the previous one. Reading the pending key
+// ahead of its use is what lets a sidecar verify the first payloads after a
+// rotation without reading again (which a forger can time). A database that lacks the table (migration 0005 not applied) gives a
 // keyring without keys: its triggers send unsigned payloads.
 func (s *Store) Keyring(ctx context.Context) (mirror.Keyring, error) {
 	kr := mirror.Keyring{Read: time.Now()}
-	var exists bool
-	if err := s.DB.QueryRowContext(ctx, `SELECT to_regclass('pgmirror_secret') IS NOT NULL`).Scan(&exists); err != nil {
+	var exists, pending bool
+	if err := s.DB.QueryRowContext(ctx, `SELECT to_regclass('pgmirror_secret') IS NOT NULL,
+		EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = to_regclass('pgmirror_secret')
+			AND attname = 'activated_at' AND NOT attisdropped)`).Scan(&exists, &pending); err != nil {
 		return kr, fmt.Errorf("look for pgmirror_secret: %w", err)
 	}
 	if !exists {
 		return kr, nil
 	}
-	rows, err := s.DB.QueryContext(ctx, `SELECT kid, key FROM pgmirror_secret ORDER BY kid DESC LIMIT 2`)
+	q := `SELECT kid, key, false FROM pgmirror_secret ORDER BY kid DESC LIMIT 3` // before migration 0008
+	if pending {
+		q = `SELECT kid, key, activated_at IS NULL FROM pgmirror_secret ORDER BY kid DESC LIMIT 3`
+	}
+	rows, err := s.DB.QueryContext(ctx, q)
 	if err != nil {
 		var pqErr *pq.Error
 		if errors.As(err, &pqErr) && pqErr.Code == "42501" { // insufficient_privilege
@@ -183,8 +192,12 @@ func (s *Store) Keyring(ctx context.Context) (mirror.Keyring, error) {
 	defer rows.Close()
 	for rows.Next() {
 		var k mirror.Key
-		if err := rows.Scan(&k.ID, &k.Secret); err != nil {
+		var isPending bool
+		if err := rows.Scan(&k.ID, &k.Secret, &isPending); err != nil {
 			return kr, fmt.Errorf("read pgmirror_secret: %w", err)
+		}
+		if isPending && kr.Pending == 0 {
+			kr.Pending = k.ID
 		}
 		kr.Keys = append(kr.Keys, k)
 	}

@@ -200,9 +200,11 @@ func TestCheckSchema(t *testing.T) {
 	}
 }
 
-// TestKeyring reads pgmirror_secret: its two newest keys, newest first; no
-// keys (and no error) where the table is missing; and an error naming the
-// grant to give when the role cannot read it.
+// TestKeyring reads pgmirror_secret: its three keys, newest first (the
+// pending key, the current one, the previous one), naming the pending one;
+// a table from before migration 0008 (no pending key) still reads; no keys
+// (and no error) where the table is missing; and an error naming the grant
+// to give when the role cannot read it.
 func TestKeyring(t *testing.T) {
 	dsn, db := testdb.New(t)
 	s := pgstore.New(db, nil)
@@ -213,8 +215,9 @@ func TestKeyring(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !kr.Signed || len(kr.Keys) != 2 || kr.Keys[0].ID != 3 || kr.Keys[1].ID != 2 || len(kr.Keys[0].Secret) != 32 {
-		t.Fatalf("keyring %+v, want keys 3 and 2 of 32 bytes", kr)
+	if !kr.Signed || len(kr.Keys) != 3 || kr.Keys[0].ID != 4 || kr.Keys[1].ID != 3 || kr.Keys[2].ID != 2 ||
+		kr.Pending != 4 || len(kr.Keys[0].Secret) != 32 {
+		t.Fatalf("keyring %+v, want keys 4 (pending), 3 and 2 of 32 bytes", kr)
 	}
 
 	exec(t, db, `DO $$ BEGIN CREATE ROLE pgstore_nokeys LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`)
@@ -222,6 +225,13 @@ func TestKeyring(t *testing.T) {
 	_, err = pgstore.New(other, nil).Keyring(ctx(t))
 	if err == nil || !strings.Contains(err.Error(), "GRANT pgmirror_sidecar TO") {
 		t.Fatalf("keyring as a role without the grant: %v; want an error naming the grant", err)
+	}
+
+	// As before migration 0008: no activated_at, no pending key.
+	exec(t, db, `DELETE FROM pgmirror_secret WHERE activated_at IS NULL`)
+	exec(t, db, `ALTER TABLE pgmirror_secret DROP COLUMN activated_at`)
+	if kr, err := s.Keyring(ctx(t)); err != nil || !kr.Signed || len(kr.Keys) != 2 || kr.Keys[0].ID != 3 || kr.Pending != 0 {
+		t.Fatalf("keyring of a table without pending keys: %+v, %v; want keys 3 and 2, none pending", kr, err)
 	}
 
 	exec(t, db, `DROP TABLE pgmirror_secret CASCADE`)
