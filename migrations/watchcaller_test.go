@@ -201,3 +201,41 @@ func fire(t *testing.T, db, idb *sql.DB, mode, name, fn string) {
 	t.Logf("%s: %v", name, err)
 	intact(t, db, mode, name)
 }
+
+// TestWatchGenuinePathInOtherLanguages: the write function's check derives
+// the expected line from its own frame, so the genuine trigger passes in
+// whatever language a superuser sets lc_messages to (here those whose
+// locale the machine has; Japanese prints no space around the name).
+func TestWatchGenuinePathInOtherLanguages(t *testing.T) {
+	for _, mode := range []string{"copy", "invalidate"} {
+		t.Run(mode, func(t *testing.T) {
+			db, _, _, _, _, _ := watchedItems(t, mode)
+			db.SetMaxOpenConns(1)
+			tried := 0
+			for i, lc := range []string{"ja_JP.UTF-8", "de_DE.UTF-8", "tr_TR.UTF-8", "zh_CN.UTF-8", "ko_KR.UTF-8", "fr_FR.UTF-8"} {
+				if _, err := db.Exec(`SET lc_messages = ` + pq.QuoteLiteral(lc)); err != nil {
+					t.Logf("lc_messages %s: %v (skipped)", lc, err)
+					continue
+				}
+				tried++
+				id := 10 + i
+				if _, err := db.Exec(`INSERT INTO appsch.items VALUES ($1, 'x')`, id); err != nil {
+					t.Errorf("insert under lc_messages %s: %v", lc, err)
+				}
+				exec(t, db, `INSERT INTO cache_entries (key, value) VALUES ('item:1', 'cached') ON CONFLICT (key) DO UPDATE SET value = 'cached'`)
+				if _, err := db.Exec(`UPDATE appsch.items SET name = $1 WHERE id = 1`, lc); err != nil {
+					t.Errorf("update under lc_messages %s: %v", lc, err)
+				}
+				want := fmt.Sprintf(`{"id":1,"name":%q}`, lc)
+				if mode == "invalidate" {
+					want = ""
+				}
+				if v := value(t, db, "item:1"); v != want {
+					t.Errorf("under lc_messages %s: item:1 = %q, want %q", lc, v, want)
+				}
+			}
+			exec(t, db, `RESET lc_messages`)
+			t.Logf("%d languages tried", tried)
+		})
+	}
+}
