@@ -140,7 +140,39 @@ $fn$;
 COMMENT ON FUNCTION pgmirror_watch_caller(text[], text, text, text) IS
     'pgmirror: raises unless the calling watch write function was called directly by its watch trigger (see migrations/0007_watch_caller.sql)';
 
--- pgmirror_watch_install as in 0006_privileges.sql, with the checks above.
+-- pgmirror_watch_install(tbl) (re)generates the two functions of tbl's watch
+-- from its row in pgmirror_watches, grants, and returns notes for the caller
+-- (as in 0006_privileges.sql, with the checks above):
+--
+--   pgmirror_watch_<oid>()        the trigger function, SECURITY INVOKER: it
+--                                 runs as the role that wrote tbl, refuses to
+--                                 run but as one of the watch's four triggers
+--                                 on tbl, computes the keys (and in copy mode
+--                                 the JSON values) from the transition tables,
+--                                 and passes them to the write function, in an
+--                                 assignment on a line of its own;
+--   pgmirror_watch_<oid>_write()  SECURITY DEFINER, owned by pgmirror's owner
+--                                 (the owner of cache_entries) when a
+--                                 superuser installs it, else by the caller:
+--                                 it first has pgmirror_watch_caller check that
+--                                 the trigger function called it from that
+--                                 line (its own call of the check is on the
+--                                 same line, padded with blank lines), then
+--                                 only writes (copy) or deletes (invalidate)
+--                                 keys under the watch's prefix, and only the
+--                                 roles that may write tbl now (its owner,
+--                                 grantees of INSERT, UPDATE, DELETE or
+--                                 TRUNCATE, pg_write_all_data) may execute it.
+--
+-- The trigger fixes search_path to "pg_catalog, pg_temp" (its calls are
+-- qualified; leaving pgmirror's schema out makes PL/pgSQL print its name
+-- qualified, the text the check expects), and TimeZone, DateStyle,
+-- IntervalStyle, extra_float_digits and bytea_output, so keys and values do
+-- not depend on the writing session; the write function has "pg_catalog,
+-- <schema>, pg_temp" (migrate keeps it so). It replaces functions only (the
+-- triggers keep pointing at the same function), so it takes no lock on tbl.
+-- A role granted writes on tbl later gets an error naming `pgmirror watch`,
+-- which grants again. Nothing here runs code of tbl's owner.
 CREATE OR REPLACE FUNCTION pgmirror_watch_install(tbl regclass) RETURNS text[]
 LANGUAGE plpgsql SET search_path FROM CURRENT
 AS $fn$
