@@ -238,11 +238,12 @@ func checkNarrowWriteFunction(t *testing.T, db *sql.DB, dsn string, adb *sql.DB)
 	if _, err := mallory.Exec(call); pqCode(err) != "42501" {
 		t.Errorf("mallory calls the write function: %v, want permission denied", err)
 	}
-	// app may, but not outside a trigger...
-	if _, err := adb.Exec(call); err == nil || !strings.Contains(err.Error(), "only runs in the watch trigger") {
+	// app may, but not outside the watch's trigger...
+	if _, err := adb.Exec(call); err == nil || !strings.Contains(err.Error(), "only runs when the watch trigger of") {
 		t.Errorf("app calls the write function directly: %v, want a refusal", err)
 	}
-	// ... nor for keys outside the prefix from a trigger of its own.
+	// ... nor from a trigger of its own (for keys outside the prefix, here;
+	// TestWatchWriteFunctionFromTempTrigger for keys under it).
 	exec(t, adb, `CREATE TABLE appsch.side (x int)`)
 	exec(t, adb, fmt.Sprintf(`CREATE FUNCTION appsch.side_trg() RETURNS trigger LANGUAGE plpgsql AS $$
 	BEGIN
@@ -250,7 +251,7 @@ func checkNarrowWriteFunction(t *testing.T, db *sql.DB, dsn string, adb *sql.DB)
 		RETURN NULL;
 	END $$`, fn))
 	exec(t, adb, `CREATE TRIGGER side AFTER INSERT ON appsch.side FOR EACH STATEMENT EXECUTE FUNCTION appsch.side_trg()`)
-	if _, err := adb.Exec(`INSERT INTO appsch.side VALUES (1)`); err == nil || !strings.Contains(err.Error(), "writes only keys under") {
+	if _, err := adb.Exec(`INSERT INTO appsch.side VALUES (1)`); err == nil || !strings.Contains(err.Error(), "only runs when the watch trigger of") {
 		t.Errorf("app's own trigger writes victim through the write function: %v, want a refusal", err)
 	}
 	if v := value(t, db, "victim"); v != "good" {
