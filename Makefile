@@ -23,6 +23,7 @@ test: setup ## vet, the race-enabled test suite against throwaway PostgreSQL clu
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o /dev/null .
 	$(GO) test -race -count=1 -timeout 8m $(PKGS)
 	$(GO) test -run '^$$' -fuzz FuzzCommands -fuzztime 10s ./unixsock/
+	$(GO) test -run '^$$' -fuzz FuzzParser -fuzztime 10s ./unixsock/
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 10s ./listener/
 
 e2e: ## headless-Chromium test of examples/profile: a click in one tab shows in another (installs chromium if missing)
@@ -46,8 +47,9 @@ bench-fanout: setup build ## NOTIFY fan-out over 0-200 sidecars, packed vs per-r
 bench-fanout-quick: setup build ## a ~2-minute smoke run of make bench-fanout (0, 1, 10 sidecars); prints the table only
 	@BENCH_QUICK=1 bench/fanout.sh
 
-fuzz: ## run the fuzz tests (payload decoder, command layer) for a minute each
+fuzz: ## run the fuzz tests (payload decoder, RESP parser, command layer) for a minute each
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./listener/
+	$(GO) test -run '^$$' -fuzz FuzzParser -fuzztime 60s ./unixsock/
 	$(GO) test -run '^$$' -fuzz FuzzCommands -fuzztime 60s ./unixsock/
 
 run: setup build ## the demo: pgmirror on ./pgmirror.sock over a throwaway Postgres in ./.pgdata (or PGMIRROR_DSN); Ctrl-C stops both
