@@ -97,6 +97,13 @@ func (o *outbox) send(c *client, segs []segment, limit int64) error {
 	case len(segs) == 0:
 	case o.writing || len(o.segs) > 0:
 		o.queueLocked(c, segs, false)
+		if !o.writing {
+			// Pushes queued before the batch held the output, whose kick
+			// the hold skipped: nobody writes them, so start the writer,
+			// or the wait below never ends.
+			o.writing = true
+			go o.run(c)
+		}
 	default:
 		o.writing = true
 		o.mu.Unlock()
