@@ -85,6 +85,21 @@ func (o *outbox) release(c *client) {
 	o.mu.Unlock()
 }
 
+// takeSide returns the pushes waiting for release, which the caller puts
+// among its replies (they are no longer counted as the outbox's copies).
+func (o *outbox) takeSide(c *client) []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	side := o.side
+	o.side = nil
+	o.owned -= int64(len(side))
+	c.account(-int64(len(side)))
+	if len(o.segs) == 0 {
+		o.pushes = 0
+	}
+	return side
+}
+
 // send writes segs, or queues what the socket does not take now; then
 // it waits while more than limit bytes are pending.
 func (o *outbox) send(c *client, segs []segment, limit int64) error {

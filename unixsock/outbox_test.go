@@ -68,3 +68,48 @@ func TestHeldBatchWithQueuedPush(t *testing.T) {
 		t.Fatal(c.werr)
 	}
 }
+
+// TestNoMessageAfterLastUnsubscribe: in RESP2 a client whose UNSUBSCRIBE
+// confirmation says 0 subscriptions is back to request/reply (node-redis
+// then sends commands on the same connection), so a message published
+// before the unsubscription must come before the confirmation, as Redis
+// sends it. A message the publisher delivered while the batch held the
+// output (it waited in the side queue) came after it, where the client
+// reads it as the reply to its next command.
+func TestNoMessageAfterLastUnsubscribe(t *testing.T) {
+	c, peer := socketClient(t)
+	_ = peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.subscribe([][]byte{[]byte("ch")}, false)
+	if err := c.flush(); err != nil {
+		t.Fatal(err)
+	}
+	c.holding = false
+	c.out.release(c)
+	confirm := "*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"
+	got := make([]byte, len(confirm))
+	if _, err := io.ReadFull(peer, got); err != nil || string(got) != confirm {
+		t.Fatalf("subscribe: %q, %v", got, err)
+	}
+	// The next batch (UNSUBSCRIBE) holds the output; the publisher
+	// delivers a message of the channel before the command runs.
+	c.holdOutput()
+	c.s.deliver(c, "", "ch", "payload", map[*client]struct{}{})
+	c.unsubscribe(nil, false)
+	if err := c.flush(); err != nil {
+		t.Fatal(err)
+	}
+	c.holding = false
+	c.out.release(c)
+	msg := "*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$7\r\npayload\r\n"
+	unsub := "*3\r\n$11\r\nunsubscribe\r\n$2\r\nch\r\n:0\r\n"
+	got = make([]byte, len(msg)+len(unsub))
+	if _, err := io.ReadFull(peer, got); err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != msg+unsub {
+		t.Fatalf("got %q; want the message, then the confirmation %q", got, msg+unsub)
+	}
+	if n := c.s.budget.total.Load(); n != 0 {
+		t.Fatalf("client buffers %d after everything was written and unsubscribed; want 0", n)
+	}
+}
