@@ -85,6 +85,21 @@ func (o *outbox) release(c *client) {
 	o.mu.Unlock()
 }
 
+// takeSide returns the pushes waiting for release, which the caller puts
+// among its replies (they are no longer counted as the outbox's copies).
+func (o *outbox) takeSide(c *client) []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	side := o.side
+	o.side = nil
+	o.owned -= int64(len(side))
+	c.account(-int64(len(side)))
+	if len(o.segs) == 0 {
+		o.pushes = 0
+	}
+	return side
+}
+
 // send writes segs, or queues what the socket does not take now; then
 // it waits while more than limit bytes are pending.
 func (o *outbox) send(c *client, segs []segment, limit int64) error {
@@ -97,6 +112,13 @@ func (o *outbox) send(c *client, segs []segment, limit int64) error {
 	case len(segs) == 0:
 	case o.writing || len(o.segs) > 0:
 		o.queueLocked(c, segs, false)
+		if !o.writing {
+			// Pushes queued before the batch held the output, whose kick
+			// the hold skipped: nobody writes them, so start the writer,
+			// or the wait below never ends.
+			o.writing = true
+			go o.run(c)
+		}
 	default:
 		o.writing = true
 		o.mu.Unlock()

@@ -355,6 +355,11 @@ func (c *client) unsubscribe(names [][]byte, pattern bool) {
 	}
 	h.mu.Unlock()
 	c.account(-freed)
+	// Messages delivered while the batch held the output were published
+	// before the unsubscription: they go before its confirmation, as in
+	// Redis. After it none can come for these channels, and a RESP2 client
+	// told it has no subscription left reads the next array as a reply.
+	c.wbuf = append(c.wbuf, c.out.takeSide(c)...)
 	if len(names) == 0 {
 		c.pushHeader(3)
 		c.bulkString(kind)
