@@ -198,78 +198,110 @@ func (m *Mirror) Get(ctx context.Context, key string) (value []byte, found bool,
 // bounds them across all callers.
 const mgetParallel = 8
 
-// GetMulti reads keys as Get does (MGET): values[i] is nil when keys[i] is
-// missing. Hits are answered from the mirror; the keys that need Postgres
-// (a loader, or a value to fetch again) are read concurrently, at most
-// mgetParallel at once. The first error fails the whole call.
-func (m *Mirror) GetMulti(ctx context.Context, keys []string) ([][]byte, error) {
+// MGetSlack is what GetMulti may hold beyond one value of the largest size:
+// with values of at most 1 MiB its reads run mgetParallel at a time, with
+// 16 MiB ones one at a time, so a client's MGET never holds more than
+// valueBound + MGetSlack of values it has not handed on.
+const MGetSlack = 8 << 20
+
+// GetMulti reads keys as Get does (MGET) and hands each value to emit in
+// key order, nil for a missing key, as soon as every key before it has been
+// handed on, so a caller that writes each out holds few of them. Hits are
+// answered from the mirror; the keys that need Postgres (a loader, or a
+// value to fetch again) are read up to mgetParallel at once while the reads
+// in flight, each reserving valueBound (the largest value a read may
+// return), and the values read but not yet handed on fit in
+// valueBound + MGetSlack; at least one is always in flight. The first error
+// stops the call: emit has been called for the keys before it.
+func (m *Mirror) GetMulti(ctx context.Context, keys []string, valueBound int64, emit func(v []byte)) error {
 	if err := m.readable(); err != nil {
-		return nil, err
+		return err
 	}
-	values := make([][]byte, len(keys))
 	now := m.clock.dbNow()
+	type slowRead struct {
+		v    []byte
+		err  error
+		done chan struct{}
+	}
 	var slow []int
+	hits := make([][]byte, len(keys))
 	for i, k := range keys {
 		l := m.lookup(k, now, true)
 		switch v, ok := m.heldValue(k, l); {
 		case ok && l.Found:
 			m.stats.hits.Add(1)
-			values[i] = v
+			hits[i] = v
 		case l.Found || !l.Absent && m.opts.Loader != nil && m.opts.Loader.Covers(k):
 			slow = append(slow, i)
 		default:
 			m.stats.misses.Add(1)
 		}
 	}
-	if len(slow) == 0 {
-		return values, nil
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var (
-		wg    sync.WaitGroup
-		errMu sync.Mutex
-		first error
-	)
-	next := make(chan int)
-	for range min(len(slow), mgetParallel) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				v, found, err := m.Get(ctx, keys[i])
-				if err != nil {
-					errMu.Lock()
-					if first == nil {
-						first = err
-						cancel()
-					}
-					errMu.Unlock()
-					continue
-				}
-				if found {
-					values[i] = v
-				}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	valueBound = max(valueBound, 1)
+	pending := make(map[int]*slowRead, mgetParallel) // started, not handed on
+	// room reports whether one more read fits: a read in flight counts as
+	// valueBound, a finished one as its value's size.
+	room := func() bool {
+		if len(pending) == 0 {
+			return true
+		}
+		if len(pending) >= mgetParallel {
+			return false
+		}
+		cost := valueBound
+		for _, r := range pending {
+			select {
+			case <-r.done:
+				cost += int64(len(r.v))
+			default:
+				cost += valueBound
 			}
-		}()
+		}
+		return cost <= valueBound+MGetSlack
 	}
-feed:
-	for _, i := range slow {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
+	next := 0 // slow[:next] have been started
+	startReads := func() {
+		for next < len(slow) && room() {
+			r := &slowRead{done: make(chan struct{})}
+			i := slow[next]
+			pending[i] = r
+			next++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer close(r.done)
+				v, found, err := m.Get(ctx, keys[i])
+				if found {
+					r.v = v
+				}
+				r.err = err
+			}()
 		}
 	}
-	close(next)
-	wg.Wait()
-	if first == nil && ctx.Err() != nil {
-		first = ctx.Err()
+	startReads()
+	s := 0 // slow[:s] have been handed on
+	for i := range keys {
+		if s == len(slow) || slow[s] != i {
+			emit(hits[i])
+			hits[i] = nil
+			continue
+		}
+		s++
+		startReads() // every read before this one was handed on: this one fits
+		r := pending[i]
+		<-r.done
+		if r.err != nil {
+			return r.err
+		}
+		delete(pending, i)
+		emit(r.v)
+		startReads()
 	}
-	if first != nil {
-		return nil, first
-	}
-	return values, nil
+	return nil
 }
 
 // heldValue returns the value of the state l found, if the mirror holds

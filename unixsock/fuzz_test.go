@@ -20,12 +20,11 @@ func (fakeMirror) Get(context.Context, string) ([]byte, bool, error) { return []
 func (fakeMirror) Exists(string) (mirror.Lookup, error) {
 	return mirror.Lookup{Found: true, Expires: mirror.NoExpiry, Size: 1}, nil
 }
-func (fakeMirror) GetMulti(_ context.Context, keys []string) ([][]byte, error) {
-	vals := make([][]byte, len(keys))
-	for i := range vals {
-		vals[i] = []byte("v")
+func (fakeMirror) GetMulti(_ context.Context, keys []string, _ int64, emit func([]byte)) error {
+	for range keys {
+		emit([]byte("v"))
 	}
-	return vals, nil
+	return nil
 }
 func (fakeMirror) PTTL(string) (int64, bool, error)              { return 1000, true, nil }
 func (fakeMirror) StrLen(context.Context, string) (int64, error) { return 1, nil }

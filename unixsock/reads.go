@@ -24,23 +24,36 @@ func cmdGet(c *client, a [][]byte) {
 }
 
 // cmdMGet reads the keys as GET does: hits from the mirror, and the keys
-// that need Postgres (loaders, values to fetch again) concurrently.
+// that need Postgres (loaders, values to fetch again) concurrently, within
+// a memory bound (mirror.GetMulti). Each value is written as soon as the
+// keys before it are, so an MGET of many large values holds about one of
+// them, as a pipeline of GETs does. A read that fails after some values
+// were written answers an error element for it and each key after it.
 func cmdMGet(c *client, a [][]byte) {
 	ks, ok := c.readKeys(a[1:])
 	if !ok {
 		return
 	}
-	vals, err := c.s.Mirror.GetMulti(c.ctx(), ks)
-	if err != nil {
-		c.readErr(err)
-		return
-	}
-	c.array(len(ks))
-	for _, v := range vals {
+	n := 0
+	err := c.s.Mirror.GetMulti(c.ctx(), ks, c.s.MaxValueSize, func(v []byte) {
+		if n == 0 {
+			c.array(len(ks))
+		}
+		n++
 		if v != nil {
 			c.bulk(v)
 		} else {
 			c.null()
+		}
+	})
+	switch {
+	case err == nil && n == 0:
+		c.array(0)
+	case err != nil && n == 0:
+		c.readErr(err)
+	case err != nil:
+		for ; n < len(ks); n++ {
+			c.readErr(err)
 		}
 	}
 }

@@ -93,14 +93,17 @@ func TestTTLCenturiesAway(t *testing.T) {
 
 // TestMGetRunsLoadersConcurrently: MGET computes the absent keys of a
 // loader as GET does, concurrently rather than one after the other; hits,
-// misses and loaded keys come back in order.
+// misses and loaded keys come back in order. Concurrently as far as the
+// memory bound allows (mirror.GetMulti): with --max-value-size 1 MiB, eight
+// at once; with the default 16 MiB, one at a time (checked in the mirror's
+// TestGetMultiBoundsWhatItHolds).
 func TestMGetRunsLoadersConcurrently(t *testing.T) {
 	dsn, db := testdb.New(t)
 	if _, err := db.Exec(`INSERT INTO cache_loaders(prefix, query) VALUES ('slow:', 'SELECT ''v:'' || $1::text FROM pg_sleep(0.4)'),
 		('bad:', 'SELECT 1/0 WHERE $1 IS NOT NULL')`); err != nil {
 		t.Fatal(err)
 	}
-	sc := sidecartest.Start(t, dsn, sidecartest.Config{NoJobs: true})
+	sc := sidecartest.Start(t, dsn, sidecartest.Config{NoJobs: true, MaxValueSize: 1 << 20})
 	ctx := context.Background()
 	if err := sc.Client.Set(ctx, "hit", "h", 0).Err(); err != nil {
 		t.Fatal(err)
@@ -134,8 +137,19 @@ func TestMGetRunsLoadersConcurrently(t *testing.T) {
 	if took := time.Since(start); took > 300*time.Millisecond {
 		t.Fatalf("second MGET took %v", took)
 	}
-	// A loader error fails the MGET, as it fails GET.
-	if err := sc.Client.MGet(ctx, "hit", "bad:1").Err(); err == nil || !strings.Contains(err.Error(), "loader failed") {
-		t.Fatalf("MGET with a failing loader: %v", err)
+	// A loader error fails the MGET, as it fails GET, when nothing was
+	// written yet; after values went out (MGET streams them), the failing
+	// key and those after it answer an error element each.
+	if err := sc.Client.MGet(ctx, "bad:1", "hit").Err(); err == nil || !strings.Contains(err.Error(), "loader failed") {
+		t.Fatalf("MGET with a failing loader first: %v", err)
+	}
+	vals, err = sc.Client.MGet(ctx, "hit", "bad:1", "missing").Result()
+	if err != nil || len(vals) != 3 || vals[0] != "h" {
+		t.Fatalf("MGET with a failing loader after a hit = %v, %v", vals, err)
+	}
+	for _, v := range vals[1:] {
+		if e, ok := v.(error); !ok || !strings.Contains(e.Error(), "loader failed") {
+			t.Fatalf("MGET with a failing loader after a hit = %#v, want error elements after the hit", vals)
+		}
 	}
 }

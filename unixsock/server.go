@@ -30,7 +30,7 @@ const (
 // Mirror is what the server reads from; *mirror.Mirror implements it.
 type Mirror interface {
 	Get(ctx context.Context, key string) ([]byte, bool, error)
-	GetMulti(ctx context.Context, keys []string) ([][]byte, error)
+	GetMulti(ctx context.Context, keys []string, valueBound int64, emit func(v []byte)) error
 	Exists(key string) (mirror.Lookup, error)
 	PTTL(key string) (int64, bool, error)
 	StrLen(ctx context.Context, key string) (int64, error)

@@ -31,6 +31,8 @@ type Config struct {
 	MaxDBConns int
 	// LoaderTimeout is --loader-timeout; 0: the default.
 	LoaderTimeout time.Duration
+	// MaxValueSize is --max-value-size; 0: the default.
+	MaxValueSize int64
 }
 
 // Sidecar is one running sidecar.
@@ -88,7 +90,7 @@ func Start(t testing.TB, dsn string, cfg Config) *Sidecar {
 		t.Fatal(err)
 	}
 	s.Socket = filepath.Join(dir, "s.sock")
-	s.Server = &unixsock.Server{Socket: s.Socket, Mirror: m, Writer: s.Writer}
+	s.Server = &unixsock.Server{Socket: s.Socket, Mirror: m, Writer: s.Writer, MaxValueSize: cfg.MaxValueSize}
 	srv = s.Server
 	if err := s.Server.Listen(); err != nil {
 		t.Fatal(err)
