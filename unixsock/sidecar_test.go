@@ -51,6 +51,9 @@ type config struct {
 	server   func(*unixsock.Server)
 	listener func(*listener.Listener)
 	maxValue int64
+	// writeTimeout bounds one write batch; 0: 3 s, so that tests of a cut
+	// database are quick.
+	writeTimeout time.Duration
 }
 
 // startSidecar runs a sidecar on dsn and waits until its mirror is ready.
@@ -82,7 +85,10 @@ func startSidecarNoWait(t testing.TB, dsn string, cfg config) *sidecar {
 	if cfg.maxValue == 0 {
 		cfg.maxValue = 16 << 20
 	}
-	w := pgstore.NewWriter(db, m, pgstore.WriterOptions{MaxValueSize: cfg.maxValue, Timeout: 3 * time.Second})
+	if cfg.writeTimeout == 0 {
+		cfg.writeTimeout = 3 * time.Second
+	}
+	w := pgstore.NewWriter(db, m, pgstore.WriterOptions{MaxValueSize: cfg.maxValue, Timeout: cfg.writeTimeout})
 	s := &sidecar{m: m, w: w, socket: filepath.Join(sockDir(t), "s.sock")}
 	s.srv = &unixsock.Server{Socket: s.socket, Mirror: m, Writer: w, MaxValueSize: cfg.maxValue}
 	if cfg.server != nil {
