@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"slices"
 	"sync"
 	"time"
 
@@ -88,10 +89,8 @@ type keptDrop struct {
 	tries int       // checks that found no keyring read after at
 }
 
-// rejectIdx maps a reason to its counter.
-var rejectIdx = map[string]int{
-	RejectMalformed: 0, RejectUnsigned: 1, RejectUnknownKey: 2, RejectBadMAC: 3, RejectParts: 4,
-}
+// rejectIdx is the index of reason's counter: its place in RejectReasons.
+func rejectIdx(reason string) int { return slices.Index(RejectReasons, reason) }
 
 // assembly is the verified parts 1..next-1 of one publish.
 type assembly struct {
@@ -157,7 +156,7 @@ func (l *Listener) admit(payload string, mayRead bool) (b mirror.Batch, ready bo
 			// Before the first load has read the keys: whether the
 			// triggers sign is unknown, and the load's snapshot, taken
 			// after this payload was committed, includes its effect.
-			l.rejected[rejectIdx[RejectUnsigned]].Add(1)
+			l.rejected[rejectIdx(RejectUnsigned)].Add(1)
 			l.Logger.Debug("dropped an unsigned notification that arrived before the first load", "bytes", len(payload))
 		default:
 			l.reject(RejectUnsigned, errors.New("unsigned payload (format 1) refused by --unsigned-payloads"), len(payload))
@@ -413,7 +412,7 @@ func sentinelsOnly(changes []mirror.Change) bool {
 // sink coalesces and spaces out: a dropped payload never resets a reload in
 // progress, and a stream of junk costs little.
 func (l *Listener) reject(reason string, err error, size int) {
-	l.rejected[rejectIdx[reason]].Add(1)
+	l.rejected[rejectIdx(reason)].Add(1)
 	if reason == RejectMalformed {
 		l.decodeErrors.Add(1)
 	}
