@@ -27,6 +27,7 @@ import (
 	"pgmirror/migrations"
 	"pgmirror/mirror"
 	"pgmirror/pgstore"
+	"pgmirror/sidecar"
 	"pgmirror/unixsock"
 )
 
@@ -103,7 +104,7 @@ type Main struct {
 	// Command is the subcommand: serve, migrate, watch, unwatch, version or help.
 	Command string
 	// Config is the validated configuration of serve and migrate.
-	Config Config
+	Config sidecar.Config
 	// Watch is what watch and unwatch were asked to do.
 	Watch WatchSpec
 	// Logger writes to Stderr; ParseFlags configures it from Config.
@@ -149,7 +150,7 @@ type Main struct {
 func NewMain() *Main {
 	return &Main{
 		Command: "serve",
-		Config:  DefaultConfig(),
+		Config:  sidecar.DefaultConfig(),
 		Logger:  hclog.NewNullLogger(),
 		Stdout:  os.Stdout,
 		Stderr:  os.Stderr,
@@ -170,7 +171,7 @@ func (m *Main) ParseFlags(args []string) error {
 
 	switch cmd {
 	case "serve", "migrate":
-		cfg, unknown, err := parseConfig(cmd, rest, m.Env)
+		cfg, unknown, err := sidecar.ParseConfig(cmd, rest, m.Env)
 		if err != nil {
 			return err
 		}
@@ -187,7 +188,7 @@ func (m *Main) ParseFlags(args []string) error {
 			if isHelpFlag(rest[0]) {
 				return flag.ErrHelp
 			}
-			return &errUsage{msg: "pgmirror version takes no arguments"}
+			return &sidecar.UsageError{Msg: "pgmirror version takes no arguments"}
 		}
 		return nil
 	case "help":
@@ -200,12 +201,12 @@ func (m *Main) ParseFlags(args []string) error {
 			m.helpTopic = "help"
 		default:
 			m.helpTopic = "help"
-			return &errUsage{msg: fmt.Sprintf("no help for %q", strings.Join(rest, " "))}
+			return &sidecar.UsageError{Msg: fmt.Sprintf("no help for %q", strings.Join(rest, " "))}
 		}
 		return nil
 	default:
 		m.helpTopic = "help"
-		return &errUsage{msg: fmt.Sprintf("unknown command %q", cmd)}
+		return &sidecar.UsageError{Msg: fmt.Sprintf("unknown command %q", cmd)}
 	}
 }
 
@@ -227,7 +228,7 @@ func (m *Main) reportParseError(err error) int {
 		return exitOK
 	}
 	fmt.Fprintf(m.Stderr, "pgmirror: %s\n", m.redact(err.Error()))
-	var uerr *errUsage
+	var uerr *sidecar.UsageError
 	if errors.As(err, &uerr) {
 		fmt.Fprint(m.Stderr, "\n"+m.Usage())
 	} else {
@@ -247,7 +248,9 @@ func (m *Main) newLogger() hclog.Logger {
 }
 
 // redact removes the configured passwords from s: the last line of defence for logs and errors.
-func (m *Main) redact(s string) string { return redactSecrets(s, m.Config.DSN, m.Config.ListenDSN) }
+func (m *Main) redact(s string) string {
+	return sidecar.RedactSecrets(s, m.Config.DSN, m.Config.ListenDSN)
+}
 
 // dsnForLogs names the connection in logs without its password.
 func (m *Main) dsnForLogs() string {
@@ -366,7 +369,7 @@ func (m *Main) openServer() error {
 		MaxMemory:        m.Config.MaxMemory,
 		ManageGC:         true,
 		MaxStaleness:     max(m.Config.MaxStaleness, time.Nanosecond), // 0: stale at once (0 means "default" to mirror)
-		StaleError:       m.Config.StaleReads == StaleReadsError,
+		StaleError:       m.Config.StaleReads == sidecar.StaleReadsError,
 		ReloadInterval:   m.Config.ReloadInterval,
 		Loader:           m.Loaders,
 		ServeStale:       m.Config.ServeStale,

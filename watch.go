@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"pgmirror/sidecar"
 	"strings"
 	"time"
 
@@ -45,14 +46,14 @@ const watchLockTimeout = 10 * time.Second
 // watch's own flags, which have no environment variables.
 func (m *Main) parseWatch(cmd string, args []string) error {
 	spec := WatchSpec{Mode: WatchCopy}
-	var failed *ValueError
+	var failed *sidecar.ValueError
 	given := map[string]bool{}
 	value := func(name string, set func(string) error) flag.Value {
 		return watchFlag{set: func(s string) error {
 			given[name] = true
 			if err := set(s); err != nil {
 				if failed == nil {
-					failed = &ValueError{Source: "flag --" + name, Value: s, Err: err}
+					failed = &sidecar.ValueError{Source: "flag --" + name, Value: s, Err: err}
 				}
 				return err
 			}
@@ -78,7 +79,7 @@ func (m *Main) parseWatch(cmd string, args []string) error {
 			if s == "" {
 				return errors.New("want a non-empty prefix: the watch owns every key under it")
 			}
-			if err := checkNamespace(s); err != nil {
+			if err := sidecar.CheckKeyPrefix(s); err != nil {
 				return err
 			}
 			spec.Prefix = s
@@ -105,7 +106,7 @@ func (m *Main) parseWatch(cmd string, args []string) error {
 			return errors.New("want copy or invalidate")
 		}), "mode", "")
 	}
-	cfg, unknown, err := parseConfig(cmd, args, m.Env, register)
+	cfg, unknown, err := sidecar.ParseConfig(cmd, args, m.Env, register)
 	if err != nil {
 		if failed != nil && !errors.Is(err, flag.ErrHelp) {
 			return failed
@@ -119,7 +120,7 @@ func (m *Main) parseWatch(cmd string, args []string) error {
 		}
 	}
 	if len(missing) > 0 {
-		return &errUsage{msg: fmt.Sprintf("pgmirror %s needs %s", cmd, strings.Join(missing, ", "))}
+		return &sidecar.UsageError{Msg: fmt.Sprintf("pgmirror %s needs %s", cmd, strings.Join(missing, ", "))}
 	}
 	m.Config, m.Watch = cfg, spec
 	m.Logger = m.newLogger()

@@ -1,4 +1,4 @@
-package main
+package sidecar
 
 import (
 	"errors"
@@ -13,12 +13,12 @@ import (
 	"pgmirror/listener"
 )
 
-// parse is parseConfig for tests that expect success.
+// parse is ParseConfig for tests that expect success.
 func parse(t *testing.T, cmd string, args []string, env ...string) Config {
 	t.Helper()
-	c, _, err := parseConfig(cmd, args, env)
+	c, _, err := ParseConfig(cmd, args, env)
 	if err != nil {
-		t.Fatalf("parseConfig(%q, %q, %q): %v", cmd, args, env, err)
+		t.Fatalf("ParseConfig(%q, %q, %q): %v", cmd, args, env, err)
 	}
 	return c
 }
@@ -167,8 +167,8 @@ func TestMigrateFlags(t *testing.T) {
 	if c.DSN != "host=/x" || c.LogLevel != "warn" || !c.LogJSON {
 		t.Errorf("got %+v", c)
 	}
-	_, _, err := parseConfig("migrate", []string{"--socket=/x"}, nil)
-	var uerr *errUsage
+	_, _, err := ParseConfig("migrate", []string{"--socket=/x"}, nil)
+	var uerr *UsageError
 	if !errors.As(err, &uerr) || !strings.Contains(err.Error(), "--socket") {
 		t.Errorf("migrate --socket: got %v, want a usage error naming --socket", err)
 	}
@@ -242,7 +242,7 @@ func TestInvalidValues(t *testing.T) {
 			name = name[:60]
 		}
 		t.Run(name, func(t *testing.T) {
-			_, _, err := parseConfig("serve", tt.args, tt.env)
+			_, _, err := ParseConfig("serve", tt.args, tt.env)
 			var verr *ValueError
 			if !errors.As(err, &verr) {
 				t.Fatalf("got %v, want a *ValueError", err)
@@ -259,7 +259,7 @@ func TestInvalidValues(t *testing.T) {
 }
 
 func TestCrossChecks(t *testing.T) {
-	_, _, err := parseConfig("serve", []string{"--max-memory=8MiB"}, []string{"PGMIRROR_MAX_VALUE_SIZE=16MiB"})
+	_, _, err := ParseConfig("serve", []string{"--max-memory=8MiB"}, []string{"PGMIRROR_MAX_VALUE_SIZE=16MiB"})
 	if err == nil || !strings.Contains(err.Error(), "--max-value-size 16MiB") ||
 		!strings.Contains(err.Error(), "--max-memory 8MiB") || !strings.Contains(err.Error(), "environment variable PGMIRROR_MAX_VALUE_SIZE") {
 		t.Errorf("got %v, want an error naming both sizes and where they came from", err)
@@ -267,7 +267,7 @@ func TestCrossChecks(t *testing.T) {
 	parse(t, "serve", []string{"--max-memory=16MiB", "--max-value-size=16MiB"})
 
 	// --max-client-buffers must hold one largest command; auto follows the other sizes.
-	_, _, err = parseConfig("serve", []string{"--max-value-size=64MiB", "--max-client-buffers=32MiB"}, nil)
+	_, _, err = ParseConfig("serve", []string{"--max-value-size=64MiB", "--max-client-buffers=32MiB"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "--max-client-buffers 32MiB (from flag --max-client-buffers)") {
 		t.Errorf("budget under one value: %v", err)
 	}
@@ -288,7 +288,7 @@ func TestCrossChecks(t *testing.T) {
 	}
 	// The writer's batches, a reload and the jobs keep --write-inflight + 3
 	// connections; loaders and fetches need at least one more.
-	_, _, err = parseConfig("serve", []string{"--max-db-conns=6", "--write-inflight=3"}, nil)
+	_, _, err = ParseConfig("serve", []string{"--max-db-conns=6", "--write-inflight=3"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "--max-db-conns 6") || !strings.Contains(err.Error(), "at least 7") {
 		t.Errorf("got %v, want an error saying --max-db-conns must be at least 7", err)
 	}
@@ -304,21 +304,21 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--socket"}, "flag needs an argument: --socket"},
 		{[]string{"--max-clients=3", "extra"}, `unexpected argument "extra"`},
 	} {
-		_, _, err := parseConfig("serve", tt.args, nil)
-		var uerr *errUsage
+		_, _, err := ParseConfig("serve", tt.args, nil)
+		var uerr *UsageError
 		if !errors.As(err, &uerr) || err.Error() != tt.want && !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: got %v, want a usage error saying %q", tt.args, err, tt.want)
 		}
 	}
 	for _, help := range []string{"-h", "--help", "-help"} {
-		if _, _, err := parseConfig("serve", []string{help}, nil); !errors.Is(err, flag.ErrHelp) {
+		if _, _, err := ParseConfig("serve", []string{help}, nil); !errors.Is(err, flag.ErrHelp) {
 			t.Errorf("%s: got %v, want flag.ErrHelp", help, err)
 		}
 	}
 }
 
 func TestUnknownEnvWarnings(t *testing.T) {
-	_, warnings, err := parseConfig("migrate", nil, []string{
+	_, warnings, err := ParseConfig("migrate", nil, []string{
 		"PGMIRROR_MAX_MEMROY=1GiB", "PGMIRROR_SOCKET=/x", "PGMIRROR_DSN=host=/x", "PATH=/bin", "PGHOST=/tmp"})
 	if err != nil {
 		t.Fatal(err)
@@ -541,12 +541,12 @@ func TestRedactSecrets(t *testing.T) {
 		{`host=h password='a\"b'`, `{"error":"a\"b"}`, `a"b`},
 		{"postgres://u@h/x?password=qp%20w", "password=qp%20w and qp w", "qp"},
 	} {
-		got := redactSecrets(tt.msg, tt.dsn)
+		got := RedactSecrets(tt.msg, tt.dsn)
 		if strings.Contains(got, tt.secret) {
-			t.Errorf("redactSecrets(%q, %q) = %q still holds %q", tt.msg, tt.dsn, got, tt.secret)
+			t.Errorf("RedactSecrets(%q, %q) = %q still holds %q", tt.msg, tt.dsn, got, tt.secret)
 		}
 	}
-	if got := redactSecrets("nothing to hide", "host=h password=", ""); got != "nothing to hide" {
+	if got := RedactSecrets("nothing to hide", "host=h password=", ""); got != "nothing to hide" {
 		t.Errorf("an empty password must not redact anything: got %q", got)
 	}
 }
@@ -558,7 +558,7 @@ func TestInvalidDSNHidesPassword(t *testing.T) {
 		"host=h port=bad password=s3cret",
 		"password=s3cret host=h port=bad",
 	} {
-		_, _, err := parseConfig("serve", []string{"--dsn=" + dsn}, nil)
+		_, _, err := ParseConfig("serve", []string{"--dsn=" + dsn}, nil)
 		if err == nil {
 			t.Errorf("%q: no error", dsn)
 			continue
@@ -591,8 +591,8 @@ func FuzzRedactedDSN(f *testing.F) {
 				t.Errorf("redactDSN(%q) = %q shows the password", dsn, got)
 			}
 			msg := "error: " + dsn + " / " + pass
-			if got := redactSecrets(msg, dsn); strings.Contains(got, pass) {
-				t.Errorf("redactSecrets(%q) = %q shows the password", msg, got)
+			if got := RedactSecrets(msg, dsn); strings.Contains(got, pass) {
+				t.Errorf("RedactSecrets(%q) = %q shows the password", msg, got)
 			}
 		}
 	})
