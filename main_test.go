@@ -415,8 +415,8 @@ func TestRunServeStopsWhileRetrying(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, stderr.String())
 		}
 	}
-	if m.DB != nil {
-		t.Error("Close left DB set")
+	if m.Sidecar() != nil {
+		t.Error("Close left the sidecar set")
 	}
 }
 

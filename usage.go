@@ -1,6 +1,9 @@
 package main
 
 import (
+	"errors"
+	"flag"
+	"fmt"
 	"pgmirror/sidecar"
 	"strings"
 )
@@ -41,4 +44,31 @@ func usage(topic string) string {
 	}
 	b.WriteString(sidecar.FlagUsage(topic))
 	return b.String()
+}
+
+func isHelpFlag(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "--h":
+		return true
+	}
+	return false
+}
+
+// Usage returns the help text of the subcommand ParseFlags selected.
+func (m *Main) Usage() string { return usage(m.helpTopic) }
+
+// reportParseError prints what ParseFlags returned and returns the exit code.
+func (m *Main) reportParseError(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(m.Stdout, m.Usage())
+		return exitOK
+	}
+	fmt.Fprintf(m.Stderr, "pgmirror: %s\n", m.redact(err.Error()))
+	var uerr *sidecar.UsageError
+	if errors.As(err, &uerr) {
+		fmt.Fprint(m.Stderr, "\n"+m.Usage())
+	} else {
+		fmt.Fprintf(m.Stderr, "Run 'pgmirror help %s' for the flags and their environment variables.\n", m.helpTopic)
+	}
+	return exitUsage
 }

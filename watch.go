@@ -141,13 +141,8 @@ func (f watchFlag) Set(s string) error { return f.set(s) }
 // transaction; it prints what the function reports.
 func (m *Main) runWatch(ctx context.Context) error {
 	cmd := m.Command
-	if err := m.openDB(); err != nil {
+	if err := m.reach(ctx); err != nil {
 		return err
-	}
-	pingCtx, cancel := context.WithTimeout(ctx, migratePingTimeout)
-	defer cancel()
-	if _, err := m.serverVersion(pingCtx); err != nil {
-		return fmt.Errorf("%s: cannot reach Postgres (%s): %s", cmd, m.dsnForLogs(), m.redact(err.Error()))
 	}
 	out, err := m.applyWatch(ctx)
 	if err != nil {

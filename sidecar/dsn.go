@@ -252,3 +252,14 @@ func RedactSecrets(s string, dsns ...string) string {
 	}
 	return s
 }
+
+// DSNForLogs names the connection in logs and errors without its password.
+func (c Config) DSNForLogs() string {
+	if c.DSN == "" {
+		return "(libpq defaults and PG* environment variables)"
+	}
+	return c.RedactedDSN()
+}
+
+// Redact removes the configured passwords from s: the last line of defence for logs and errors.
+func (c Config) Redact(s string) string { return RedactSecrets(s, c.DSN, c.ListenDSN) }
