@@ -1,6 +1,5 @@
-// Package sidecartest runs whole pgmirror sidecars in a test process: the
-// mirror, its listener, the writer, the loaders, the jobs and the socket
-// server, wired as main wires them, on a real Postgres.
+// Package sidecartest runs whole pgmirror sidecars in a test process, built
+// and opened by package sidecar exactly as the binary does, on a real Postgres.
 package sidecartest
 
 import (
@@ -12,38 +11,43 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"pgmirror/internal/testdb"
 	"pgmirror/jobs"
 	"pgmirror/listener"
 	"pgmirror/mirror"
 	"pgmirror/pgstore"
-	"pgmirror/unixsock"
+	"pgmirror/sidecar"
 )
 
 // Config adjusts a sidecar; zero fields take test-friendly defaults.
 type Config struct {
-	Mirror   mirror.Options
-	Jobs     jobs.Config
-	NoJobs   bool // do not start the jobs
+	// Mirror replaces the mirror's options (the wiring's hooks stay); zero
+	// fields take the mirror's defaults.
+	Mirror mirror.Options
+	// Jobs replaces the jobs' configuration; zero fields take the defaults.
+	Jobs   jobs.Config
+	NoJobs bool // do not start the jobs
+	// Listener and Loaders adjust those components before they open.
 	Listener func(*listener.Listener)
 	Loaders  func(*pgstore.Loaders)
-	// MaxDBConns limits the pool as --max-db-conns does; 0: no limit.
+	// MaxDBConns limits the pool as --max-db-conns does; 0: practically no limit.
 	MaxDBConns int
 	// LoaderTimeout is --loader-timeout; 0: the default.
 	LoaderTimeout time.Duration
 	// MaxValueSize is --max-value-size; 0: the default.
 	MaxValueSize int64
+	// HTTPAddr is --http; "" (the default here) disables the admin server.
+	HTTPAddr string
+	// Sidecar adjusts the rest of the configuration, last.
+	Sidecar func(*sidecar.Config)
 }
+
+// unlimitedConns stands for "no limit" on the pool.
+const unlimitedConns = 10000
 
 // Sidecar is one running sidecar.
 type Sidecar struct {
-	Mirror  *mirror.Mirror
-	Store   *pgstore.Store
-	Loaders *pgstore.Loaders
-	Jobs    *jobs.Jobs
-	Writer  *pgstore.Writer
-	Server  *unixsock.Server
-	Socket  string
+	*sidecar.Sidecar
+	Socket string
 	// Client is a go-redis client on Socket.
 	Client *redis.Client
 	stop   func()
@@ -53,96 +57,101 @@ type Sidecar struct {
 // ready; it stops when the test ends (or at Stop).
 func Start(t testing.TB, dsn string, cfg Config) *Sidecar {
 	t.Helper()
-	db := testdb.Open(t, dsn)
-	var gate *pgstore.Gate
-	if cfg.MaxDBConns > 0 {
-		var err error
-		if gate, err = pgstore.LimitPool(db, cfg.MaxDBConns, 1); err != nil {
-			t.Fatal(err)
-		}
+	s := StartNoWait(t, dsn, cfg)
+	select {
+	case <-s.Mirror.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatal("sidecar not ready within 30s")
 	}
-	s := &Sidecar{Store: pgstore.New(db, nil)}
-	s.Store.Gate, s.Store.GateWait = gate, cfg.LoaderTimeout
-	s.Loaders = pgstore.NewLoaders(db, nil, nil)
-	s.Loaders.Gate, s.Loaders.Timeout = gate, cfg.LoaderTimeout
-	if cfg.Loaders != nil {
-		cfg.Loaders(s.Loaders)
-	}
-	s.Jobs = jobs.New(s.Store, s.Loaders, nil, cfg.Jobs)
-	opts := cfg.Mirror
-	if opts.SentinelWait == 0 {
-		opts.SentinelWait = 5 * time.Second
-	}
-	opts.Loader = s.Loaders
-	opts.OnLoadersChanged = s.Jobs.LoadersChanged
-	var srv *unixsock.Server
-	opts.OnKeyEvent = func(key, event string) { srv.KeyEvent(key, event) }
-	m, err := mirror.New(s.Store, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Mirror = m
-	s.Loaders.Applier = m
-	s.Jobs.Access = m
-	s.Writer = pgstore.NewWriter(db, m, pgstore.WriterOptions{Timeout: 5 * time.Second})
+	return s
+}
+
+// StartNoWait is Start without waiting for the first load.
+func StartNoWait(t testing.TB, dsn string, cfg Config) *Sidecar {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "pgm")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Socket = filepath.Join(dir, "s.sock")
-	s.Server = &unixsock.Server{Socket: s.Socket, Mirror: m, Writer: s.Writer, MaxValueSize: cfg.MaxValueSize}
-	srv = s.Server
-	if err := s.Server.Listen(); err != nil {
+	s := &Sidecar{Socket: filepath.Join(dir, "s.sock")}
+	sc, err := sidecar.New(config(dsn, s.Socket, cfg), sidecar.Options{Tune: tuning(cfg)})
+	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- s.Server.Serve() }()
-	ctx := context.Background()
-	if err := s.Loaders.Reload(ctx); err != nil {
-		t.Fatal(err)
-	}
-	m.Open()
-	l := &listener.Listener{DSN: dsn, Sink: m, PingInterval: 500 * time.Millisecond, MaxReconnect: 500 * time.Millisecond}
-	if cfg.Listener != nil {
-		cfg.Listener(l)
-	}
-	lctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- l.Run(lctx) }()
-	if !cfg.NoJobs {
-		s.Jobs.Start()
-	}
-	s.Client = redis.NewClient(&redis.Options{Network: "unix", Addr: s.Socket, PoolSize: 64, MaxRetries: -1,
-		ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second})
+	s.Sidecar = sc
 	stopped := false
 	s.stop = func() {
 		if stopped {
 			return
 		}
 		stopped = true
-		s.Client.Close()
-		sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
-		defer scancel()
-		if err := s.Server.Shutdown(sctx); err != nil {
-			t.Errorf("shutdown: %v", err)
+		if s.Client != nil {
+			s.Client.Close()
 		}
-		<-served
-		s.Jobs.Close()
-		s.Writer.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("listener: %v", err)
+		if err := sc.Close(); err != nil {
+			t.Errorf("close: %v", err)
 		}
-		m.Close()
+		select {
+		case err := <-sc.Err():
+			t.Errorf("sidecar failed: %v", err)
+		default:
+		}
 		os.RemoveAll(dir)
 	}
 	t.Cleanup(s.stop)
-	select {
-	case <-m.Ready():
-	case <-time.After(30 * time.Second):
-		t.Fatal("sidecar not ready within 30s")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := sc.Open(ctx); err != nil {
+		t.Fatal(err)
 	}
+	s.Client = redis.NewClient(&redis.Options{Network: "unix", Addr: s.Socket, PoolSize: 64, MaxRetries: -1,
+		ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second})
 	return s
+}
+
+// config is the sidecar's configuration for cfg.
+func config(dsn, socket string, cfg Config) sidecar.Config {
+	c := sidecar.DefaultConfig()
+	c.DSN, c.ListenDSN, c.Socket, c.HTTPAddr = dsn, dsn, socket, cfg.HTTPAddr
+	c.MaxDBConns = unlimitedConns
+	if cfg.MaxDBConns > 0 {
+		c.MaxDBConns = cfg.MaxDBConns
+	}
+	if cfg.LoaderTimeout > 0 {
+		c.LoaderTimeout = cfg.LoaderTimeout
+	}
+	if cfg.MaxValueSize > 0 {
+		c.MaxValueSize = cfg.MaxValueSize
+	}
+	if cfg.Sidecar != nil {
+		cfg.Sidecar(&c)
+	}
+	return c
+}
+
+// tuning applies cfg's component settings over the wiring's.
+func tuning(cfg Config) sidecar.Tuning {
+	return sidecar.Tuning{
+		Mirror: func(o *mirror.Options) {
+			wired := *o
+			*o = cfg.Mirror
+			o.OnKeyEvent, o.Loader, o.OnLoadersChanged, o.OnReload, o.Logger =
+				wired.OnKeyEvent, wired.Loader, wired.OnLoadersChanged, wired.OnReload, wired.Logger
+			if o.SentinelWait == 0 {
+				o.SentinelWait = 5 * time.Second
+			}
+		},
+		Jobs: func(j *jobs.Config) { *j = cfg.Jobs },
+		Listener: func(l *listener.Listener) {
+			l.PingInterval, l.MaxReconnect = 500*time.Millisecond, 500*time.Millisecond
+			if cfg.Listener != nil {
+				cfg.Listener(l)
+			}
+		},
+		Loaders: cfg.Loaders,
+		Writer:  func(w *pgstore.WriterOptions) { w.Timeout = 5 * time.Second },
+		NoJobs:  cfg.NoJobs,
+	}
 }
 
 // Stop stops the sidecar now (it is also stopped when the test ends).
