@@ -45,89 +45,102 @@ const watchLockTimeout = 10 * time.Second
 // settings as migrate has them (with their environment variables), plus the
 // watch's own flags, which have no environment variables.
 func (m *Main) parseWatch(cmd string, args []string) error {
-	spec := WatchSpec{Mode: WatchCopy}
-	var failed *sidecar.ValueError
-	given := map[string]bool{}
-	value := func(name string, set func(string) error) flag.Value {
-		return watchFlag{set: func(s string) error {
-			given[name] = true
-			if err := set(s); err != nil {
-				if failed == nil {
-					failed = &sidecar.ValueError{Source: "flag --" + name, Value: s, Err: err}
-				}
-				return err
-			}
-			return nil
-		}}
-	}
-	nonEmpty := func(p *string, what string) func(string) error {
-		return func(s string) error {
-			if strings.TrimSpace(s) == "" {
-				return fmt.Errorf("want %s", what)
-			}
-			*p = s
-			return nil
-		}
-	}
-	register := func(fs *flag.FlagSet) {
-		fs.Var(value("table", nonEmpty(&spec.Table, "a table name, like users or app.users")), "table", "")
-		if cmd != "watch" {
-			return
-		}
-		fs.Var(value("key", nonEmpty(&spec.Key, "a column name")), "key", "")
-		fs.Var(value("prefix", func(s string) error {
-			if s == "" {
-				return errors.New("want a non-empty prefix: the watch owns every key under it")
-			}
-			if err := sidecar.CheckKeyPrefix(s); err != nil {
-				return err
-			}
-			spec.Prefix = s
-			return nil
-		}), "prefix", "")
-		fs.Var(value("columns", func(s string) error {
-			var cols []string
-			for _, c := range strings.Split(s, ",") {
-				c = strings.TrimSpace(c)
-				if c == "" {
-					return errors.New("want a comma-separated list of column names, like name,plan")
-				}
-				cols = append(cols, c)
-			}
-			spec.Columns = cols
-			return nil
-		}), "columns", "")
-		fs.Var(value("mode", func(s string) error {
-			switch mode := strings.ToLower(strings.TrimSpace(s)); mode {
-			case WatchCopy, WatchInvalidate:
-				spec.Mode = mode
-				return nil
-			}
-			return errors.New("want copy or invalidate")
-		}), "mode", "")
-	}
-	cfg, unknown, err := sidecar.ParseConfig(cmd, args, m.Env, register)
+	wf := &watchFlags{cmd: cmd, spec: WatchSpec{Mode: WatchCopy}, given: map[string]bool{}}
+	cfg, unknown, err := sidecar.ParseConfig(cmd, args, m.Env, wf.register)
 	if err != nil {
-		if failed != nil && !errors.Is(err, flag.ErrHelp) {
-			return failed
+		if wf.failed != nil && !errors.Is(err, flag.ErrHelp) {
+			return wf.failed
 		}
 		return err
 	}
 	var missing []string
 	for _, name := range []string{"table", "key", "prefix"} {
-		if !given[name] && (name == "table" || cmd == "watch") {
+		if !wf.given[name] && (name == "table" || cmd == "watch") {
 			missing = append(missing, "--"+name)
 		}
 	}
 	if len(missing) > 0 {
 		return &sidecar.UsageError{Msg: fmt.Sprintf("pgmirror %s needs %s", cmd, strings.Join(missing, ", "))}
 	}
-	m.Config, m.Watch = cfg, spec
+	m.Config, m.Watch = cfg, wf.spec
 	m.Logger = m.newLogger()
 	for _, name := range unknown {
 		m.Logger.Warn("ignoring environment variable that names no setting", "name", name)
 	}
 	return nil
+}
+
+// watchFlags are the own flags of watch or unwatch being parsed.
+type watchFlags struct {
+	cmd    string
+	spec   WatchSpec
+	given  map[string]bool
+	failed *sidecar.ValueError // the first bad value, for its message
+}
+
+// value is a flag that records that it was given and the first bad value.
+func (wf *watchFlags) value(name string, set func(string) error) flag.Value {
+	return watchFlag{set: func(s string) error {
+		wf.given[name] = true
+		if err := set(s); err != nil {
+			if wf.failed == nil {
+				wf.failed = &sidecar.ValueError{Source: "flag --" + name, Value: s, Err: err}
+			}
+			return err
+		}
+		return nil
+	}}
+}
+
+// nonEmpty sets *p to a value that is not blank.
+func nonEmpty(p *string, what string) func(string) error {
+	return func(s string) error {
+		if strings.TrimSpace(s) == "" {
+			return fmt.Errorf("want %s", what)
+		}
+		*p = s
+		return nil
+	}
+}
+
+// register adds the flags of wf.cmd to fs.
+func (wf *watchFlags) register(fs *flag.FlagSet) {
+	spec := &wf.spec
+	fs.Var(wf.value("table", nonEmpty(&spec.Table, "a table name, like users or app.users")), "table", "")
+	if wf.cmd != "watch" {
+		return
+	}
+	fs.Var(wf.value("key", nonEmpty(&spec.Key, "a column name")), "key", "")
+	fs.Var(wf.value("prefix", func(s string) error {
+		if s == "" {
+			return errors.New("want a non-empty prefix: the watch owns every key under it")
+		}
+		if err := sidecar.CheckKeyPrefix(s); err != nil {
+			return err
+		}
+		spec.Prefix = s
+		return nil
+	}), "prefix", "")
+	fs.Var(wf.value("columns", func(s string) error {
+		var cols []string
+		for _, c := range strings.Split(s, ",") {
+			c = strings.TrimSpace(c)
+			if c == "" {
+				return errors.New("want a comma-separated list of column names, like name,plan")
+			}
+			cols = append(cols, c)
+		}
+		spec.Columns = cols
+		return nil
+	}), "columns", "")
+	fs.Var(wf.value("mode", func(s string) error {
+		switch mode := strings.ToLower(strings.TrimSpace(s)); mode {
+		case WatchCopy, WatchInvalidate:
+			spec.Mode = mode
+			return nil
+		}
+		return errors.New("want copy or invalidate")
+	}), "mode", "")
 }
 
 // watchFlag is a string flag with its own validation.

@@ -84,113 +84,126 @@ func redactURLDSN(dsn string) string {
 	return u.String()
 }
 
-// scanKeyValueDSN walks a key=value DSN with lib/pq's quoting rules, returning it with the secret
-// values replaced by xxxxx, and the secret values themselves (as written and as meant).
-func scanKeyValueDSN(dsn string) (string, []string) {
-	var (
-		out     strings.Builder
-		secrets []string
-		copied  int // dsn[:copied] is in out already
-		i       int
-	)
-	peek := func() (rune, int) {
-		if i >= len(dsn) {
-			return 0, 0
-		}
-		return utf8.DecodeRuneInString(dsn[i:])
-	}
-	skipSpace := func() {
-		for r, n := peek(); n > 0 && unicode.IsSpace(r); r, n = peek() {
-			i += n
-		}
-	}
-	// readEscaped consumes one rune, and the next one too when the first is a backslash.
-	// It copies bytes, not runes, so a password that is not valid UTF-8 is found as written.
-	readEscaped := func(val *strings.Builder) bool {
-		r, n := peek()
-		if r == '\\' {
-			i += n
-			if _, n = peek(); n == 0 {
-				return false
-			}
-		}
-		val.WriteString(dsn[i : i+n])
-		i += n
-		return true
-	}
-	// unparsable ends the scan: lib/pq will refuse the DSN, and the message must still not show
-	// a password, so the rest is hidden when it is or may hold one.
-	unparsable := func(from int, secret bool, why string) (string, []string) {
-		rest := dsn[from:]
-		out.WriteString(dsn[copied:from])
-		if !secret && !isSecretKey(rest) {
-			out.WriteString(rest)
-			return out.String(), secrets
-		}
-		out.WriteString(redacted + " (" + why + ")")
-		secrets = append(secrets, rest, strings.TrimPrefix(rest, "'"))
-		return out.String(), secrets
-	}
+// dsnScanner walks a key=value DSN with lib/pq's quoting rules, copying it to out with the
+// secret values replaced by xxxxx, and collecting the secret values (as written and as meant).
+type dsnScanner struct {
+	dsn     string
+	i       int // the next byte to read
+	out     strings.Builder
+	copied  int // dsn[:copied] is in out already
+	secrets []string
+}
 
+// scanKeyValueDSN returns dsn with its secret values replaced by xxxxx, and the secret values.
+func scanKeyValueDSN(dsn string) (string, []string) {
+	s := &dsnScanner{dsn: dsn}
 	for {
-		skipSpace()
-		if i >= len(dsn) {
+		s.skipSpace()
+		if s.i >= len(dsn) {
 			break
 		}
-		keyStart := i
-		for r, n := peek(); n > 0 && !unicode.IsSpace(r) && r != '='; r, n = peek() {
-			i += n
+		keyStart := s.i
+		for r, n := s.peek(); n > 0 && !unicode.IsSpace(r) && r != '='; r, n = s.peek() {
+			s.i += n
 		}
-		key := dsn[keyStart:i]
-		skipSpace()
-		if r, n := peek(); n == 0 || r != '=' {
-			return unparsable(keyStart, false, "unparsable")
+		key := dsn[keyStart:s.i]
+		s.skipSpace()
+		if r, n := s.peek(); n == 0 || r != '=' {
+			return s.unparsable(keyStart, false, "unparsable")
 		}
-		i++
-		skipSpace()
-		valStart := i
-		var val strings.Builder
-		quoted := false
-		if r, n := peek(); n > 0 && r == '\'' {
-			quoted = true
-			i++
-			closed := false
-			for r, n := peek(); n > 0; r, n = peek() {
-				if r == '\'' {
-					i++
-					closed = true
-					break
-				}
-				if !readEscaped(&val) {
-					break
-				}
-			}
-			if !closed {
-				return unparsable(valStart, isSecretKey(key), "unterminated quote")
-			}
-		} else {
-			for r, n := peek(); n > 0 && !unicode.IsSpace(r); r, n = peek() {
-				if !readEscaped(&val) {
-					break
-				}
-			}
+		s.i++
+		s.skipSpace()
+		valStart := s.i
+		val, quoted, ok := s.readValue()
+		if !ok {
+			return s.unparsable(valStart, isSecretKey(key), "unterminated quote")
 		}
-		if !isSecretKey(key) || i == valStart {
-			continue
+		if isSecretKey(key) && s.i > valStart {
+			s.redact(valStart, val, quoted)
 		}
-		raw := dsn[valStart:i]
-		out.WriteString(dsn[copied:valStart])
-		if quoted {
-			raw = raw[1 : len(raw)-1]
-			out.WriteString("'" + redacted + "'")
-		} else {
-			out.WriteString(redacted)
-		}
-		copied = i
-		secrets = append(secrets, val.String(), raw)
 	}
-	out.WriteString(dsn[copied:])
-	return out.String(), secrets
+	s.out.WriteString(dsn[s.copied:])
+	return s.out.String(), s.secrets
+}
+
+func (s *dsnScanner) peek() (rune, int) {
+	if s.i >= len(s.dsn) {
+		return 0, 0
+	}
+	return utf8.DecodeRuneInString(s.dsn[s.i:])
+}
+
+func (s *dsnScanner) skipSpace() {
+	for r, n := s.peek(); n > 0 && unicode.IsSpace(r); r, n = s.peek() {
+		s.i += n
+	}
+}
+
+// readEscaped consumes one rune, and the next one too when the first is a backslash.
+// It copies bytes, not runes, so a password that is not valid UTF-8 is found as written.
+func (s *dsnScanner) readEscaped(val *strings.Builder) bool {
+	r, n := s.peek()
+	if r == '\\' {
+		s.i += n
+		if _, n = s.peek(); n == 0 {
+			return false
+		}
+	}
+	val.WriteString(s.dsn[s.i : s.i+n])
+	s.i += n
+	return true
+}
+
+// readValue reads a quoted or bare value; ok is false for an unterminated quote.
+func (s *dsnScanner) readValue() (val string, quoted, ok bool) {
+	var b strings.Builder
+	if r, n := s.peek(); n == 0 || r != '\'' {
+		for r, n := s.peek(); n > 0 && !unicode.IsSpace(r); r, n = s.peek() {
+			if !s.readEscaped(&b) {
+				break
+			}
+		}
+		return b.String(), false, true
+	}
+	s.i++
+	for r, n := s.peek(); n > 0; r, n = s.peek() {
+		if r == '\'' {
+			s.i++
+			return b.String(), true, true
+		}
+		if !s.readEscaped(&b) {
+			break
+		}
+	}
+	return "", true, false
+}
+
+// redact replaces the value that started at valStart, and remembers it.
+func (s *dsnScanner) redact(valStart int, val string, quoted bool) {
+	raw := s.dsn[valStart:s.i]
+	s.out.WriteString(s.dsn[s.copied:valStart])
+	if quoted {
+		raw = raw[1 : len(raw)-1]
+		s.out.WriteString("'" + redacted + "'")
+	} else {
+		s.out.WriteString(redacted)
+	}
+	s.copied = s.i
+	s.secrets = append(s.secrets, val, raw)
+}
+
+// unparsable ends the scan: lib/pq will refuse the DSN, and the message must still not show
+// a password, so the rest is hidden when it is or may hold one.
+func (s *dsnScanner) unparsable(from int, secret bool, why string) (string, []string) {
+	rest := s.dsn[from:]
+	s.out.WriteString(s.dsn[s.copied:from])
+	if !secret && !isSecretKey(rest) {
+		s.out.WriteString(rest)
+		return s.out.String(), s.secrets
+	}
+	s.out.WriteString(redacted + " (" + why + ")")
+	s.secrets = append(s.secrets, rest, strings.TrimPrefix(rest, "'"))
+	return s.out.String(), s.secrets
 }
 
 // dsnSecrets returns the passwords in dsn, in every spelling an error message might quote.
