@@ -180,8 +180,8 @@ func (c *client) key(b []byte) (string, bool) {
 		c.errorReply("ERR invalid key: keys must be valid UTF-8 without NUL bytes")
 		return "", false
 	}
-	if len(c.s.Namespace)+len(b) > maxKeyBytes {
-		c.errorReply(fmt.Sprintf("ERR key too long: at most %d bytes", maxKeyBytes-len(c.s.Namespace)))
+	if len(c.s.Namespace)+len(b) > mirror.MaxKeyBytes {
+		c.errorReply(fmt.Sprintf("ERR key too long: at most %d bytes", mirror.MaxKeyBytes-len(c.s.Namespace)))
 		return "", false
 	}
 	return c.s.Namespace + string(b), true
@@ -200,8 +200,8 @@ func (c *client) readKey(b []byte) (string, bool) {
 		c.errorReply("ERR invalid key: keys must be valid UTF-8 without NUL bytes")
 		return "", false
 	}
-	if len(b) > maxKeyBytes {
-		c.errorReply(fmt.Sprintf("ERR key too long: at most %d bytes", maxKeyBytes))
+	if len(b) > mirror.MaxKeyBytes {
+		c.errorReply(fmt.Sprintf("ERR key too long: at most %d bytes", mirror.MaxKeyBytes))
 		return "", false
 	}
 	return unsafe.String(&b[0], len(b)), true

@@ -21,7 +21,6 @@ const (
 	DefaultMaxClients   = 10000
 	DefaultMaxValueSize = 16 << 20
 	DefaultSocketMode   = 0o660
-	maxKeyBytes         = 4000
 	// writeTimeout bounds one write command, queueing included: a write
 	// fails with an error rather than hang when Postgres is away.
 	writeTimeout = 10 * time.Second
