@@ -388,7 +388,6 @@ func (m *Main) openServer() error {
 		Linger:       m.Config.WriteLinger,
 		Log:          m.Logger.Named("writer"),
 	})
-	unixsock.Version = version
 	m.Server = &unixsock.Server{
 		Socket:           m.Config.Socket,
 		SocketMode:       m.Config.SocketMode,
@@ -402,6 +401,7 @@ func (m *Main) openServer() error {
 		Writer:           m.Writer,
 		Logger:           m.Logger.Named("socket"),
 		Info:             m.listenerInfo,
+		Version:          version,
 	}
 	server = m.Server
 	if err := m.Server.Listen(); err != nil {
@@ -424,7 +424,7 @@ func (m *Main) serveAdmin() {
 	m.Admin.Mirror = m.Mirror.Stats
 	m.Admin.Listener = m.Listener.Stats
 	m.Admin.Socket = m.Server.Stats
-	m.Admin.Commands = unixsock.CommandCalls
+	m.Admin.Commands = m.Server.CommandCalls
 	m.Admin.Writer = m.Writer.Stats
 	j := m.Jobs
 	m.Admin.Jobs = func() admin.JobStats {

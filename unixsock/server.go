@@ -69,6 +69,8 @@ type Server struct {
 	Logger        hclog.Logger
 	// Info adds lines to INFO's # Mirror section (e.g. the listener's state).
 	Info func() [][2]string
+	// Version is pgmirror's version, reported by INFO; "dev" when empty.
+	Version string
 
 	ln       net.Listener
 	sockFile os.FileInfo     // the socket file Listen created: Shutdown removes only it
@@ -86,6 +88,7 @@ type Server struct {
 	hub      hub
 	pub      publisher
 	budget   budget
+	cmds     commandTable // the commands and their counters (commands())
 }
 
 type serverStats struct {
