@@ -76,7 +76,7 @@ type Server struct {
 	Listener func() listener.Stats
 	// Socket reports the socket server's counters (unixsock.Server.Stats).
 	Socket func() unixsock.Stats
-	// Commands reports the calls of each client command (unixsock.CommandCalls).
+	// Commands reports the calls of each client command ((*unixsock.Server).CommandCalls).
 	Commands func() map[string]int64
 	// Writer reports the group-commit writer's counters (pgstore.Writer.Stats).
 	Writer func() pgstore.WriterStats

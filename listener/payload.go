@@ -343,8 +343,8 @@ func (f *fields) key(last bool) string {
 		dst = make([]byte, n)
 	}
 	n, err := f.decode(dst, s, "key")
-	if err == nil && n > 4000 {
-		f.err = fmt.Errorf("key of %d bytes exceeds 4000", n)
+	if err == nil && n > mirror.MaxKeyBytes {
+		f.err = fmt.Errorf("key of %d bytes exceeds %d", n, mirror.MaxKeyBytes)
 	}
 	return string(dst[:n])
 }

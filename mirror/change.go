@@ -8,6 +8,11 @@ import "math"
 // NoExpiry is the Expires value of an entry that never expires.
 const NoExpiry int64 = math.MaxInt64
 
+// MaxKeyBytes is the longest key, in bytes: cache_entries' check constraint
+// (cache_entries_key_max_4000_bytes) refuses longer ones, so the socket
+// server and the notification decoder refuse them too.
+const MaxKeyBytes = 4000
+
 // Op is the kind of a change notified by Postgres.
 type Op byte
 

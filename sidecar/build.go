@@ -115,8 +115,8 @@ func (s *Sidecar) build() error {
 	}
 	s.Writer = pgstore.NewWriter(s.DB, mir, wopts)
 	s.started("writer", s.Writer.Close)
-	unixsock.Version = s.opts.Version
 	s.Server = &unixsock.Server{
+		Version:          s.opts.Version,
 		Socket:           c.Socket,
 		SocketMode:       c.SocketMode,
 		MaxClients:       c.MaxClients,
@@ -141,7 +141,7 @@ func (s *Sidecar) openServers() error {
 	a.Mirror = s.Mirror.Stats
 	a.Listener = s.Listener.Stats
 	a.Socket = s.Server.Stats
-	a.Commands = unixsock.CommandCalls
+	a.Commands = s.Server.CommandCalls
 	a.Writer = s.Writer.Stats
 	a.Jobs = s.jobStats
 	if err := a.Listen(); err != nil {

@@ -67,8 +67,6 @@ const (
 	// MinAutoClientBuffers is the least --max-client-buffers=auto gives: the fixed part of the
 	// container headroom docs/operations.md asks for (1.5 x --max-memory + 64 MiB).
 	MinAutoClientBuffers = 64 * MiB
-	// MaxKeyBytes is the key length limit of cache_entries (SPEC §4); a namespace must leave room for keys.
-	MaxKeyBytes = 4000
 	// maxSocketPath is sun_path on Linux (108 bytes) minus its terminating NUL.
 	maxSocketPath = 107
 )

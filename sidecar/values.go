@@ -6,6 +6,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"pgmirror/mirror"
 	"regexp"
 	"strconv"
 	"strings"
@@ -55,8 +56,8 @@ func CheckKeyPrefix(s string) error {
 		return errors.New("want valid UTF-8: keys are Postgres text")
 	case strings.IndexByte(s, 0) >= 0:
 		return errors.New("want no NUL byte: keys are Postgres text")
-	case len(s) >= MaxKeyBytes:
-		return fmt.Errorf("want fewer than %d bytes, the key length limit, so keys fit under it", MaxKeyBytes)
+	case len(s) >= mirror.MaxKeyBytes:
+		return fmt.Errorf("want fewer than %d bytes, the key length limit, so keys fit under it", mirror.MaxKeyBytes)
 	}
 	return nil
 }

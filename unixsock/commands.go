@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"unicode/utf8"
 	"unsafe"
 
@@ -21,156 +20,70 @@ const (
 	errLoading    = "LOADING pgmirror is loading the mirror from Postgres"
 )
 
-// command is one entry of the command table.
-type command struct {
-	arity int  // as Redis: n exact (name included), -n at least n
-	data  bool // touches keys: refused while loading
-	fn    func(c *client, args [][]byte)
-	calls *atomic.Int64
-	name  string // lower case
-}
+// registerCommands fills a server's command table: name, arity, key
+// positions and flags as Redis's COMMAND reports them (where Redis has the
+// command), and the handler.
+func registerCommands(t *commandTable) {
+	// Connection commands. QUIT, HELLO, CLIENT and CONFIG are "noscript"
+	// in Redis (CLIENT and CONFIG: the subcommands pgmirror answers).
+	t.handle("ping", -1, noKeys, connFlags, cmdPing)
+	t.handle("echo", 2, noKeys, connFlags, func(c *client, a [][]byte) { c.bulk(a[1]) })
+	t.handle("quit", -1, noKeys, flagMulti, func(c *client, _ [][]byte) { c.ok(); c.quit = true })
+	t.handle("hello", -1, noKeys, flagMulti, cmdHello)
+	t.handle("command", -1, noKeys, connFlags, cmdCommand)
+	t.handle("client", -2, noKeys, flagMulti, cmdClient)
+	t.handle("select", 2, noKeys, connFlags, cmdSelect)
+	t.handle("config", -2, noKeys, flagMulti, cmdConfig)
+	t.handle("info", -1, noKeys, connFlags, cmdInfo)
+	t.handle("dbsize", 1, noKeys, readFlags, cmdDBSize)
 
-var commands map[string]command
+	// Reads. GET, MGET and STRLEN may need Postgres: a key a loader
+	// computes, or a value the mirror dropped.
+	t.handle("get", 2, oneKey, readFlags|flagPostgres, cmdGet)
+	t.handle("mget", -2, allKeys, readFlags|flagPostgres, cmdMGet)
+	t.handle("exists", -2, allKeys, readFlags, cmdExists)
+	t.handle("ttl", 2, oneKey, readFlags, func(c *client, a [][]byte) { c.ttl(a, false) })
+	t.handle("pttl", 2, oneKey, readFlags, func(c *client, a [][]byte) { c.ttl(a, true) })
+	t.handle("strlen", 2, oneKey, readFlags|flagPostgres, cmdStrlen)
+	t.handle("type", 2, oneKey, readFlags, cmdType)
+	t.handle("scan", -2, noKeys, readFlags, cmdScan)
+	t.handle("keys", 2, noKeys, readFlags, cmdKeys)
 
-// unknownCalls counts commands not in the table.
-var unknownCalls atomic.Int64
+	// Writes.
+	t.handle("set", -3, oneKey, writeFlags, cmdSet)
+	t.handle("setex", 4, oneKey, writeFlags, func(c *client, a [][]byte) { c.setEx(a, 1000) })
+	t.handle("psetex", 4, oneKey, writeFlags, func(c *client, a [][]byte) { c.setEx(a, 1) })
+	t.handle("setnx", 3, oneKey, writeFlags, cmdSetNX)
+	t.handle("getdel", 2, oneKey, writeFlags, cmdGetDel)
+	t.handle("getex", -2, oneKey, writeFlags, cmdGetEx)
+	t.handle("mset", -3, keyPairs, writeFlags, func(c *client, a [][]byte) { c.mset(a, mirror.WriteMSet) })
+	t.handle("msetnx", -3, keyPairs, writeFlags, func(c *client, a [][]byte) { c.mset(a, mirror.WriteMSetNX) })
+	t.handle("incr", 2, oneKey, writeFlags, func(c *client, a [][]byte) { c.incr(a[1], 1) })
+	t.handle("decr", 2, oneKey, writeFlags, func(c *client, a [][]byte) { c.incr(a[1], -1) })
+	t.handle("incrby", 3, oneKey, writeFlags, func(c *client, a [][]byte) { c.incrBy(a, 1) })
+	t.handle("decrby", 3, oneKey, writeFlags, func(c *client, a [][]byte) { c.incrBy(a, -1) })
+	t.handle("incrbyfloat", 3, oneKey, writeFlags, cmdIncrByFloat)
+	t.handle("append", 3, oneKey, writeFlags, cmdAppend)
+	t.handle("del", -2, allKeys, writeFlags, cmdDel)
+	t.handle("unlink", -2, allKeys, writeFlags, cmdDel)
+	t.handle("expire", -3, oneKey, writeFlags, func(c *client, a [][]byte) { c.expire(a, 1000, false) })
+	t.handle("pexpire", -3, oneKey, writeFlags, func(c *client, a [][]byte) { c.expire(a, 1, false) })
+	t.handle("expireat", -3, oneKey, writeFlags, func(c *client, a [][]byte) { c.expire(a, 1000, true) })
+	t.handle("pexpireat", -3, oneKey, writeFlags, func(c *client, a [][]byte) { c.expire(a, 1, true) })
+	t.handle("persist", 2, oneKey, writeFlags, cmdPersist)
 
-// CommandCalls returns how often each command was called since the process
-// started (all servers of the process together); unknown commands count
-// under "unknown".
-func CommandCalls() map[string]int64 {
-	out := make(map[string]int64, len(commands)+1)
-	for _, cmd := range commands {
-		out[cmd.name] = cmd.calls.Load()
-	}
-	out["unknown"] = unknownCalls.Load()
-	return out
-}
+	// Keyspace notifications: neither in a transaction nor in a script.
+	t.handle("subscribe", -2, noKeys, 0, func(c *client, a [][]byte) { c.subscribe(a[1:], false) })
+	t.handle("psubscribe", -2, noKeys, 0, func(c *client, a [][]byte) { c.subscribe(a[1:], true) })
+	t.handle("unsubscribe", -1, noKeys, 0, func(c *client, a [][]byte) { c.unsubscribe(a[1:], false) })
+	t.handle("punsubscribe", -1, noKeys, 0, func(c *client, a [][]byte) { c.unsubscribe(a[1:], true) })
 
-func init() {
-	commands = map[string]command{
-		"ping":    {-1, false, cmdPing, nil, ""},
-		"echo":    {2, false, func(c *client, a [][]byte) { c.bulk(a[1]) }, nil, ""},
-		"quit":    {-1, false, func(c *client, _ [][]byte) { c.ok(); c.quit = true }, nil, ""},
-		"hello":   {-1, false, cmdHello, nil, ""},
-		"command": {-1, false, cmdCommand, nil, ""},
-		"client":  {-2, false, cmdClient, nil, ""},
-		"select":  {2, false, cmdSelect, nil, ""},
-		"config":  {-2, false, cmdConfig, nil, ""},
-		"info":    {-1, false, cmdInfo, nil, ""},
-		"dbsize":  {1, true, cmdDBSize, nil, ""},
-
-		"get":    {2, true, cmdGet, nil, ""},
-		"mget":   {-2, true, cmdMGet, nil, ""},
-		"exists": {-2, true, cmdExists, nil, ""},
-		"ttl":    {2, true, func(c *client, a [][]byte) { c.ttl(a, false) }, nil, ""},
-		"pttl":   {2, true, func(c *client, a [][]byte) { c.ttl(a, true) }, nil, ""},
-		"strlen": {2, true, cmdStrlen, nil, ""},
-		"type":   {2, true, cmdType, nil, ""},
-		"scan":   {-2, true, cmdScan, nil, ""},
-		"keys":   {2, true, cmdKeys, nil, ""},
-
-		"set":         {-3, true, cmdSet, nil, ""},
-		"setex":       {4, true, func(c *client, a [][]byte) { c.setEx(a, 1000) }, nil, ""},
-		"psetex":      {4, true, func(c *client, a [][]byte) { c.setEx(a, 1) }, nil, ""},
-		"setnx":       {3, true, cmdSetNX, nil, ""},
-		"getdel":      {2, true, cmdGetDel, nil, ""},
-		"getex":       {-2, true, cmdGetEx, nil, ""},
-		"mset":        {-3, true, func(c *client, a [][]byte) { c.mset(a, mirror.WriteMSet) }, nil, ""},
-		"msetnx":      {-3, true, func(c *client, a [][]byte) { c.mset(a, mirror.WriteMSetNX) }, nil, ""},
-		"incr":        {2, true, func(c *client, a [][]byte) { c.incr(a[1], 1) }, nil, ""},
-		"decr":        {2, true, func(c *client, a [][]byte) { c.incr(a[1], -1) }, nil, ""},
-		"incrby":      {3, true, func(c *client, a [][]byte) { c.incrBy(a, 1) }, nil, ""},
-		"decrby":      {3, true, func(c *client, a [][]byte) { c.incrBy(a, -1) }, nil, ""},
-		"incrbyfloat": {3, true, cmdIncrByFloat, nil, ""},
-		"append":      {3, true, cmdAppend, nil, ""},
-		"del":         {-2, true, cmdDel, nil, ""},
-		"unlink":      {-2, true, cmdDel, nil, ""},
-		"expire":      {-3, true, func(c *client, a [][]byte) { c.expire(a, 1000, false) }, nil, ""},
-		"pexpire":     {-3, true, func(c *client, a [][]byte) { c.expire(a, 1, false) }, nil, ""},
-		"expireat":    {-3, true, func(c *client, a [][]byte) { c.expire(a, 1000, true) }, nil, ""},
-		"pexpireat":   {-3, true, func(c *client, a [][]byte) { c.expire(a, 1, true) }, nil, ""},
-		"persist":     {2, true, cmdPersist, nil, ""},
-
-		"subscribe":    {-2, false, func(c *client, a [][]byte) { c.subscribe(a[1:], false) }, nil, ""},
-		"psubscribe":   {-2, false, func(c *client, a [][]byte) { c.subscribe(a[1:], true) }, nil, ""},
-		"unsubscribe":  {-1, false, func(c *client, a [][]byte) { c.unsubscribe(a[1:], false) }, nil, ""},
-		"punsubscribe": {-1, false, func(c *client, a [][]byte) { c.unsubscribe(a[1:], true) }, nil, ""},
-
-		"pgmirror.resync": {1, false, func(c *client, _ [][]byte) { c.s.Mirror.RequestResync("PGMIRROR.RESYNC"); c.ok() }, nil, ""},
-	}
-	for name, cmd := range commands {
-		cmd.calls = new(atomic.Int64)
-		cmd.name = name
-		commands[name] = cmd
-	}
-	for name, cmd := range commands {
-		commands[strings.ToUpper(name)] = cmd // same counter
-	}
-}
-
-// dispatch runs one command.
-func (c *client) dispatch(args [][]byte) {
-	if len(args) == 0 {
-		return
-	}
-	// Most clients send names in upper or lower case, both of which are in
-	// the table, so the common lookup allocates nothing.
-	cmd, ok := commands[string(args[0])]
-	name := cmd.name
-	if !ok {
-		name = strings.ToLower(string(args[0]))
-		cmd, ok = commands[name]
-	}
-	if !ok {
-		unknownCalls.Add(1)
-		c.errorReply(unknownCommand(args))
-		return
-	}
-	cmd.calls.Add(1)
-	if cmd.arity > 0 && len(args) != cmd.arity || cmd.arity < 0 && len(args) < -cmd.arity {
-		c.errorReply(fmt.Sprintf("ERR wrong number of arguments for '%s' command", name))
-		return
-	}
-	if c.proto == 2 && c.subscribed() {
-		switch name {
-		case "subscribe", "psubscribe", "unsubscribe", "punsubscribe", "quit":
-		case "ping":
-			c.array(2)
-			c.bulkString("pong")
-			if len(args) > 1 {
-				c.bulk(args[1])
-			} else {
-				c.bulkString("")
-			}
-			return
-		default:
-			c.errorReply(fmt.Sprintf("ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context", name))
-			return
-		}
-	}
-	if cmd.data && c.s.Mirror.State() == mirror.StateLoading {
-		c.errorReply(errLoading)
-		return
-	}
-	cmd.fn(c, args)
-}
-
-// unknownCommand words the error as Redis 7 does.
-func unknownCommand(args [][]byte) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "ERR unknown command '%s', with args beginning with: ", clip(args[0]))
-	for _, a := range args[1:] {
-		fmt.Fprintf(&b, "'%s' ", clip(a))
-	}
-	return b.String()
-}
-
-func clip(b []byte) string {
-	if len(b) > 128 {
-		b = b[:128]
-	}
-	return string(b)
+	// pgmirror's own: asks for a reload (asynchronous; an operator's
+	// command, so not for scripts).
+	t.handle("pgmirror.resync", 1, noKeys, flagMulti, func(c *client, _ [][]byte) {
+		c.s.Mirror.RequestResync("PGMIRROR.RESYNC")
+		c.ok()
+	})
 }
 
 // key validates a client key and adds the namespace; ok is false after an
@@ -180,8 +93,8 @@ func (c *client) key(b []byte) (string, bool) {
 		c.errorReply("ERR invalid key: keys must be valid UTF-8 without NUL bytes")
 		return "", false
 	}
-	if len(c.s.Namespace)+len(b) > maxKeyBytes {
-		c.errorReply(fmt.Sprintf("ERR key too long: at most %d bytes", maxKeyBytes-len(c.s.Namespace)))
+	if len(c.s.Namespace)+len(b) > mirror.MaxKeyBytes {
+		c.errorReply(fmt.Sprintf("ERR key too long: at most %d bytes", mirror.MaxKeyBytes-len(c.s.Namespace)))
 		return "", false
 	}
 	return c.s.Namespace + string(b), true
@@ -200,8 +113,8 @@ func (c *client) readKey(b []byte) (string, bool) {
 		c.errorReply("ERR invalid key: keys must be valid UTF-8 without NUL bytes")
 		return "", false
 	}
-	if len(b) > maxKeyBytes {
-		c.errorReply(fmt.Sprintf("ERR key too long: at most %d bytes", maxKeyBytes))
+	if len(b) > mirror.MaxKeyBytes {
+		c.errorReply(fmt.Sprintf("ERR key too long: at most %d bytes", mirror.MaxKeyBytes))
 		return "", false
 	}
 	return unsafe.String(&b[0], len(b)), true
@@ -331,7 +244,7 @@ func cmdHello(c *client, a [][]byte) {
 
 func cmdCommand(c *client, a [][]byte) {
 	if len(a) > 1 && strings.EqualFold(string(a[1]), "count") {
-		c.integer(int64(len(commands) / 2)) // each name is in the table in both cases
+		c.integer(int64(len(c.s.commands().list)))
 		return
 	}
 	// Minimal: clients that introspect get an empty table and fall back.

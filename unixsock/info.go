@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"pgmirror/mirror"
 )
 
 // cmdInfo answers INFO [section ...] with Redis-style sections plus # Mirror.
@@ -16,56 +18,77 @@ func cmdInfo(c *client, a [][]byte) {
 	}
 	all := len(want) == 0 || want["all"] || want["everything"] || want["default"]
 	var b strings.Builder
-	section := func(name string, lines [][2]string) {
-		if !all && !want[strings.ToLower(name)] {
-			return
+	for _, sec := range c.s.infoSections() {
+		if !all && !want[strings.ToLower(sec.name)] {
+			continue
 		}
 		if b.Len() > 0 {
 			b.WriteString("\r\n")
 		}
-		fmt.Fprintf(&b, "# %s\r\n", name)
-		for _, l := range lines {
+		fmt.Fprintf(&b, "# %s\r\n", sec.name)
+		for _, l := range sec.lines {
 			fmt.Fprintf(&b, "%s:%s\r\n", l[0], l[1])
 		}
 	}
-	s := c.s
+	c.verbatim(b.String())
+}
+
+// infoSection is one section of INFO: its name and its field:value lines.
+type infoSection struct {
+	name  string
+	lines [][2]string
+}
+
+// infoSections returns every section of INFO, in order.
+func (s *Server) infoSections() []infoSection {
 	st := s.Mirror.Stats()
-	section("Server", [][2]string{
-		{"redis_version", redisVersion},
-		{"pgmirror_version", Version},
-		{"redis_mode", "standalone"},
-		{"os", runtime.GOOS + " " + runtime.GOARCH},
-		{"process_id", fmt.Sprint(os.Getpid())},
-		{"tcp_port", "0"},
-		{"unix_socket", s.Socket},
-		{"uptime_in_seconds", fmt.Sprint(int64(time.Since(s.started).Seconds()))},
-	})
-	section("Clients", [][2]string{
-		{"connected_clients", fmt.Sprint(s.Clients())},
-		{"maxclients", fmt.Sprint(s.MaxClients)},
-		{"client_buffers_bytes", fmt.Sprint(s.budget.total.Load())},
-		{"max_client_buffers", fmt.Sprint(s.MaxClientBuffers)},
-	})
-	section("Stats", [][2]string{
-		{"total_connections_received", fmt.Sprint(s.stats.connections.Load())},
-		{"total_commands_processed", fmt.Sprint(s.stats.commands.Load())},
-		{"rejected_connections", fmt.Sprint(s.stats.rejected.Load())},
-		{"protocol_errors", fmt.Sprint(s.stats.protocolErrors.Load())},
-		{"evicted_clients", fmt.Sprint(s.stats.evictedBudget.Load())},
-		{"client_output_timeouts", fmt.Sprint(s.stats.evictedOutput.Load())},
-		{"subscribers_dropped", fmt.Sprint(s.stats.subscribersDropped.Load())},
-		{"keyspace_events_dropped", fmt.Sprint(s.pub.dropped.Load())},
-		{"accept_errors", fmt.Sprint(s.stats.acceptErrors.Load())},
-		{"keyspace_hits", fmt.Sprint(st.Hits)},
-		{"keyspace_misses", fmt.Sprint(st.Misses)},
-		{"evicted_keys", "0"},
-	})
-	section("Keyspace", [][2]string{{"db0", fmt.Sprintf("keys=%d,expires=0,avg_ttl=0", st.Entries)}})
+	version := s.Version
+	if version == "" {
+		version = "dev"
+	}
+	return []infoSection{
+		{"Server", [][2]string{
+			{"redis_version", redisVersion},
+			{"pgmirror_version", version},
+			{"redis_mode", "standalone"},
+			{"os", runtime.GOOS + " " + runtime.GOARCH},
+			{"process_id", fmt.Sprint(os.Getpid())},
+			{"tcp_port", "0"},
+			{"unix_socket", s.Socket},
+			{"uptime_in_seconds", fmt.Sprint(int64(time.Since(s.started).Seconds()))},
+		}},
+		{"Clients", [][2]string{
+			{"connected_clients", fmt.Sprint(s.Clients())},
+			{"maxclients", fmt.Sprint(s.MaxClients)},
+			{"client_buffers_bytes", fmt.Sprint(s.budget.total.Load())},
+			{"max_client_buffers", fmt.Sprint(s.MaxClientBuffers)},
+		}},
+		{"Stats", [][2]string{
+			{"total_connections_received", fmt.Sprint(s.stats.connections.Load())},
+			{"total_commands_processed", fmt.Sprint(s.stats.commands.Load())},
+			{"rejected_connections", fmt.Sprint(s.stats.rejected.Load())},
+			{"protocol_errors", fmt.Sprint(s.stats.protocolErrors.Load())},
+			{"evicted_clients", fmt.Sprint(s.stats.evictedBudget.Load())},
+			{"client_output_timeouts", fmt.Sprint(s.stats.evictedOutput.Load())},
+			{"subscribers_dropped", fmt.Sprint(s.stats.subscribersDropped.Load())},
+			{"keyspace_events_dropped", fmt.Sprint(s.pub.dropped.Load())},
+			{"accept_errors", fmt.Sprint(s.stats.acceptErrors.Load())},
+			{"keyspace_hits", fmt.Sprint(st.Hits)},
+			{"keyspace_misses", fmt.Sprint(st.Misses)},
+			{"evicted_keys", "0"},
+		}},
+		{"Keyspace", [][2]string{{"db0", fmt.Sprintf("keys=%d,expires=0,avg_ttl=0", st.Entries)}}},
+		{"Mirror", s.infoMirror(st)},
+	}
+}
+
+// infoMirror returns the lines of INFO's # Mirror section.
+func (s *Server) infoMirror(st mirror.Stats) [][2]string {
 	lastReload := "never"
 	if !st.LastReload.IsZero() {
 		lastReload = st.LastReload.UTC().Format(time.RFC3339)
 	}
-	mirrorLines := [][2]string{
+	lines := [][2]string{
 		{"state", st.State.String()},
 		{"namespace", s.Namespace},
 		{"entries", fmt.Sprint(st.Entries)},
@@ -89,11 +112,7 @@ func cmdInfo(c *client, a [][]byte) {
 		{"clock_lead_us", fmt.Sprint(st.ClockLead.Microseconds())},
 	}
 	if s.Info != nil {
-		mirrorLines = append(mirrorLines, s.Info()...)
+		lines = append(lines, s.Info()...)
 	}
-	section("Mirror", mirrorLines)
-	c.verbatim(b.String())
+	return lines
 }
-
-// Version is pgmirror's version, reported by INFO; main sets it.
-var Version = "dev"

@@ -132,124 +132,167 @@ func (p *Parser) Parse(b []byte, cmds [][][]byte, max int) ([][][]byte, int, err
 	found := 0
 	i := 0
 	for i < len(b) {
+		var cmd [][]byte
+		var err error
 		switch p.state {
 		case stStart:
 			if max > 0 && found >= max {
 				return cmds, i, nil
 			}
-			if b[i] != '*' {
-				p.state = stInline
-				continue
-			}
-			i++
-			p.state, p.nargs, p.have, p.cost, p.spilled = stMultiLen, 0, 0, 0, false
-			p.marks = p.marks[:0]
-			p.startNumber()
+			i = p.start(b, i)
 		case stInline:
-			j := bytes.IndexByte(b[i:], '\n')
-			if j < 0 {
-				if len(p.line)+len(b)-i > maxInline {
-					return cmds, i, p.fail(errInlineTooBig)
-				}
-				p.line = append(p.line, b[i:]...)
-				i = len(b)
-				continue
-			}
-			line := b[i : i+j]
-			if len(p.line) > 0 {
-				p.line = append(p.line, line...)
-				line = p.line
-			}
-			i += j + 1
-			if len(line) > maxInline {
-				return cmds, i, p.fail(errInlineTooBig)
-			}
-			args, err := splitInline(line)
-			if cap(p.line) > 4096 {
-				p.line = nil
-			}
-			p.line = p.line[:0]
-			if err != nil {
-				return cmds, i, p.fail(err)
-			}
-			p.state = stStart
-			if len(args) > 0 {
-				cmds = append(cmds, args)
-				found++
-				p.done += int64(len(line)) + argCost*int64(len(args))
-			}
-		case stMultiLen, stBulkLen:
-			if err := p.digit(b[i]); err != nil {
-				return cmds, i, p.fail(err)
-			}
-			i++
-		case stMultiLF:
-			n := p.number()
-			if b[i] != '\n' || n <= 0 {
-				return cmds, i, p.fail(errMultiBulkLength)
-			}
-			i++
-			p.nargs, p.state = int(n), stDollar
-		case stDollar:
-			if b[i] != '$' {
-				return cmds, i, p.fail(errExpectedDollar(b[i]))
-			}
-			i++
-			p.state = stBulkLen
-			p.startNumber()
-		case stBulkLF:
-			n := p.number()
-			if b[i] != '\n' || n < 0 {
-				return cmds, i, p.fail(errBulkLength)
-			}
-			i++
-			if p.cost+argCost+n > p.MaxFrame {
-				return cmds, i, p.fail(errCommandTooBig)
-			}
-			p.cost += argCost + n
-			p.bodyLen, p.left, p.state = n, n, stBody
-			if !p.spilled {
-				p.marks = append(p.marks, i)
-			}
-		case stBody:
-			take := int(min(p.left, int64(len(b)-i)))
-			if p.spilled {
-				p.appendOwn(b[i:i+take], p.left-int64(take))
-			}
-			i += take
-			if p.left -= int64(take); p.left == 0 {
-				p.state = stBodyCR
-			}
-		case stBodyCR:
-			if b[i] != '\r' {
-				return cmds, i, p.fail(errBulkLength)
-			}
-			i++
-			p.state = stBodyLF
-		case stBodyLF:
-			if b[i] != '\n' {
-				return cmds, i, p.fail(errBulkLength)
-			}
-			i++
-			if p.spilled {
-				p.ends = append(p.ends, len(p.own))
-			} else {
-				p.marks = append(p.marks, i-2)
-			}
-			if p.have++; p.have < p.nargs {
-				p.state = stDollar
-				continue
-			}
-			cmds = append(cmds, p.complete(b))
+			i, cmd, err = p.inline(b, i)
+		case stBody, stBodyCR, stBodyLF:
+			i, cmd, err = p.body(b, i)
+		default:
+			i, err = p.header(b, i)
+		}
+		if err != nil {
+			return cmds, i, p.fail(err)
+		}
+		if cmd != nil {
+			cmds = append(cmds, cmd)
 			found++
-			p.done += p.cost
-			p.state = stStart
 		}
 	}
 	if p.state > stInline && !p.spilled {
 		p.spill(b)
 	}
 	return cmds, i, nil
+}
+
+// start begins a command at b[i]: '*' a multibulk, any other byte an
+// inline line. It returns where parsing goes on.
+func (p *Parser) start(b []byte, i int) int {
+	if b[i] != '*' {
+		p.state = stInline
+		return i
+	}
+	p.state, p.nargs, p.have, p.cost, p.spilled = stMultiLen, 0, 0, 0, false
+	p.marks = p.marks[:0]
+	p.startNumber()
+	return i + 1
+}
+
+// inline reads an inline line from b[i:]. It returns where parsing goes
+// on, and the command when the line ended with arguments in it.
+func (p *Parser) inline(b []byte, i int) (int, [][]byte, error) {
+	j := bytes.IndexByte(b[i:], '\n')
+	if j < 0 {
+		if len(p.line)+len(b)-i > maxInline {
+			return i, nil, errInlineTooBig
+		}
+		p.line = append(p.line, b[i:]...)
+		return len(b), nil, nil
+	}
+	line := b[i : i+j]
+	if len(p.line) > 0 {
+		p.line = append(p.line, line...)
+		line = p.line
+	}
+	i += j + 1
+	if len(line) > maxInline {
+		return i, nil, errInlineTooBig
+	}
+	args, err := splitInline(line)
+	if cap(p.line) > 4096 {
+		p.line = nil
+	}
+	p.line = p.line[:0]
+	if err != nil {
+		return i, nil, err
+	}
+	p.state = stStart
+	if len(args) > 0 {
+		p.done += int64(len(line)) + argCost*int64(len(args))
+	}
+	return i, args, nil
+}
+
+// header reads from b[i:] a multibulk's headers: its "*<n>\r\n" and the
+// "$<n>\r\n" of each argument, up to the end of b or of the header
+// before an argument's bytes. It returns where parsing goes on.
+func (p *Parser) header(b []byte, i int) (int, error) {
+	for ; i < len(b); i++ {
+		switch p.state {
+		case stMultiLen, stBulkLen:
+			if err := p.digit(b[i]); err != nil {
+				return i, err
+			}
+		case stMultiLF:
+			n := p.number()
+			if b[i] != '\n' || n <= 0 {
+				return i, errMultiBulkLength
+			}
+			p.nargs, p.state = int(n), stDollar
+		case stDollar:
+			if b[i] != '$' {
+				return i, errExpectedDollar(b[i])
+			}
+			p.state = stBulkLen
+			p.startNumber()
+		case stBulkLF:
+			n := p.number()
+			if b[i] != '\n' || n < 0 {
+				return i, errBulkLength
+			}
+			i++
+			if p.cost+argCost+n > p.MaxFrame {
+				return i, errCommandTooBig
+			}
+			p.cost += argCost + n
+			p.bodyLen, p.left, p.state = n, n, stBody
+			if !p.spilled {
+				p.marks = append(p.marks, i)
+			}
+			return i, nil
+		}
+	}
+	return i, nil
+}
+
+// body reads from b[i:] an argument's bytes and the "\r\n" after them, up
+// to the end of b or of the argument. It returns where parsing goes on,
+// and the command when its last argument ended.
+func (p *Parser) body(b []byte, i int) (int, [][]byte, error) {
+	if p.state == stBody {
+		take := int(min(p.left, int64(len(b)-i)))
+		if p.spilled {
+			p.appendOwn(b[i:i+take], p.left-int64(take))
+		}
+		i += take
+		if p.left -= int64(take); p.left > 0 {
+			return i, nil, nil
+		}
+		p.state = stBodyCR
+	}
+	if i < len(b) && p.state == stBodyCR {
+		if b[i] != '\r' {
+			return i, nil, errBulkLength
+		}
+		i++
+		p.state = stBodyLF
+	}
+	if i == len(b) {
+		return i, nil, nil
+	}
+	if b[i] != '\n' {
+		return i, nil, errBulkLength
+	}
+	i++
+	if p.spilled {
+		p.ends = append(p.ends, len(p.own))
+	} else {
+		p.marks = append(p.marks, i-2)
+	}
+	if p.have++; p.have < p.nargs {
+		p.state = stDollar
+		return i, nil, nil
+	}
+	cmd := p.complete(b)
+	p.done += p.cost
+	p.state = stStart
+	return i, cmd, nil
 }
 
 // Buffered returns the bytes held for a command not yet complete.

@@ -21,7 +21,6 @@ const (
 	DefaultMaxClients   = 10000
 	DefaultMaxValueSize = 16 << 20
 	DefaultSocketMode   = 0o660
-	maxKeyBytes         = 4000
 	// writeTimeout bounds one write command, queueing included: a write
 	// fails with an error rather than hang when Postgres is away.
 	writeTimeout = 10 * time.Second
@@ -70,6 +69,8 @@ type Server struct {
 	Logger        hclog.Logger
 	// Info adds lines to INFO's # Mirror section (e.g. the listener's state).
 	Info func() [][2]string
+	// Version is pgmirror's version, reported by INFO; "dev" when empty.
+	Version string
 
 	ln       net.Listener
 	sockFile os.FileInfo     // the socket file Listen created: Shutdown removes only it
@@ -87,6 +88,7 @@ type Server struct {
 	hub      hub
 	pub      publisher
 	budget   budget
+	cmds     commandTable // the commands and their counters (commands())
 }
 
 type serverStats struct {

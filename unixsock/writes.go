@@ -69,38 +69,59 @@ func cmdSet(c *client, a [][]byte) {
 		return
 	}
 	op := mirror.WriteOp{Kind: mirror.WriteSet, Keys: []string{k}, Values: [][]byte{a[2]}}
-	expirySet := false
-	for i := 3; i < len(a); i++ {
-		opt := strings.ToLower(string(a[i]))
+	if c.writeOptions(&op, a[3:], optCond|optGet|optKeepTTL, "set") {
+		c.write(op, c.replyResult)
+	}
+}
+
+// The options writeOptions accepts besides EX, PX, EXAT and PXAT.
+const (
+	optCond    = 1 << iota // NX, XX (SET)
+	optGet                 // GET (SET)
+	optKeepTTL             // KEEPTTL (SET)
+	optPersist             // PERSIST (GETEX)
+)
+
+// writeOptions parses the options of SET and GETEX into op: EX, PX, EXAT,
+// PXAT and those of allow, each at most once, one expiry option at most
+// (KEEPTTL and PERSIST are expiry options), NX and XX not together. cmd
+// names the command in an invalid expiry's error. ok is false after an
+// error reply.
+func (c *client) writeOptions(op *mirror.WriteOp, opts [][]byte, allow int, cmd string) bool {
+	for i := 0; i < len(opts); i++ {
+		opt := strings.ToLower(string(opts[i]))
+		noExpiry := op.Expiry == mirror.ExpiryNone
 		switch {
-		case opt == "nx" && op.Cond == mirror.CondNone:
+		case allow&optCond != 0 && opt == "nx" && op.Cond == mirror.CondNone:
 			op.Cond = mirror.CondNX
-		case opt == "xx" && op.Cond == mirror.CondNone:
+		case allow&optCond != 0 && opt == "xx" && op.Cond == mirror.CondNone:
 			op.Cond = mirror.CondXX
-		case opt == "get" && !op.Get:
+		case allow&optGet != 0 && opt == "get" && !op.Get:
 			op.Get = true
-		case opt == "keepttl" && !expirySet:
-			op.Expiry, expirySet = mirror.ExpiryKeep, true
-		case (opt == "ex" || opt == "px" || opt == "exat" || opt == "pxat") && !expirySet && i+1 < len(a):
+		case allow&optKeepTTL != 0 && opt == "keepttl" && noExpiry:
+			op.Expiry = mirror.ExpiryKeep
+		case allow&optPersist != 0 && opt == "persist" && noExpiry:
+			op.Expiry = mirror.ExpiryPersist
+		case (opt == "ex" || opt == "px" || opt == "exat" || opt == "pxat") && noExpiry && i+1 < len(opts):
 			unit := int64(1)
 			if opt == "ex" || opt == "exat" {
 				unit = 1000
 			}
-			ms, ok := c.expiryArg(a[i+1], unit, "set")
+			ms, ok := c.expiryArg(opts[i+1], unit, cmd)
 			if !ok {
-				return
+				return false
 			}
-			op.Expiry, op.ExpiryMS, expirySet = mirror.ExpiryIn, ms, true
+			op.Expiry, op.ExpiryMS = mirror.ExpiryIn, ms
 			if opt == "exat" || opt == "pxat" {
 				op.Expiry = mirror.ExpiryAt
 			}
 			i++
 		default:
 			c.errorReply(errSyntax)
-			return
+			return false
 		}
 	}
-	c.write(op, c.replyResult)
+	return true
 }
 
 // setEx answers SETEX (unit 1000) and PSETEX (unit 1).
@@ -150,31 +171,9 @@ func cmdGetEx(c *client, a [][]byte) {
 		return
 	}
 	op := mirror.WriteOp{Kind: mirror.WriteGetEx, Keys: []string{k}}
-	for i := 2; i < len(a); i++ {
-		opt := strings.ToLower(string(a[i]))
-		switch {
-		case opt == "persist" && op.Expiry == mirror.ExpiryNone:
-			op.Expiry = mirror.ExpiryPersist
-		case (opt == "ex" || opt == "px" || opt == "exat" || opt == "pxat") && op.Expiry == mirror.ExpiryNone && i+1 < len(a):
-			unit := int64(1)
-			if opt == "ex" || opt == "exat" {
-				unit = 1000
-			}
-			ms, ok := c.expiryArg(a[i+1], unit, "getex")
-			if !ok {
-				return
-			}
-			op.Expiry, op.ExpiryMS = mirror.ExpiryIn, ms
-			if opt == "exat" || opt == "pxat" {
-				op.Expiry = mirror.ExpiryAt
-			}
-			i++
-		default:
-			c.errorReply(errSyntax)
-			return
-		}
+	if c.writeOptions(&op, a[2:], optPersist, "getex") {
+		c.write(op, c.replyResult)
 	}
-	c.write(op, c.replyResult)
 }
 
 // mset answers MSET and MSETNX.
