@@ -330,6 +330,18 @@ func writeCases() []writeCase {
 		{name: "incrbyfloat/tiny", seeds: num("1"), op: incrf("1e-7"), reply: bulk("1.0000001"), after: set("1.0000001", expNone{})},
 		{name: "incrbyfloat/to zero", seeds: num("0.5"), op: incrf("-0.5"), reply: bulk("0"), after: set("0", expNone{})},
 		{name: "incrbyfloat/overflow", seeds: num("1.1e4932"), op: incrf("1.1e4932"), reply: errReply(errNaN)},
+		// Both operands go through one parser (pgmirror_parse_float): its bounds and refusals hold for each.
+		{name: "incrbyfloat/nan value", seeds: num("NaN"), op: incrf("1"), reply: errReply(errNotFloat)},
+		{name: "incrbyfloat/binary value", seeds: num("1\xff"), op: incrf("1"), reply: errReply(errNotFloat)},
+		{name: "incrbyfloat/NUL in value", seeds: num("1\x00"), op: incrf("1"), reply: errReply(errNotFloat)},
+		{name: "incrbyfloat/value out of long double", seeds: num("-2e4932"), op: incrf("1"), reply: errReply(errNotFloat)},
+		{name: "incrbyfloat/value underflow", seeds: num("1e-4952"), op: incrf("1"), reply: errReply(errNotFloat)},
+		{name: "incrbyfloat/longest value", seeds: num("1." + strings.Repeat("0", 5117)), op: incrf("1"), reply: bulk("2"), after: set("2", expNone{})},
+		{name: "incrbyfloat/value too long", seeds: num("1." + strings.Repeat("0", 5118)), op: incrf("1"), reply: errReply(errNotFloat)},
+		{name: "incrbyfloat/longest delta", seeds: num("1"), op: incrf("1." + strings.Repeat("0", 5117)), reply: bulk("2"), after: set("2", expNone{})},
+		{name: "incrbyfloat/delta too long", seeds: num("1"), op: incrf("1." + strings.Repeat("0", 5118)), reply: errReply(errNotFloat)},
+		{name: "incrbyfloat/INF delta", op: incrf("-INF"), reply: errReply(errNaN)},
+		{name: "incrbyfloat/bad value before bad delta", seeds: num("inf"), op: incrf("x"), reply: errReply(errNotFloat)},
 
 		// APPEND
 		{name: "append/absent", op: appendOp("ab"), reply: intReply(2), after: set("ab", expNone{})},
