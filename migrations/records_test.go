@@ -50,7 +50,7 @@ func TestRecordsBuiltOnce(t *testing.T) {
 	for _, c := range []struct{ marker, want string }{
 		{`'D '`, "pgmirror_delete_record"},
 		{`'D'`, ""},
-		{`[eE][+-]?[0-9]`, "pgmirror_parse_float"},   // the number's pattern
+		{`[eE][+-]?[0-9]`, "pgmirror_parse_float"},    // the number's pattern
 		{`not a valid float`, "pgmirror_parse_float"}, // its error
 		{`nan)$`, "pgmirror_parse_float"},
 		{`(inf|infinity)`, "pgmirror_parse_float"},
