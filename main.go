@@ -45,14 +45,9 @@ const (
 	exitUsage   = 2 // a bad command line or environment; nothing was started
 )
 
-// Timings of connecting to Postgres.
+// Timings of stopping, and of migrate's wait for Postgres (pgstore.Connect
+// has those of connecting).
 const (
-	// connectBackoffMin is the first wait after a failed connection attempt; it doubles each time.
-	connectBackoffMin = 100 * time.Millisecond
-	// connectBackoffMax caps the wait, so a recovered Postgres is noticed within seconds.
-	connectBackoffMax = 5 * time.Second
-	// connectAttemptTimeout bounds one attempt, including a server that accepts and never answers.
-	connectAttemptTimeout = 10 * time.Second
 	// shutdownTimeout bounds how long in-flight commands may take to finish on SIGTERM.
 	shutdownTimeout = 10 * time.Second
 	// adminShutdownTimeout bounds how long a scrape or probe in flight may delay the stop.
@@ -523,55 +518,10 @@ func (m *Main) openDB() error {
 	return nil
 }
 
-// connect waits until Postgres answers, retrying with exponential backoff, because a sidecar
-// usually starts before or beside its database and must not crash-loop meanwhile.
+// connect waits until Postgres answers, retrying with backoff (pgstore.Connect).
 func (m *Main) connect(ctx context.Context) error {
 	m.Logger.Info("connecting to Postgres", "dsn", m.dsnForLogs())
-	delay := connectBackoffMin
-	for attempt := 1; ; attempt++ {
-		serverVersion, err := m.serverVersion(ctx)
-		if err == nil {
-			m.Logger.Info("connected", "server_version", serverVersion, "attempt", attempt)
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		m.Logger.Warn("cannot connect to Postgres, will retry",
-			"attempt", attempt, "error", m.redact(err.Error()), "retry_in", delay.String())
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		delay = min(2*delay, connectBackoffMax)
-	}
-}
-
-// serverVersion runs one bounded connection attempt. lib/pq honours ctx only while dialing, so
-// the query runs aside and a cancelled ctx returns at once even if the handshake hangs.
-func (m *Main) serverVersion(ctx context.Context) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, connectAttemptTimeout)
-	defer cancel()
-	type result struct {
-		version string
-		err     error
-	}
-	done := make(chan result, 1)
-	db := m.DB
-	go func() {
-		var r result
-		r.err = db.QueryRowContext(ctx, "SHOW server_version").Scan(&r.version)
-		done <- r
-	}()
-	select {
-	case r := <-done:
-		return r.version, r.err
-	case <-ctx.Done():
-		return "", ctx.Err()
-	}
+	return pgstore.Connect(ctx, m.DB, m.Logger, m.redact)
 }
 
 // runMigrate is `pgmirror migrate`: one bounded attempt to reach Postgres, then the migrations.
@@ -581,7 +531,7 @@ func (m *Main) runMigrate(ctx context.Context) error {
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, migratePingTimeout)
 	defer cancel()
-	if _, err := m.serverVersion(pingCtx); err != nil {
+	if _, err := pgstore.ServerVersion(pingCtx, m.DB); err != nil {
 		return fmt.Errorf("migrate: cannot reach Postgres (%s): %s", m.dsnForLogs(), m.redact(err.Error()))
 	}
 	res, err := m.migrate(ctx)
