@@ -383,6 +383,9 @@ func (m *Main) openServer() error {
 		Linger:       m.Config.WriteLinger,
 		Log:          m.Logger.Named("writer"),
 	})
+	if err := m.Writer.Open(); err != nil {
+		return err
+	}
 	unixsock.Version = version
 	m.Server = &unixsock.Server{
 		Socket:           m.Config.Socket,

@@ -85,6 +85,9 @@ func Start(t testing.TB, dsn string, cfg Config) *Sidecar {
 	s.Loaders.Applier = m
 	s.Jobs.Access = m
 	s.Writer = pgstore.NewWriter(db, m, pgstore.WriterOptions{Timeout: 5 * time.Second})
+	if err := s.Writer.Open(); err != nil {
+		t.Fatal(err)
+	}
 	dir, err := os.MkdirTemp("", "pgm")
 	if err != nil {
 		t.Fatal(err)
