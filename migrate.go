@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"pgmirror/migrations"
+	"pgmirror/pgstore"
 	"pgmirror/sidecar"
 )
 
@@ -35,7 +36,7 @@ func (m *Main) reach(ctx context.Context) error {
 	m.DB = db
 	pingCtx, cancel := context.WithTimeout(ctx, migratePingTimeout)
 	defer cancel()
-	if _, err := sidecar.ServerVersion(pingCtx, db); err != nil {
+	if _, err := pgstore.ServerVersion(pingCtx, db); err != nil {
 		return fmt.Errorf("%s: cannot reach Postgres (%s): %s", m.Command, m.Config.DSNForLogs(), m.redact(err.Error()))
 	}
 	return nil

@@ -110,6 +110,19 @@ AS $$
     END
 $$;
 
+-- The record of a deleted key: "D", a version of its own taken now, the key.
+-- The one place a delete record is built: the delete and update triggers
+-- below and pgmirror_write's publishing step (migrations/0009) call it.
+-- Volatile: every call takes a version. It reads the sequence with its
+-- caller's rights (the owner, in those SECURITY DEFINER callers), and its
+-- calls are qualified as theirs are.
+CREATE OR REPLACE FUNCTION pgmirror_delete_record(k text) RETURNS text
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT 'D '::text || pg_catalog.nextval('cache_entries_version_seq'::regclass)::text || ' '::text
+           || pgmirror_b64(pg_catalog.convert_to(k, 'UTF8'::name))
+$$;
+
 -- Packs records into as few payloads as fit, signs each, and sends them on
 -- channel pgmirror, in order, numbered part 1..parts. The common case, a few
 -- records that fit in one payload, is joined, signed and sent at once; more
@@ -280,8 +293,7 @@ BEGIN
           FROM pgmirror_new n LEFT JOIN pgmirror_old o ON o.key = n.key
          WHERE o.version IS DISTINCT FROM n.version
         UNION ALL
-        SELECT 'D '::text || pg_catalog.nextval('cache_entries_version_seq'::regclass)::text || ' '::text
-               || pgmirror_b64(pg_catalog.convert_to(o.key, 'UTF8'::name))
+        SELECT pgmirror_delete_record(o.key)
           FROM pgmirror_old o
          WHERE NOT EXISTS (SELECT 1 FROM pgmirror_new n WHERE n.key = o.key)));
     RETURN NULL;
@@ -296,9 +308,7 @@ BEGIN
         RETURN NULL;  -- pgmirror_write publishes the batch at its end
     END IF;
     PERFORM pgmirror_publish(ARRAY(
-        SELECT 'D '::text || pg_catalog.nextval('cache_entries_version_seq'::regclass)::text || ' '::text
-               || pgmirror_b64(pg_catalog.convert_to(o.key, 'UTF8'::name))
-          FROM pgmirror_old o));
+        SELECT pgmirror_delete_record(o.key) FROM pgmirror_old o));
     RETURN NULL;
 END
 $$;
@@ -375,6 +385,7 @@ ALTER TABLE cache_entries ENABLE ALWAYS TRIGGER pgmirror_20_notify_truncate;
 
 -- Nobody needs to call these directly; triggers fire regardless (a trigger
 -- function's EXECUTE is checked when the trigger is created, not when it fires).
+REVOKE ALL ON FUNCTION pgmirror_delete_record(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgmirror_publish(text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgmirror_deferred() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgmirror_stamp() FROM PUBLIC;

@@ -11,35 +11,20 @@ import (
 	"fmt"
 	"pgmirror/sidecar"
 	"strings"
-	"time"
 
 	"github.com/lib/pq"
+
+	"pgmirror/pgstore"
 )
 
 // WatchSpec is what `pgmirror watch` or `pgmirror unwatch` was asked to do.
-type WatchSpec struct {
-	// Table names the table as SQL does: users, app.users, "Users".
-	Table string
-	// Key is the column whose text form follows the prefix in every key, as stored (case matters).
-	Key string
-	// Prefix starts every key of the watch.
-	Prefix string
-	// Columns are the columns of the JSON value (copy) or whose change invalidates (invalidate); nil: all.
-	Columns []string
-	// Mode is "copy" or "invalidate".
-	Mode string
-}
+type WatchSpec = pgstore.WatchSpec
 
 // Watch modes.
 const (
 	WatchCopy       = "copy"
 	WatchInvalidate = "invalidate"
 )
-
-// watchLockTimeout bounds how long watch and unwatch wait for the lock on the
-// table (CREATE/DROP TRIGGER), so that a busy table does not queue its own
-// writers behind the waiting DDL for long.
-const watchLockTimeout = 10 * time.Second
 
 // parseWatch reads the flags of watch or unwatch: the connection and log
 // settings as migrate has them (with their environment variables), plus the
@@ -166,47 +151,12 @@ func (m *Main) runWatch(ctx context.Context) error {
 	return nil
 }
 
-// applyWatch calls the SQL function in a transaction with a lock timeout.
-func (m *Main) applyWatch(ctx context.Context) (out string, err error) {
-	tx, err := m.DB.BeginTx(ctx, nil)
-	if err != nil {
-		return "", err
-	}
-	defer func() {
-		if err != nil {
-			_ = tx.Rollback()
-		}
-	}()
-	var installed bool
-	if err = tx.QueryRowContext(ctx, `SELECT to_regprocedure('pgmirror_watch(regclass,name,text,name[],text)') IS NOT NULL
-		AND to_regprocedure('pgmirror_unwatch(regclass)') IS NOT NULL`).Scan(&installed); err != nil {
-		return "", err
-	}
-	if !installed {
-		return "", errors.New("pgmirror_watch() is not in this database's search_path: run `pgmirror migrate` first " +
-			"(the schema predates watches), or point --dsn at pgmirror's schema")
-	}
-	if _, err = tx.ExecContext(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = '%dms'`, watchLockTimeout.Milliseconds())); err != nil {
-		return "", err
-	}
-	w := m.Watch
+// applyWatch calls the SQL function (pgstore.Watch or pgstore.Unwatch).
+func (m *Main) applyWatch(ctx context.Context) (string, error) {
 	if m.Command == "unwatch" {
-		err = tx.QueryRowContext(ctx, `SELECT pgmirror_unwatch($1::regclass)`, w.Table).Scan(&out)
-	} else {
-		var columns any // NULL: every column
-		if w.Columns != nil {
-			columns = pq.Array(w.Columns)
-		}
-		err = tx.QueryRowContext(ctx, `SELECT pgmirror_watch($1::regclass, $2, $3, $4::name[], $5)`,
-			w.Table, w.Key, w.Prefix, columns, w.Mode).Scan(&out)
+		return pgstore.Unwatch(ctx, m.DB, m.Watch.Table)
 	}
-	if err != nil {
-		return "", err
-	}
-	if err = tx.Commit(); err != nil {
-		return "", fmt.Errorf("commit: %w", err)
-	}
-	return out, nil
+	return pgstore.Watch(ctx, m.DB, m.Watch)
 }
 
 // describeWatchError words a Postgres error for the command line: its
@@ -223,7 +173,7 @@ func describeWatchError(err error) string {
 	switch pqErr.Code {
 	case "55P03": // lock_not_available
 		msg = fmt.Sprintf("%s: the table stayed busy for %v; a watch needs a short lock on it that holds its writers back, "+
-			"so it gives up rather than queue them: try again when the table is quieter", msg, watchLockTimeout)
+			"so it gives up rather than queue them: try again when the table is quieter", msg, pgstore.WatchLockTimeout)
 	case "42P01": // undefined_table
 		msg += " (name the table as SQL does: users, app.users, \"Users\")"
 	}

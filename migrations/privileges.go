@@ -112,52 +112,79 @@ func secure(ctx context.Context, tx *sql.Tx, schema string, log hclog.Logger) (c
 		return nil, fmt.Errorf("inspect the migrating role: %w", err)
 	}
 	if super {
-		created, err := ensureRole(ctx, tx, OwnerRole)
-		if err != nil {
+		if err := handOver(ctx, tx, schema, did); err != nil {
 			return nil, err
 		}
-		if created {
-			did("created role %s", OwnerRole)
-		}
-		var usage bool
-		if err := tx.QueryRowContext(ctx, `SELECT has_schema_privilege($1, $2, 'USAGE')`, OwnerRole, schema).Scan(&usage); err != nil {
-			return nil, fmt.Errorf("inspect the privileges of %s: %w", OwnerRole, err)
-		}
-		if !usage {
-			if err := execf(ctx, tx, `GRANT USAGE ON SCHEMA %s TO %s`, pq.QuoteIdentifier(schema), OwnerRole); err != nil {
-				return nil, err
-			}
-			did("granted USAGE on schema %s to %s", schema, OwnerRole)
-		}
-		objs, err := strings2(ctx, tx, `SELECT kind, name FROM (
-			SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind,
-			       format('%I.%I', n.nspname, c.relname) AS name, c.relkind = 'S' AS seq
-			  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles o ON o.oid = c.relowner
-			 WHERE n.nspname = $1 AND o.rolsuper AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
-			   AND (c.relname IN ('cache_entries', 'cache_loaders') OR c.relname LIKE 'pgmirror\_%')
-			   -- a sequence owned by a column moves with its table
-			   AND NOT (c.relkind = 'S' AND EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-			            AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))
-			UNION ALL
-			SELECT 'FUNCTION', format('%I.%I(%s)', n.nspname, p.proname, oidvectortypes(p.proargtypes)), false
-			  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_roles o ON o.oid = p.proowner
-			 WHERE n.nspname = $1 AND o.rolsuper AND p.proname LIKE 'pgmirror\_%') x
-			ORDER BY seq, kind, name`, schema)
-		if err != nil {
-			return nil, fmt.Errorf("list pgmirror's objects owned by superusers: %w", err)
-		}
-		var moved []string
-		for _, o := range objs {
-			if err := execf(ctx, tx, `ALTER %s %s OWNER TO %s`, o[0], o[1], OwnerRole); err != nil {
-				return nil, err
-			}
-			moved = append(moved, o[1])
-		}
-		if len(moved) > 0 {
-			did("handed %d objects owned by superusers to %s: %s", len(moved), OwnerRole, strings.Join(moved, ", "))
-		}
 	}
+	if err := secureDefiners(ctx, tx, schema, did); err != nil {
+		return nil, err
+	}
+	if err := grantSecret(ctx, tx, schema, did); err != nil {
+		return nil, err
+	}
+	return changed, nil
+}
 
+// handOver, for a superuser's migrate, creates OwnerRole if absent, grants
+// it USAGE on schema, and hands it pgmirror's tables, sequences and
+// functions that superusers own. did records each change.
+func handOver(ctx context.Context, tx *sql.Tx, schema string, did func(string, ...any)) error {
+	created, err := ensureRole(ctx, tx, OwnerRole)
+	if err != nil {
+		return err
+	}
+	if created {
+		did("created role %s", OwnerRole)
+	}
+	var usage bool
+	if err := tx.QueryRowContext(ctx, `SELECT has_schema_privilege($1, $2, 'USAGE')`, OwnerRole, schema).Scan(&usage); err != nil {
+		return fmt.Errorf("inspect the privileges of %s: %w", OwnerRole, err)
+	}
+	if !usage {
+		if err := execf(ctx, tx, `GRANT USAGE ON SCHEMA %s TO %s`, pq.QuoteIdentifier(schema), OwnerRole); err != nil {
+			return err
+		}
+		did("granted USAGE on schema %s to %s", schema, OwnerRole)
+	}
+	objs, err := strings2(ctx, tx, superOwnedQuery, schema)
+	if err != nil {
+		return fmt.Errorf("list pgmirror's objects owned by superusers: %w", err)
+	}
+	var moved []string
+	for _, o := range objs {
+		if err := execf(ctx, tx, `ALTER %s %s OWNER TO %s`, o[0], o[1], OwnerRole); err != nil {
+			return err
+		}
+		moved = append(moved, o[1])
+	}
+	if len(moved) > 0 {
+		did("handed %d objects owned by superusers to %s: %s", len(moved), OwnerRole, strings.Join(moved, ", "))
+	}
+	return nil
+}
+
+// superOwnedQuery lists, as (kind, qualified name), pgmirror's tables,
+// views, sequences and functions in schema $1 that a superuser owns,
+// sequences last (a sequence owned by a column moves with its table).
+const superOwnedQuery = `SELECT kind, name FROM (
+	SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind,
+	       format('%I.%I', n.nspname, c.relname) AS name, c.relkind = 'S' AS seq
+	  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles o ON o.oid = c.relowner
+	 WHERE n.nspname = $1 AND o.rolsuper AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+	   AND (c.relname IN ('cache_entries', 'cache_loaders') OR c.relname LIKE 'pgmirror\_%')
+	   -- a sequence owned by a column moves with its table
+	   AND NOT (c.relkind = 'S' AND EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+	            AND d.objid = c.oid AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))
+	UNION ALL
+	SELECT 'FUNCTION', format('%I.%I(%s)', n.nspname, p.proname, oidvectortypes(p.proargtypes)), false
+	  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_roles o ON o.oid = p.proowner
+	 WHERE n.nspname = $1 AND o.rolsuper AND p.proname LIKE 'pgmirror\_%') x
+	ORDER BY seq, kind, name`
+
+// secureDefiners sets search_path to "pg_catalog, <schema>, pg_temp" on, and
+// revokes EXECUTE from PUBLIC on, every SECURITY DEFINER function of pgmirror
+// in schema that lacks either. did records each change.
+func secureDefiners(ctx context.Context, tx *sql.Tx, schema string, did func(string, ...any)) error {
 	fns, err := strings2(ctx, tx, `SELECT format('%I.%I(%s)', n.nspname, p.proname, oidvectortypes(p.proargtypes)),
 			concat_ws(' ',
 				CASE WHEN coalesce((SELECT substr(c, 13) FROM unnest(p.proconfig) c WHERE c LIKE 'search\_path=%'), '')
@@ -168,19 +195,19 @@ func secure(ctx context.Context, tx *sql.Tx, schema string, log hclog.Logger) (c
 		 WHERE n.nspname = $1 AND p.prosecdef AND p.proname LIKE 'pgmirror\_%'
 		 ORDER BY 1`, schema)
 	if err != nil {
-		return nil, fmt.Errorf("list pgmirror's SECURITY DEFINER functions: %w", err)
+		return fmt.Errorf("list pgmirror's SECURITY DEFINER functions: %w", err)
 	}
 	var pathFixed, revoked []string
 	for _, f := range fns {
 		if strings.Contains(f[1], "path") {
 			if err := execf(ctx, tx, `ALTER FUNCTION %s SET search_path = pg_catalog, %s, pg_temp`, f[0], pq.QuoteIdentifier(schema)); err != nil {
-				return nil, err
+				return err
 			}
 			pathFixed = append(pathFixed, f[0])
 		}
 		if strings.Contains(f[1], "public") {
 			if err := execf(ctx, tx, `REVOKE ALL ON FUNCTION %s FROM PUBLIC`, f[0]); err != nil {
-				return nil, err
+				return err
 			}
 			revoked = append(revoked, f[0])
 		}
@@ -191,21 +218,26 @@ func secure(ctx context.Context, tx *sql.Tx, schema string, log hclog.Logger) (c
 	if len(revoked) > 0 {
 		did("revoked EXECUTE from PUBLIC on %s", strings.Join(revoked, ", "))
 	}
+	return nil
+}
 
+// grantSecret grants SidecarRole SELECT on pgmirror_secret when both exist
+// and it lacks it. did records the change.
+func grantSecret(ctx context.Context, tx *sql.Tx, schema string, did func(string, ...any)) error {
 	var secret bool
-	err = tx.QueryRowContext(ctx, `SELECT to_regclass(format('%I.pgmirror_secret', $1::text)) IS NOT NULL
+	err := tx.QueryRowContext(ctx, `SELECT to_regclass(format('%I.pgmirror_secret', $1::text)) IS NOT NULL
 		AND EXISTS (SELECT FROM pg_roles WHERE rolname = $2)
 		AND NOT has_table_privilege($2, format('%I.pgmirror_secret', $1::text), 'SELECT')`, schema, SidecarRole).Scan(&secret)
 	if err != nil {
-		return nil, fmt.Errorf("inspect the privileges on pgmirror_secret: %w", err)
+		return fmt.Errorf("inspect the privileges on pgmirror_secret: %w", err)
 	}
 	if secret {
 		if err := execf(ctx, tx, `GRANT SELECT ON %s.pgmirror_secret TO %s`, pq.QuoteIdentifier(schema), SidecarRole); err != nil {
-			return nil, err
+			return err
 		}
 		did("granted SELECT on pgmirror_secret to %s", SidecarRole)
 	}
-	return changed, nil
+	return nil
 }
 
 // ensureRole creates the NOLOGIN role name unless it exists. Roles belong

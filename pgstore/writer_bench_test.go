@@ -18,6 +18,9 @@ func BenchmarkWriteSet(b *testing.B) {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			_, db := testdb.New(b)
 			w := pgstore.NewWriter(db, newFakeApplier(), pgstore.WriterOptions{})
+			if err := w.Open(); err != nil {
+				b.Fatal(err)
+			}
 			defer w.Close()
 			var n atomic.Int64
 			b.SetParallelism(clients)

@@ -71,6 +71,9 @@ func (f *fakeApplier) Calls() []applyCall {
 func newWriter(t *testing.T, db *sql.DB, apply pgstore.Applier, opts pgstore.WriterOptions) *pgstore.Writer {
 	t.Helper()
 	w := pgstore.NewWriter(db, apply, opts)
+	if err := w.Open(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { w.Close() })
 	return w
 }
@@ -330,6 +333,18 @@ func writeCases() []writeCase {
 		{name: "incrbyfloat/tiny", seeds: num("1"), op: incrf("1e-7"), reply: bulk("1.0000001"), after: set("1.0000001", expNone{})},
 		{name: "incrbyfloat/to zero", seeds: num("0.5"), op: incrf("-0.5"), reply: bulk("0"), after: set("0", expNone{})},
 		{name: "incrbyfloat/overflow", seeds: num("1.1e4932"), op: incrf("1.1e4932"), reply: errReply(errNaN)},
+		// Both operands go through one parser (pgmirror_parse_float): its bounds and refusals hold for each.
+		{name: "incrbyfloat/nan value", seeds: num("NaN"), op: incrf("1"), reply: errReply(errNotFloat)},
+		{name: "incrbyfloat/binary value", seeds: num("1\xff"), op: incrf("1"), reply: errReply(errNotFloat)},
+		{name: "incrbyfloat/NUL in value", seeds: num("1\x00"), op: incrf("1"), reply: errReply(errNotFloat)},
+		{name: "incrbyfloat/value out of long double", seeds: num("-2e4932"), op: incrf("1"), reply: errReply(errNotFloat)},
+		{name: "incrbyfloat/value underflow", seeds: num("1e-4952"), op: incrf("1"), reply: errReply(errNotFloat)},
+		{name: "incrbyfloat/longest value", seeds: num("1." + strings.Repeat("0", 5117)), op: incrf("1"), reply: bulk("2"), after: set("2", expNone{})},
+		{name: "incrbyfloat/value too long", seeds: num("1." + strings.Repeat("0", 5118)), op: incrf("1"), reply: errReply(errNotFloat)},
+		{name: "incrbyfloat/longest delta", seeds: num("1"), op: incrf("1." + strings.Repeat("0", 5117)), reply: bulk("2"), after: set("2", expNone{})},
+		{name: "incrbyfloat/delta too long", seeds: num("1"), op: incrf("1." + strings.Repeat("0", 5118)), reply: errReply(errNotFloat)},
+		{name: "incrbyfloat/INF delta", op: incrf("-INF"), reply: errReply(errNaN)},
+		{name: "incrbyfloat/bad value before bad delta", seeds: num("inf"), op: incrf("x"), reply: errReply(errNotFloat)},
 
 		// APPEND
 		{name: "append/absent", op: appendOp("ab"), reply: intReply(2), after: set("ab", expNone{})},
@@ -1146,6 +1161,9 @@ func TestWriteLinger(t *testing.T) {
 func TestWriterClose(t *testing.T) {
 	_, db := testdb.New(t)
 	w := pgstore.NewWriter(db, newFakeApplier(), pgstore.WriterOptions{MaxBatch: 4})
+	if err := w.Open(); err != nil {
+		t.Fatal(err)
+	}
 	release := gate(t, db, "gate")
 	var wg sync.WaitGroup
 	errs := make(chan error, 21)
@@ -1196,6 +1214,75 @@ func TestWriterClose(t *testing.T) {
 		t.Errorf("%d rows, want 21", n)
 	}
 	if _, err := w.Write(ctx(t), setOp("late", "v")); !errors.Is(err, mirror.ErrWriteUnavailable) {
+		t.Errorf("Write after Close: %v", err)
+	}
+}
+
+// TestWriterLifecycle: NewWriter starts nothing (a write waits in the queue
+// until Open runs it); a Writer opens once and not after Close; Close of a
+// Writer never opened answers what is queued as closed, and Close may be
+// called twice.
+func TestWriterLifecycle(t *testing.T) {
+	_, db := testdb.New(t)
+	w := pgstore.NewWriter(db, newFakeApplier(), pgstore.WriterOptions{})
+	done := make(chan error, 1)
+	go func() {
+		res, err := w.Write(context.Background(), setOp("early", "v"))
+		if err == nil {
+			err = res.Err
+		}
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if n := len(readRows(t, db)); n != 0 {
+		t.Fatalf("%d rows before Open, want 0: NewWriter started the Writer", n)
+	}
+	if st := w.Stats(); st.Queued != 1 || st.Batches != 0 {
+		t.Fatalf("stats before Open %+v, want one command queued and no batch", st)
+	}
+	if err := w.Open(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Open(); err == nil {
+		t.Error("a second Open succeeded")
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the write queued before Open: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the write queued before Open was not run after it")
+	}
+	for range 2 {
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Open(); err == nil {
+		t.Error("Open after Close succeeded")
+	}
+
+	never := pgstore.NewWriter(db, newFakeApplier(), pgstore.WriterOptions{})
+	go func() {
+		_, err := never.Write(context.Background(), setOp("unrun", "v"))
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	for range 2 {
+		if err := never.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, mirror.ErrWriteUnavailable) {
+			t.Fatalf("a write queued in a Writer closed unopened: %v, want ErrWriteUnavailable", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close of a Writer never opened left a queued write waiting")
+	}
+	if _, err := never.Write(ctx(t), setOp("late", "v")); !errors.Is(err, mirror.ErrWriteUnavailable) {
 		t.Errorf("Write after Close: %v", err)
 	}
 }

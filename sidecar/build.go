@@ -114,7 +114,6 @@ func (s *Sidecar) build() error {
 		tune.Writer(&wopts)
 	}
 	s.Writer = pgstore.NewWriter(s.DB, mir, wopts)
-	s.started("writer", s.Writer.Close)
 	s.Server = &unixsock.Server{
 		Version:          s.opts.Version,
 		Socket:           c.Socket,
@@ -153,6 +152,10 @@ func (s *Sidecar) openServers() error {
 		return a.Shutdown(ctx)
 	})
 	s.serve(a.Serve)
+	if err := s.Writer.Open(); err != nil {
+		return err
+	}
+	s.started("writer", s.Writer.Close)
 	srv := s.Server
 	if err := srv.Listen(); err != nil {
 		return err

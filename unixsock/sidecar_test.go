@@ -89,6 +89,9 @@ func startSidecarNoWait(t testing.TB, dsn string, cfg config) *sidecar {
 		cfg.writeTimeout = 3 * time.Second
 	}
 	w := pgstore.NewWriter(db, m, pgstore.WriterOptions{MaxValueSize: cfg.maxValue, Timeout: cfg.writeTimeout})
+	if err := w.Open(); err != nil {
+		t.Fatal(err)
+	}
 	s := &sidecar{m: m, w: w, socket: filepath.Join(sockDir(t), "s.sock")}
 	s.srv = &unixsock.Server{Socket: s.socket, Mirror: m, Writer: w, MaxValueSize: cfg.maxValue}
 	if cfg.server != nil {
