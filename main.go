@@ -134,11 +134,7 @@ type Main struct {
 	// Env is the environment settings are read from, in os.Environ form.
 	Env []string
 
-	stopListener context.CancelFunc
-	listenerErr  chan error    // a listener that cannot run (LISTEN refused) ends serve
-	listenerDone chan struct{} // closed when the listener goroutine returned
-	serverErr    chan error    // the socket server failed
-	adminErr     chan error    // the admin HTTP server failed
+	stopReadyLog context.CancelFunc // ends the wait to log "ready"
 
 	gate      *pgstore.Gate // loaders' and fetches' share of the pool (openDB)
 	helpTopic string        // the usage ParseFlags selected, for -h and help
@@ -314,37 +310,29 @@ func (m *Main) runServe(ctx context.Context) error {
 	if err := m.Loaders.Reload(ctx); err != nil {
 		return err
 	}
-	m.startSync()
+	if err := m.startSync(); err != nil {
+		return err
+	}
 	m.Jobs.Start()
-	// TODO(later issues): open the admin HTTP server and the jobs here; Close closes them in reverse.
 
 	select {
 	case <-ctx.Done():
 		m.Logger.Info("shutting down", "reason", context.Cause(ctx))
 		return nil
-	case err := <-m.listenerErr:
+	case err := <-m.Listener.Err(): // a listener that cannot run (LISTEN refused) ends serve
 		return err
-	case err := <-m.serverErr:
+	case err := <-m.Server.Err():
 		return err
-	case err := <-m.adminErr:
+	case err := <-m.Admin.Err():
 		return err
 	}
 }
 
-// openServer creates the mirror (loading, not yet syncing), the writer and
-// the socket server, and starts serving.
+// openServer creates the components, the admin server last over the others,
+// and starts serving: the admin server first, so a bad --http fails before
+// anything is served, then the socket, with the mirror loading, not yet
+// syncing.
 func (m *Main) openServer() error {
-	// The admin server binds first, so a bad --http fails before anything is served; it
-	// exists before the mirror and the listener, whose reloads and lag it observes.
-	m.Admin = &admin.Server{
-		Addr:         m.Config.HTTPAddr,
-		Logger:       m.Logger.Named("http"),
-		MaxStaleness: m.Config.MaxStaleness,
-		Version:      version,
-	}
-	if err := m.Admin.Listen(); err != nil {
-		return err
-	}
 	m.Store = pgstore.New(m.DB, m.Logger.Named("store"))
 	m.Store.Gate, m.Store.GateWait = m.gate, m.Config.LoaderTimeout
 	m.Loaders = pgstore.NewLoaders(m.DB, nil, m.Logger.Named("loaders"))
@@ -361,6 +349,7 @@ func (m *Main) openServer() error {
 		Logger:              m.Logger.Named("jobs"),
 	})
 	var server *unixsock.Server // set below, before anything can change the mirror
+	var adm *admin.Server       // set below, before the mirror opens and can reload
 	mir, err := mirror.New(m.Store, mirror.Options{
 		OnKeyEvent:       func(key, event string) { server.KeyEvent(key, event) },
 		MaxMemory:        m.Config.MaxMemory,
@@ -372,7 +361,7 @@ func (m *Main) openServer() error {
 		ServeStale:       m.Config.ServeStale,
 		OnLoadersChanged: m.Jobs.LoadersChanged,
 		Logger:           m.Logger.Named("mirror"),
-		OnReload:         m.Admin.ObserveReload,
+		OnReload:         func(reason string, res mirror.ReloadResult, err error) { adm.ObserveReload(reason, res, err) },
 	})
 	if err != nil {
 		return err
@@ -381,7 +370,7 @@ func (m *Main) openServer() error {
 	m.Loaders.Applier = mir
 	m.Jobs.Access = mir
 	m.Listener = &listener.Listener{DSN: m.Config.ListenDSN, Sink: mir, Logger: m.Logger.Named("listener"),
-		OnLag: m.Admin.ObserveLag, Unsigned: m.Config.UnsignedPayloads}
+		Unsigned: m.Config.UnsignedPayloads}
 	m.Writer = pgstore.NewWriter(m.DB, mir, pgstore.WriterOptions{
 		MaxValueSize: m.Config.MaxValueSize,
 		InFlight:     m.Config.WriteInFlight,
@@ -402,54 +391,22 @@ func (m *Main) openServer() error {
 		Writer:           m.Writer,
 		Logger:           m.Logger.Named("socket"),
 		Info:             m.listenerInfo,
+		ShutdownTimeout:  shutdownTimeout,
 	}
 	server = m.Server
-	if err := m.Server.Listen(); err != nil {
+	m.Admin = admin.New(admin.Config{
+		Addr:            m.Config.HTTPAddr,
+		Logger:          m.Logger.Named("http"),
+		MaxStaleness:    m.Config.MaxStaleness,
+		Version:         version,
+		ShutdownTimeout: adminShutdownTimeout,
+	}, admin.Sources{Mirror: mir, Listener: m.Listener, Socket: m.Server, Commands: unixsock.CommandCalls,
+		Writer: m.Writer, Jobs: m.Jobs})
+	adm = m.Admin
+	if err := m.Admin.Open(); err != nil {
 		return err
 	}
-	m.serverErr = make(chan error, 1)
-	srv, errc := m.Server, m.serverErr // not m's fields: Close may clear them before the goroutine runs
-	go func() {
-		if err := srv.Serve(); err != nil {
-			errc <- err
-		}
-	}()
-	m.serveAdmin()
-	return nil
-}
-
-// serveAdmin gives the admin server its sources and starts it; the sources
-// are set before it serves and never change after.
-func (m *Main) serveAdmin() {
-	m.Admin.Mirror = m.Mirror.Stats
-	m.Admin.Listener = m.Listener.Stats
-	m.Admin.Socket = m.Server.Stats
-	m.Admin.Commands = unixsock.CommandCalls
-	m.Admin.Writer = m.Writer.Stats
-	j := m.Jobs
-	m.Admin.Jobs = func() admin.JobStats {
-		st := j.Stats()
-		return admin.JobStats{
-			LoaderRuns:     st.LoaderRuns,
-			LoaderFailures: st.LoaderFailures,
-			AccessFlushes:  st.AccessFlushes,
-			AccessRows:     st.AccessRows,
-			Refreshes: map[string]int64{
-				"ok":      st.Refreshed,
-				"removed": st.RefreshRemoved,
-				"fenced":  st.RefreshFenced,
-				"error":   st.RefreshFailed,
-			},
-			CleanupDeletions: st.CleanupDeleted,
-		}
-	}
-	m.adminErr = make(chan error, 1)
-	srv, errc := m.Admin, m.adminErr // not m's fields: Close may clear them before the goroutine runs
-	go func() {
-		if err := srv.Serve(); err != nil {
-			errc <- err
-		}
-	}()
+	return m.Server.Open()
 }
 
 // listenerInfo adds the listener's counters to INFO.
@@ -474,27 +431,23 @@ func (m *Main) listenerInfo() [][2]string {
 
 // startSync starts the mirror's background work and the listener, which
 // LISTENs first and then asks the mirror to load.
-func (m *Main) startSync() {
+func (m *Main) startSync() error {
 	mir := m.Mirror
 	mir.Open()
-	lctx, cancel := context.WithCancel(context.Background())
-	m.stopListener = cancel
-	m.listenerErr = make(chan error, 1)
-	m.listenerDone = make(chan struct{})
-	go func() {
-		defer close(m.listenerDone)
-		if err := m.Listener.Run(lctx); err != nil {
-			m.listenerErr <- err
-		}
-	}()
+	if err := m.Listener.Open(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.stopReadyLog = cancel
 	go func() {
 		select {
 		case <-mir.Ready():
 			st := mir.Stats()
 			m.Logger.Info("ready", "entries", st.Entries, "load_took", st.LastReloadTook.Round(time.Millisecond))
-		case <-lctx.Done():
+		case <-ctx.Done():
 		}
 	}()
+	return nil
 }
 
 // RequestResync asks for a full reload of the mirror, as SIGHUP and PGMIRROR.RESYNC do.
@@ -632,16 +585,12 @@ func (m *Main) Close() error {
 	var errs []error
 	if m.Admin != nil {
 		// First, so probes and scrapes stop before the components they read.
-		ctx, cancel := context.WithTimeout(context.Background(), adminShutdownTimeout)
-		errs = append(errs, m.Admin.Shutdown(ctx))
-		cancel()
+		errs = append(errs, m.Admin.Close())
 		m.Admin = nil
 	}
 	if m.Server != nil {
 		// Stop accepting, let in-flight commands finish and answer, remove the socket.
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		errs = append(errs, m.Server.Shutdown(ctx))
-		cancel()
+		errs = append(errs, m.Server.Close())
 		m.Server = nil
 	}
 	if m.Jobs != nil {
@@ -652,10 +601,12 @@ func (m *Main) Close() error {
 		errs = append(errs, m.Writer.Close())
 		m.Writer = nil
 	}
-	if m.stopListener != nil {
-		m.stopListener()
-		<-m.listenerDone
-		m.stopListener = nil
+	if m.Listener != nil {
+		errs = append(errs, m.Listener.Close())
+	}
+	if m.stopReadyLog != nil {
+		m.stopReadyLog()
+		m.stopReadyLog = nil
 	}
 	if m.Mirror != nil {
 		errs = append(errs, m.Mirror.Close())

@@ -116,13 +116,17 @@ func poll(t *testing.T, what string, cond func() bool) {
 
 func run(t *testing.T, l *Listener) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
+	if err := l.Open(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
+		if err := l.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		select {
+		case err := <-l.Err():
+			t.Errorf("listener stopped: %v", err)
+		default:
 		}
 	})
 	poll(t, "connection", func() bool { return l.Sink.(interface{ has(string) bool }).has("up:connected") })

@@ -3,7 +3,6 @@ package unixsock
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -24,7 +23,8 @@ const envAcceptSocket = "PGMIRROR_ACCEPT_CHILD_SOCKET"
 // TestAcceptChild is the server of TestAcceptOutOfDescriptors; it runs only
 // in the process that test starts. It listens, then lowers its file
 // descriptor limit to leave room for 4 clients, and serves until stdin
-// closes. Serve returning an error ends the process with status 3.
+// closes. An error on Err (the accept loop stopped) ends the process with
+// status 3.
 func TestAcceptChild(t *testing.T) {
 	path := os.Getenv(envAcceptSocket)
 	if path == "" {
@@ -32,7 +32,7 @@ func TestAcceptChild(t *testing.T) {
 	}
 	s := &Server{Socket: path, Mirror: fakeMirror{}, Writer: fakeWriter{},
 		Logger: hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Warn})}
-	if err := s.Listen(); err != nil {
+	if err := s.Open(); err != nil {
 		t.Fatal(err)
 	}
 	fds, err := os.ReadDir("/proc/self/fd")
@@ -47,8 +47,6 @@ func TestAcceptChild(t *testing.T) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve() }()
 	fmt.Println("ready")
 	stdin := make(chan struct{})
 	go func() {
@@ -56,18 +54,18 @@ func TestAcceptChild(t *testing.T) {
 		close(stdin)
 	}()
 	select {
-	case err := <-served:
+	case err := <-s.Err():
 		fmt.Printf("serve: %v\n", err)
 		os.Exit(3)
 	case <-stdin:
 	}
-	_ = s.Shutdown(context.Background())
+	_ = s.Close()
 }
 
 // TestAcceptOutOfDescriptors (finding 11): when accept fails for lack of
 // file descriptors, the server backs off and keeps serving the clients it
 // has; once descriptors are free, the waiting clients are served. Before,
-// Serve returned the error and the process exited.
+// the accept loop stopped with the error and the process exited.
 func TestAcceptOutOfDescriptors(t *testing.T) {
 	dir, err := os.MkdirTemp("", "pgma")
 	if err != nil {

@@ -92,11 +92,9 @@ func Start(t testing.TB, dsn string, cfg Config) *Sidecar {
 	s.Socket = filepath.Join(dir, "s.sock")
 	s.Server = &unixsock.Server{Socket: s.Socket, Mirror: m, Writer: s.Writer, MaxValueSize: cfg.MaxValueSize}
 	srv = s.Server
-	if err := s.Server.Listen(); err != nil {
+	if err := s.Server.Open(); err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- s.Server.Serve() }()
 	ctx := context.Background()
 	if err := s.Loaders.Reload(ctx); err != nil {
 		t.Fatal(err)
@@ -106,9 +104,9 @@ func Start(t testing.TB, dsn string, cfg Config) *Sidecar {
 	if cfg.Listener != nil {
 		cfg.Listener(l)
 	}
-	lctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- l.Run(lctx) }()
+	if err := l.Open(); err != nil {
+		t.Fatal(err)
+	}
 	if !cfg.NoJobs {
 		s.Jobs.Start()
 	}
@@ -121,17 +119,16 @@ func Start(t testing.TB, dsn string, cfg Config) *Sidecar {
 		}
 		stopped = true
 		s.Client.Close()
-		sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
-		defer scancel()
-		if err := s.Server.Shutdown(sctx); err != nil {
+		if err := s.Server.Close(); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
-		<-served
 		s.Jobs.Close()
 		s.Writer.Close()
-		cancel()
-		if err := <-done; err != nil {
+		l.Close()
+		select {
+		case err := <-l.Err():
 			t.Errorf("listener: %v", err)
+		default:
 		}
 		m.Close()
 		os.RemoveAll(dir)
