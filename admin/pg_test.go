@@ -210,12 +210,14 @@ func TestMetricsCountWhatHappens(t *testing.T) {
 	}
 	// The listener reports a notification's lag after applying it: once the
 	// lag histogram counts all K, the K notifications are fully applied.
-	var after families
 	eventually(t, 10*time.Second, func() (bool, string) {
-		after = scrape(t, s.url)
-		n := after.value(t, "pgmirror_propagation_lag_seconds") - before.value(t, "pgmirror_propagation_lag_seconds")
+		n := scrape(t, s.url).value(t, "pgmirror_propagation_lag_seconds") - before.value(t, "pgmirror_propagation_lag_seconds")
 		return n >= inserts, fmt.Sprintf("%v notifications' lag observed, want %d", n, inserts)
 	})
+	// A scrape is no snapshot: the registry reads the histogram and the
+	// components' counters concurrently, so the scrape that saw the K-th lag
+	// may have read the counters just before it. Scrape again.
+	after := scrape(t, s.url)
 	for _, c := range []struct {
 		name   string
 		labels []string
