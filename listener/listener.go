@@ -156,13 +156,14 @@ var ErrListen = errors.New("LISTEN refused")
 // HandleLag registers h to be told the propagation lag of each applied
 // notification: from the writer's clock_timestamp() to now (clocks of
 // different hosts may differ). h runs on the apply path: keep it fast.
-// Register before Open; handlers registered later are never called.
+// Register before Open: registering after it is a wiring bug, and panics.
 func (l *Listener) HandleLag(h func(time.Duration)) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.opened {
-		l.lagHandlers = append(l.lagHandlers, h)
+	if l.opened {
+		panic("listener: HandleLag after Open")
 	}
+	l.lagHandlers = append(l.lagHandlers, h)
 }
 
 // Open starts the listener in the background: it connects, LISTENs, tells

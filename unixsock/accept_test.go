@@ -206,3 +206,57 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// TestServerLifecycle: Close is safe before Open, after a failed Open and
+// twice; Open serves at once; Close removes the socket file.
+func TestServerLifecycle(t *testing.T) {
+	dir, err := os.MkdirTemp("", "pgml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "s.sock")
+	if err := (&Server{Socket: path}).Close(); err != nil {
+		t.Fatalf("Close before Open: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "plain"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := &Server{Socket: filepath.Join(dir, "plain"), Mirror: fakeMirror{}, Writer: fakeWriter{}}
+	if err := bad.Open(); err == nil {
+		t.Fatal("Open on a regular file succeeded")
+	}
+	if err := bad.Close(); err != nil {
+		t.Fatalf("Close after a failed Open: %v", err)
+	}
+	s := &Server{Socket: path, Mirror: fakeMirror{}, Writer: fakeWriter{}}
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Open(); err == nil {
+		t.Fatal("a second Open succeeded")
+	}
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte("PING\r\n"))
+	if line, _ := bufio.NewReader(c).ReadString('\n'); line != "+PONG\r\n" {
+		t.Fatalf("PING: %q", line)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Fatalf("socket file after Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	select {
+	case err := <-s.Err():
+		t.Fatalf("Err after Close: %v", err)
+	default:
+	}
+}
