@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"pgmirror/admin"
+	"pgmirror/jobs"
 	"pgmirror/listener"
 	"pgmirror/mirror"
 	"pgmirror/pgstore"
@@ -70,41 +71,58 @@ func TestNormalizeReason(t *testing.T) {
 	}
 }
 
-// fakeServer has every source, with fixed counters.
-func fakeServer() *admin.Server {
+// statsFunc is a source whose Stats returns what the function returns.
+type statsFunc[T any] func() T
+
+func (f statsFunc[T]) Stats() T { return f() }
+
+// fakeListener is a listener source; it keeps the lag observers registered with it.
+type fakeListener struct {
+	statsFunc[listener.Stats]
+	lag []func(time.Duration)
+}
+
+func (l *fakeListener) HandleLag(h func(time.Duration)) { l.lag = append(l.lag, h) }
+
+// fakeSources has every source, with fixed counters.
+func fakeSources() admin.Sources {
 	down := time.Now().Add(-2 * time.Second)
-	return &admin.Server{
-		MaxStaleness: time.Minute,
-		Version:      "v1.2.3",
-		Mirror: func() mirror.Stats {
+	return admin.Sources{
+		Mirror: statsFunc[mirror.Stats](func() mirror.Stats {
 			return mirror.Stats{State: mirror.StateStale, Entries: 42, Tombstones: 3, IndexBytes: 5000, InlineBytes: 2500, InlineEvicted: 4, ValueBytes: 7000,
 				ValueBudget: 1 << 20, Hits: 11, Misses: 12, Loads: 10, Fetches: 13, FetchedKeys: 14, Batches: 15,
 				Applied: map[string]int64{"set": 16, "fetch": 17, "delete": 18, "truncate": 19}, Skipped: 20,
 				SetsDropped: 21, SetsRejected: 22, Evicted: 23, Drift: 24, Forged: 25, Replays: 26, LastReload: time.Unix(1700000000, 0),
 				DownSince: down, ClockLead: 5 * time.Millisecond}
-		},
-		Listener: func() listener.Stats {
+		}),
+		Listener: &fakeListener{statsFunc: func() listener.Stats {
 			return listener.Stats{Received: 31, DecodeErrors: 32, Overflows: 33, Reconnects: 34,
 				Rejected:         map[string]int64{listener.RejectMalformed: 32, listener.RejectBadMAC: 35},
 				LastNotification: time.Now().Add(-3 * time.Second)}
-		},
-		Socket: func() unixsock.Stats {
+		}},
+		Socket: statsFunc[unixsock.Stats](func() unixsock.Stats {
 			return unixsock.Stats{Clients: 41, Connections: 42, Rejected: 43, ProtocolErrors: 44, EvictedBudget: 45,
 				EvictedOutput: 46, SubscribersDropped: 47, ClientBuffers: 48, MaxClientBuffers: 49, KeyEventsDropped: 81, AcceptErrors: 82}
-		},
+		}),
 		Commands: func() map[string]int64 { return map[string]int64{"get": 51, "set": 52, "unknown": 53} },
-		Writer: func() pgstore.WriterStats {
+		Writer: statsFunc[pgstore.WriterStats](func() pgstore.WriterStats {
 			return pgstore.WriterStats{Batches: 61, Ops: 62, Unavailable: 63, Unknown: 64}
-		},
-		Jobs: func() admin.JobStats {
-			return admin.JobStats{LoaderRuns: 71, LoaderFailures: 76, AccessFlushes: 72, AccessRows: 77,
-				Refreshes: map[string]int64{"ok": 73, "error": 74}, CleanupDeletions: 75}
-		},
+		}),
+		Jobs: statsFunc[jobs.Stats](func() jobs.Stats {
+			return jobs.Stats{LoaderRuns: 71, LoaderFailures: 76, AccessFlushes: 72, AccessRows: 77,
+				Refreshed: 73, RefreshFailed: 74, CleanupDeleted: 75}
+		}),
 	}
 }
 
+// fakeServer has every source, with fixed counters.
+func fakeServer(cfg admin.Config) *admin.Server {
+	cfg.MaxStaleness, cfg.Version = time.Minute, "v1.2.3"
+	return admin.New(cfg, fakeSources())
+}
+
 func TestMetricsFromSources(t *testing.T) {
-	srv := fakeServer()
+	srv := fakeServer(local())
 	srv.ObserveReload("SIGHUP", mirror.ReloadResult{Rows: 100, Duration: 30 * time.Millisecond}, nil)
 	srv.ObserveReload("retry: SIGHUP", mirror.ReloadResult{Ranges: 8, Rows: 5, Duration: time.Second}, nil)
 	srv.ObserveReload("periodic", mirror.ReloadResult{}, errors.New("boom"))
@@ -220,7 +238,7 @@ func TestMetricsFromSources(t *testing.T) {
 }
 
 func TestMetricsLint(t *testing.T) {
-	srv := fakeServer()
+	srv := fakeServer(admin.Config{})
 	problems, err := testutil.GatherAndLint(srv.Registry())
 	if err != nil {
 		t.Fatal(err)
@@ -234,7 +252,7 @@ func TestMetricsLint(t *testing.T) {
 
 // Nil sources leave their metrics out; without a mirror the server is never ready.
 func TestMetricsWithoutSources(t *testing.T) {
-	srv := &admin.Server{}
+	srv := admin.New(local(), admin.Sources{})
 	base := serve(t, srv)
 	f := scrape(t, base)
 	if got := f.value(t, "pgmirror_ready"); got != 0 {
@@ -257,8 +275,9 @@ func TestMetricsWithoutSources(t *testing.T) {
 
 func TestHTTP(t *testing.T) {
 	log, buf := testLogger()
-	srv := fakeServer()
-	srv.Logger = log
+	cfg := local()
+	cfg.Logger = log
+	srv := fakeServer(cfg)
 	base := serve(t, srv)
 
 	if code, body := get(t, base+"/healthz"); code != http.StatusOK || !strings.Contains(body, `"ok"`) {
@@ -291,52 +310,80 @@ func TestHTTP(t *testing.T) {
 	}
 }
 
-func TestListenErrors(t *testing.T) {
-	// A taken port fails at Listen, not later.
+func TestOpenErrors(t *testing.T) {
+	// A taken port fails at Open, not later.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	srv := &admin.Server{Addr: ln.Addr().String()}
-	if err := srv.Listen(); err == nil || !strings.Contains(err.Error(), ln.Addr().String()) {
-		t.Fatalf("Listen on a taken port: %v", err)
+	srv := admin.New(admin.Config{Addr: ln.Addr().String()}, admin.Sources{})
+	if err := srv.Open(); err == nil || !strings.Contains(err.Error(), ln.Addr().String()) {
+		t.Fatalf("Open on a taken port: %v", err)
 	}
-	if err := (&admin.Server{Addr: "256.1.1.1:9187"}).Listen(); err == nil {
-		t.Fatal("Listen on a bad address succeeded")
+	if err := srv.Close(); err != nil {
+		t.Fatalf("Close after a failed Open: %v", err)
+	}
+	if err := admin.New(admin.Config{Addr: "256.1.1.1:9187"}, admin.Sources{}).Open(); err == nil {
+		t.Fatal("Open on a bad address succeeded")
 	}
 
-	// "" disables: nothing listens, Serve returns at once, Shutdown is a no-op.
-	off := &admin.Server{}
-	if err := off.Listen(); err != nil {
+	// "" disables: nothing listens, Open and Close do nothing.
+	off := admin.New(admin.Config{}, admin.Sources{})
+	if err := off.Open(); err != nil {
 		t.Fatal(err)
 	}
 	if off.ListenAddr() != "" {
 		t.Fatalf("disabled server bound %s", off.ListenAddr())
 	}
-	if err := off.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	if err := off.Shutdown(context.Background()); err != nil {
+	if err := off.Close(); err != nil {
 		t.Fatal(err)
 	}
 	off.ObserveLag(time.Millisecond) // instruments work without HTTP
 
-	// Shutdown without Serve releases the port.
-	s := &admin.Server{Addr: "127.0.0.1:0"}
-	if err := s.Listen(); err != nil {
+	// Close releases the port, at once when nothing is in flight; a second
+	// Close does nothing, and a closed server does not open again.
+	s := admin.New(local(), admin.Sources{})
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close before Open: %v", err)
+	}
+	s = admin.New(local(), admin.Sources{})
+	if err := s.Open(); err != nil {
 		t.Fatal(err)
 	}
 	addr := s.ListenAddr()
-	if err := s.Shutdown(context.Background()); err != nil {
+	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	ln2, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Fatalf("port not released by Shutdown: %v", err)
+		t.Fatalf("port not released by Close: %v", err)
 	}
 	ln2.Close()
-	if err := s.Serve(); err != nil {
-		t.Fatalf("Serve after Shutdown: %v", err)
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if err := s.Open(); err == nil {
+		t.Fatal("Open after Close succeeded")
+	}
+	select {
+	case err := <-s.Err():
+		t.Fatalf("Err after Close: %v", err)
+	default:
+	}
+}
+
+// New registers the lag observer with the listener: what the listener
+// reports shows in the lag histogram.
+func TestLagObserverRegistersWithTheListener(t *testing.T) {
+	src := fakeSources()
+	l := src.Listener.(*fakeListener)
+	srv := admin.New(local(), src)
+	if len(l.lag) != 1 {
+		t.Fatalf("%d lag observers registered with the listener, want 1", len(l.lag))
+	}
+	l.lag[0](2 * time.Millisecond)
+	if got := scrape(t, serve(t, srv)).value(t, "pgmirror_propagation_lag_seconds"); got != 1 {
+		t.Fatalf("lag observations = %v, want 1", got)
 	}
 }

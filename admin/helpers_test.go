@@ -2,7 +2,6 @@ package admin_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -47,23 +46,25 @@ func testLogger() (hclog.Logger, *syncBuffer) {
 	return hclog.New(&hclog.LoggerOptions{Name: "admin", Level: hclog.Debug, Output: buf}), buf
 }
 
-// serve runs srv on 127.0.0.1:0 and returns its base URL; it shuts down when the test ends.
+// local is the configuration of a server on 127.0.0.1:0.
+func local() admin.Config {
+	return admin.Config{Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second}
+}
+
+// serve opens srv (configured by local) and returns its base URL; it closes when the test ends.
 func serve(t *testing.T, srv *admin.Server) string {
 	t.Helper()
-	srv.Addr = "127.0.0.1:0"
-	if err := srv.Listen(); err != nil {
+	if err := srv.Open(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve() }()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
+		if err := srv.Close(); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
-		if err := <-done; err != nil {
+		select {
+		case err := <-srv.Err():
 			t.Errorf("serve: %v", err)
+		default:
 		}
 	})
 	return "http://" + srv.ListenAddr()

@@ -10,15 +10,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"pgmirror/jobs"
 	"pgmirror/listener"
 	"pgmirror/mirror"
+	"pgmirror/unixsock"
 )
 
 // namespace prefixes every metric name.
 const namespace = "pgmirror"
 
 // Resync reasons, the values of the reason label of pgmirror_resyncs_total:
-// what mirror.Options.OnReload reports, normalised to a small set.
+// the reasons the mirror reports reloads under, normalised to a small set.
 const (
 	ReasonConnected   = "connected"   // the listener's first connection
 	ReasonReconnected = "reconnected" // the listener reconnected: notifications may be lost
@@ -118,9 +120,9 @@ func (in *instruments) collectors() []prometheus.Collector {
 	return []prometheus.Collector{in.resyncs, in.reloadDuration, in.reloadRows, in.lag}
 }
 
-// ObserveReload records a reload's end; pass it as mirror.Options.OnReload.
+// ObserveReload records a reload's end: the mirror's reload observer
+// (mirror.Options.OnReload).
 func (s *Server) ObserveReload(reason string, res mirror.ReloadResult, err error) {
-	s.init()
 	result := ResultOK
 	switch {
 	case errors.Is(err, context.Canceled):
@@ -139,10 +141,10 @@ func (s *Server) ObserveReload(reason string, res mirror.ReloadResult, err error
 	}
 }
 
-// ObserveLag records the propagation lag of an applied notification; pass
-// it as listener.Listener.OnLag. It is cheap: it runs on the apply path.
+// ObserveLag records the propagation lag of an applied notification; New
+// registers it with the listener (Listener.HandleLag). It is cheap: it runs
+// on the apply path.
 func (s *Server) ObserveLag(lag time.Duration) {
-	s.init()
 	s.inst.lag.Observe(max(lag, 0).Seconds())
 }
 
@@ -245,129 +247,150 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
+// Collect reads every source now.
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	s := c.s
-	now := time.Now()
-	counter := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
-	}
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	b2f := func(b bool) float64 {
-		if b {
-			return 1
-		}
-		return 0
-	}
-
-	version := s.Version
+	s, e := c.s, emitter{ch: ch, now: time.Now()}
+	version := s.cfg.Version
 	if version == "" {
 		version = "unknown"
 	}
-	gauge(descBuildInfo, 1, version, runtime.Version())
-
-	if s.Mirror != nil {
-		st := s.Mirror()
-		gauge(descReady, b2f(Readiness(st, s.MaxStaleness, now).Ready))
-		for _, state := range []mirror.State{mirror.StateLoading, mirror.StateReady, mirror.StateStale} {
-			gauge(descState, b2f(stateOf(st) == state), state.String())
-		}
-		counter(descHits, float64(st.Hits))
-		counter(descMisses, float64(st.Misses))
-		counter(descLoads, float64(st.Loads))
-		counter(descFetches, float64(st.Fetches))
-		counter(descFetchedKeys, float64(st.FetchedKeys))
-		counter(descNotifications, float64(st.Batches))
-		kinds := map[string]bool{}
-		for _, k := range notificationKinds {
-			kinds[k] = true
-			counter(descChanges, float64(st.Applied[k]), k)
-		}
-		for k, v := range st.Applied { // kinds added to the mirror later
-			if !kinds[k] {
-				counter(descChanges, float64(v), k)
-			}
-		}
-		counter(descSkipped, float64(st.Skipped))
-		counter(descDrift, float64(st.Drift))
-		counter(descForged, float64(st.Forged))
-		counter(descNotifDropped, float64(st.Replays), "replayed")
-		if !st.LastReload.IsZero() {
-			gauge(descLastReload, float64(st.LastReload.UnixNano())/1e9)
-		}
-		gauge(descEntries, float64(st.Entries))
-		gauge(descTombstones, float64(st.Tombstones))
-		gauge(descIndexBytes, float64(st.IndexBytes))
-		gauge(descInlineBytes, float64(st.InlineBytes))
-		counter(descInlineEvicted, float64(st.InlineEvicted))
-		gauge(descValueBytes, float64(st.ValueBytes))
-		gauge(descValueBudget, float64(st.ValueBudget))
-		counter(descSetsDropped, float64(st.SetsDropped))
-		counter(descSetsRejected, float64(st.SetsRejected))
-		counter(descEvicted, float64(st.Evicted))
-		gauge(descClockLead, st.ClockLead.Seconds())
-		gauge(descConnected, b2f(st.Connected))
-		down := 0.0
-		if !st.Connected && !st.DownSince.IsZero() {
-			down = now.Sub(st.DownSince).Seconds()
-		}
-		gauge(descDownSeconds, down)
+	e.gauge(descBuildInfo, 1, version, runtime.Version())
+	if s.src.Mirror != nil {
+		e.mirror(s.src.Mirror.Stats(), s.cfg.MaxStaleness)
 	} else {
-		gauge(descReady, 0)
+		e.gauge(descReady, 0)
 	}
-
-	if s.Listener != nil {
-		st := s.Listener()
-		counter(descReceived, float64(st.Received))
-		counter(descUndecodable, float64(st.DecodeErrors))
-		for _, reason := range listener.RejectReasons {
-			counter(descNotifDropped, float64(st.Rejected[reason]), reason)
-		}
-		counter(descOverflows, float64(st.Overflows))
-		counter(descReconnects, float64(st.Reconnects))
-		if !st.LastNotification.IsZero() {
-			gauge(descLastNotifAge, max(now.Sub(st.LastNotification), 0).Seconds())
+	if s.src.Listener != nil {
+		e.listener(s.src.Listener.Stats())
+	}
+	if s.src.Socket != nil {
+		e.socket(s.src.Socket.Stats())
+	}
+	if s.src.Commands != nil {
+		for name, n := range s.src.Commands() {
+			e.counter(descCommands, float64(n), name)
 		}
 	}
-
-	if s.Socket != nil {
-		st := s.Socket()
-		gauge(descClients, float64(st.Clients))
-		counter(descConnections, float64(st.Connections))
-		counter(descRejected, float64(st.Rejected))
-		counter(descProtocolErrors, float64(st.ProtocolErrors))
-		counter(descClientEvicted, float64(st.EvictedBudget), "budget")
-		counter(descClientEvicted, float64(st.EvictedOutput), "output_timeout")
-		counter(descClientEvicted, float64(st.SubscribersDropped), "subscriber_backlog")
-		gauge(descClientBuffers, float64(st.ClientBuffers))
-		gauge(descClientBudget, float64(st.MaxClientBuffers))
-		counter(descKeyEventsDrop, float64(st.KeyEventsDropped))
-		counter(descAcceptErrors, float64(st.AcceptErrors))
+	if s.src.Writer != nil {
+		st := s.src.Writer.Stats()
+		e.counter(descWriterBatches, float64(st.Batches))
+		e.counter(descWriterOps, float64(st.Ops))
+		e.counter(descWriterErrors, float64(st.Unavailable), "unavailable")
+		e.counter(descWriterErrors, float64(st.Unknown), "unknown")
 	}
-	if s.Commands != nil {
-		for name, n := range s.Commands() {
-			counter(descCommands, float64(n), name)
+	if s.src.Jobs != nil {
+		e.jobs(s.src.Jobs.Stats())
+	}
+}
+
+// emitter sends the metrics of one scrape.
+type emitter struct {
+	ch  chan<- prometheus.Metric
+	now time.Time
+}
+
+func (e emitter) counter(d *prometheus.Desc, v float64, labels ...string) {
+	e.ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+}
+
+func (e emitter) gauge(d *prometheus.Desc, v float64, labels ...string) {
+	e.ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// mirror sends the mirror's state and counters, and the listener's
+// connection as the mirror saw it.
+func (e emitter) mirror(st mirror.Stats, maxStaleness time.Duration) {
+	e.gauge(descReady, b2f(Readiness(st, maxStaleness, e.now).Ready))
+	for _, state := range []mirror.State{mirror.StateLoading, mirror.StateReady, mirror.StateStale} {
+		e.gauge(descState, b2f(stateOf(st) == state), state.String())
+	}
+	e.counter(descHits, float64(st.Hits))
+	e.counter(descMisses, float64(st.Misses))
+	e.counter(descLoads, float64(st.Loads))
+	e.counter(descFetches, float64(st.Fetches))
+	e.counter(descFetchedKeys, float64(st.FetchedKeys))
+	e.counter(descNotifications, float64(st.Batches))
+	kinds := map[string]bool{}
+	for _, k := range notificationKinds {
+		kinds[k] = true
+		e.counter(descChanges, float64(st.Applied[k]), k)
+	}
+	for k, v := range st.Applied { // kinds added to the mirror later
+		if !kinds[k] {
+			e.counter(descChanges, float64(v), k)
 		}
 	}
-
-	if s.Writer != nil {
-		st := s.Writer()
-		counter(descWriterBatches, float64(st.Batches))
-		counter(descWriterOps, float64(st.Ops))
-		counter(descWriterErrors, float64(st.Unavailable), "unavailable")
-		counter(descWriterErrors, float64(st.Unknown), "unknown")
+	e.counter(descSkipped, float64(st.Skipped))
+	e.counter(descDrift, float64(st.Drift))
+	e.counter(descForged, float64(st.Forged))
+	e.counter(descNotifDropped, float64(st.Replays), "replayed")
+	if !st.LastReload.IsZero() {
+		e.gauge(descLastReload, float64(st.LastReload.UnixNano())/1e9)
 	}
-
-	if s.Jobs != nil {
-		st := s.Jobs()
-		counter(descLoaderRuns, float64(st.LoaderRuns))
-		counter(descLoaderFailures, float64(st.LoaderFailures))
-		counter(descAccessFlushes, float64(st.AccessFlushes))
-		counter(descAccessRows, float64(st.AccessRows))
-		for result, n := range st.Refreshes {
-			counter(descRefreshes, float64(n), result)
-		}
-		counter(descCleanup, float64(st.CleanupDeletions))
+	e.gauge(descEntries, float64(st.Entries))
+	e.gauge(descTombstones, float64(st.Tombstones))
+	e.gauge(descIndexBytes, float64(st.IndexBytes))
+	e.gauge(descInlineBytes, float64(st.InlineBytes))
+	e.counter(descInlineEvicted, float64(st.InlineEvicted))
+	e.gauge(descValueBytes, float64(st.ValueBytes))
+	e.gauge(descValueBudget, float64(st.ValueBudget))
+	e.counter(descSetsDropped, float64(st.SetsDropped))
+	e.counter(descSetsRejected, float64(st.SetsRejected))
+	e.counter(descEvicted, float64(st.Evicted))
+	e.gauge(descClockLead, st.ClockLead.Seconds())
+	e.gauge(descConnected, b2f(st.Connected))
+	down := 0.0
+	if !st.Connected && !st.DownSince.IsZero() {
+		down = e.now.Sub(st.DownSince).Seconds()
 	}
+	e.gauge(descDownSeconds, down)
+}
+
+// listener sends the listener's counters.
+func (e emitter) listener(st listener.Stats) {
+	e.counter(descReceived, float64(st.Received))
+	e.counter(descUndecodable, float64(st.DecodeErrors))
+	for _, reason := range listener.RejectReasons {
+		e.counter(descNotifDropped, float64(st.Rejected[reason]), reason)
+	}
+	e.counter(descOverflows, float64(st.Overflows))
+	e.counter(descReconnects, float64(st.Reconnects))
+	if !st.LastNotification.IsZero() {
+		e.gauge(descLastNotifAge, max(e.now.Sub(st.LastNotification), 0).Seconds())
+	}
+}
+
+// socket sends the socket server's counters.
+func (e emitter) socket(st unixsock.Stats) {
+	e.gauge(descClients, float64(st.Clients))
+	e.counter(descConnections, float64(st.Connections))
+	e.counter(descRejected, float64(st.Rejected))
+	e.counter(descProtocolErrors, float64(st.ProtocolErrors))
+	e.counter(descClientEvicted, float64(st.EvictedBudget), "budget")
+	e.counter(descClientEvicted, float64(st.EvictedOutput), "output_timeout")
+	e.counter(descClientEvicted, float64(st.SubscribersDropped), "subscriber_backlog")
+	e.gauge(descClientBuffers, float64(st.ClientBuffers))
+	e.gauge(descClientBudget, float64(st.MaxClientBuffers))
+	e.counter(descKeyEventsDrop, float64(st.KeyEventsDropped))
+	e.counter(descAcceptErrors, float64(st.AcceptErrors))
+}
+
+// jobs sends the background jobs' counters.
+func (e emitter) jobs(st jobs.Stats) {
+	e.counter(descLoaderRuns, float64(st.LoaderRuns))
+	e.counter(descLoaderFailures, float64(st.LoaderFailures))
+	e.counter(descAccessFlushes, float64(st.AccessFlushes))
+	e.counter(descAccessRows, float64(st.AccessRows))
+	e.counter(descRefreshes, float64(st.Refreshed), "ok")
+	e.counter(descRefreshes, float64(st.RefreshRemoved), "removed")
+	e.counter(descRefreshes, float64(st.RefreshFenced), "fenced")
+	e.counter(descRefreshes, float64(st.RefreshFailed), "error")
+	e.counter(descCleanup, float64(st.CleanupDeleted))
 }

@@ -26,44 +26,49 @@ type sidecar struct {
 	l     *listener.Listener
 	admin *admin.Server
 	url   string
-	done  chan error
 }
 
-// startSidecar wires a mirror, a listener and an admin server as main does,
-// and starts them without waiting for the first load.
+// startSidecar wires a mirror, a listener and an admin server as main does
+// (the admin server last, over the others), and starts them without
+// waiting for the first load.
 func startSidecar(t *testing.T, dsn string, maxStaleness time.Duration) *sidecar {
 	t.Helper()
 	logger, logs := testLogger()
-	adm := &admin.Server{Logger: logger, MaxStaleness: maxStaleness, Version: "test"}
+	var adm *admin.Server // built last; the mirror reports reloads to it once it opens
 	m, err := mirror.New(pgstore.New(testdb.Open(t, dsn), nil), mirror.Options{
 		MaxMemory:    64 << 20,
 		MaxStaleness: maxStaleness,
 		SentinelWait: 5 * time.Second,
-		OnReload:     adm.ObserveReload,
+		OnReload:     func(reason string, res mirror.ReloadResult, err error) { adm.ObserveReload(reason, res, err) },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &listener.Listener{DSN: dsn, Sink: m, OnLag: adm.ObserveLag,
+	l := &listener.Listener{DSN: dsn, Sink: m,
 		PingInterval: 200 * time.Millisecond, PingTimeout: 2 * time.Second,
 		MinReconnect: 50 * time.Millisecond, MaxReconnect: 200 * time.Millisecond}
-	adm.Mirror = m.Stats
-	adm.Listener = l.Stats
-	s := &sidecar{m: m, l: l, admin: adm, done: make(chan error, 1)}
-	s.url = serve(t, adm) // shut down after the listener and mirror (cleanups run last first)
+	cfg := local()
+	cfg.Logger, cfg.MaxStaleness, cfg.Version = logger, maxStaleness, "test"
+	adm = admin.New(cfg, admin.Sources{Mirror: m, Listener: l})
+	s := &sidecar{m: m, l: l, admin: adm}
+	s.url = serve(t, adm) // closed after the listener and mirror (cleanups run last first)
 
 	m.Open()
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { s.done <- l.Run(ctx) }()
+	if err := l.Open(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
-		cancel()
+		closed := make(chan struct{})
+		go func() { l.Close(); close(closed) }()
 		select {
-		case err := <-s.done:
-			if err != nil {
-				t.Errorf("listener: %v", err)
-			}
+		case <-closed:
 		case <-time.After(15 * time.Second):
 			t.Errorf("listener did not stop within 15s")
+		}
+		select {
+		case err := <-l.Err():
+			t.Errorf("listener: %v", err)
+		default:
 		}
 		m.Close()
 		// The admin server knows no DSN, and must never log one.
@@ -78,7 +83,7 @@ func (s *sidecar) waitReady(t *testing.T) {
 	t.Helper()
 	select {
 	case <-s.m.Ready():
-	case err := <-s.done:
+	case err := <-s.l.Err():
 		t.Fatalf("listener stopped: %v", err)
 	case <-time.After(60 * time.Second):
 		t.Fatalf("mirror not ready within 60s: %+v", s.m.Stats())
@@ -205,12 +210,14 @@ func TestMetricsCountWhatHappens(t *testing.T) {
 	}
 	// The listener reports a notification's lag after applying it: once the
 	// lag histogram counts all K, the K notifications are fully applied.
-	var after families
 	eventually(t, 10*time.Second, func() (bool, string) {
-		after = scrape(t, s.url)
-		n := after.value(t, "pgmirror_propagation_lag_seconds") - before.value(t, "pgmirror_propagation_lag_seconds")
+		n := scrape(t, s.url).value(t, "pgmirror_propagation_lag_seconds") - before.value(t, "pgmirror_propagation_lag_seconds")
 		return n >= inserts, fmt.Sprintf("%v notifications' lag observed, want %d", n, inserts)
 	})
+	// A scrape is no snapshot: the registry reads the histogram and the
+	// components' counters concurrently, so the scrape that saw the K-th lag
+	// may have read the counters just before it. Scrape again.
+	after := scrape(t, s.url)
 	for _, c := range []struct {
 		name   string
 		labels []string

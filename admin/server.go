@@ -5,8 +5,9 @@
 // Metrics are read from the components' own cumulative counters at scrape
 // time (a custom prometheus.Collector), so nothing is counted twice; only
 // what has no counter of its own is observed as it happens: reload
-// durations and resyncs (ObserveReload, for mirror.Options.OnReload) and
-// propagation lag (ObserveLag, for listener.Listener.OnLag).
+// durations and resyncs (ObserveReload, told each reload's end by the
+// mirror) and propagation lag (ObserveLag, which New registers with the
+// listener).
 package admin
 
 import (
@@ -24,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"pgmirror/jobs"
 	"pgmirror/listener"
 	"pgmirror/mirror"
 	"pgmirror/pgstore"
@@ -39,28 +41,14 @@ const (
 	idleTimeout       = 60 * time.Second
 )
 
-// JobStats are the cumulative counters of the background jobs (access
-// tracking, loaders, refresh, cleanup).
-type JobStats struct {
-	LoaderRuns       int64            // loader computations (reads and refreshes)
-	LoaderFailures   int64            // loader computations that failed
-	AccessFlushes    int64            // batched last_accessed_at updates run
-	AccessRows       int64            // rows whose last_accessed_at those updates advanced
-	Refreshes        map[string]int64 // refreshes by result, e.g. "ok", "removed", "fenced", "error"
-	CleanupDeletions int64            // rows the cleanup deleted
-}
+// DefaultShutdownTimeout bounds how long a probe or scrape in flight may
+// delay Close.
+const DefaultShutdownTimeout = 2 * time.Second
 
-// Server is the admin HTTP server. Set the fields, then Listen, Serve and
-// finally Shutdown. Logger must be set before any method is called; the
-// sources may be set later, but not once Serve has been called.
-// ObserveReload and ObserveLag may be used before Listen (and without it,
-// when the HTTP server is disabled).
-//
-// Every source is optional: a nil source leaves its metrics out, except
-// Mirror, without which the server is never ready.
-type Server struct {
-	// Addr is the host:port to listen on (--http); "" disables the server:
-	// Listen, Serve and Shutdown do nothing.
+// Config configures the admin server.
+type Config struct {
+	// Addr is the host:port to listen on (--http); "" disables the HTTP
+	// server: Open and Close do nothing, the instruments still work.
 	Addr string
 	// Logger; nil logs nothing. It never receives a DSN: the server knows none.
 	Logger hclog.Logger
@@ -69,81 +57,130 @@ type Server struct {
 	MaxStaleness time.Duration
 	// Version is reported by pgmirror_build_info.
 	Version string
+	// ShutdownTimeout bounds how long Close waits for requests in flight;
+	// 0 means DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+}
 
-	// Mirror reports the mirror's state and counters (mirror.Mirror.Stats).
-	Mirror func() mirror.Stats
-	// Listener reports the listener's counters (listener.Listener.Stats).
-	Listener func() listener.Stats
-	// Socket reports the socket server's counters (unixsock.Server.Stats).
-	Socket func() unixsock.Stats
+// Sources are the components the admin server reads at scrape time and
+// observes. Every source is optional: a nil source leaves its metrics out,
+// except Mirror, without which the server is never ready.
+type Sources struct {
+	// Mirror reports the mirror's state and counters (*mirror.Mirror).
+	Mirror MirrorSource
+	// Listener reports the listener's counters; the server registers its
+	// lag observer with it (*listener.Listener).
+	Listener ListenerSource
+	// Socket reports the socket server's counters (*unixsock.Server).
+	Socket SocketSource
 	// Commands reports the calls of each client command ((*unixsock.Server).CommandCalls).
 	Commands func() map[string]int64
-	// Writer reports the group-commit writer's counters (pgstore.Writer.Stats).
-	Writer func() pgstore.WriterStats
-	// Jobs reports the background jobs' counters.
-	Jobs func() JobStats
+	// Writer reports the group-commit writer's counters (*pgstore.Writer).
+	Writer WriterSource
+	// Jobs reports the background jobs' counters (*jobs.Jobs).
+	Jobs JobsSource
+}
 
-	initOnce sync.Once
-	reg      *prometheus.Registry
-	inst     *instruments
-	handler  http.Handler
-	log      hclog.Logger
+// MirrorSource is what the server reads of the mirror.
+type MirrorSource interface{ Stats() mirror.Stats }
+
+// ListenerSource is what the server reads of the listener, and where it
+// registers ObserveLag.
+type ListenerSource interface {
+	Stats() listener.Stats
+	HandleLag(func(time.Duration))
+}
+
+// SocketSource is what the server reads of the socket server.
+type SocketSource interface{ Stats() unixsock.Stats }
+
+// WriterSource is what the server reads of the writer.
+type WriterSource interface{ Stats() pgstore.WriterStats }
+
+// JobsSource is what the server reads of the background jobs.
+type JobsSource interface{ Stats() jobs.Stats }
+
+var (
+	_ MirrorSource   = (*mirror.Mirror)(nil)
+	_ ListenerSource = (*listener.Listener)(nil)
+	_ SocketSource   = (*unixsock.Server)(nil)
+	_ WriterSource   = (*pgstore.Writer)(nil)
+	_ JobsSource     = (*jobs.Jobs)(nil)
+)
+
+// Server is the admin HTTP server. New builds it (last, from the
+// components it reads) without starting it; Open binds Addr and serves;
+// Close stops it. ObserveReload and ObserveLag work from New on, with or
+// without HTTP.
+type Server struct {
+	cfg     Config
+	src     Sources
+	log     hclog.Logger
+	reg     *prometheus.Registry
+	inst    *instruments
+	handler http.Handler
+	errc    chan error // Err
 
 	mu     sync.Mutex
 	ln     net.Listener
 	srv    *http.Server
+	opened bool
 	closed bool
+	wg     sync.WaitGroup // the serve goroutine
 
 	readyMu   sync.Mutex
 	lastReady *Status // the last readiness /readyz answered, to log changes
 }
 
-// init builds the registry and the instruments, once; safe for concurrent use.
-func (s *Server) init() {
-	s.initOnce.Do(func() {
-		s.log = s.Logger
-		if s.log == nil {
-			s.log = hclog.NewNullLogger()
-		}
-		s.inst = newInstruments()
-		s.reg = prometheus.NewRegistry()
-		s.reg.MustRegister(s.inst.collectors()...)
-		s.reg.MustRegister(&collector{s: s})
-		registerRuntimeCollectors(s.reg)
-		s.handler = s.newHandler()
-	})
+// New builds the admin server over its sources and registers its
+// observers with them: ObserveLag with the listener (so New must run before
+// the listener opens). The mirror's reload observer is ObserveReload.
+func New(cfg Config, src Sources) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	s := &Server{cfg: cfg, src: src, log: cfg.Logger, inst: newInstruments(),
+		reg: prometheus.NewRegistry(), errc: make(chan error, 1)}
+	s.reg.MustRegister(s.inst.collectors()...)
+	s.reg.MustRegister(&collector{s: s})
+	registerRuntimeCollectors(s.reg)
+	s.handler = s.newHandler()
+	if src.Listener != nil {
+		src.Listener.HandleLag(s.ObserveLag)
+	}
+	return s
 }
 
 // Registry is the server's private Prometheus registry (Go, process and
 // pgmirror metrics).
-func (s *Server) Registry() *prometheus.Registry {
-	s.init()
-	return s.reg
-}
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
-// Handler serves /healthz, /readyz and /metrics; Serve uses it.
-func (s *Server) Handler() http.Handler {
-	s.init()
-	return s.handler
-}
+// Handler serves /healthz, /readyz and /metrics.
+func (s *Server) Handler() http.Handler { return s.handler }
 
-// Listen binds Addr, so a bad or taken address fails at start, before
-// anything is served. It does nothing when Addr is "".
-func (s *Server) Listen() error {
-	s.init()
-	if s.Addr == "" {
+// Open binds Addr, so a bad or taken address fails at start, before
+// anything is served, and serves on it in the background until Close. It
+// does nothing when Addr is "".
+func (s *Server) Open() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return errors.New("admin HTTP: server is closed")
+	case s.opened:
+		return errors.New("admin HTTP: server is already open")
+	}
+	s.opened = true
+	if s.cfg.Addr == "" {
 		s.log.Info("admin HTTP disabled (--http \"\")")
 		return nil
 	}
-	ln, err := net.Listen("tcp", s.Addr)
+	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("admin HTTP: listen on %s: %w", s.Addr, err)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		ln.Close()
-		return errors.New("admin HTTP: server is shut down")
+		return fmt.Errorf("admin HTTP: listen on %s: %w", s.cfg.Addr, err)
 	}
 	s.ln = ln
 	s.srv = &http.Server{
@@ -155,11 +192,27 @@ func (s *Server) Listen() error {
 		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
 	}
 	s.log.Info("admin HTTP listening", "addr", ln.Addr().String(), "endpoints", "/healthz /readyz /metrics")
+	s.wg.Add(1)
+	go s.serve(s.srv, ln)
 	return nil
 }
 
-// ListenAddr is the bound address, e.g. "127.0.0.1:41234" after Listen on
-// port 0, or "" before Listen and when disabled.
+// serve serves until Close; a failure is reported on Err.
+func (s *Server) serve(srv *http.Server, ln net.Listener) {
+	defer s.wg.Done()
+	err := srv.Serve(ln)
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error("admin HTTP stopped", "error", err)
+		s.errc <- fmt.Errorf("admin HTTP: %w", err)
+	}
+}
+
+// Err receives the error that stopped the HTTP server, at most one.
+// Nothing is sent when Close stops it.
+func (s *Server) Err() <-chan error { return s.errc }
+
+// ListenAddr is the bound address, e.g. "127.0.0.1:41234" after Open on
+// port 0, or "" before Open and when disabled.
 func (s *Server) ListenAddr() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -169,37 +222,21 @@ func (s *Server) ListenAddr() string {
 	return s.ln.Addr().String()
 }
 
-// Serve serves on the listener Listen bound until Shutdown, and then
-// returns nil; it returns at once when the server is disabled.
-func (s *Server) Serve() error {
+// Close stops accepting and waits (up to ShutdownTimeout) for requests in
+// flight. It is safe to call when Open never ran or failed, and twice.
+func (s *Server) Close() error {
 	s.mu.Lock()
-	srv, ln := s.srv, s.ln
-	s.mu.Unlock()
-	if srv == nil {
-		return nil
-	}
-	err := srv.Serve(ln)
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	if err != nil {
-		s.log.Error("admin HTTP stopped", "error", err)
-		return fmt.Errorf("admin HTTP: %w", err)
-	}
-	return nil
-}
-
-// Shutdown stops accepting and waits (up to ctx) for requests in flight.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
+	already := s.closed
 	s.closed = true
-	srv, ln := s.srv, s.ln
+	srv := s.srv
 	s.mu.Unlock()
-	if srv == nil {
+	if already || srv == nil {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
 	err := srv.Shutdown(ctx)
-	ln.Close() // in case Serve never ran; closing twice is harmless
+	s.wg.Wait()
 	if err != nil {
 		return fmt.Errorf("admin HTTP shutdown: %w", err)
 	}
@@ -254,11 +291,11 @@ type Status struct {
 
 // Readiness evaluates the readiness rule now.
 func (s *Server) Readiness() Status {
-	if s.Mirror == nil {
+	if s.src.Mirror == nil {
 		return Status{State: "starting", Reason: "the mirror is not created yet",
-			MaxStalenessSeconds: s.MaxStaleness.Seconds()}
+			MaxStalenessSeconds: s.cfg.MaxStaleness.Seconds()}
 	}
-	return Readiness(s.Mirror(), s.MaxStaleness, time.Now())
+	return Readiness(s.src.Mirror.Stats(), s.cfg.MaxStaleness, time.Now())
 }
 
 // Readiness is the readiness rule: ready iff the mirror has completed its

@@ -66,7 +66,10 @@ type TrySink interface {
 var _ TrySink = (*mirror.Mirror)(nil)
 
 // Listener holds the LISTEN connection (a pq.Listener) and feeds the sink.
-// Configure the exported fields, then call Run.
+// Configure the exported fields (a struct literal builds it; nothing starts),
+// register lag handlers (HandleLag), then Open; Close stops it. A listener
+// that cannot run (Postgres refuses the LISTEN, or notifications are not
+// delivered) reports it on Err.
 type Listener struct {
 	DSN          string
 	Sink         Sink
@@ -77,10 +80,6 @@ type Listener struct {
 	MinReconnect time.Duration
 	MaxReconnect time.Duration
 	ProbeTimeout time.Duration // how long the delivery probe at start may take
-	// OnLag, when set, is told the propagation lag of each applied
-	// notification: from the writer's clock_timestamp() to now (clocks of
-	// different hosts may differ). It runs on the apply path: keep it fast.
-	OnLag func(time.Duration)
 	// BeforeApply, when set, runs before each notification is applied; tests
 	// use it to hold notifications back. Nil in production.
 	BeforeApply func()
@@ -101,6 +100,15 @@ type Listener struct {
 	pending          atomic.Int64
 	lastNotification atomic.Int64 // unix nanos
 	lagMicros        atomic.Int64 // latest send-to-apply lag
+
+	lagHandlers []func(time.Duration) // HandleLag; fixed once Open ran
+
+	mu      sync.Mutex
+	opened  bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // the run goroutine
+	errOnce sync.Once
+	errc    chan error // Err
 }
 
 // item is one entry of the queue between the connection and the sink.
@@ -145,12 +153,72 @@ func (l *Listener) defaults() {
 // ErrListen wraps a LISTEN that Postgres refused, such as on a hot standby.
 var ErrListen = errors.New("LISTEN refused")
 
-// Run connects, LISTENs, tells the sink the stream is up (which makes it
-// load), and then feeds it until ctx is cancelled. Connection losses are
-// retried with backoff; after each reconnect the sink resyncs. Run returns
-// nil when ctx is cancelled, or an error when Postgres refuses the LISTEN.
-func (l *Listener) Run(ctx context.Context) error {
+// HandleLag registers h to be told the propagation lag of each applied
+// notification: from the writer's clock_timestamp() to now (clocks of
+// different hosts may differ). h runs on the apply path: keep it fast.
+// Register before Open: registering after it is a wiring bug, and panics.
+func (l *Listener) HandleLag(h func(time.Duration)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.opened {
+		panic("listener: HandleLag after Open")
+	}
+	l.lagHandlers = append(l.lagHandlers, h)
+}
+
+// Open starts the listener in the background: it connects, LISTENs, tells
+// the sink the stream is up (which makes it load), and then feeds it until
+// Close. Connection losses are retried with backoff; after each reconnect
+// the sink resyncs. Open does not wait for Postgres; a listener that cannot
+// run (Postgres refuses the LISTEN, as a hot standby does, or the delivery
+// probe fails) stops and reports why on Err.
+func (l *Listener) Open() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.opened {
+		return errors.New("listener: already opened")
+	}
+	l.opened = true
 	l.defaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	l.cancel = cancel
+	errc := l.errChan()
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		if err := l.run(ctx); err != nil {
+			errc <- err
+		}
+	}()
+	return nil
+}
+
+// Close stops the listener and waits until it stopped. It is safe to call
+// when Open never ran, and twice.
+func (l *Listener) Close() error {
+	l.mu.Lock()
+	cancel := l.cancel
+	l.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	l.wg.Wait()
+	return nil
+}
+
+// Err receives the error that stopped the listener, at most one: a LISTEN
+// Postgres refused (ErrListen) or notifications not delivered
+// (ErrNoDelivery). Nothing is sent when Close stops it.
+func (l *Listener) Err() <-chan error { return l.errChan() }
+
+func (l *Listener) errChan() chan error {
+	l.errOnce.Do(func() { l.errc = make(chan error, 1) })
+	return l.errc
+}
+
+// run feeds the sink until ctx is cancelled; it returns nil then, or an
+// error when Postgres refuses the LISTEN or does not deliver.
+func (l *Listener) run(ctx context.Context) error {
 	d := newDialer()
 	pl := pq.NewDialListener(d, l.DSN, l.MinReconnect, l.MaxReconnect, l.event)
 	var closeOnce sync.Once
@@ -388,8 +456,8 @@ func (l *Listener) applied(b mirror.Batch) {
 	if b.SentAt > 0 {
 		lag := time.Now().UnixMicro() - b.SentAt
 		l.lagMicros.Store(lag)
-		if l.OnLag != nil {
-			l.OnLag(time.Duration(lag) * time.Microsecond)
+		for _, h := range l.lagHandlers {
+			h(time.Duration(lag) * time.Microsecond)
 		}
 	}
 }

@@ -116,13 +116,17 @@ func poll(t *testing.T, what string, cond func() bool) {
 
 func run(t *testing.T, l *Listener) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
+	if err := l.Open(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
+		if err := l.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		select {
+		case err := <-l.Err():
+			t.Errorf("listener stopped: %v", err)
+		default:
 		}
 	})
 	poll(t, "connection", func() bool { return l.Sink.(interface{ has(string) bool }).has("up:connected") })
@@ -273,5 +277,50 @@ func TestInlineApplyKeepsOrder(t *testing.T) {
 	t.Logf("%d applied inline, %d queued (%d refused by TryApply)", inline, queued, s.refused.Load())
 	if inline == 0 || queued == 0 || s.refused.Load() == 0 {
 		t.Fatalf("want both paths taken: %d inline, %d queued", inline, queued)
+	}
+}
+
+// TestLifecycle: Close is safe before Open and twice; Open runs once; lag
+// handlers register before Open only. Open does not wait for Postgres
+// (here: none answers), and Close stops a listener still trying to connect.
+func TestLifecycle(t *testing.T) {
+	l := &Listener{DSN: "host=/nonexistent-pgmirror-test sslmode=disable", Sink: &recorder{},
+		MinReconnect: 10 * time.Millisecond, MaxReconnect: 20 * time.Millisecond}
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close before Open: %v", err)
+	}
+	l.HandleLag(func(time.Duration) {})
+	if err := l.Open(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Open(); err == nil {
+		t.Fatal("a second Open succeeded")
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("HandleLag after Open did not panic")
+			}
+		}()
+		l.HandleLag(func(time.Duration) {})
+	}()
+	time.Sleep(50 * time.Millisecond) // a few failed attempts
+	closed := make(chan error, 1)
+	go func() { closed <- l.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not stop a listener trying to connect within 10s")
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	select {
+	case err := <-l.Err():
+		t.Fatalf("Err after Close: %v", err)
+	default:
 	}
 }

@@ -1,7 +1,6 @@
 package listener
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -102,9 +101,16 @@ func TestListenThroughTransactionPooler(t *testing.T) {
 	name := dsnDB(dsn)
 
 	tx := &Listener{DSN: startPgbouncer(t, srv, name, "transaction"), Sink: &recorder{}, ProbeTimeout: 2 * time.Second}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err := tx.Run(ctx)
+	if err := tx.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	var err error
+	select {
+	case err = <-tx.Err():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the listener through a transaction pooler did not stop within 30s")
+	}
 	if !errors.Is(err, ErrNoDelivery) {
 		t.Fatalf("listener through a transaction pooler: %v, want ErrNoDelivery", err)
 	}

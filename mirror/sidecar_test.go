@@ -27,10 +27,8 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 const listenerApp = "pgmirror-test-listener"
 
 type sidecar struct {
-	m      *mirror.Mirror
-	l      *listener.Listener
-	cancel context.CancelFunc
-	done   chan error
+	m *mirror.Mirror
+	l *listener.Listener
 }
 
 // start runs a sidecar on dsn and waits until its first load completed.
@@ -57,18 +55,22 @@ func startNoWait(t testing.TB, dsn string, opts mirror.Options) *sidecar {
 	m.Open()
 	l := &listener.Listener{DSN: dsn + " application_name=" + listenerApp, Sink: m,
 		PingInterval: 200 * time.Millisecond, PingTimeout: 2 * time.Second, MaxReconnect: 500 * time.Millisecond}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &sidecar{m: m, l: l, cancel: cancel, done: make(chan error, 1)}
-	go func() { s.done <- l.Run(ctx) }()
+	s := &sidecar{m: m, l: l}
+	if err := l.Open(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
-		cancel()
+		closed := make(chan struct{})
+		go func() { l.Close(); close(closed) }()
 		select {
-		case err := <-s.done:
-			if err != nil {
-				t.Errorf("listener: %v", err)
-			}
+		case <-closed:
 		case <-time.After(15 * time.Second):
 			t.Errorf("listener did not stop within 15s")
+		}
+		select {
+		case err := <-l.Err():
+			t.Errorf("listener: %v", err)
+		default:
 		}
 		m.Close()
 	})
@@ -79,7 +81,7 @@ func (s *sidecar) waitReady(t testing.TB) {
 	t.Helper()
 	select {
 	case <-s.m.Ready():
-	case err := <-s.done:
+	case err := <-s.l.Err():
 		t.Fatalf("listener stopped: %v", err)
 	case <-time.After(60 * time.Second):
 		t.Fatalf("mirror not ready within 60s: %+v", s.m.Stats())

@@ -42,13 +42,12 @@ func newOrderRig(t *testing.T) *orderRig {
 			<-r.resume
 		}
 	}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
+	if err := l.Open(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		r.unpause()
-		cancel()
-		<-done
+		l.Close()
 		m.Close()
 	})
 	select {
@@ -57,7 +56,7 @@ func newOrderRig(t *testing.T) *orderRig {
 		t.Fatal("mirror not ready within 30s")
 	}
 	r.loaders = pgstore.NewLoaders(db, m, nil)
-	if err := r.loaders.Reload(ctx); err != nil {
+	if err := r.loaders.Reload(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	r.w = newWriter(t, db, m, pgstore.WriterOptions{})

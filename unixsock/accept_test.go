@@ -3,7 +3,6 @@ package unixsock
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -24,7 +23,8 @@ const envAcceptSocket = "PGMIRROR_ACCEPT_CHILD_SOCKET"
 // TestAcceptChild is the server of TestAcceptOutOfDescriptors; it runs only
 // in the process that test starts. It listens, then lowers its file
 // descriptor limit to leave room for 4 clients, and serves until stdin
-// closes. Serve returning an error ends the process with status 3.
+// closes. An error on Err (the accept loop stopped) ends the process with
+// status 3.
 func TestAcceptChild(t *testing.T) {
 	path := os.Getenv(envAcceptSocket)
 	if path == "" {
@@ -32,7 +32,7 @@ func TestAcceptChild(t *testing.T) {
 	}
 	s := &Server{Socket: path, Mirror: fakeMirror{}, Writer: fakeWriter{},
 		Logger: hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Warn})}
-	if err := s.Listen(); err != nil {
+	if err := s.Open(); err != nil {
 		t.Fatal(err)
 	}
 	fds, err := os.ReadDir("/proc/self/fd")
@@ -47,8 +47,6 @@ func TestAcceptChild(t *testing.T) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve() }()
 	fmt.Println("ready")
 	stdin := make(chan struct{})
 	go func() {
@@ -56,18 +54,18 @@ func TestAcceptChild(t *testing.T) {
 		close(stdin)
 	}()
 	select {
-	case err := <-served:
+	case err := <-s.Err():
 		fmt.Printf("serve: %v\n", err)
 		os.Exit(3)
 	case <-stdin:
 	}
-	_ = s.Shutdown(context.Background())
+	_ = s.Close()
 }
 
 // TestAcceptOutOfDescriptors (finding 11): when accept fails for lack of
 // file descriptors, the server backs off and keeps serving the clients it
 // has; once descriptors are free, the waiting clients are served. Before,
-// Serve returned the error and the process exited.
+// the accept loop stopped with the error and the process exited.
 func TestAcceptOutOfDescriptors(t *testing.T) {
 	dir, err := os.MkdirTemp("", "pgma")
 	if err != nil {
@@ -207,4 +205,58 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// TestServerLifecycle: Close is safe before Open, after a failed Open and
+// twice; Open serves at once; Close removes the socket file.
+func TestServerLifecycle(t *testing.T) {
+	dir, err := os.MkdirTemp("", "pgml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "s.sock")
+	if err := (&Server{Socket: path}).Close(); err != nil {
+		t.Fatalf("Close before Open: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "plain"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := &Server{Socket: filepath.Join(dir, "plain"), Mirror: fakeMirror{}, Writer: fakeWriter{}}
+	if err := bad.Open(); err == nil {
+		t.Fatal("Open on a regular file succeeded")
+	}
+	if err := bad.Close(); err != nil {
+		t.Fatalf("Close after a failed Open: %v", err)
+	}
+	s := &Server{Socket: path, Mirror: fakeMirror{}, Writer: fakeWriter{}}
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Open(); err == nil {
+		t.Fatal("a second Open succeeded")
+	}
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte("PING\r\n"))
+	if line, _ := bufio.NewReader(c).ReadString('\n'); line != "+PONG\r\n" {
+		t.Fatalf("PING: %q", line)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Fatalf("socket file after Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	select {
+	case err := <-s.Err():
+		t.Fatalf("Err after Close: %v", err)
+	default:
+	}
 }

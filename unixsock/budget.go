@@ -112,7 +112,7 @@ func (s *Server) evict(c *client, reason, why string) {
 	_ = c.nc.Close()
 }
 
-// startHelpers starts the goroutines Shutdown stops: the keyspace
+// startHelpers starts the goroutines Close stops: the keyspace
 // publisher and the evictor.
 func (s *Server) startHelpers() {
 	s.budget.kick = make(chan struct{}, 1)

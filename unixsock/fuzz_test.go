@@ -65,11 +65,10 @@ func FuzzCommands(f *testing.F) {
 	}
 	defer os.RemoveAll(dir)
 	s := &Server{Socket: filepath.Join(dir, "f.sock"), Mirror: fakeMirror{}, Writer: fakeWriter{}, MaxValueSize: 1 << 16}
-	if err := s.Listen(); err != nil {
+	if err := s.Open(); err != nil {
 		f.Fatal(err)
 	}
-	go s.Serve()
-	defer s.Shutdown(context.Background())
+	defer s.Close()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := net.Dial("unix", s.Socket)
 		if err != nil {

@@ -238,14 +238,14 @@ func TestSocketFile(t *testing.T) {
 	}
 	// A second server on the same live socket refuses to start.
 	second := &unixsock.Server{Socket: path, Mirror: sc.m, Writer: sc.w}
-	if err := second.Listen(); err == nil || !strings.Contains(err.Error(), "another server is answering") {
+	if err := second.Open(); err == nil || !strings.Contains(err.Error(), "another server is answering") {
 		t.Fatalf("second server on a live socket: %v", err)
 	}
 	// A path that is not a socket is never replaced.
 	plain := filepath.Join(dir, "plain")
 	os.WriteFile(plain, []byte("x"), 0o600)
 	third := &unixsock.Server{Socket: plain, Mirror: sc.m, Writer: sc.w}
-	if err := third.Listen(); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if err := third.Open(); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Fatalf("listen on a regular file: %v", err)
 	}
 	sc.stop()

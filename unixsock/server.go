@@ -21,6 +21,9 @@ const (
 	DefaultMaxClients   = 10000
 	DefaultMaxValueSize = 16 << 20
 	DefaultSocketMode   = 0o660
+	// DefaultShutdownTimeout bounds how long Close lets in-flight commands
+	// finish and answer.
+	DefaultShutdownTimeout = 10 * time.Second
 	// writeTimeout bounds one write command, queueing included: a write
 	// fails with an error rather than hang when Postgres is away.
 	writeTimeout = 10 * time.Second
@@ -42,7 +45,8 @@ type Mirror interface {
 var _ Mirror = (*mirror.Mirror)(nil)
 
 // Server serves the Redis protocol on a Unix socket. Configure the exported
-// fields, then Listen, Serve, and finally Shutdown.
+// fields (a struct literal builds it; nothing starts), then Open, and
+// finally Close. An accept loop that fails for good reports it on Err.
 type Server struct {
 	Socket       string
 	SocketMode   os.FileMode
@@ -71,15 +75,22 @@ type Server struct {
 	Info func() [][2]string
 	// Version is pgmirror's version, reported by INFO; "dev" when empty.
 	Version string
+	// ShutdownTimeout bounds how long Close lets the connections finish the
+	// commands they have read; past it in-flight work is abandoned. 0 means
+	// DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
 
 	ln       net.Listener
-	sockFile os.FileInfo     // the socket file Listen created: Shutdown removes only it
-	ctx      context.Context // cancelled by Shutdown's deadline: aborts in-flight work
+	sockFile os.FileInfo     // the socket file Open created: Close removes only it
+	ctx      context.Context // cancelled by Close's deadline: aborts in-flight work
 	cancel   context.CancelFunc
-	stop     chan struct{} // closed by Shutdown: ends the accept backoff and the helpers
+	stop     chan struct{} // closed by Close: ends the accept backoff and the helpers
 	draining atomic.Bool
 	wg       sync.WaitGroup // client connections
 	helpers  sync.WaitGroup // publisher and evictor
+	accepter sync.WaitGroup // the accept loop
+	errOnce  sync.Once
+	errc     chan error // Err
 	mu       sync.Mutex
 	conns    map[*client]struct{}
 	nextID   atomic.Int64
@@ -120,15 +131,47 @@ func (s *Server) defaults() {
 	if s.SocketMode == 0 {
 		s.SocketMode = DefaultSocketMode
 	}
+	if s.ShutdownTimeout <= 0 {
+		s.ShutdownTimeout = DefaultShutdownTimeout
+	}
 	if s.Logger == nil {
 		s.Logger = hclog.NewNullLogger()
 	}
 }
 
-// Listen creates the socket. A socket file left by a crashed process is
-// replaced; one a live server answers on is an error, as is a path that is
-// not a socket.
-func (s *Server) Listen() error {
+// Open creates the socket and serves clients on it in the background until
+// Close. A socket file left by a crashed process is replaced; one a live
+// server answers on is an error, as is a path that is not a socket.
+func (s *Server) Open() error {
+	if s.ln != nil {
+		return errors.New("socket server: already opened")
+	}
+	if err := s.listen(); err != nil {
+		return err
+	}
+	errc := s.errChan()
+	s.accepter.Add(1)
+	go func() {
+		defer s.accepter.Done()
+		if err := s.serve(); err != nil {
+			errc <- err
+		}
+	}()
+	return nil
+}
+
+// Err receives the error that stopped the accept loop, at most one; the
+// connected clients are still served until Close. Nothing is sent when
+// Close stops it.
+func (s *Server) Err() <-chan error { return s.errChan() }
+
+func (s *Server) errChan() chan error {
+	s.errOnce.Do(func() { s.errc = make(chan error, 1) })
+	return s.errc
+}
+
+// listen creates the socket and starts the helpers.
+func (s *Server) listen() error {
 	s.defaults()
 	if err := clearStale(s.Socket); err != nil {
 		return err
@@ -138,7 +181,7 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("listen on %s: %w", s.Socket, err)
 	}
 	// Closing must not unlink the path: by then it may be another
-	// server's socket. Shutdown removes the file only if it is still ours.
+	// server's socket. Close removes the file only if it is still ours.
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	fi, err := os.Lstat(s.Socket)
 	if err == nil {
@@ -185,92 +228,28 @@ func clearStale(path string) error {
 	return nil
 }
 
-// Accept backoff, as net/http's Server: a failing accept (out of file
-// descriptors) is retried after 5 ms, doubling up to 1 s.
-const (
-	acceptBackoffMin = 5 * time.Millisecond
-	acceptBackoffMax = time.Second
-)
-
-// Serve accepts clients until Shutdown. It returns nil after Shutdown. A
-// failing accept that may pass (too many open files, out of memory or
-// buffers, an aborted connection) is retried with a backoff while the
-// connected clients are served.
-func (s *Server) Serve() error {
-	var delay time.Duration
-	var lastLog time.Time
-	for {
-		nc, err := s.ln.Accept()
-		if err != nil {
-			if s.draining.Load() {
-				return nil
-			}
-			if !acceptRetryable(err) {
-				return fmt.Errorf("accept: %w", err)
-			}
-			s.stats.acceptErrors.Add(1)
-			delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
-			if time.Since(lastLog) >= 10*time.Second {
-				lastLog = time.Now()
-				s.Logger.Warn("accepting a client failed; retrying (raise the file descriptor limit, ulimit -n, or lower --max-clients)",
-					"error", err, "retry_in", delay, "clients", s.Clients())
-			}
-			select {
-			case <-time.After(delay):
-			case <-s.stop:
-			}
-			continue
-		}
-		delay = 0
-		s.stats.connections.Add(1)
-		c := s.newClient(nc)
-		s.mu.Lock()
-		full := len(s.conns) >= s.MaxClients
-		if !full {
-			s.conns[c] = struct{}{}
-			s.wg.Add(1)
-		}
-		s.mu.Unlock()
-		if full {
-			s.stats.rejected.Add(1)
-			_, _ = nc.Write([]byte("-ERR max number of clients reached\r\n"))
-			nc.Close()
-			continue
-		}
-		go func() {
-			defer s.wg.Done()
-			c.serve()
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
-		}()
+// Close stops accepting, lets every connection finish the commands it has
+// read and flush their replies, then closes them and removes the socket
+// file if it is still the one Open created (a newer server may have
+// replaced it). Past ShutdownTimeout, in-flight work is abandoned. Close is
+// safe to call when Open never ran or failed, and twice.
+func (s *Server) Close() error {
+	if s.ln == nil {
+		return nil
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.ShutdownTimeout)
+	defer cancel()
+	return s.shutdown(ctx)
 }
 
-// acceptRetryable reports whether a failed accept may succeed later.
-func acceptRetryable(err error) bool {
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		return true
-	}
-	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
-		syscall.ECONNABORTED, syscall.EINTR, syscall.EAGAIN} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
-}
-
-// Shutdown stops accepting, lets every connection finish the commands it
-// has read and flush their replies, then closes them and removes the
-// socket file if it is still the one Listen created (a newer server may
-// have replaced it). When ctx ends first, in-flight work is abandoned.
-func (s *Server) Shutdown(ctx context.Context) error {
+// shutdown is Close with ctx as the bound.
+func (s *Server) shutdown(ctx context.Context) error {
 	if s.ln == nil || !s.draining.CompareAndSwap(false, true) {
 		return nil
 	}
 	close(s.stop)
 	err := s.ln.Close()
+	s.accepter.Wait()
 	s.mu.Lock()
 	for c := range s.conns {
 		c.wakeIdle()

@@ -98,37 +98,37 @@ func startSidecarNoWait(t testing.TB, dsn string, cfg config) *sidecar {
 		cfg.server(s.srv)
 	}
 	srv = s.srv
-	if err := s.srv.Listen(); err != nil {
+	if err := s.srv.Open(); err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- s.srv.Serve() }()
 	m.Open()
 	l := &listener.Listener{DSN: dsn, Sink: m, PingInterval: 200 * time.Millisecond, MaxReconnect: 300 * time.Millisecond}
 	if cfg.listener != nil {
 		cfg.listener(l)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
+	if err := l.Open(); err != nil {
+		t.Fatal(err)
+	}
 	var stopped bool
 	s.stop = func() {
 		if stopped {
 			return
 		}
 		stopped = true
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		if err := s.srv.Shutdown(sctx); err != nil {
+		if err := s.srv.Close(); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
-		if err := <-served; err != nil {
+		select {
+		case err := <-s.srv.Err():
 			t.Errorf("serve: %v", err)
+		default:
 		}
 		w.Close()
-		cancel()
-		if err := <-done; err != nil {
+		l.Close()
+		select {
+		case err := <-l.Err():
 			t.Errorf("listener: %v", err)
+		default:
 		}
 		m.Close()
 	}

@@ -1,7 +1,6 @@
 package unixsock_test
 
 import (
-	"context"
 	"os"
 	"testing"
 
@@ -22,11 +21,10 @@ func TestShutdownLeavesReplacedSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	newer := &unixsock.Server{Socket: path, Mirror: old.m, Writer: old.w}
-	if err := newer.Listen(); err != nil {
+	if err := newer.Open(); err != nil {
 		t.Fatal(err)
 	}
-	go newer.Serve()
-	defer newer.Shutdown(context.Background())
+	defer newer.Close()
 	before, err := os.Lstat(path)
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +41,7 @@ func TestShutdownLeavesReplacedSocket(t *testing.T) {
 		t.Fatalf("PING to the newer server: %q", got)
 	}
 	// The newer server removes its own file when it stops.
-	if err := newer.Shutdown(context.Background()); err != nil {
+	if err := newer.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Lstat(path); !os.IsNotExist(err) {

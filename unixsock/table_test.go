@@ -71,11 +71,10 @@ func TestCommandCallsPerServer(t *testing.T) {
 	for i, version := range []string{"v9.9.9", ""} {
 		s := &Server{Socket: filepath.Join(dir, []string{"a.sock", "b.sock"}[i]), Mirror: fakeMirror{}, Writer: fakeWriter{},
 			Version: version}
-		if err := s.Listen(); err != nil {
+		if err := s.Open(); err != nil {
 			t.Fatal(err)
 		}
-		go s.Serve()
-		t.Cleanup(func() { s.Shutdown(context.Background()) })
+		t.Cleanup(func() { s.Close() })
 		srvs[i] = s
 		clients[i] = redis.NewClient(&redis.Options{Network: "unix", Addr: s.Socket, Protocol: 2})
 		t.Cleanup(func() { clients[i].Close() })
