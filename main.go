@@ -315,7 +315,9 @@ func (m *Main) runServe(ctx context.Context) error {
 		return err
 	}
 	m.startSync()
-	m.Jobs.Start()
+	if err := m.Jobs.Open(); err != nil {
+		return err
+	}
 	// TODO(later issues): open the admin HTTP server and the jobs here; Close closes them in reverse.
 
 	select {
@@ -347,9 +349,29 @@ func (m *Main) openServer() error {
 	}
 	m.Store = pgstore.New(m.DB, m.Logger.Named("store"))
 	m.Store.Gate, m.Store.GateWait = m.gate, m.Config.LoaderTimeout
-	m.Loaders = pgstore.NewLoaders(m.DB, nil, m.Logger.Named("loaders"))
+	m.Loaders = pgstore.NewLoaders(m.DB, m.Logger.Named("loaders"))
 	m.Loaders.Gate, m.Loaders.Timeout = m.gate, m.Config.LoaderTimeout
-	m.Jobs = jobs.New(m.Store, m.Loaders, nil, jobs.Config{
+	mir, err := mirror.New(m.Store, mirror.Options{
+		MaxMemory:      m.Config.MaxMemory,
+		ManageGC:       true,
+		MaxStaleness:   max(m.Config.MaxStaleness, time.Nanosecond), // 0: stale at once (0 means "default" to mirror)
+		StaleError:     m.Config.StaleReads == StaleReadsError,
+		ReloadInterval: m.Config.ReloadInterval,
+		Loader:         m.Loaders,
+		ServeStale:     m.Config.ServeStale,
+		Logger:         m.Logger.Named("mirror"),
+	})
+	if err != nil {
+		return err
+	}
+	m.Mirror = mir
+	adm := m.Admin
+	mir.Handle(func(ev mirror.Event) {
+		if ev.Kind == mirror.KindReload {
+			adm.ObserveReload(ev.Reason, ev.Reload, ev.Err)
+		}
+	})
+	m.Jobs = jobs.New(m.Store, m.Loaders, mir, jobs.Config{
 		AccessFlushInterval: m.Config.AccessFlushInterval,
 		RefreshInterval:     m.Config.RefreshInterval,
 		RefreshAhead:        m.Config.RefreshAhead,
@@ -360,26 +382,6 @@ func (m *Main) openServer() error {
 		ExpiredGrace:        m.Config.ExpiredGrace,
 		Logger:              m.Logger.Named("jobs"),
 	})
-	var server *unixsock.Server // set below, before anything can change the mirror
-	mir, err := mirror.New(m.Store, mirror.Options{
-		OnKeyEvent:       func(key, event string) { server.KeyEvent(key, event) },
-		MaxMemory:        m.Config.MaxMemory,
-		ManageGC:         true,
-		MaxStaleness:     max(m.Config.MaxStaleness, time.Nanosecond), // 0: stale at once (0 means "default" to mirror)
-		StaleError:       m.Config.StaleReads == StaleReadsError,
-		ReloadInterval:   m.Config.ReloadInterval,
-		Loader:           m.Loaders,
-		ServeStale:       m.Config.ServeStale,
-		OnLoadersChanged: m.Jobs.LoadersChanged,
-		Logger:           m.Logger.Named("mirror"),
-		OnReload:         m.Admin.ObserveReload,
-	})
-	if err != nil {
-		return err
-	}
-	m.Mirror = mir
-	m.Loaders.Applier = mir
-	m.Jobs.Access = mir
 	m.Listener = &listener.Listener{DSN: m.Config.ListenDSN, Sink: mir, Logger: m.Logger.Named("listener"),
 		OnLag: m.Admin.ObserveLag, Unsigned: m.Config.UnsignedPayloads}
 	m.Writer = pgstore.NewWriter(m.DB, mir, pgstore.WriterOptions{
@@ -403,7 +405,7 @@ func (m *Main) openServer() error {
 		Logger:           m.Logger.Named("socket"),
 		Info:             m.listenerInfo,
 	}
-	server = m.Server
+	mir.Handle(m.Server.HandleMirrorEvent)
 	if err := m.Server.Listen(); err != nil {
 		return err
 	}
@@ -476,7 +478,7 @@ func (m *Main) listenerInfo() [][2]string {
 // LISTENs first and then asks the mirror to load.
 func (m *Main) startSync() {
 	mir := m.Mirror
-	mir.Open()
+	_ = mir.Open() // fails only when opened twice
 	lctx, cancel := context.WithCancel(context.Background())
 	m.stopListener = cancel
 	m.listenerErr = make(chan error, 1)

@@ -39,11 +39,15 @@ func startSidecar(t *testing.T, dsn string, maxStaleness time.Duration) *sidecar
 		MaxMemory:    64 << 20,
 		MaxStaleness: maxStaleness,
 		SentinelWait: 5 * time.Second,
-		OnReload:     adm.ObserveReload,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.Handle(func(ev mirror.Event) {
+		if ev.Kind == mirror.KindReload {
+			adm.ObserveReload(ev.Reason, ev.Reload, ev.Err)
+		}
+	})
 	l := &listener.Listener{DSN: dsn, Sink: m, OnLag: adm.ObserveLag,
 		PingInterval: 200 * time.Millisecond, PingTimeout: 2 * time.Second,
 		MinReconnect: 50 * time.Millisecond, MaxReconnect: 200 * time.Millisecond}

@@ -5,7 +5,7 @@
 // Metrics are read from the components' own cumulative counters at scrape
 // time (a custom prometheus.Collector), so nothing is counted twice; only
 // what has no counter of its own is observed as it happens: reload
-// durations and resyncs (ObserveReload, for mirror.Options.OnReload) and
+// durations and resyncs (ObserveReload, for the mirror's reload events) and
 // propagation lag (ObserveLag, for listener.Listener.OnLag).
 package admin
 

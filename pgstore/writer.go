@@ -549,6 +549,7 @@ func (w *Writer) execute(ctx context.Context, batch []*writeReq, sent *atomic.Bo
 			}
 		case "state":
 			c := stateChange(&batch[i].op, res, key.String, ver.Int64, expiry(exp), del.Bool, val)
+			c.Origin = batch[i].op.Origin
 			res.States = append(res.States, c)
 			out.changes = append(out.changes, c)
 		}

@@ -76,8 +76,6 @@ func startSidecarNoWait(t testing.TB, dsn string, cfg config) *sidecar {
 	if opts.SentinelWait == 0 {
 		opts.SentinelWait = 5 * time.Second
 	}
-	var srv *unixsock.Server
-	opts.OnKeyEvent = func(key, event string) { srv.KeyEvent(key, event) }
 	m, err := mirror.New(store, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +92,7 @@ func startSidecarNoWait(t testing.TB, dsn string, cfg config) *sidecar {
 	if cfg.server != nil {
 		cfg.server(s.srv)
 	}
-	srv = s.srv
+	m.Handle(s.srv.HandleMirrorEvent)
 	if err := s.srv.Listen(); err != nil {
 		t.Fatal(err)
 	}

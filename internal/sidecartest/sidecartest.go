@@ -63,27 +63,22 @@ func Start(t testing.TB, dsn string, cfg Config) *Sidecar {
 	}
 	s := &Sidecar{Store: pgstore.New(db, nil)}
 	s.Store.Gate, s.Store.GateWait = gate, cfg.LoaderTimeout
-	s.Loaders = pgstore.NewLoaders(db, nil, nil)
+	s.Loaders = pgstore.NewLoaders(db, nil)
 	s.Loaders.Gate, s.Loaders.Timeout = gate, cfg.LoaderTimeout
 	if cfg.Loaders != nil {
 		cfg.Loaders(s.Loaders)
 	}
-	s.Jobs = jobs.New(s.Store, s.Loaders, nil, cfg.Jobs)
 	opts := cfg.Mirror
 	if opts.SentinelWait == 0 {
 		opts.SentinelWait = 5 * time.Second
 	}
 	opts.Loader = s.Loaders
-	opts.OnLoadersChanged = s.Jobs.LoadersChanged
-	var srv *unixsock.Server
-	opts.OnKeyEvent = func(key, event string) { srv.KeyEvent(key, event) }
 	m, err := mirror.New(s.Store, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Mirror = m
-	s.Loaders.Applier = m
-	s.Jobs.Access = m
+	s.Jobs = jobs.New(s.Store, s.Loaders, m, cfg.Jobs)
 	s.Writer = pgstore.NewWriter(db, m, pgstore.WriterOptions{Timeout: 5 * time.Second})
 	dir, err := os.MkdirTemp("", "pgm")
 	if err != nil {
@@ -91,7 +86,7 @@ func Start(t testing.TB, dsn string, cfg Config) *Sidecar {
 	}
 	s.Socket = filepath.Join(dir, "s.sock")
 	s.Server = &unixsock.Server{Socket: s.Socket, Mirror: m, Writer: s.Writer, MaxValueSize: cfg.MaxValueSize}
-	srv = s.Server
+	m.Handle(s.Server.HandleMirrorEvent)
 	if err := s.Server.Listen(); err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +105,9 @@ func Start(t testing.TB, dsn string, cfg Config) *Sidecar {
 	done := make(chan error, 1)
 	go func() { done <- l.Run(lctx) }()
 	if !cfg.NoJobs {
-		s.Jobs.Start()
+		if err := s.Jobs.Open(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	s.Client = redis.NewClient(&redis.Options{Network: "unix", Addr: s.Socket, PoolSize: 64, MaxRetries: -1,
 		ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second})
