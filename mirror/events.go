@@ -89,15 +89,13 @@ type Event struct {
 	Err     error        // KindReload: nil when the reload succeeded
 }
 
-// Bounds of the event queue.
-const (
-	// maxQueuedEventBytes bounds the key changes waiting for the handlers
-	// (each counted as its key plus keyChangeCost); past it, further key
-	// changes are dropped, and one FlushOverflow event is queued instead.
-	// A single event is always queued when nothing waits.
-	maxQueuedEventBytes = 64 << 20
-	keyChangeCost       = 64
-)
+// maxQueuedEventBytes bounds the key changes waiting for the handlers
+// (each counted as its key plus keyChangeCost); past it, further key
+// changes are dropped, and one FlushOverflow event is queued instead. A
+// single event is always queued when nothing waits. A variable for tests.
+var maxQueuedEventBytes int64 = 64 << 20
+
+const keyChangeCost = 64
 
 // merge tags: a key-change event that is not an applied batch (a reload's
 // corrections, keys found expired) joins the previous event of its tag
