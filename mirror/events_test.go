@@ -257,6 +257,8 @@ func TestEventsOverflow(t *testing.T) {
 		m.Apply(Batch{Xid: uint64(2 + i), Changes: []Change{set(fmt.Sprint("k", i%100), "v", int64(2+i))}})
 	}
 	close(release)
+	r.wait(t, "the overflow's flush", func(evs []Event) bool { return evs[len(evs)-1].Kind == KindFlush })
+	// The queue is empty again: changes are queued again.
 	m.Apply(Batch{Xid: 1000, Changes: []Change{set("later", "v", 1000)}})
 	evs := r.wait(t, "after the overflow", func(evs []Event) bool {
 		return len(evs) > 0 && evs[len(evs)-1].Kind == KindChanges && evs[len(evs)-1].Changes[0].Key == "later"
