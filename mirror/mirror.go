@@ -181,7 +181,8 @@ type valueItem struct {
 // authority on existence, version and expiry, and holds small values itself
 // (see Options.InlineLimit), and a bounded value cache (ristretto) for the
 // others; the two share MaxMemory. Changes reach it from the notification stream (Apply, in commit order),
-// from reloads (Reload) and from this sidecar's own writes (ApplyWrite).
+// from reloads (Reload) and from this sidecar's own writes (ApplyWrite);
+// what they change, it tells the handlers registered with Handle.
 type Mirror struct {
 	opts   Options
 	log    hclog.Logger
