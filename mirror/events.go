@@ -95,7 +95,10 @@ type Event struct {
 // single event is always queued when nothing waits. A variable for tests.
 var maxQueuedEventBytes int64 = 64 << 20
 
-const keyChangeCost = 64
+const (
+	keyChangeCost  = 64
+	maxSpareEvents = 1024 // the largest queue kept for reuse
+)
 
 // merge tags: a key-change event that is not an applied batch (a reload's
 // corrections, keys found expired) joins the previous event of its tag
@@ -119,8 +122,9 @@ type events struct {
 	mu       sync.Mutex
 	handlers []func(Event)
 	queue    []queuedEvent
-	bytes    int64 // of the key changes queued
-	overflow bool  // a FlushOverflow is queued
+	spare    []queuedEvent // the dispatcher's last queue, emptied, for reuse
+	bytes    int64         // of the key changes queued
+	overflow bool          // a FlushOverflow is queued
 	any      atomic.Bool
 	wake     chan struct{}
 	dropped  atomic.Int64
@@ -244,7 +248,7 @@ func (m *Mirror) dispatch() {
 	for {
 		q.mu.Lock()
 		taken, handlers := q.queue, q.handlers
-		q.queue, q.bytes, q.overflow = nil, 0, false
+		q.queue, q.spare, q.bytes, q.overflow = q.spare, nil, 0, false
 		q.mu.Unlock()
 		if len(taken) == 0 {
 			m.reportDropped()
@@ -254,7 +258,12 @@ func (m *Mirror) dispatch() {
 			for _, h := range handlers {
 				h(taken[i].ev)
 			}
-			taken[i] = queuedEvent{}
+		}
+		clear(taken)
+		if cap(taken) <= maxSpareEvents {
+			q.mu.Lock()
+			q.spare = taken[:0]
+			q.mu.Unlock()
 		}
 	}
 }
