@@ -76,6 +76,9 @@ type statsFunc[T any] func() T
 
 func (f statsFunc[T]) Stats() T { return f() }
 
+// Handle makes a statsFunc a mirror source; these tests send no events.
+func (f statsFunc[T]) Handle(func(mirror.Event)) {}
+
 // fakeListener is a listener source; it keeps the lag observers registered with it.
 type fakeListener struct {
 	statsFunc[listener.Stats]

@@ -20,7 +20,7 @@ import (
 const namespace = "pgmirror"
 
 // Resync reasons, the values of the reason label of pgmirror_resyncs_total:
-// the reasons the mirror reports reloads under, normalised to a small set.
+// the reasons of the mirror's reload events (mirror.KindReload), normalised to a small set.
 const (
 	ReasonConnected   = "connected"   // the listener's first connection
 	ReasonReconnected = "reconnected" // the listener reconnected: notifications may be lost
@@ -120,8 +120,7 @@ func (in *instruments) collectors() []prometheus.Collector {
 	return []prometheus.Collector{in.resyncs, in.reloadDuration, in.reloadRows, in.lag}
 }
 
-// ObserveReload records a reload's end: the mirror's reload observer
-// (mirror.Options.OnReload).
+// ObserveReload records a reload's end, as the mirror reports it (an event of kind mirror.KindReload).
 func (s *Server) ObserveReload(reason string, res mirror.ReloadResult, err error) {
 	result := ResultOK
 	switch {

@@ -14,80 +14,55 @@ import (
 
 	"pgmirror/admin"
 	"pgmirror/internal/pgtest"
+	"pgmirror/internal/sidecartest"
 	"pgmirror/internal/testdb"
 	"pgmirror/listener"
 	"pgmirror/mirror"
-	"pgmirror/pgstore"
+	sidecarpkg "pgmirror/sidecar"
 )
 
-// sidecar is a mirror fed by a listener, observed by an admin server.
+// sidecar is a whole sidecar with its admin server on 127.0.0.1:0.
 type sidecar struct {
-	m     *mirror.Mirror
-	l     *listener.Listener
-	admin *admin.Server
-	url   string
+	*sidecartest.Sidecar
+	m   *mirror.Mirror
+	url string
 }
 
-// startSidecar wires a mirror, a listener and an admin server as main does
-// (the admin server last, over the others), and starts them without
-// waiting for the first load.
+// startSidecar runs a sidecar as the binary does, and does not wait for
+// Postgres or the first load.
 func startSidecar(t *testing.T, dsn string, maxStaleness time.Duration) *sidecar {
 	t.Helper()
 	logger, logs := testLogger()
-	var adm *admin.Server // built last; the mirror reports reloads to it once it opens
-	m, err := mirror.New(pgstore.New(testdb.Open(t, dsn), nil), mirror.Options{
-		MaxMemory:    64 << 20,
-		MaxStaleness: maxStaleness,
-		SentinelWait: 5 * time.Second,
-		OnReload:     func(reason string, res mirror.ReloadResult, err error) { adm.ObserveReload(reason, res, err) },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &listener.Listener{DSN: dsn, Sink: m,
-		PingInterval: 200 * time.Millisecond, PingTimeout: 2 * time.Second,
-		MinReconnect: 50 * time.Millisecond, MaxReconnect: 200 * time.Millisecond}
-	cfg := local()
-	cfg.Logger, cfg.MaxStaleness, cfg.Version = logger, maxStaleness, "test"
-	adm = admin.New(cfg, admin.Sources{Mirror: m, Listener: l})
-	s := &sidecar{m: m, l: l, admin: adm}
-	s.url = serve(t, adm) // closed after the listener and mirror (cleanups run last first)
-
-	m.Open()
-	if err := l.Open(); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
-		closed := make(chan struct{})
-		go func() { l.Close(); close(closed) }()
-		select {
-		case <-closed:
-		case <-time.After(15 * time.Second):
-			t.Errorf("listener did not stop within 15s")
-		}
-		select {
-		case err := <-l.Err():
-			t.Errorf("listener: %v", err)
-		default:
-		}
-		m.Close()
-		// The admin server knows no DSN, and must never log one.
-		if out := logs.String(); strings.Contains(out, "dbname=") || strings.Contains(out, dsn) {
-			t.Errorf("admin logged a DSN:\n%s", out)
+		// The admin server knows no DSN, and must never log one (cleanups run
+		// last first: this one after the sidecar stopped).
+		for _, line := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(line, "admin.http: ") && (strings.Contains(line, "dbname=") || strings.Contains(line, dsn)) {
+				t.Errorf("admin logged a DSN: %s", line)
+			}
 		}
 	})
-	return s
+	sc := sidecartest.StartNoWait(t, dsn, sidecartest.Config{
+		Mirror:   mirror.Options{MaxMemory: 64 << 20, MaxStaleness: maxStaleness, SentinelWait: 5 * time.Second},
+		HTTPAddr: "127.0.0.1:0",
+		Logger:   logger,
+		Sidecar:  func(c *sidecarpkg.Config) { c.MaxStaleness = maxStaleness },
+		Listener: func(l *listener.Listener) {
+			l.PingInterval, l.PingTimeout = 200*time.Millisecond, 2*time.Second
+			l.MinReconnect, l.MaxReconnect = 50*time.Millisecond, 200*time.Millisecond
+		},
+	})
+	var addr string
+	eventually(t, 30*time.Second, func() (bool, string) {
+		addr = sc.Admin.ListenAddr()
+		return addr != "", "the admin server is not listening"
+	})
+	return &sidecar{Sidecar: sc, m: sc.Mirror, url: "http://" + addr}
 }
 
 func (s *sidecar) waitReady(t *testing.T) {
 	t.Helper()
-	select {
-	case <-s.m.Ready():
-	case err := <-s.l.Err():
-		t.Fatalf("listener stopped: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("mirror not ready within 60s: %+v", s.m.Stats())
-	}
+	s.WaitReady(t, 60*time.Second)
 }
 
 // waitReadyz polls /readyz until it answers code, and returns its status.

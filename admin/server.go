@@ -5,9 +5,9 @@
 // Metrics are read from the components' own cumulative counters at scrape
 // time (a custom prometheus.Collector), so nothing is counted twice; only
 // what has no counter of its own is observed as it happens: reload
-// durations and resyncs (ObserveReload, told each reload's end by the
-// mirror) and propagation lag (ObserveLag, which New registers with the
-// listener).
+// durations and resyncs (ObserveReload, which New registers for the
+// mirror's reload events) and propagation lag (ObserveLag, which New
+// registers with the listener).
 package admin
 
 import (
@@ -66,7 +66,8 @@ type Config struct {
 // observes. Every source is optional: a nil source leaves its metrics out,
 // except Mirror, without which the server is never ready.
 type Sources struct {
-	// Mirror reports the mirror's state and counters (*mirror.Mirror).
+	// Mirror reports the mirror's state and counters; the server registers
+	// its reload observer for the mirror's events (*mirror.Mirror).
 	Mirror MirrorSource
 	// Listener reports the listener's counters; the server registers its
 	// lag observer with it (*listener.Listener).
@@ -81,8 +82,12 @@ type Sources struct {
 	Jobs JobsSource
 }
 
-// MirrorSource is what the server reads of the mirror.
-type MirrorSource interface{ Stats() mirror.Stats }
+// MirrorSource is what the server reads of the mirror, and where it
+// registers for the mirror's events.
+type MirrorSource interface {
+	Stats() mirror.Stats
+	Handle(h func(mirror.Event))
+}
 
 // ListenerSource is what the server reads of the listener, and where it
 // registers ObserveLag.
@@ -133,8 +138,8 @@ type Server struct {
 }
 
 // New builds the admin server over its sources and registers its
-// observers with them: ObserveLag with the listener (so New must run before
-// the listener opens). The mirror's reload observer is ObserveReload.
+// observers with them: ObserveLag with the listener and ObserveReload for
+// the mirror's reload events (so New must run before they open).
 func New(cfg Config, src Sources) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
@@ -151,7 +156,17 @@ func New(cfg Config, src Sources) *Server {
 	if src.Listener != nil {
 		src.Listener.HandleLag(s.ObserveLag)
 	}
+	if src.Mirror != nil {
+		src.Mirror.Handle(s.handleMirrorEvent)
+	}
 	return s
+}
+
+// handleMirrorEvent passes the ends of reloads to ObserveReload.
+func (s *Server) handleMirrorEvent(ev mirror.Event) {
+	if ev.Kind == mirror.KindReload {
+		s.ObserveReload(ev.Reason, ev.Reload, ev.Err)
+	}
 }
 
 // Registry is the server's private Prometheus registry (Go, process and

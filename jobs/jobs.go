@@ -6,12 +6,14 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"pgmirror/mirror"
 	"pgmirror/pgstore"
 )
 
@@ -62,9 +64,13 @@ func (c *Config) defaults() {
 	}
 }
 
-// AccessSource hands out the keys read since it was last asked.
-type AccessSource interface {
+// Mirror is what the jobs need of the mirror (*mirror.Mirror): the keys
+// read since it was last asked (access times), applying what a refresh
+// stored, and its events, which say when cache_loaders changed.
+type Mirror interface {
+	mirror.WriteApplier
 	TakeAccessed() []string
+	Handle(h func(mirror.Event))
 }
 
 // Stats are the jobs' running totals.
@@ -82,20 +88,19 @@ type Stats struct {
 	LastAccessFlush time.Time
 }
 
-// Jobs runs the background work until Close.
+// Jobs runs the background work between Open and Close.
 type Jobs struct {
 	cfg     Config
 	store   *pgstore.Store
 	loaders *pgstore.Loaders
+	mirror  Mirror
 	log     hclog.Logger
-
-	// Access hands out the keys read since the last flush; set it before Start.
-	Access AccessSource
 
 	reloadLoaders chan struct{}
 	ctx           context.Context
 	cancel        context.CancelFunc
 	wg            sync.WaitGroup
+	opened        atomic.Bool
 	closeOnce     sync.Once
 
 	accessFlushes, accessRows                    atomic.Int64
@@ -104,17 +109,30 @@ type Jobs struct {
 	lastFlush                                    atomic.Int64
 }
 
-// New returns the jobs; Start runs them. access may be nil until Start.
-func New(store *pgstore.Store, loaders *pgstore.Loaders, access AccessSource, cfg Config) *Jobs {
+// New returns the jobs over the mirror mir, and registers with it for its
+// events (before mir opens); Open runs them.
+func New(store *pgstore.Store, loaders *pgstore.Loaders, mir Mirror, cfg Config) *Jobs {
 	cfg.defaults()
-	j := &Jobs{cfg: cfg, store: store, loaders: loaders, Access: access, log: cfg.Logger,
+	j := &Jobs{cfg: cfg, store: store, loaders: loaders, mirror: mir, log: cfg.Logger,
 		reloadLoaders: make(chan struct{}, 1)}
 	j.ctx, j.cancel = context.WithCancel(context.Background())
+	mir.Handle(j.handleMirrorEvent)
 	return j
 }
 
-// Start runs every job in its own goroutine.
-func (j *Jobs) Start() {
+// handleMirrorEvent asks for the loaders to be read again when the mirror
+// says cache_loaders changed (or may have: after every reload).
+func (j *Jobs) handleMirrorEvent(ev mirror.Event) {
+	if ev.Kind == mirror.KindLoaders {
+		j.LoadersChanged()
+	}
+}
+
+// Open runs every job in its own goroutine.
+func (j *Jobs) Open() error {
+	if !j.opened.CompareAndSwap(false, true) {
+		return errors.New("jobs: opened twice")
+	}
 	for _, job := range []struct {
 		every time.Duration
 		run   func(context.Context)
@@ -134,6 +152,7 @@ func (j *Jobs) Start() {
 		defer j.wg.Done()
 		j.loaderReloadLoop()
 	}()
+	return nil
 }
 
 // every runs fn each period until Close.
@@ -150,11 +169,15 @@ func (j *Jobs) every(period time.Duration, fn func(context.Context)) {
 	}
 }
 
-// Close stops the jobs, then flushes the access times gathered so far.
+// Close stops the jobs, then flushes the access times gathered so far
+// (if they ran). It may be called without Open, and more than once.
 func (j *Jobs) Close() error {
 	j.closeOnce.Do(func() {
 		j.cancel()
 		j.wg.Wait()
+		if !j.opened.Load() {
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		j.FlushAccess(ctx)
@@ -163,8 +186,8 @@ func (j *Jobs) Close() error {
 }
 
 // LoadersChanged asks for the loaders to be read again (cache_loaders
-// changed, or a reload happened). It never blocks: it is called on the
-// mirror's apply path.
+// changed, or a reload happened). It never blocks: the mirror's handlers
+// must not.
 func (j *Jobs) LoadersChanged() {
 	select {
 	case j.reloadLoaders <- struct{}{}:

@@ -128,7 +128,7 @@ func TestFencedRefresh(t *testing.T) {
 	}
 	done := make(chan pgstore.RefreshOutcome, 1)
 	go func() {
-		out, err := slow.Loaders.Refresh(ctx, "user:7", token)
+		out, err := slow.Loaders.Refresh(ctx, slow.Mirror, "user:7", token)
 		if err != nil {
 			t.Error(err)
 		}
@@ -145,7 +145,7 @@ func TestFencedRefresh(t *testing.T) {
 	// one to finish; the slow one's store must find its claim gone.
 	fastDone := make(chan error, 1)
 	go func() {
-		out, err := fast.Loaders.Refresh(ctx, "user:7", token2)
+		out, err := fast.Loaders.Refresh(ctx, fast.Mirror, "user:7", token2)
 		if err == nil && out != pgstore.Refreshed {
 			err = fmt.Errorf("outcome %v, want Refreshed", out)
 		}

@@ -21,7 +21,7 @@ func (j *Jobs) accessSkip() time.Duration {
 // at most accessBatch keys. The access job calls it every interval, and
 // Close once more.
 func (j *Jobs) FlushAccess(ctx context.Context) {
-	keys := j.Access.TakeAccessed()
+	keys := j.mirror.TakeAccessed()
 	if len(keys) == 0 {
 		return
 	}
@@ -64,7 +64,7 @@ func (j *Jobs) refresh(ctx context.Context) {
 				continue // another sidecar refreshes it
 			}
 			claimed++
-			out, err := j.loaders.Refresh(ctx, key, token)
+			out, err := j.loaders.Refresh(ctx, j.mirror, key, token)
 			switch {
 			case err != nil:
 				j.failed.Add(1)

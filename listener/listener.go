@@ -528,3 +528,20 @@ func (l *Listener) Stats() Stats {
 	}
 	return s
 }
+
+// Info is the listener's part of INFO's # Mirror section.
+func (l *Listener) Info() [][2]string {
+	st := l.Stats()
+	last := "never"
+	if !st.LastNotification.IsZero() {
+		last = st.LastNotification.UTC().Format(time.RFC3339Nano)
+	}
+	return [][2]string{
+		{"notifications_received", fmt.Sprint(st.Received)},
+		{"notifications_undecodable", fmt.Sprint(st.DecodeErrors)},
+		{"notification_queue_overflows", fmt.Sprint(st.Overflows)},
+		{"listener_reconnects", fmt.Sprint(st.Reconnects)},
+		{"last_notification", last},
+		{"lag_ms", fmt.Sprintf("%.3f", float64(st.Lag.Microseconds())/1000)},
+	}
+}

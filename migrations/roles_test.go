@@ -85,7 +85,7 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 				t.Errorf("Claim = %v, %v", ok, err)
 				return err
 			}
-			if out, err := ld.Refresh(ctx, keys[0], token); err != nil || out != pgstore.Refreshed {
+			if out, err := ld.Refresh(ctx, sc.Mirror, keys[0], token); err != nil || out != pgstore.Refreshed {
 				t.Errorf("Refresh = %v, %v", out, err)
 				return err
 			}

@@ -39,21 +39,22 @@ func (m *Mirror) applyLocked(b Batch) {
 	}
 	rl := m.reload.Load()
 	sets := m.valueSets.Load()
+	truncated := false
 	for i := range b.Changes {
 		c := &b.Changes[i]
 		switch c.Op {
 		case OpSentinel:
 			m.sentinelArrived(c.Token)
 		case OpLoaders:
-			if m.opts.OnLoadersChanged != nil {
-				m.opts.OnLoadersChanged()
-			}
+			m.emit(Event{Kind: KindLoaders})
 		case OpTruncate:
 			m.applyTruncate(b.Xid, rl)
+			truncated = true
 		default:
 			m.applyChange(b.Xid, c, rl, nil)
 		}
 	}
+	m.endBatch(truncated)
 	for t := range m.tickets {
 		t.seen = append(t.seen, b.Xid)
 	}
@@ -163,6 +164,7 @@ func (m *Mirror) ApplyWrite(t *WriteTicket, xid uint64, changes []Change) {
 		t.m, t.xid, t.echoed = m, xid, make(chan struct{})
 		m.awaiting[xid] = t.echoed
 	}
+	m.endBatch(false)
 	m.settle(sets)
 	m.signalApplied()
 }
@@ -269,7 +271,7 @@ func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own *WriteT
 		sh.mu.Unlock()
 		m.stats.applied[opIndex(OpDelete)].Add(1)
 		if existed {
-			m.keyEvent(c.Key, EventDel)
+			m.changed(c.Key, EventDel, c.Origin)
 		}
 		return true
 	case OpSet, OpFetch:
@@ -280,7 +282,7 @@ func (m *Mirror) applyChange(xid uint64, c *Change, rl *reloadState, own *WriteT
 		ne := m.setLocked(sh, h, c.Key, e, state{version: c.Version, expires: c.Expires, xid: xid, value: c.Value, hasValue: c.Op == OpSet}, own != nil)
 		rl.markFresh(ne)
 		sh.mu.Unlock()
-		m.keyEvent(c.Key, event)
+		m.changed(c.Key, event, c.Origin)
 	default:
 		sh.mu.Unlock()
 	}
@@ -310,13 +312,6 @@ const (
 	EventExpire  = "expire"
 	EventExpired = "expired"
 )
-
-// keyEvent reports a change of key to OnKeyEvent.
-func (m *Mirror) keyEvent(key, event string) {
-	if m.opts.OnKeyEvent != nil {
-		m.opts.OnKeyEvent(key, event)
-	}
-}
 
 // sameValue reports whether the value of e's state is value (so a change
 // that keeps it only moved the expiry); false when the mirror does not hold
@@ -509,14 +504,8 @@ func (m *Mirror) deleteLocked(sh *shard, h uint64, key string, e *entry, xid uin
 	return ne
 }
 
-// applyTruncate deletes every key.
+// applyTruncate deletes every key (applyMu held).
 func (m *Mirror) applyTruncate(xid uint64, rl *reloadState) {
-	var deleted []string
-	defer func() {
-		for _, k := range deleted {
-			m.keyEvent(k, EventDel)
-		}
-	}()
 	var all []*entry
 	for i := range m.ix.shards {
 		sh := &m.ix.shards[i]
@@ -535,7 +524,7 @@ func (m *Mirror) applyTruncate(xid uint64, rl *reloadState) {
 				continue
 			}
 			rl.markFresh(m.deleteLocked(sh, keyHash(key), key, e, xid, e.version, rl, false))
-			deleted = append(deleted, key)
+			m.changed(key, EventDel, 0)
 		}
 		sh.mu.Unlock()
 	}

@@ -74,7 +74,7 @@ func BenchmarkWarmLoad1M(b *testing.B) {
 		b.Logf("%d entries ready in %v; heap %d MiB for %d MiB of keys and values (%.2fx); index %d MiB, values %d MiB, sets dropped %d",
 			st.Entries, took.Round(time.Millisecond), heap>>20, raw>>20, float64(heap)/float64(raw), st.IndexBytes>>20, st.ValueBytes>>20, st.SetsDropped)
 		b.StopTimer()
-		s.l.Close()
+		s.stop()
 		b.StartTimer()
 	}
 }

@@ -71,4 +71,7 @@ type Change struct {
 	Value   []byte // OpSet only
 	Expires int64  // OpSet and OpFetch: epoch microseconds, or NoExpiry
 	Token   string // OpSentinel only
+	// Origin is, in a change of this sidecar's write (ApplyWrite), its
+	// WriteOp.Origin; 0 in a notified change. Events carry it (KeyChange).
+	Origin uint64
 }

@@ -57,8 +57,10 @@ func (m *Mirror) RequestResync(reason string) {
 // if a bug made a genuine change undecodable, the reload repairs what it
 // missed. Repairs are coalesced and spaced out as RequestResync's requests
 // are, and back off further (doubling their gap up to 5 minutes) while
-// payloads keep being dropped, so a stream of junk costs little.
+// payloads keep being dropped, so a stream of junk costs little. The
+// handlers are told at once: the dropped payload may have carried changes.
 func (m *Mirror) RequestRepair(why string) {
+	m.emit(Event{Kind: KindFlush, Flush: FlushGap, Reason: repairPrefix + why})
 	m.requestLimited(repairPrefix + why)
 }
 

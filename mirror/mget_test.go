@@ -21,7 +21,7 @@ type countingLoader struct {
 
 func (l *countingLoader) Covers(key string) bool { return strings.HasPrefix(key, "lazy:") }
 
-func (l *countingLoader) Load(ctx context.Context, key string) ([]byte, bool, error) {
+func (l *countingLoader) Load(ctx context.Context, _ WriteApplier, key string) ([]byte, bool, error) {
 	l.mu.Lock()
 	l.running++
 	l.most = max(l.most, l.running)

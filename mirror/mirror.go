@@ -101,21 +101,6 @@ type Options struct {
 	ServeStale time.Duration
 	// HasLoader reports whether a loader computes key (for ServeStale).
 	HasLoader func(key string) bool
-	// OnLoadersChanged, when set, is called when cache_loaders changed (a
-	// notification) and after every reload (notifications may have been
-	// lost). It runs on the apply path: keep it fast.
-	OnLoadersChanged func()
-	// OnKeyEvent, when set, is told of every change the mirror applies,
-	// whoever made it: event is EventSet, EventDel, EventExpire (the value
-	// stayed, the expiry moved) or EventExpired (a read found the key
-	// expired; once per key). It runs on the apply and read paths, outside
-	// the index locks: keep it fast and never block.
-	OnKeyEvent func(key, event string)
-	// OnReload, when set, is told of every reload's end: its reason (as
-	// requested: "connected", "reconnected", "SIGHUP", "periodic",
-	// "repair: ...", ...), its result, and its error (nil on success). For
-	// metrics.
-	OnReload func(reason string, res ReloadResult, err error)
 	// MinResyncInterval is the least time between two reloads asked for by
 	// RequestResync (PGMIRROR.RESYNC, SIGHUP) or RequestRepair (dropped
 	// payloads); requests meanwhile are coalesced. 0 means
@@ -196,7 +181,8 @@ type valueItem struct {
 // authority on existence, version and expiry, and holds small values itself
 // (see Options.InlineLimit), and a bounded value cache (ristretto) for the
 // others; the two share MaxMemory. Changes reach it from the notification stream (Apply, in commit order),
-// from reloads (Reload) and from this sidecar's own writes (ApplyWrite).
+// from reloads (Reload) and from this sidecar's own writes (ApplyWrite);
+// what they change, it tells the handlers registered with Handle.
 type Mirror struct {
 	opts   Options
 	log    hclog.Logger
@@ -257,6 +243,10 @@ type Mirror struct {
 	keyring  atomic.Pointer[Keyring]
 	keyMu    sync.Mutex // one keyring read at a time
 	keyRead  time.Time  // when the keyring was last read
+
+	ev             events      // to the handlers (Handle)
+	batch          []KeyChange // changes of the batch being applied (applyMu)
+	opened, closed atomic.Bool
 }
 
 // New returns a mirror over src. Open starts its background work.
@@ -294,6 +284,7 @@ func New(src Source, opts Options) (*Mirror, error) {
 		prefetchCh: make(chan string, prefetchQueue),
 		resyncCh:   make(chan string, 1),
 	}
+	m.ev.wake = make(chan struct{}, 1)
 	// The index keeps values only within seven eighths of the budget: the
 	// rest stays for the value cache (values above InlineLimit).
 	m.inlineBudget = max(opts.MaxMemory-max(opts.MaxMemory/8, minValueBudget), 0)
@@ -304,17 +295,28 @@ func New(src Source, opts Options) (*Mirror, error) {
 	return m, nil
 }
 
-// Open starts the background work: the clock, the prefetcher and the reloader.
-// The first reload starts when the stream reports itself connected.
-func (m *Mirror) Open() {
-	m.wg.Add(3)
+// Open starts the background work: the clock, the prefetcher, the reloader
+// and the dispatcher of events to the handlers (Handle). The first reload
+// starts when the stream reports itself connected.
+func (m *Mirror) Open() error {
+	if m.closed.Load() || !m.opened.CompareAndSwap(false, true) {
+		return errors.New("mirror: Open after Open or Close")
+	}
+	m.wg.Add(4)
 	go func() { defer m.wg.Done(); m.clockLoop(m.ctx) }()
 	go func() { defer m.wg.Done(); m.prefetchLoop(m.ctx) }()
 	go func() { defer m.wg.Done(); m.reloadLoop(m.ctx, m.opts.ReloadInterval) }()
+	go func() { defer m.wg.Done(); m.dispatchLoop(m.ctx.Done()) }()
+	return nil
 }
 
-// Close stops the background work and releases the value cache.
+// Close stops the background work (the handlers are given what was queued
+// first) and releases the value cache. It may be called without Open, and
+// more than once.
 func (m *Mirror) Close() error {
+	if !m.closed.CompareAndSwap(false, true) {
+		return nil
+	}
 	m.cancel()
 	m.stopLimiter()
 	m.wg.Wait()
@@ -379,7 +381,7 @@ func (m *Mirror) StreamDown(reason string) {
 	m.connected = false
 	m.stateMu.Unlock()
 	m.streamEpoch.Add(1)
-	m.streamBroken()
+	m.streamBroken(reason)
 	m.log.Warn("notification stream down; serving the mirror as stale", "reason", reason)
 }
 
@@ -387,15 +389,17 @@ func (m *Mirror) StreamDown(reason string) {
 // stayed up (the listener's queue overflowed): resync.
 func (m *Mirror) StreamGap(reason string) {
 	m.streamEpoch.Add(1)
-	m.streamBroken()
+	m.streamBroken(reason)
 	m.resync(reason)
 }
 
 // streamBroken releases the writes waiting for an echo that may now never
 // arrive: they answer with what the mirror holds, and the resync repairs it.
-func (m *Mirror) streamBroken() {
+// The handlers are told of the gap, in order with the applied batches.
+func (m *Mirror) streamBroken(reason string) {
 	m.applyMu.Lock()
 	m.releaseAwaiting()
+	m.emit(Event{Kind: KindFlush, Flush: FlushGap, Reason: reason})
 	m.applyMu.Unlock()
 }
 

@@ -47,10 +47,9 @@ func (m *Mirror) lookup(key string, now int64, touch bool) Lookup {
 		if touch {
 			e.markAccessed()
 		}
-	case m.opts.OnKeyEvent != nil && e.meta.Load()&flagExpiredSent == 0 && e.meta.Or(flagExpiredSent)&flagExpiredSent == 0:
-		sh.mu.RUnlock()
-		m.keyEvent(key, EventExpired)
-		return l
+	case m.handled() && e.meta.Load()&flagExpiredSent == 0 && e.meta.Or(flagExpiredSent)&flagExpiredSent == 0:
+		// Queued under the shard's lock: before any later change of the key.
+		m.emitChange(key, EventExpired, mergeExpired)
 	}
 	sh.mu.RUnlock()
 	return l
@@ -217,26 +216,7 @@ func (m *Mirror) GetMulti(ctx context.Context, keys []string, valueBound int64, 
 	if err := m.readable(); err != nil {
 		return err
 	}
-	now := m.clock.dbNow()
-	type slowRead struct {
-		v    []byte
-		err  error
-		done chan struct{}
-	}
-	var slow []int
-	hits := make([][]byte, len(keys))
-	for i, k := range keys {
-		l := m.lookup(k, now, true)
-		switch v, ok := m.heldValue(k, l); {
-		case ok && l.Found:
-			m.stats.hits.Add(1)
-			hits[i] = v
-		case l.Found || !l.Absent && m.opts.Loader != nil && m.opts.Loader.Covers(k):
-			slow = append(slow, i)
-		default:
-			m.stats.misses.Add(1)
-		}
-	}
+	hits, slow := m.lookupMulti(keys)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -304,6 +284,35 @@ func (m *Mirror) GetMulti(ctx context.Context, keys []string, valueBound int64, 
 	return nil
 }
 
+// slowRead is one of GetMulti's reads from Postgres.
+type slowRead struct {
+	v    []byte
+	err  error
+	done chan struct{} // closed when v and err are set
+}
+
+// lookupMulti answers what it can of keys from the mirror: hits holds the
+// values the mirror holds (nil for a miss and for a key in slow), slow
+// lists, in order, the indexes of the keys that need Postgres (a value to
+// fetch again, or a loader).
+func (m *Mirror) lookupMulti(keys []string) (hits [][]byte, slow []int) {
+	now := m.clock.dbNow()
+	hits = make([][]byte, len(keys))
+	for i, k := range keys {
+		l := m.lookup(k, now, true)
+		switch v, ok := m.heldValue(k, l); {
+		case ok && l.Found:
+			m.stats.hits.Add(1)
+			hits[i] = v
+		case l.Found || !l.Absent && m.opts.Loader != nil && m.opts.Loader.Covers(k):
+			slow = append(slow, i)
+		default:
+			m.stats.misses.Add(1)
+		}
+	}
+	return hits, slow
+}
+
 // heldValue returns the value of the state l found, if the mirror holds
 // it: in the index, or in the value cache under the state's digest.
 func (m *Mirror) heldValue(key string, l Lookup) ([]byte, bool) {
@@ -324,7 +333,7 @@ func (m *Mirror) load(ctx context.Context, key string) ([]byte, bool, error) {
 		found bool
 	}
 	r, err, _ := m.fetch.Do("\x00load:"+key, func() (any, error) {
-		v, found, err := m.opts.Loader.Load(ctx, key)
+		v, found, err := m.opts.Loader.Load(ctx, m, key)
 		if err == nil && !found {
 			m.RememberAbsent(key, m.opts.NegativeTTL)
 		}

@@ -98,30 +98,74 @@ func (m *Mirror) ReloadRanges(ctx context.Context, reason string, n int) (Reload
 func (m *Mirror) reloadWith(ctx context.Context, reason string, ranges int) (ReloadResult, error) {
 	m.reloadMu.Lock()
 	defer m.reloadMu.Unlock()
-	res := ReloadResult{Ranges: ranges}
-	start := time.Now()
-	streamEpoch := m.streamEpoch.Load()
-	rl := &reloadState{epoch: m.epoch.Add(1) &^ ownedFresh}
-	initial := !m.isLoaded()
-	log := m.reloadLogger.With("reason", reason, "epoch", rl.epoch)
-	log.Debug("reload started")
+	r := &reloadRun{m: m, reason: reason, res: ReloadResult{Ranges: ranges}, start: time.Now(),
+		streamEpoch: m.streamEpoch.Load(), rl: &reloadState{epoch: m.epoch.Add(1) &^ ownedFresh}, initial: !m.isLoaded()}
+	r.log = m.reloadLogger.With("reason", reason, "epoch", r.rl.epoch)
+	r.log.Debug("reload started")
 	m.readKeyring(ctx)
 	m.applyMu.Lock()
-	rl.gen = m.replay.newGen() // before the snapshot is taken
+	r.rl.gen = m.replay.newGen() // before the snapshot is taken
 	m.applyMu.Unlock()
-	m.reload.Store(rl)
+	m.reload.Store(r.rl)
 
-	estimate, _ := m.src.EstimateRows(ctx)
-	if initial && estimate > 0 {
-		m.ix.reserve(min(estimate, m.opts.MaxMemory/64))
+	r.estimate, _ = m.src.EstimateRows(ctx)
+	if r.initial && r.estimate > 0 {
+		m.ix.reserve(min(r.estimate, m.opts.MaxMemory/64))
 	}
-	progress := time.Now()
-	sets := m.valueSets.Load()
-	// Once the snapshot is taken, and before any of its rows is merged:
-	// wait until the stream has delivered everything the snapshot sees,
-	// then read the horizon, so that rows are merged knowing which changes
-	// delivered so far were forged.
-	visible := func(v Visibility) error {
+	r.progress, r.sets = time.Now(), m.valueSets.Load()
+	var err error
+	if ranges == 0 {
+		err = m.src.Snapshot(ctx, r.visible(ctx), r.row)
+	} else {
+		r.picked = map[int]bool{}
+		err = m.src.RangeSnapshot(ctx, ranges, r.visible(ctx), r.pick, r.row)
+	}
+	if err == nil && m.streamEpoch.Load() != r.streamEpoch {
+		err = errStreamReset
+	}
+	if err != nil {
+		m.abandonReload(r.rl)
+		m.stats.reloadFailures.Add(1)
+		r.res.Duration = time.Since(r.start)
+		r.ended(err)
+		return r.res, fmt.Errorf("reload (%s): %w", reason, err)
+	}
+	if h := m.opts.Hooks.BeforeMerge; h != nil {
+		h()
+	}
+	r.finish()
+	r.ended(nil)
+	args := []any{"rows", r.res.Rows, "drift", r.res.Drift, "duration", r.res.Duration.Round(time.Millisecond), "entries", m.entries.Load()}
+	if ranges > 0 {
+		args = append(args, "ranges", ranges, "ranges_differed", r.res.Differed)
+	}
+	r.log.Info("reload done", args...)
+	return r.res, nil
+}
+
+// reloadRun is one reload's progress (reloadWith).
+type reloadRun struct {
+	m           *Mirror
+	rl          *reloadState
+	reason      string
+	res         ReloadResult
+	start       time.Time
+	streamEpoch uint64 // Mirror.streamEpoch at the start
+	initial     bool   // the first load: nothing it installs is drift
+	log         hclog.Logger
+	estimate    int64        // the planner's estimate of the rows
+	progress    time.Time    // when progress was last logged
+	sets        int64        // Mirror.valueSets when the value cache last settled
+	picked      map[int]bool // ranges re-read; nil for a full reload
+}
+
+// visible runs once the snapshot is taken, before any of its rows is
+// merged: it waits until the stream has delivered everything the snapshot
+// sees, then reads the horizon, so that rows are merged knowing which
+// changes delivered so far were forged.
+func (r *reloadRun) visible(ctx context.Context) func(Visibility) error {
+	m, rl := r.m, r.rl
+	return func(v Visibility) error {
 		rl.vis.Store(&v)
 		if h := m.opts.Hooks.AfterSnapshotVisible; h != nil {
 			h()
@@ -137,93 +181,83 @@ func (m *Mirror) reloadWith(ctx context.Context, reason string, ranges int) (Rel
 		rl.horizon.Store(next)
 		return nil
 	}
-	row := func(r Row) error {
-		res.Rows++
-		if m.mergeRow(rl, r) && !initial {
-			res.Drift++
-			m.keyEvent(r.Key, EventSet)
+}
+
+// pick chooses the ranges to read: the sentinel arrived (visible waited for
+// it), so the mirror holds every change the snapshot includes, and what
+// differs now needs reading.
+func (r *reloadRun) pick(sums []BucketSum) ([]int, error) {
+	local := r.m.localSums(r.res.Ranges)
+	var differ []int
+	for b := range sums {
+		if sums[b] != local[b] {
+			differ = append(differ, b)
+			r.picked[b] = true
 		}
-		if res.Rows%4096 == 0 {
-			if initial && m.valueSets.Load() != sets {
-				m.values.Wait() // let the value cache absorb the load instead of dropping sets
-				sets = m.valueSets.Load()
-			}
-			if res.Rows%65536 == 0 {
-				m.updateBudget()
-				m.tuneGC() // as the index grows
-			}
-			if time.Since(progress) >= reloadProgressLogging {
-				progress = time.Now()
-				logProgress(log, res.Rows, estimate, time.Since(start))
-			}
-		}
+	}
+	r.res.Differed = len(differ)
+	return differ, nil
+}
+
+// row merges one row of the snapshot.
+func (r *reloadRun) row(row Row) error {
+	m := r.m
+	r.res.Rows++
+	if m.mergeRow(r.rl, row, !r.initial) && !r.initial {
+		r.res.Drift++
+	}
+	if r.res.Rows%4096 != 0 {
 		return nil
 	}
-	var picked map[int]bool // ranges re-read; nil for a full reload
-	var err error
-	if ranges == 0 {
-		err = m.src.Snapshot(ctx, visible, row)
-	} else {
-		picked = map[int]bool{}
-		err = m.src.RangeSnapshot(ctx, ranges, visible, func(sums []BucketSum) ([]int, error) {
-			// The sentinel arrived (visible waited for it): the mirror holds
-			// every change the snapshot includes; what differs now needs
-			// reading.
-			local := m.localSums(ranges)
-			var differ []int
-			for b := range sums {
-				if sums[b] != local[b] {
-					differ = append(differ, b)
-					picked[b] = true
-				}
-			}
-			res.Differed = len(differ)
-			return differ, nil
-		}, row)
+	if r.initial && m.valueSets.Load() != r.sets {
+		m.values.Wait() // let the value cache absorb the load instead of dropping sets
+		r.sets = m.valueSets.Load()
 	}
-	if err == nil && m.streamEpoch.Load() != streamEpoch {
-		err = errStreamReset
+	if r.res.Rows%65536 == 0 {
+		m.updateBudget()
+		m.tuneGC() // as the index grows
 	}
-	if err != nil {
-		m.abandonReload(rl)
-		m.stats.reloadFailures.Add(1)
-		res.Duration = time.Since(start)
-		if m.opts.OnReload != nil {
-			m.opts.OnReload(reason, res, err)
-		}
-		return res, fmt.Errorf("reload (%s): %w", reason, err)
+	if time.Since(r.progress) >= reloadProgressLogging {
+		r.progress = time.Now()
+		logProgress(r.log, r.res.Rows, r.estimate, time.Since(r.start))
 	}
-	if h := m.opts.Hooks.BeforeMerge; h != nil {
-		h()
-	}
-	swept := m.sweep(rl, ranges, picked)
-	if !initial {
-		res.Drift += swept
+	return nil
+}
+
+// finish ends a reload whose rows were all merged: keys the snapshot lacks
+// go, and the mirror is loaded.
+func (r *reloadRun) finish() {
+	m, rl := r.m, r.rl
+	swept := m.sweep(rl, r.res.Ranges, r.picked)
+	if !r.initial {
+		r.res.Drift += swept
 	}
 	m.reload.CompareAndSwap(rl, nil)
 	m.values.Wait()
 	m.updateBudget()
 	m.tuneGC()
-	res.Duration = time.Since(start)
-	res.Forged = rl.forgedDropped.Load()
-	m.finishReload(res)
-	m.reloadTook(res.Duration)
-	if res.Forged > 0 {
-		log.Warn("reload replaced keys set by notifications that claimed a transaction id no transaction has (forged): "+
-			"the table's state wins", "keys", res.Forged, "horizon", rl.horizon.Load())
+	r.res.Duration = time.Since(r.start)
+	r.res.Forged = rl.forgedDropped.Load()
+	m.finishReload(r.res)
+	m.reloadTook(r.res.Duration)
+	if r.res.Forged > 0 {
+		r.log.Warn("reload replaced keys set by notifications that claimed a transaction id no transaction has (forged): "+
+			"the table's state wins", "keys", r.res.Forged, "horizon", rl.horizon.Load())
 	}
-	if m.opts.OnLoadersChanged != nil {
-		m.opts.OnLoadersChanged()
+}
+
+// ended tells the handlers of the reload's end (err nil: it succeeded):
+// a flush if it corrected keys, then, after a success, that the loaders
+// may have changed (their notifications may have been lost too).
+func (r *reloadRun) ended(err error) {
+	m := r.m
+	if r.res.Drift > 0 {
+		m.emit(Event{Kind: KindFlush, Flush: FlushDrift, Reason: r.reason})
 	}
-	if m.opts.OnReload != nil {
-		m.opts.OnReload(reason, res, nil)
+	if err == nil {
+		m.emit(Event{Kind: KindLoaders})
 	}
-	args := []any{"rows", res.Rows, "drift", res.Drift, "duration", res.Duration.Round(time.Millisecond), "entries", m.entries.Load()}
-	if ranges > 0 {
-		args = append(args, "ranges", ranges, "ranges_differed", res.Differed)
-	}
-	log.Info("reload done", args...)
-	return res, nil
+	m.emit(Event{Kind: KindReload, Reason: r.reason, Reload: r.res, Err: err})
 }
 
 // logProgress reports a long load: rows so far, rate and time left (from
@@ -239,8 +273,9 @@ func logProgress(log hclog.Logger, rows, estimate int64, elapsed time.Duration) 
 }
 
 // mergeRow reconciles one snapshot row with the index and reports whether
-// the index had to change (drift, unless this is the first load).
-func (m *Mirror) mergeRow(rl *reloadState, r Row) bool {
+// the index had to change (drift, unless this is the first load); report
+// tells the handlers of such a change.
+func (m *Mirror) mergeRow(rl *reloadState, r Row, report bool) bool {
 	vis := rl.vis.Load()
 	sh, h := m.ix.shard(r.Key)
 	sh.mu.Lock()
@@ -283,6 +318,10 @@ func (m *Mirror) mergeRow(rl *reloadState, r Row) bool {
 	}
 	ne := m.setLocked(sh, h, r.Key, e, state{version: r.Version, expires: r.Expires, value: r.Value, hasValue: true}, false)
 	ne.owned, ne.seen = rl.epoch, rl.epoch
+	if report {
+		// Queued under the shard's lock: before any later change of the key.
+		m.emitChange(r.Key, EventSet, mergeReload)
+	}
 	return true
 }
 
@@ -294,7 +333,7 @@ func (m *Mirror) mergeRow(rl *reloadState, r Row) bool {
 func (m *Mirror) sweep(rl *reloadState, ranges int, picked map[int]bool) int64 {
 	vis := rl.vis.Load()
 	var removed int64
-	var gone []string
+	var gone []KeyChange
 	var drop []*entry
 	for i := range m.ix.shards {
 		sh := &m.ix.shards[i]
@@ -321,17 +360,19 @@ func (m *Mirror) sweep(rl *reloadState, ranges int, picked map[int]bool) int64 {
 					m.values.Del(e.key())
 				}
 				removed++
-				gone = append(gone, e.key())
+				if m.handled() {
+					gone = append(gone, KeyChange{Key: e.key(), Event: EventDel})
+				}
 			}
 			return true
 		})
 		for _, e := range drop {
 			sh.remove(m.ix, e, keyHash(e.key()))
 		}
+		// Queued under the shard's lock: before any later change of these keys.
+		m.emitChanges(gone, mergeReload)
+		gone = nil
 		sh.mu.Unlock()
-	}
-	for _, k := range gone {
-		m.keyEvent(k, EventDel)
 	}
 	return removed
 }

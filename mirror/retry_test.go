@@ -12,15 +12,17 @@ import (
 func TestReloadRetryReasonDoesNotGrow(t *testing.T) {
 	var mu sync.Mutex
 	var reasons []string
-	m := newWithSource(t, &rowSource{rows: map[string]Row{}}, Options{ // its snapshots fail
-		OnReload: func(reason string, _ ReloadResult, err error) {
-			if err == nil {
-				t.Errorf("reload %q succeeded", reason)
-			}
-			mu.Lock()
-			reasons = append(reasons, reason)
-			mu.Unlock()
-		},
+	m := newWithSource(t, &rowSource{rows: map[string]Row{}}, Options{}) // its snapshots fail
+	m.Handle(func(ev Event) {
+		if ev.Kind != KindReload {
+			return
+		}
+		if ev.Err == nil {
+			t.Errorf("reload %q succeeded", ev.Reason)
+		}
+		mu.Lock()
+		reasons = append(reasons, ev.Reason)
+		mu.Unlock()
 	})
 	m.Open()
 	defer m.Close()

@@ -15,10 +15,10 @@ import (
 	"time"
 
 	"pgmirror/internal/pgtest"
-	"pgmirror/internal/testdb"
+	"pgmirror/internal/sidecartest"
 	"pgmirror/listener"
 	"pgmirror/mirror"
-	"pgmirror/pgstore"
+	sidecarpkg "pgmirror/sidecar"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -26,9 +26,12 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // listenerApp names the listener's backend so tests can terminate it.
 const listenerApp = "pgmirror-test-listener"
 
+// sidecar is a whole sidecar (internal/sidecartest) seen by these tests:
+// its mirror and listener.
 type sidecar struct {
-	m *mirror.Mirror
-	l *listener.Listener
+	m  *mirror.Mirror
+	l  *listener.Listener
+	sc *sidecartest.Sidecar
 }
 
 // start runs a sidecar on dsn and waits until its first load completed.
@@ -39,54 +42,32 @@ func start(t testing.TB, dsn string, opts mirror.Options) *sidecar {
 	return s
 }
 
+// startNoWait runs a sidecar on dsn without waiting for Postgres or the
+// first load. Its jobs do not run (these tests count the mirror's own
+// queries), and its listener's backend is named listenerApp.
 func startNoWait(t testing.TB, dsn string, opts mirror.Options) *sidecar {
 	t.Helper()
-	db := testdb.Open(t, dsn)
 	if opts.MaxMemory == 0 {
 		opts.MaxMemory = 512 << 20
 	}
-	if opts.SentinelWait == 0 {
-		opts.SentinelWait = 5 * time.Second
-	}
-	m, err := mirror.New(pgstore.New(db, nil), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Open()
-	l := &listener.Listener{DSN: dsn + " application_name=" + listenerApp, Sink: m,
-		PingInterval: 200 * time.Millisecond, PingTimeout: 2 * time.Second, MaxReconnect: 500 * time.Millisecond}
-	s := &sidecar{m: m, l: l}
-	if err := l.Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		closed := make(chan struct{})
-		go func() { l.Close(); close(closed) }()
-		select {
-		case <-closed:
-		case <-time.After(15 * time.Second):
-			t.Errorf("listener did not stop within 15s")
-		}
-		select {
-		case err := <-l.Err():
-			t.Errorf("listener: %v", err)
-		default:
-		}
-		m.Close()
+	sc := sidecartest.StartNoWait(t, dsn, sidecartest.Config{
+		Mirror:  opts,
+		NoJobs:  true,
+		Sidecar: func(c *sidecarpkg.Config) { c.ListenDSN = dsn + " application_name=" + listenerApp },
+		Listener: func(l *listener.Listener) {
+			l.PingInterval, l.PingTimeout, l.MaxReconnect = 200*time.Millisecond, 2*time.Second, 500*time.Millisecond
+		},
 	})
-	return s
+	return &sidecar{m: sc.Mirror, l: sc.Listener, sc: sc}
 }
 
 func (s *sidecar) waitReady(t testing.TB) {
 	t.Helper()
-	select {
-	case <-s.m.Ready():
-	case err := <-s.l.Err():
-		t.Fatalf("listener stopped: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("mirror not ready within 60s: %+v", s.m.Stats())
-	}
+	s.sc.WaitReady(t, 60*time.Second)
 }
+
+// stop stops the sidecar now (it is also stopped when the test ends).
+func (s *sidecar) stop() { s.sc.Stop() }
 
 func (s *sidecar) get(t testing.TB, key string) ([]byte, bool) {
 	t.Helper()

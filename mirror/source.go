@@ -37,10 +37,23 @@ func (v Visibility) Sees(xid uint64) bool {
 type Loader interface {
 	// Covers reports whether a loader computes key.
 	Covers(key string) bool
-	// Load computes key, stores it in cache_entries (applying it to the
-	// mirror) and returns it; found is false when the loader found no row.
-	Load(ctx context.Context, key string) (value []byte, found bool, err error)
+	// Load computes key, stores it in cache_entries, applies what it
+	// stored to the mirror through to (the mirror passes itself), and
+	// returns it; found is false when the loader found no row.
+	Load(ctx context.Context, to WriteApplier, key string) (value []byte, found bool, err error)
 }
+
+// WriteApplier is how a write of this sidecar that did not come through
+// the Writer (a loader's store, a refresh) reaches the mirror: a ticket
+// taken before its transaction is sent, then ApplyWrite once it committed,
+// or AbandonWrite if it did not (or stored nothing). *Mirror implements it.
+type WriteApplier interface {
+	BeginWrite() *WriteTicket
+	AbandonWrite(t *WriteTicket)
+	ApplyWrite(t *WriteTicket, xid uint64, changes []Change)
+}
+
+var _ WriteApplier = (*Mirror)(nil)
 
 // Source is what the mirror needs from Postgres. The package pgstore
 // implements it; mirrortest fakes it for unit tests.

@@ -60,6 +60,12 @@ type WriteOp struct {
 	ExpiryMS int64
 	Cond     Condition
 	Get      bool // SET ... GET: reply with the old value
+	// Origin identifies the connection the write came from (the socket
+	// server's client id), 0 if none: the writer copies it into the
+	// changes it applies (Change.Origin), and the mirror's events carry
+	// it (KeyChange.Origin), so that a client can be told apart from the
+	// others when its own write is reported.
+	Origin uint64
 }
 
 // ReplyKind is the shape of a write's reply.

@@ -119,8 +119,8 @@ const (
 // succeeds only if the claim (token) still holds: a refresher whose lock was
 // reclaimed cannot overwrite newer data. On a loader error the claim is
 // released at once and the error returned. The change is applied to the
-// mirror through l's Applier.
-func (l *Loaders) Refresh(ctx context.Context, key string, token int64) (RefreshOutcome, error) {
+// mirror (to).
+func (l *Loaders) Refresh(ctx context.Context, to mirror.WriteApplier, key string, token int64) (RefreshOutcome, error) {
 	ld, ok := l.Find(key)
 	if !ok {
 		return Fenced, fmt.Errorf("refresh %q: no loader covers it any more", key)
@@ -134,13 +134,13 @@ func (l *Loaders) Refresh(ctx context.Context, key string, token int64) (Refresh
 	defer l.Gate.Release()
 	ctx, cancel := context.WithTimeout(ctx, l.backstop())
 	defer cancel()
-	ticket := l.Applier.BeginWrite()
+	ticket := to.BeginWrite()
 	out, xid, change, err := l.refresh(ctx, ld, key, token)
 	if err != nil || change == nil {
-		l.Applier.AbandonWrite(ticket)
+		to.AbandonWrite(ticket)
 		return out, err
 	}
-	l.Applier.ApplyWrite(ticket, xid, []mirror.Change{*change})
+	to.ApplyWrite(ticket, xid, []mirror.Change{*change})
 	return out, nil
 }
 

@@ -46,10 +46,9 @@ type LoaderHooks struct {
 // all sidecars a key is computed once at a time, and a computation can
 // never store what it read before an invalidation of the key.
 type Loaders struct {
-	DB      *sql.DB
-	Applier Applier
-	Log     hclog.Logger
-	Hooks   *LoaderHooks
+	DB    *sql.DB
+	Log   hclog.Logger
+	Hooks *LoaderHooks
 	// Gate bounds the computations running at once (with the store's
 	// fetches; see LimitPool); nil bounds nothing.
 	Gate *Gate
@@ -66,12 +65,13 @@ type Loaders struct {
 	fails   atomic.Int64
 }
 
-// NewLoaders returns Loaders over db; apply receives what a computation stored.
-func NewLoaders(db *sql.DB, apply Applier, log hclog.Logger) *Loaders {
+// NewLoaders returns Loaders over db. What a computation stores is applied
+// to the mirror given to each call (Load, Refresh).
+func NewLoaders(db *sql.DB, log hclog.Logger) *Loaders {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Loaders{DB: db, Applier: apply, Log: log, Hooks: &LoaderHooks{}}
+	return &Loaders{DB: db, Log: log, Hooks: &LoaderHooks{}}
 }
 
 var _ mirror.Loader = (*Loaders)(nil)
@@ -127,9 +127,10 @@ func (l *Loaders) Covers(key string) bool {
 func (l *Loaders) Runs() (runs, failures int64) { return l.runs.Load(), l.fails.Load() }
 
 // Load implements mirror.Loader: it computes key, stores it, applies it to
-// the mirror, and returns it. If another sidecar stored the key while this
-// one waited for the lock, that value is returned instead and nothing runs.
-func (l *Loaders) Load(ctx context.Context, key string) ([]byte, bool, error) {
+// the mirror (to), and returns it. If another sidecar stored the key while
+// this one waited for the lock, that value is returned instead and nothing
+// runs.
+func (l *Loaders) Load(ctx context.Context, to mirror.WriteApplier, key string) ([]byte, bool, error) {
 	ld, ok := l.Find(key)
 	if !ok {
 		return nil, false, nil
@@ -140,16 +141,16 @@ func (l *Loaders) Load(ctx context.Context, key string) ([]byte, bool, error) {
 	defer l.Gate.Release()
 	ctx, cancel := context.WithTimeout(ctx, l.backstop())
 	defer cancel()
-	ticket := l.Applier.BeginWrite()
+	ticket := to.BeginWrite()
 	res, err := l.load(ctx, ld, key)
 	if err != nil || res.change == nil {
-		l.Applier.AbandonWrite(ticket)
+		to.AbandonWrite(ticket)
 		return res.value, res.found, err
 	}
 	if h := l.Hooks.BeforeApply; h != nil {
 		h(key)
 	}
-	l.Applier.ApplyWrite(ticket, res.xid, []mirror.Change{*res.change})
+	to.ApplyWrite(ticket, res.xid, []mirror.Change{*res.change})
 	return res.value, res.found, nil
 }
 

@@ -55,7 +55,7 @@ func newOrderRig(t *testing.T) *orderRig {
 	case <-time.After(30 * time.Second):
 		t.Fatal("mirror not ready within 30s")
 	}
-	r.loaders = pgstore.NewLoaders(db, m, nil)
+	r.loaders = pgstore.NewLoaders(db, nil)
 	if err := r.loaders.Reload(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestLoaderApplyAfterNewerSet(t *testing.T) {
 
 	loaded := make(chan string, 1)
 	go func() {
-		v, _, err := r.loaders.Load(ctx, "l:k")
+		v, _, err := r.loaders.Load(ctx, r.m, "l:k")
 		if err != nil {
 			t.Error(err)
 		}
@@ -171,7 +171,7 @@ func TestSetAfterLoaderReadsItsWrite(t *testing.T) {
 	loaded := make(chan struct{})
 	go func() {
 		defer close(loaded)
-		if _, _, err := r.loaders.Load(ctx, "l:k"); err != nil {
+		if _, _, err := r.loaders.Load(ctx, r.m, "l:k"); err != nil {
 			t.Error(err)
 		}
 	}()

@@ -34,14 +34,14 @@ func TestLoaderTimeoutStoresNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	apply := newFakeApplier()
-	l := pgstore.NewLoaders(db, apply, nil)
+	l := pgstore.NewLoaders(db, nil)
 	l.Timeout = 300 * time.Millisecond
 	ctx := context.Background()
 	if err := l.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	_, _, err := l.Load(ctx, "slow:1")
+	_, _, err := l.Load(ctx, apply, "slow:1")
 	took := time.Since(start)
 	if !errors.Is(err, pgstore.ErrLoaderFailed) || !strings.Contains(err.Error(), "--loader-timeout") {
 		t.Fatalf("a loader past its timeout returned %v", err)
@@ -66,7 +66,7 @@ func TestLoaderTimeoutStoresNothing(t *testing.T) {
 	if err := l.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if v, ok, err := l.Load(ctx, "slow:1"); err != nil || !ok || string(v) != "ok:1" {
+	if v, ok, err := l.Load(ctx, apply, "slow:1"); err != nil || !ok || string(v) != "ok:1" {
 		t.Fatalf("load after the timeout: %q %v %v", v, ok, err)
 	}
 }
@@ -80,7 +80,8 @@ func TestLoaderGate(t *testing.T) {
 		t.Fatal(err)
 	}
 	gate := pgstore.NewGate(2)
-	l := pgstore.NewLoaders(db, newFakeApplier(), nil)
+	apply := newFakeApplier()
+	l := pgstore.NewLoaders(db, nil)
 	l.Gate, l.Timeout = gate, 10*time.Second
 	ctx := context.Background()
 	if err := l.Reload(ctx); err != nil {
@@ -92,7 +93,7 @@ func TestLoaderGate(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if v, ok, err := l.Load(ctx, fmt.Sprint("slow:", i)); err != nil || !ok || string(v) != fmt.Sprint(i) {
+			if v, ok, err := l.Load(ctx, apply, fmt.Sprint("slow:", i)); err != nil || !ok || string(v) != fmt.Sprint(i) {
 				errs <- fmt.Errorf("load %d: %q %v %v", i, v, ok, err)
 			}
 		}()
@@ -125,7 +126,7 @@ func TestLoaderGate(t *testing.T) {
 	}
 	l.Timeout = 200 * time.Millisecond
 	start := time.Now()
-	if _, _, err := l.Load(ctx, "slow:busy"); !errors.Is(err, pgstore.ErrBusy) || !errors.Is(err, pgstore.ErrLoaderFailed) {
+	if _, _, err := l.Load(ctx, apply, "slow:busy"); !errors.Is(err, pgstore.ErrBusy) || !errors.Is(err, pgstore.ErrLoaderFailed) {
 		t.Fatalf("a loader without a slot returned %v", err)
 	}
 	if took := time.Since(start); took < 150*time.Millisecond || took > 3*time.Second {

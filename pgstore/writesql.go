@@ -120,6 +120,7 @@ func readOutcome(rows *sql.Rows, batch []*writeReq) (outcome, error) {
 			r.setReply(res)
 		case "state":
 			c := stateChange(&batch[i].op, res, r.key.String, r.ver.Int64, expiry(r.exp), r.del.Bool, r.val)
+			c.Origin = batch[i].op.Origin
 			res.States = append(res.States, c)
 			out.changes = append(out.changes, c)
 		}

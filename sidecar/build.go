@@ -14,26 +14,22 @@ import (
 	"pgmirror/unixsock"
 )
 
-// openDB creates the pool, limited to --max-db-conns connections of which
-// loaders and fetches may use all but those the writer, reloads and jobs
-// keep; it does not connect, so it fails only on a malformed DSN.
-func (s *Sidecar) openDB() error {
-	db, gate, err := OpenDB(s.Config)
-	if err != nil {
-		return err
-	}
-	s.DB, s.gate = db, gate
-	s.started("postgres pool", db.Close)
-	s.log.Debug("Postgres pool", "max_conns", s.Config.MaxDBConns, "loader_and_fetch_conns", gate.Cap())
-	return nil
-}
+// Timings of stopping.
+const (
+	// shutdownTimeout bounds how long in-flight commands may take to finish on SIGTERM.
+	shutdownTimeout = 10 * time.Second
+	// adminShutdownTimeout bounds how long a scrape or probe in flight may delay the stop.
+	adminShutdownTimeout = 2 * time.Second
+)
 
-// OpenDB creates the pool Config describes, with the share of it loaders
-// and fetches may use; it does not connect.
+// OpenDB creates the pool Config describes, limited to --max-db-conns
+// connections of which loaders and fetches may use all but those the
+// writer, reloads and jobs keep (the gate); it does not connect, so it
+// fails only on a malformed DSN.
 func OpenDB(cfg Config) (*sql.DB, *pgstore.Gate, error) {
 	db, err := sql.Open("postgres", cfg.DSN)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open Postgres (%s): %s", cfg.DSNForLogs(), RedactSecrets(err.Error(), cfg.DSN))
+		return nil, nil, fmt.Errorf("open Postgres (%s): %s", cfg.DSNForLogs(), cfg.Redact(err.Error()))
 	}
 	gate, err := pgstore.LimitPool(db, cfg.MaxDBConns, cfg.WriteInFlight)
 	if err != nil {
@@ -43,64 +39,27 @@ func OpenDB(cfg Config) (*sql.DB, *pgstore.Gate, error) {
 	return db, gate, nil
 }
 
-// build constructs every component, each given what it depends on, in the
-// order data flows; nothing runs yet.
+// build constructs every component in the order data flows, each given
+// what it depends on; components that observe another register with it
+// here (the jobs, the socket server and the admin server with the mirror,
+// the admin server with the listener). Nothing runs yet.
 func (s *Sidecar) build() error {
 	c, tune := s.Config, s.opts.Tune
 	s.Store = pgstore.New(s.DB, s.log.Named("store"))
 	s.Store.Gate, s.Store.GateWait = s.gate, c.LoaderTimeout
-	s.Loaders = pgstore.NewLoaders(s.DB, nil, s.log.Named("loaders"))
+	s.Loaders = pgstore.NewLoaders(s.DB, s.log.Named("loaders"))
 	s.Loaders.Gate, s.Loaders.Timeout = s.gate, c.LoaderTimeout
 	if tune.Loaders != nil {
 		tune.Loaders(s.Loaders)
 	}
-	jcfg := jobs.Config{
-		AccessFlushInterval: c.AccessFlushInterval,
-		RefreshInterval:     c.RefreshInterval,
-		RefreshAhead:        c.RefreshAhead,
-		RefreshWindow:       c.RefreshWindow,
-		RefreshLockStale:    c.RefreshLockStale,
-		CleanupInterval:     c.CleanupInterval,
-		Retention:           c.Retention,
-		ExpiredGrace:        c.ExpiredGrace,
-		Logger:              s.log.Named("jobs"),
-	}
-	if tune.Jobs != nil {
-		tune.Jobs(&jcfg)
-	}
-	s.Jobs = jobs.New(s.Store, s.Loaders, nil, jcfg)
-	s.Admin = &admin.Server{
-		Addr:         c.HTTPAddr,
-		Logger:       s.log.Named("http"),
-		MaxStaleness: c.MaxStaleness,
-		Version:      s.opts.Version,
-	}
-	var server *unixsock.Server // set below, before anything can change the mirror
-	mopts := mirror.Options{
-		OnKeyEvent:       func(key, event string) { server.KeyEvent(key, event) },
-		MaxMemory:        c.MaxMemory,
-		ManageGC:         true,
-		MaxStaleness:     max(c.MaxStaleness, time.Nanosecond), // 0: stale at once (0 means "default" to mirror)
-		StaleError:       c.StaleReads == StaleReadsError,
-		ReloadInterval:   c.ReloadInterval,
-		Loader:           s.Loaders,
-		ServeStale:       c.ServeStale,
-		OnLoadersChanged: s.Jobs.LoadersChanged,
-		Logger:           s.log.Named("mirror"),
-		OnReload:         s.Admin.ObserveReload,
-	}
-	if tune.Mirror != nil {
-		tune.Mirror(&mopts)
-	}
-	mir, err := mirror.New(s.Store, mopts)
+	mir, err := mirror.New(s.Store, s.mirrorOptions())
 	if err != nil {
 		return err
 	}
 	s.Mirror = mir
-	s.Loaders.Applier = mir
-	s.Jobs.Access = mir
+	s.Jobs = jobs.New(s.Store, s.Loaders, mir, s.jobsConfig())
 	s.Listener = &listener.Listener{DSN: c.ListenDSN, Sink: mir, Logger: s.log.Named("listener"),
-		OnLag: s.Admin.ObserveLag, Unsigned: c.UnsignedPayloads}
+		Unsigned: c.UnsignedPayloads}
 	if tune.Listener != nil {
 		tune.Listener(s.Listener)
 	}
@@ -115,7 +74,6 @@ func (s *Sidecar) build() error {
 	}
 	s.Writer = pgstore.NewWriter(s.DB, mir, wopts)
 	s.Server = &unixsock.Server{
-		Version:          s.opts.Version,
 		Socket:           c.Socket,
 		SocketMode:       c.SocketMode,
 		MaxClients:       c.MaxClients,
@@ -127,57 +85,78 @@ func (s *Sidecar) build() error {
 		Mirror:           mir,
 		Writer:           s.Writer,
 		Logger:           s.log.Named("socket"),
-		Info:             s.listenerInfo,
+		Info:             s.Listener.Info,
+		Version:          s.opts.Version,
+		ShutdownTimeout:  shutdownTimeout,
 	}
-	server = s.Server
+	if tune.Server != nil {
+		tune.Server(s.Server)
+	}
+	s.Admin = admin.New(admin.Config{
+		Addr:            c.HTTPAddr,
+		Logger:          s.log.Named("http"),
+		MaxStaleness:    c.MaxStaleness,
+		Version:         s.opts.Version,
+		ShutdownTimeout: adminShutdownTimeout,
+	}, admin.Sources{Mirror: mir, Listener: s.Listener, Socket: s.Server, Commands: s.Server.CommandCalls,
+		Writer: s.Writer, Jobs: s.Jobs})
 	return nil
 }
 
-// openServers binds the admin server, then opens the socket, whose clients
-// get LOADING until the mirror has loaded.
+// mirrorOptions are the mirror's options for Config.
+func (s *Sidecar) mirrorOptions() mirror.Options {
+	c := s.Config
+	o := mirror.Options{
+		MaxMemory:      c.MaxMemory,
+		ManageGC:       true,
+		MaxStaleness:   max(c.MaxStaleness, time.Nanosecond), // 0: stale at once (0 means "default" to mirror)
+		StaleError:     c.StaleReads == StaleReadsError,
+		ReloadInterval: c.ReloadInterval,
+		Loader:         s.Loaders,
+		ServeStale:     c.ServeStale,
+		Logger:         s.log.Named("mirror"),
+	}
+	if s.opts.Tune.Mirror != nil {
+		s.opts.Tune.Mirror(&o)
+	}
+	return o
+}
+
+// jobsConfig is the jobs' configuration for Config.
+func (s *Sidecar) jobsConfig() jobs.Config {
+	c := s.Config
+	j := jobs.Config{
+		AccessFlushInterval: c.AccessFlushInterval,
+		RefreshInterval:     c.RefreshInterval,
+		RefreshAhead:        c.RefreshAhead,
+		RefreshWindow:       c.RefreshWindow,
+		RefreshLockStale:    c.RefreshLockStale,
+		CleanupInterval:     c.CleanupInterval,
+		Retention:           c.Retention,
+		ExpiredGrace:        c.ExpiredGrace,
+		Logger:              s.log.Named("jobs"),
+	}
+	if s.opts.Tune.Jobs != nil {
+		s.opts.Tune.Jobs(&j)
+	}
+	return j
+}
+
+// openServers binds the admin server, then opens the writer and the
+// socket, whose clients get LOADING until the mirror has loaded.
 func (s *Sidecar) openServers() error {
-	a := s.Admin
-	a.Mirror = s.Mirror.Stats
-	a.Listener = s.Listener.Stats
-	a.Socket = s.Server.Stats
-	a.Commands = s.Server.CommandCalls
-	a.Writer = s.Writer.Stats
-	a.Jobs = s.jobStats
-	if err := a.Listen(); err != nil {
+	if err := s.Admin.Open(); err != nil {
 		return err
 	}
-	s.started("admin", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), adminShutdownTimeout)
-		defer cancel()
-		return a.Shutdown(ctx)
-	})
-	s.serve(a.Serve)
+	s.watch(s.Admin.Err())
 	if err := s.Writer.Open(); err != nil {
 		return err
 	}
-	s.started("writer", s.Writer.Close)
-	srv := s.Server
-	if err := srv.Listen(); err != nil {
+	if err := s.Server.Open(); err != nil {
 		return err
 	}
-	s.started("socket", func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		defer cancel()
-		return srv.Shutdown(ctx)
-	})
-	s.serve(srv.Serve)
+	s.watch(s.Server.Err())
 	return nil
-}
-
-// serve runs fn in the background; its error stops the sidecar through Err.
-func (s *Sidecar) serve(fn func() error) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		if err := fn(); err != nil {
-			s.fail(err)
-		}
-	}()
 }
 
 // prepare migrates if asked, checks that the database is a primary with
@@ -203,37 +182,44 @@ func (s *Sidecar) prepare(ctx context.Context) error {
 	return s.Loaders.Reload(ctx)
 }
 
-// startSync starts the mirror's background work, the listener (which
-// LISTENs first and then asks the mirror to load) and the jobs.
-func (s *Sidecar) startSync() {
-	mir := s.Mirror
-	mir.Open()
-	s.started("mirror", mir.Close)
-	lctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	s.started("listener", func() error {
-		cancel()
-		<-done
-		return nil
-	})
-	go func() {
-		defer close(done)
-		if err := s.Listener.Run(lctx); err != nil {
-			s.fail(err)
-		}
-	}()
+// startSync opens the mirror, the listener (which LISTENs first and then
+// asks the mirror to load) and the jobs.
+func (s *Sidecar) startSync() error {
+	if err := s.Mirror.Open(); err != nil {
+		return err
+	}
+	if err := s.Listener.Open(); err != nil {
+		return err
+	}
+	s.watch(s.Listener.Err())
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		select {
-		case <-mir.Ready():
-			st := mir.Stats()
+		case <-s.Mirror.Ready():
+			st := s.Mirror.Stats()
 			s.log.Info("ready", "entries", st.Entries, "load_took", st.LastReloadTook.Round(time.Millisecond))
-		case <-lctx.Done():
+		case <-s.stop:
 		}
 	}()
-	if !s.opts.Tune.NoJobs {
-		s.Jobs.Start()
+	if s.opts.Tune.NoJobs {
+		return nil
 	}
-	s.started("jobs", s.Jobs.Close)
+	return s.Jobs.Open()
+}
+
+// watch passes a component's failure to Err.
+func (s *Sidecar) watch(errc <-chan error) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		select {
+		case err := <-errc:
+			select {
+			case s.errc <- err:
+			default: // the first failure is enough to stop
+			}
+		case <-s.stop:
+		}
+	}()
 }

@@ -15,7 +15,6 @@ import (
 	"database/sql"
 	"errors"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	_ "github.com/lib/pq" // registers the "postgres" driver
@@ -47,13 +46,14 @@ type Tuning struct {
 	Listener func(*listener.Listener)
 	Loaders  func(*pgstore.Loaders)
 	Writer   func(*pgstore.WriterOptions)
+	Server   func(*unixsock.Server)
 	Jobs     func(*jobs.Config)
 	// NoJobs leaves the jobs built but not started: tests run them by hand.
 	NoJobs bool
 }
 
-// Sidecar is one running sidecar. Its components are exported for tests and
-// for the process's signal handling; they must not be replaced.
+// Sidecar is one sidecar. Its components are exported for tests and for
+// the process's signal handling; they must not be replaced.
 type Sidecar struct {
 	Config   Config
 	DB       *sql.DB
@@ -66,43 +66,31 @@ type Sidecar struct {
 	Server   *unixsock.Server
 	Admin    *admin.Server
 
-	log     hclog.Logger
-	opts    Options
-	gate    *pgstore.Gate           // loaders' and fetches' share of the pool
-	errc    chan error              // the first failure of a running component
-	closers map[string]func() error // how to stop what Open started, by name in closeOrder
-	wg      sync.WaitGroup
-	opened  bool // Open ran: Close reports the stop
-	closed  bool
+	log    hclog.Logger
+	opts   Options
+	gate   *pgstore.Gate  // loaders' and fetches' share of the pool
+	errc   chan error     // the first failure of a running component
+	stop   chan struct{}  // closed by Close: ends the sidecar's own goroutines
+	wg     sync.WaitGroup // the sidecar's own goroutines
+	opened bool           // Open ran: Close reports the stop
+	closed bool
 }
 
-// closeOrder is the order Close stops the components in: the admin server
-// first (probes and scrapes stop before the components they read), then the
-// socket server (in-flight commands finish and answer, the socket is
-// removed), the jobs (the last access times are flushed), the writer, the
-// listener, the mirror, and the pool last.
-var closeOrder = []string{"admin", "socket", "jobs", "writer", "listener", "mirror", "postgres pool"}
-
-// Timings of stopping.
-const (
-	// shutdownTimeout bounds how long in-flight commands may take to finish on SIGTERM.
-	shutdownTimeout = 10 * time.Second
-	// adminShutdownTimeout bounds how long a scrape or probe in flight may delay the stop.
-	adminShutdownTimeout = 2 * time.Second
-)
-
 // New builds a sidecar from cfg: the Postgres pool (not connected yet) and
-// every component, each given what it depends on; nothing runs until Open.
+// every component; nothing runs until Open.
 func New(cfg Config, opts Options) (*Sidecar, error) {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	s := &Sidecar{Config: cfg, log: opts.Logger, opts: opts, errc: make(chan error, 1), closers: map[string]func() error{}}
-	if err := s.openDB(); err != nil {
+	s := &Sidecar{Config: cfg, log: opts.Logger, opts: opts, errc: make(chan error, 1), stop: make(chan struct{})}
+	db, gate, err := OpenDB(cfg)
+	if err != nil {
 		return nil, err
 	}
+	s.DB, s.gate = db, gate
+	s.log.Debug("Postgres pool", "max_conns", cfg.MaxDBConns, "loader_and_fetch_conns", gate.Cap())
 	if err := s.build(); err != nil {
-		s.DB.Close()
+		db.Close()
 		return nil, err
 	}
 	return s, nil
@@ -127,8 +115,7 @@ func (s *Sidecar) Open(ctx context.Context) error {
 	if err := s.prepare(ctx); err != nil {
 		return err
 	}
-	s.startSync()
-	return nil
+	return s.startSync()
 }
 
 // Err receives the failure of a component that cannot go on (LISTEN
@@ -141,31 +128,27 @@ func (s *Sidecar) RequestResync() {
 	s.Mirror.RequestResync("SIGHUP")
 }
 
-// fail reports a running component's failure through Err; the first one wins.
-func (s *Sidecar) fail(err error) {
-	select {
-	case s.errc <- err:
-	default:
-	}
-}
-
-// started records how to stop what was just started; name is in closeOrder.
-func (s *Sidecar) started(name string, close func() error) { s.closers[name] = close }
-
-// Close stops what Open started, in closeOrder, and returns every error,
-// joined. Safe to call twice.
+// Close stops the sidecar and returns every error, joined. The order is
+// the reverse of the data flow: the admin server first (probes and scrapes
+// stop before the components they read), then the socket server (in-flight
+// commands finish and answer, the socket is removed), the jobs (the last
+// access times are flushed), the writer, the listener, the mirror, and the
+// pool last. Every component's Close is safe whether or not it was opened.
+// Safe to call twice.
 func (s *Sidecar) Close() error {
 	if s.closed {
 		return nil
 	}
 	s.closed = true
-	var errs []error
-	for _, name := range closeOrder {
-		if stop := s.closers[name]; stop != nil {
-			if err := stop(); err != nil {
-				errs = append(errs, err)
-			}
-		}
+	close(s.stop)
+	errs := []error{
+		s.Admin.Close(),
+		s.Server.Close(),
+		s.Jobs.Close(),
+		s.Writer.Close(),
+		s.Listener.Close(),
+		s.Mirror.Close(),
+		s.DB.Close(),
 	}
 	s.wg.Wait()
 	if s.opened {

@@ -6,16 +6,18 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"pgmirror/mirror"
 )
 
 // Keyspace notifications as Redis names them: for a change of key K with
 // event E, channel "__keyspace@0__:K" carries E and "__keyevent@0__:E"
 // carries K. Subscribers get them through SUBSCRIBE and PSUBSCRIBE.
 //
-// The mirror reports each change to KeyEvent on its apply path, which only
-// queues it: a publisher goroutine matches it against the subscriptions
+// The mirror hands its events to handleMirrorEvent, which only queues each
+// key change: a publisher goroutine matches it against the subscriptions
 // and queues the messages in each subscriber's outbox. A full queue drops
-// events (counted) rather than slow the mirror.
+// events (counted) rather than slow the mirror's other handlers.
 
 // DefaultSubscriberBuffer is how many messages a subscriber may have
 // waiting before it is disconnected.
@@ -61,7 +63,7 @@ type hub struct {
 	// patterns lists every pattern of every subscriber; a removed one is
 	// replaced by the last, so subscribing and unsubscribing cost O(1).
 	patterns []patternRoute
-	n        atomic.Int32 // subscribed clients: zero makes KeyEvent free
+	n        atomic.Int32 // subscribed clients: zero makes handleMirrorEvent free
 }
 
 // patternRoute is one pattern of one subscriber.
@@ -84,10 +86,21 @@ type publisher struct {
 
 func (p *publisher) start() { p.events = make(chan keyEvent, publishQueue) }
 
-// KeyEvent is the hook for mirror.Options.OnKeyEvent. It never blocks: the
-// event is queued for the publisher, or dropped and counted when the queue
-// is full.
-func (s *Server) KeyEvent(key, event string) {
+// handleMirrorEvent is the server's handler of the mirror's events, registered by Open
+// (mirror.Handle): each key change becomes keyspace notifications. It
+// never blocks: a change is queued for the publisher, or dropped and
+// counted when the queue is full.
+func (s *Server) handleMirrorEvent(ev mirror.Event) {
+	if ev.Kind != mirror.KindChanges || s.hub.n.Load() == 0 {
+		return
+	}
+	for i := range ev.Changes {
+		s.keyEvent(ev.Changes[i].Key, ev.Changes[i].Event)
+	}
+}
+
+// keyEvent queues one key change for the publisher.
+func (s *Server) keyEvent(key, event string) {
 	if s.hub.n.Load() == 0 || !strings.HasPrefix(key, s.Namespace) {
 		return
 	}

@@ -40,6 +40,8 @@ type Mirror interface {
 	State() mirror.State
 	Stats() mirror.Stats
 	RequestResync(reason string)
+	// Handle registers for the mirror's events (keyspace notifications).
+	Handle(h func(mirror.Event))
 }
 
 var _ Mirror = (*mirror.Mirror)(nil)
@@ -149,6 +151,7 @@ func (s *Server) Open() error {
 	if err := s.listen(); err != nil {
 		return err
 	}
+	s.Mirror.Handle(s.handleMirrorEvent)
 	errc := s.errChan()
 	s.accepter.Add(1)
 	go func() {

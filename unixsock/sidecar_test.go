@@ -18,7 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"pgmirror/internal/pgtest"
-	"pgmirror/internal/testdb"
+	"pgmirror/internal/sidecartest"
 	"pgmirror/listener"
 	"pgmirror/mirror"
 	"pgmirror/pgstore"
@@ -27,12 +27,14 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
+// sidecar is a whole sidecar (internal/sidecartest) seen by these tests.
 type sidecar struct {
 	m      *mirror.Mirror
 	srv    *unixsock.Server
 	w      *pgstore.Writer
 	socket string
 	stop   func()
+	sc     *sidecartest.Sidecar
 }
 
 // sockDir returns a short directory for sockets (paths are limited to ~107 bytes).
@@ -60,80 +62,35 @@ type config struct {
 func startSidecar(t testing.TB, dsn string, cfg config) *sidecar {
 	t.Helper()
 	s := startSidecarNoWait(t, dsn, cfg)
-	select {
-	case <-s.m.Ready():
-	case <-time.After(30 * time.Second):
-		t.Fatal("sidecar not ready within 30s")
-	}
+	s.waitReady(t)
 	return s
 }
 
 func startSidecarNoWait(t testing.TB, dsn string, cfg config) *sidecar {
 	t.Helper()
-	db := testdb.Open(t, dsn)
-	store := pgstore.New(db, nil)
-	opts := cfg.mirror
-	if opts.SentinelWait == 0 {
-		opts.SentinelWait = 5 * time.Second
-	}
-	var srv *unixsock.Server
-	opts.OnKeyEvent = func(key, event string) { srv.KeyEvent(key, event) }
-	m, err := mirror.New(store, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.maxValue == 0 {
-		cfg.maxValue = 16 << 20
-	}
 	if cfg.writeTimeout == 0 {
 		cfg.writeTimeout = 3 * time.Second
 	}
-	w := pgstore.NewWriter(db, m, pgstore.WriterOptions{MaxValueSize: cfg.maxValue, Timeout: cfg.writeTimeout})
-	if err := w.Open(); err != nil {
-		t.Fatal(err)
-	}
-	s := &sidecar{m: m, w: w, socket: filepath.Join(sockDir(t), "s.sock")}
-	s.srv = &unixsock.Server{Socket: s.socket, Mirror: m, Writer: w, MaxValueSize: cfg.maxValue}
-	if cfg.server != nil {
-		cfg.server(s.srv)
-	}
-	srv = s.srv
-	if err := s.srv.Open(); err != nil {
-		t.Fatal(err)
-	}
-	m.Open()
-	l := &listener.Listener{DSN: dsn, Sink: m, PingInterval: 200 * time.Millisecond, MaxReconnect: 300 * time.Millisecond}
-	if cfg.listener != nil {
-		cfg.listener(l)
-	}
-	if err := l.Open(); err != nil {
-		t.Fatal(err)
-	}
-	var stopped bool
-	s.stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		if err := s.srv.Close(); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		select {
-		case err := <-s.srv.Err():
-			t.Errorf("serve: %v", err)
-		default:
-		}
-		w.Close()
-		l.Close()
-		select {
-		case err := <-l.Err():
-			t.Errorf("listener: %v", err)
-		default:
-		}
-		m.Close()
-	}
-	t.Cleanup(s.stop)
-	return s
+	sc := sidecartest.StartNoWait(t, dsn, sidecartest.Config{
+		Mirror:       cfg.mirror,
+		MaxValueSize: cfg.maxValue,
+		WriteTimeout: cfg.writeTimeout,
+		Server:       cfg.server,
+		NoJobs:       true, // as before: these tests exercise the socket server, not the jobs
+		Listener: func(l *listener.Listener) {
+			l.PingInterval, l.MaxReconnect = 200*time.Millisecond, 300*time.Millisecond
+			if cfg.listener != nil {
+				cfg.listener(l)
+			}
+		},
+	})
+	return &sidecar{m: sc.Mirror, srv: sc.Server, w: sc.Writer, socket: sc.Server.Socket, stop: sc.Stop, sc: sc}
+}
+
+// waitReady waits until the mirror completed its first load.
+func (s *sidecar) waitReady(t testing.TB) {
+	t.Helper()
+	s.sc.WaitReady(t, 30*time.Second)
 }
 
 // client returns a go-redis client on the sidecar's socket.

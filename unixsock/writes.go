@@ -16,6 +16,7 @@ import (
 
 // write runs op and answers with reply, or with the error.
 func (c *client) write(op mirror.WriteOp, reply func(mirror.WriteResult)) {
+	op.Origin = uint64(c.id) // the mirror's events name the client whose write it was
 	ctx, cancel := context.WithTimeout(c.ctx(), writeTimeout)
 	defer cancel()
 	res, err := c.s.Writer.Write(ctx, op)

@@ -4,11 +4,13 @@ package sidecartest
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/redis/go-redis/v9"
 
 	"pgmirror/jobs"
@@ -16,6 +18,7 @@ import (
 	"pgmirror/mirror"
 	"pgmirror/pgstore"
 	"pgmirror/sidecar"
+	"pgmirror/unixsock"
 )
 
 // Config adjusts a sidecar; zero fields take test-friendly defaults.
@@ -37,6 +40,12 @@ type Config struct {
 	MaxValueSize int64
 	// HTTPAddr is --http; "" (the default here) disables the admin server.
 	HTTPAddr string
+	// Server adjusts the socket server before it opens.
+	Server func(*unixsock.Server)
+	// WriteTimeout bounds one write batch; 0: 5 s.
+	WriteTimeout time.Duration
+	// Logger receives the sidecar's logs; nil: none.
+	Logger hclog.Logger
 	// Sidecar adjusts the rest of the configuration, last.
 	Sidecar func(*sidecar.Config)
 }
@@ -50,7 +59,10 @@ type Sidecar struct {
 	Socket string
 	// Client is a go-redis client on Socket.
 	Client *redis.Client
-	stop   func()
+
+	openDone   chan struct{} // closed when Open returned
+	openResult error         // what Open returned, once openDone is closed
+	stop       func()
 }
 
 // Start runs a sidecar on dsn (a migrated database) and waits until it is
@@ -58,35 +70,42 @@ type Sidecar struct {
 func Start(t testing.TB, dsn string, cfg Config) *Sidecar {
 	t.Helper()
 	s := StartNoWait(t, dsn, cfg)
-	select {
-	case <-s.Mirror.Ready():
-	case <-time.After(30 * time.Second):
-		t.Fatal("sidecar not ready within 30s")
-	}
+	s.WaitReady(t, 30*time.Second)
 	return s
 }
 
-// StartNoWait is Start without waiting for the first load.
+// StartNoWait builds a sidecar and opens it in the background, as the
+// binary does, without waiting for Postgres or the first load.
 func StartNoWait(t testing.TB, dsn string, cfg Config) *Sidecar {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "pgm")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Sidecar{Socket: filepath.Join(dir, "s.sock")}
-	sc, err := sidecar.New(config(dsn, s.Socket, cfg), sidecar.Options{Tune: tuning(cfg)})
+	t.Cleanup(func() { os.RemoveAll(dir) }) // after the stop: cleanups run last first
+	s := &Sidecar{Socket: filepath.Join(dir, "s.sock"), openDone: make(chan struct{})}
+	sc, err := sidecar.New(config(dsn, s.Socket, cfg), sidecar.Options{Logger: cfg.Logger, Tune: tuning(cfg)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Sidecar = sc
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		s.openResult = sc.Open(ctx)
+		close(s.openDone)
+	}()
+	s.Client = redis.NewClient(&redis.Options{Network: "unix", Addr: s.Socket, PoolSize: 64, MaxRetries: -1,
+		ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second})
 	stopped := false
 	s.stop = func() {
 		if stopped {
 			return
 		}
 		stopped = true
-		if s.Client != nil {
-			s.Client.Close()
+		s.Client.Close()
+		cancel()
+		if err := s.openErr(); err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("open: %v", err)
 		}
 		if err := sc.Close(); err != nil {
 			t.Errorf("close: %v", err)
@@ -96,17 +115,37 @@ func StartNoWait(t testing.TB, dsn string, cfg Config) *Sidecar {
 			t.Errorf("sidecar failed: %v", err)
 		default:
 		}
-		os.RemoveAll(dir)
 	}
 	t.Cleanup(s.stop)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := sc.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	s.Client = redis.NewClient(&redis.Options{Network: "unix", Addr: s.Socket, PoolSize: 64, MaxRetries: -1,
-		ReadTimeout: 15 * time.Second, WriteTimeout: 15 * time.Second})
 	return s
+}
+
+// openErr waits for Open to return and returns its error.
+func (s *Sidecar) openErr() error {
+	<-s.openDone
+	return s.openResult
+}
+
+// WaitReady waits until the mirror completed its first load, and fails the
+// test if Open failed, a component failed, or timeout passed.
+func (s *Sidecar) WaitReady(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	select {
+	case <-s.openDone:
+		if s.openResult != nil {
+			t.Fatalf("open: %v", s.openResult)
+		}
+	case <-deadline:
+		t.Fatalf("sidecar not opened within %v", timeout)
+	}
+	select {
+	case <-s.Mirror.Ready():
+	case err := <-s.Err():
+		t.Fatalf("sidecar failed: %v", err)
+	case <-deadline:
+		t.Fatalf("sidecar not ready within %v: %+v", timeout, s.Mirror.Stats())
+	}
 }
 
 // config is the sidecar's configuration for cfg.
@@ -135,8 +174,7 @@ func tuning(cfg Config) sidecar.Tuning {
 		Mirror: func(o *mirror.Options) {
 			wired := *o
 			*o = cfg.Mirror
-			o.OnKeyEvent, o.Loader, o.OnLoadersChanged, o.OnReload, o.Logger =
-				wired.OnKeyEvent, wired.Loader, wired.OnLoadersChanged, wired.OnReload, wired.Logger
+			o.Loader, o.Logger = wired.Loader, wired.Logger
 			if o.SentinelWait == 0 {
 				o.SentinelWait = 5 * time.Second
 			}
@@ -149,8 +187,14 @@ func tuning(cfg Config) sidecar.Tuning {
 			}
 		},
 		Loaders: cfg.Loaders,
-		Writer:  func(w *pgstore.WriterOptions) { w.Timeout = 5 * time.Second },
-		NoJobs:  cfg.NoJobs,
+		Writer: func(w *pgstore.WriterOptions) {
+			w.Timeout = 5 * time.Second
+			if cfg.WriteTimeout > 0 {
+				w.Timeout = cfg.WriteTimeout
+			}
+		},
+		Server: cfg.Server,
+		NoJobs: cfg.NoJobs,
 	}
 }
 
