@@ -1,17 +1,43 @@
 package script
 
 import (
+	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 
 	lua "github.com/yuin/gopher-lua"
 )
 
-// errorObject is the value a failed PCall raised.
+// errorObject is the value a failed PCall raised, an argument error worded
+// as Lua's.
 func errorObject(err error) lua.LValue {
 	if aerr, ok := err.(*lua.ApiError); ok {
+		if s, ok := aerr.Object.(lua.LString); ok {
+			return lua.LString(luaArgError(string(s)))
+		}
 		return aerr.Object
 	}
 	return lua.LString(err.Error())
+}
+
+// gopherArgError matches gopher-lua's "bad argument #1 to f (...)".
+var gopherArgError = regexp.MustCompile(`bad argument #(\d+) to ([^\s']+) \(`)
+
+// luaArgError words gopher-lua's argument errors as Lua's luaL_argerror
+// does: "bad argument #1 to 'f' (...)", '?' for an unnamed function.
+func luaArgError(s string) string {
+	if !strings.Contains(s, "bad argument #") {
+		return s
+	}
+	return gopherArgError.ReplaceAllStringFunc(s, func(m string) string {
+		sub := gopherArgError.FindStringSubmatch(m)
+		name := sub[2]
+		if name == "(anonymous)" {
+			name = "?"
+		}
+		return "bad argument #" + sub[1] + " to '" + name + "' ("
+	})
 }
 
 // stopping re-raises err when the run is being stopped (time limit, SCRIPT
@@ -238,4 +264,77 @@ func ipairsNext(L *lua.LState) int {
 	L.Push(lua.LNumber(i))
 	L.Push(val)
 	return 2
+}
+
+// getmetatable hides the metatables of read-only proxies (Redis's library
+// tables have none; _G's is read-only).
+func (v *vm) getmetatable(L *lua.LState) int {
+	obj := L.CheckAny(1)
+	if t, ok := obj.(*lua.LTable); ok {
+		if _, proxy := v.backing[t]; proxy {
+			if t == v.env {
+				L.Push(v.globalsMeta)
+			} else {
+				L.Push(lua.LNil)
+			}
+			return 1
+		}
+	}
+	L.Push(L.GetMetatable(obj))
+	return 1
+}
+
+// luaError is Lua 5.1's error(message [, level]): a string (or number)
+// message gets the position of the function at level.
+func (v *vm) luaError(L *lua.LState) int {
+	obj := L.Get(1)
+	level := L.OptInt(2, 1)
+	if s, ok := stringOf(obj); ok && level > 0 {
+		obj = lua.LString(where(L, level) + s)
+	}
+	L.Error(obj, 0)
+	return 0
+}
+
+// where is luaL_where: "source:line: " of the function at level (1 is the
+// caller of the running library function), "" for a Go function.
+func where(L *lua.LState, level int) string {
+	dbg, ok := L.GetStack(level)
+	if !ok {
+		return ""
+	}
+	if _, err := L.GetInfo("Sl", dbg, nil); err != nil || dbg.CurrentLine <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s:%d: ", dbg.Source, dbg.CurrentLine)
+}
+
+// luaToNumber is Lua 5.1's tonumber(e [, base]).
+func luaToNumber(L *lua.LState) int {
+	val := L.CheckAny(1)
+	base := L.OptInt(2, 10)
+	if base == 10 {
+		switch x := val.(type) {
+		case lua.LNumber:
+			L.Push(x)
+			return 1
+		case lua.LString:
+			if n, ok := luaStringToNumber(string(x)); ok {
+				L.Push(lua.LNumber(n))
+				return 1
+			}
+		}
+		L.Push(lua.LNil)
+		return 1
+	}
+	if base < 2 || base > 36 {
+		L.ArgError(2, "base out of range")
+	}
+	s := strings.ToLower(strings.TrimSpace(L.CheckString(1)))
+	if n, err := strconv.ParseUint(s, base, 64); err == nil && s != "" && s[0] != '+' {
+		L.Push(lua.LNumber(n))
+		return 1
+	}
+	L.Push(lua.LNil)
+	return 1
 }

@@ -19,7 +19,8 @@ func (v *vm) bitModule() *lua.LTable {
 	}
 	for name, op := range unary {
 		op := op
-		t.RawSetString(name, v.L.NewFunction(func(L *lua.LState) int { return bitReturn(L, op(bitArg(L, 1))) }))
+		name := name
+		t.RawSetString(name, v.L.NewFunction(func(L *lua.LState) int { return bitReturn(L, op(bitArg(L, 1, name))) }))
 	}
 	fold := map[string]func(a, b uint32) uint32{
 		"band": func(a, b uint32) uint32 { return a & b },
@@ -28,10 +29,11 @@ func (v *vm) bitModule() *lua.LTable {
 	}
 	for name, op := range fold {
 		op := op
+		name := name
 		t.RawSetString(name, v.L.NewFunction(func(L *lua.LState) int {
-			b := bitArg(L, 1)
+			b := bitArg(L, 1, name)
 			for i := L.GetTop(); i > 1; i-- {
-				b = op(b, bitArg(L, i))
+				b = op(b, bitArg(L, i, name))
 			}
 			return bitReturn(L, b)
 		}))
@@ -45,8 +47,9 @@ func (v *vm) bitModule() *lua.LTable {
 	}
 	for name, op := range shift {
 		op := op
+		name := name
 		t.RawSetString(name, v.L.NewFunction(func(L *lua.LState) int {
-			return bitReturn(L, op(bitArg(L, 1), bitArg(L, 2)&31))
+			return bitReturn(L, op(bitArg(L, 1, name), bitArg(L, 2, name)&31))
 		}))
 	}
 	t.RawSetString("tohex", v.L.NewFunction(bitTohex))
@@ -55,7 +58,7 @@ func (v *vm) bitModule() *lua.LTable {
 
 // bitArg is barg: the number (or numeric string) at n, plus 2^52+2^51, whose
 // low 32 bits of mantissa are the number rounded and taken modulo 2^32.
-func bitArg(L *lua.LState, n int) uint32 {
+func bitArg(L *lua.LState, n int, fn string) uint32 {
 	var f float64
 	switch x := L.Get(n).(type) {
 	case lua.LNumber:
@@ -63,13 +66,23 @@ func bitArg(L *lua.LState, n int) uint32 {
 	case lua.LString:
 		num, ok := luaStringToNumber(string(x))
 		if !ok {
-			L.TypeError(n, lua.LTNumber)
+			typeError(L, n, fn, "number")
 		}
 		f = num
 	default:
-		L.TypeError(n, lua.LTNumber)
+		typeError(L, n, fn, "number")
 	}
 	return uint32(math.Float64bits(f + 6755399441055744.0))
+}
+
+// typeError is luaL_typerror: "bad argument #1 to 'band' (number expected,
+// got no value)".
+func typeError(L *lua.LState, n int, fn, want string) {
+	got := "no value"
+	if n <= L.GetTop() {
+		got = L.Get(n).Type().String()
+	}
+	L.RaiseError("bad argument #%d to '%s' (%s expected, got %s)", n, fn, want, got)
 }
 
 func bitReturn(L *lua.LState, b uint32) int {
@@ -78,10 +91,10 @@ func bitReturn(L *lua.LState, b uint32) int {
 }
 
 func bitTohex(L *lua.LState) int {
-	b := bitArg(L, 1)
+	b := bitArg(L, 1, "tohex")
 	n := int32(8)
 	if L.GetTop() >= 2 {
-		n = int32(bitArg(L, 2))
+		n = int32(bitArg(L, 2, "tohex"))
 	}
 	digits := "0123456789abcdef"
 	if n < 0 {
@@ -104,7 +117,7 @@ func bitTohex(L *lua.LState) int {
 func luaStringToNumber(s string) (float64, bool) {
 	t := strings.TrimSpace(s)
 	n, size := strtod(t)
-	if size > 0 && size == len(t) && !strings.ContainsAny(t[:1], "iInN") {
+	if size > 0 && size == len(t) {
 		return n, true
 	}
 	if h, ok := strings.CutPrefix(strings.ToLower(t), "0x"); ok {

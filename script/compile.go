@@ -97,7 +97,7 @@ func (f *Flags) set(name string) bool {
 func compile(src []byte, name string) (*lua.FunctionProto, error) {
 	chunk, err := parse.Parse(bytes.NewReader(src), name)
 	if err != nil {
-		return nil, syntaxError(err, name)
+		return nil, syntaxError(err, name, bytes.Count(src, []byte("\n"))+1)
 	}
 	chunk = rewriteChunk(chunk)
 	proto, err := lua.Compile(chunk, name)
@@ -107,13 +107,15 @@ func compile(src []byte, name string) (*lua.FunctionProto, error) {
 	return proto, nil
 }
 
-func syntaxError(err error, name string) error {
+// syntaxError words a parse error as Lua's "user_script:1: ... near 'x'";
+// an error at the end of the source is on its last line.
+func syntaxError(err error, name string, lines int) error {
 	var pe *parse.Error
 	if !errors.As(err, &pe) {
 		return fmt.Errorf("%s: %v", name, err)
 	}
 	if pe.Pos.Line == parse.EOF {
-		return fmt.Errorf("%s: %s near '<eof>'", name, pe.Message)
+		return fmt.Errorf("%s:%d: %s near '<eof>'", name, lines, pe.Message)
 	}
 	return fmt.Errorf("%s:%d: %s near '%s'", name, pe.Pos.Line, pe.Message, pe.Token)
 }

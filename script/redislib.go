@@ -66,7 +66,7 @@ func (v *vm) redisCall(L *lua.LState, raise bool) int {
 	args, msg := commandArgs(L)
 	L.SetTop(0)
 	if msg != "" {
-		return v.pushError(L, "-"+msg, raise)
+		return v.pushError(L, msg, raise)
 	}
 	r := v.run
 	rep, err := r.req.Caller.Call(r.ctx, args)

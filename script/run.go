@@ -167,7 +167,7 @@ func (v *vm) errorHandler(L *lua.LState) int {
 		if !isStr {
 			s = lua.LVAsString(L.ToStringMeta(errv))
 		}
-		t.RawSetString("err", lua.LString("ERR "+s))
+		t.RawSetString("err", lua.LString("ERR "+luaArgError(s)))
 	}
 	if source, line, found := errorPosition(L); found {
 		t.RawSetString("source", lua.LString(source))
@@ -209,6 +209,9 @@ func (v *vm) errorReply(obj lua.LValue) Reply {
 		msg, isStr := stringOf(obj)
 		if !isStr {
 			msg = "execution failure"
+		}
+		if msg == "lua callstack overflow" { // no frame was left for the error handler
+			msg = "stack overflow"
 		}
 		return ErrorReply(errorText(fmt.Sprintf("ERR Error running script %s, %.100s", v.run.script.SHA, msg)))
 	}

@@ -106,6 +106,10 @@ func (v *vm) setupString() {
 	} {
 		s.RawSetString(name, v.L.NewFunction(fn))
 	}
+	s.RawSetString("dump", v.L.NewFunction(func(L *lua.LState) int {
+		L.RaiseError("unable to dump given function")
+		return 0
+	}))
 	gmatch := v.L.NewFunction(v.strGmatch)
 	s.RawSetString("gmatch", gmatch)
 	s.RawSetString("gfind", gmatch)

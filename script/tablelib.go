@@ -7,19 +7,12 @@ import (
 	lua "github.com/yuin/gopher-lua"
 )
 
-// setupTable bounds table.concat and table.insert, refuses to let table.*
-// change a read-only table, and adds Lua 5.1's foreach, foreachi and setn.
+// setupTable bounds table.concat and table.insert, refuses to let
+// table.insert change a read-only table (table.remove and table.sort find a
+// read-only proxy empty, as Redis's find nothing to change), and adds Lua
+// 5.1's foreach, foreachi and setn.
 func (v *vm) setupTable() {
 	t := v.globals.RawGetString("table").(*lua.LTable)
-	guard := func(name string) {
-		orig := t.RawGetString(name).(*lua.LFunction).GFunction
-		t.RawSetString(name, v.L.NewFunction(func(L *lua.LState) int {
-			v.checkWritable(1)
-			return orig(L)
-		}))
-	}
-	guard("remove")
-	guard("sort")
 	for name, fn := range map[string]lua.LGFunction{
 		"concat": v.tableConcat, "insert": v.tableInsert, "foreach": v.tableForeach,
 		"foreachi": v.tableForeachi, "setn": tableSetn,
@@ -44,9 +37,10 @@ func (v *vm) tableConcat(L *lua.LState) int {
 	parts := make([]string, 0, j-i+1)
 	total := 0
 	for k := i; k <= j; k++ {
-		s, ok := stringOf(t.RawGetInt(k))
+		val := t.RawGetInt(k)
+		s, ok := stringOf(val)
 		if !ok {
-			L.RaiseError("invalid value (at index %d) in table for 'concat'", k)
+			L.RaiseError("invalid value (%s) at index %d in table for 'concat'", val.Type().String(), k)
 		}
 		parts = append(parts, s)
 		total += len(s) + len(sep)

@@ -15,6 +15,9 @@ type vm struct {
 	env     *lua.LTable                 // the read-only proxy scripts see as _G
 	backing map[*lua.LTable]*lua.LTable // read-only proxy -> the table behind it
 	handler *lua.LFunction              // error handler of a run (Redis's __redis__err__handler)
+	// globalsMeta is what getmetatable(_G) returns: a read-only view of the
+	// metatable that makes reading an undefined global an error.
+	globalsMeta *lua.LTable
 	null    *lua.LUserData              // cjson.null
 	run     *run                        // the run in progress, nil between runs
 }
@@ -72,6 +75,9 @@ func (v *vm) setupBase() {
 	set("rawset", v.rawset)
 	set("setmetatable", v.setmetatable)
 	set("next", v.next)
+	set("error", v.luaError)
+	set("tonumber", luaToNumber)
+	set("getmetatable", v.getmetatable)
 	g.RawSetString("pairs", L.NewClosure(v.pairs, L.NewFunction(v.next)))
 	g.RawSetString("ipairs", L.NewClosure(v.ipairs, L.NewFunction(ipairsNext)))
 	g.RawSetString("_VERSION", lua.LString("Lua 5.1"))
@@ -94,6 +100,7 @@ func (v *vm) protectGlobals() {
 		return 0
 	}))
 	v.env = v.protect(v.globals)
+	v.globalsMeta = v.protect(missing)
 	v.globals.Metatable = missing
 	v.globals.RawSetString("_G", v.env)
 	// Strings index the string library through their own metatable, which
