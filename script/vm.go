@@ -18,8 +18,8 @@ type vm struct {
 	// globalsMeta is what getmetatable(_G) returns: a read-only view of the
 	// metatable that makes reading an undefined global an error.
 	globalsMeta *lua.LTable
-	null    *lua.LUserData              // cjson.null
-	run     *run                        // the run in progress, nil between runs
+	null        *lua.LUserData // cjson.null
+	run         *run           // the run in progress, nil between runs
 }
 
 // newVM builds a state: Redis's libraries and globals, then protection.
