@@ -102,7 +102,9 @@ func (b *replyBuilder) toReply(val lua.LValue, depth int) Reply {
 	}
 	switch x := val.(type) {
 	case lua.LString:
-		b.bytes += int64(len(x))
+		if b.bytes += int64(len(x)); b.bytes > b.maxBytes {
+			b.over = true
+		}
 		return BulkReply(string(x))
 	case lua.LBool:
 		if b.resp == 3 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	lua "github.com/yuin/gopher-lua"
 )
@@ -56,7 +57,10 @@ type run struct {
 	resp       int // 2, or 3 after redis.setresp(3)
 	rand       rand48
 	cjson      cjsonConfig
-	alloc      int64 // bytes charged to the allocation budget
+	alloc      int64 // bytes the run made (strings, table entries)
+	checked    int64 // alloc at the last memory check
+	baseline   int64 // live heap at the first memory check, -1 before it
+	before     int64 // alloc at the first memory check
 	coroutines int
 	logLines   int
 }
@@ -93,13 +97,13 @@ func (e *Engine) Run(ctx context.Context, s *Script, req Request) (Reply, error)
 	defer cancel(nil)
 	tctx, tcancel := context.WithTimeoutCause(base, e.cfg.Timeout, errTimeout)
 	defer tcancel()
-	r := &run{script: s, req: req, ctx: tctx, cancel: cancel, resp: 2, cjson: defaultCjson()}
+	r := &run{script: s, req: req, ctx: tctx, cancel: cancel, resp: 2, cjson: defaultCjson(), baseline: -1}
 	r.rand.reset()
 	e.register(r)
 	defer e.unregister(r)
 	v := e.getVM()
-	rep, ok := v.exec(r)
-	if ok && v.L.GetTop() == 0 && tctx.Err() == nil {
+	rep, ok, broken := v.safeExec(r)
+	if !broken && ok && v.L.GetTop() == 0 && tctx.Err() == nil {
 		e.putVM(v)
 	} else {
 		v.L.Close()
@@ -117,6 +121,26 @@ func (e *Engine) Run(ctx context.Context, s *Script, req Request) (Reply, error)
 	default:
 		return Reply{}, cause
 	}
+}
+
+// safeExec is exec, and an error reply if gopher-lua panics past its own
+// PCall: it does when an error leaves no room on the value stack to call the
+// error handler (a script that fills the stack). The state is then broken.
+func (v *vm) safeExec(r *run) (rep Reply, ok, broken bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			msg := fmt.Sprint(p)
+			if aerr, isAPI := p.(*lua.ApiError); isAPI {
+				msg, _ = stringOf(aerr.Object)
+			}
+			if strings.Contains(msg, "registry overflow") || strings.Contains(msg, "callstack overflow") {
+				msg = "stack overflow"
+			}
+			rep, ok, broken = ErrorReply(errorText(fmt.Sprintf("ERR Error running script %s, %.100s", r.script.SHA, msg))), false, true
+		}
+	}()
+	rep, ok = v.exec(r)
+	return rep, ok, false
 }
 
 // exec runs r on v and converts its outcome; ok is false when the script

@@ -1,6 +1,8 @@
 package script
 
 import (
+	"runtime"
+	"runtime/metrics"
 	"strings"
 
 	lua "github.com/yuin/gopher-lua"
@@ -20,16 +22,42 @@ func (v *vm) makes(n int) {
 	v.charge(int64(n))
 }
 
-// charge counts n bytes toward the run's allocation budget.
+// charge counts n bytes the run made. Every quarter of MaxAllocBytes so
+// made, the engine collects garbage and measures the live heap: the first
+// time to take a baseline, then to stop the run when what it holds (the
+// heap's growth since the baseline, plus all it had made before the
+// baseline) is over MaxAllocBytes. Garbage (a string built by repeated
+// concatenation) does not count; what the run keeps does, and so, as the heap
+// is the process's, does what other goroutines keep meanwhile.
 func (v *vm) charge(n int64) {
 	r := v.run
 	if r == nil {
 		return
 	}
 	r.alloc += n
-	if r.alloc > v.e.cfg.MaxAllocBytes {
-		v.L.RaiseError("not enough memory: the script allocated more than its limit of %d bytes", v.e.cfg.MaxAllocBytes)
+	if r.alloc-r.checked <= v.e.cfg.MaxAllocBytes/4 {
+		return
 	}
+	r.checked = r.alloc
+	runtime.GC()
+	live := int64(liveHeap())
+	if r.baseline < 0 {
+		r.baseline, r.before = live, r.alloc
+		return
+	}
+	if held := live - r.baseline + r.before; held > v.e.cfg.MaxAllocBytes {
+		v.L.RaiseError("not enough memory: the script holds more than its limit of %d bytes", v.e.cfg.MaxAllocBytes)
+	}
+}
+
+// liveHeap is the heap the last garbage collection found live.
+func liveHeap() uint64 {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return sample[0].Value.Uint64()
 }
 
 // stringOf converts a string or number operand as Lua 5.1 does.
