@@ -32,7 +32,7 @@
 // precompiled chunks). Reading an undefined global raises "Script attempted
 // to access nonexistent global variable 'x'"; assigning one, or changing any
 // table reachable from the globals (string.rep = ..., rawset(_G, ...),
-// setmetatable(_G, ...), table.insert(string, ...), getmetatable('').__index
+// setmetatable(_G, ...), table.insert(string, ...), getmetatable("").__index
 // = ...), raises "Attempt to modify a readonly table", as Redis 7.0 does. So
 // no run can change what a later run sees; KEYS and ARGV are set for each run.
 //
