@@ -6,18 +6,32 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // fakeCaller is a tiny in-memory Redis for scripts: strings only.
 type fakeCaller struct {
 	mu       sync.Mutex
 	data     map[string]string
+	expires  map[string]time.Time
 	wrote    bool
 	readOnly bool
 	calls    [][]string
 }
 
-func newFake() *fakeCaller { return &fakeCaller{data: map[string]string{}} }
+func newFake() *fakeCaller {
+	return &fakeCaller{data: map[string]string{}, expires: map[string]time.Time{}}
+}
+
+// expire drops keys past their time to live.
+func (f *fakeCaller) expire() {
+	for k, at := range f.expires {
+		if time.Now().After(at) {
+			delete(f.data, k)
+			delete(f.expires, k)
+		}
+	}
+}
 
 func (f *fakeCaller) Wrote() bool {
 	f.mu.Lock()
@@ -42,7 +56,9 @@ func (f *fakeCaller) Call(ctx context.Context, args [][]byte) (Reply, error) {
 		}
 		f.wrote = true
 	}
-	arity := map[string]int{"GET": 2, "SET": -3, "DEL": -2, "INCR": 2, "INCRBY": 3, "PING": -1, "EXISTS": -2, "PEXPIRE": 3, "APPEND": 3, "MGET": -2}
+	f.expire()
+	arity := map[string]int{"GET": 2, "SET": -3, "DEL": -2, "INCR": 2, "INCRBY": 3, "PING": -1, "EXISTS": -2,
+		"PEXPIRE": 3, "APPEND": 3, "MGET": -2, "PTTL": 2}
 	a, ok := arity[name]
 	if !ok {
 		return ErrorReply(MsgUnknownCommand), nil
@@ -74,13 +90,16 @@ func (f *fakeCaller) run(name string, s []string) Reply {
 		}
 		return ArrayReply(out...)
 	case "SET":
-		if len(s) > 3 && strings.EqualFold(s[3], "NX") {
-			if _, ok := f.data[s[1]]; ok {
-				return NullReply()
-			}
+		return f.set(s)
+	case "PTTL":
+		if _, ok := f.data[s[1]]; !ok {
+			return IntReply(-2)
 		}
-		f.data[s[1]] = s[2]
-		return StatusReply("OK")
+		at, ok := f.expires[s[1]]
+		if !ok {
+			return IntReply(-1)
+		}
+		return IntReply(time.Until(at).Milliseconds())
 	case "APPEND":
 		f.data[s[1]] += s[2]
 		return IntReply(int64(len(f.data[s[1]])))
@@ -96,7 +115,12 @@ func (f *fakeCaller) run(name string, s []string) Reply {
 		}
 		return IntReply(int64(n))
 	case "PEXPIRE":
+		ms, err := strconv.ParseInt(s[2], 10, 64)
+		if err != nil {
+			return ErrorReply("ERR value is not an integer or out of range")
+		}
 		if _, ok := f.data[s[1]]; ok {
+			f.expires[s[1]] = time.Now().Add(time.Duration(ms) * time.Millisecond)
 			return IntReply(1)
 		}
 		return IntReply(0)
@@ -118,6 +142,42 @@ func (f *fakeCaller) run(name string, s []string) Reply {
 		return IntReply(n)
 	}
 	return ErrorReply(MsgUnknownCommand)
+}
+
+// set is SET key value [NX|XX] [PX ms].
+func (f *fakeCaller) set(s []string) Reply {
+	_, exists := f.data[s[1]]
+	var ttl time.Duration
+	for i := 3; i < len(s); i++ {
+		switch strings.ToUpper(s[i]) {
+		case "NX":
+			if exists {
+				return NullReply()
+			}
+		case "XX":
+			if !exists {
+				return NullReply()
+			}
+		case "PX":
+			if i+1 == len(s) {
+				return ErrorReply("ERR syntax error")
+			}
+			ms, err := strconv.ParseInt(s[i+1], 10, 64)
+			if err != nil {
+				return ErrorReply("ERR value is not an integer or out of range")
+			}
+			ttl = time.Duration(ms) * time.Millisecond
+			i++
+		default:
+			return ErrorReply("ERR syntax error")
+		}
+	}
+	f.data[s[1]] = s[2]
+	delete(f.expires, s[1])
+	if ttl > 0 {
+		f.expires[s[1]] = time.Now().Add(ttl)
+	}
+	return StatusReply("OK")
 }
 
 // eval runs src with keys and args on a fresh engine's fake and renders the reply.
