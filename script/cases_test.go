@@ -147,7 +147,8 @@ var errorScripts = []string{
 	"return {pcall(error, {err = 'x'})}", "return {pcall(error, 'x')}", "return {pcall(error)}",
 	"return {xpcall(function() error('x') end, function(e) return 'handled ' .. e end)}",
 	"local ok, e = pcall(function() local t = nil; return t.x end) return ok",
-	"return {pcall(redis.call, 'incr')}",
+	"return {pcall(redis.call, 'incr')}", "return type(arg)", "local function f(...) return arg.n end return f(1, 2)",
+	"local function f(...) return select('#', ...) end return f(1, nil, 3)",
 }
 
 // The libraries: string, table, math, cjson, bit.

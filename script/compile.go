@@ -104,6 +104,9 @@ func compile(src []byte, name string) (*lua.FunctionProto, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", name, err)
 	}
+	// A main chunk has no Lua 5.0 'arg' table in Lua 5.1 (gopher-lua would
+	// build one on every call).
+	proto.IsVarArg &^= lua.VarArgNeedsArg
 	return proto, nil
 }
 

@@ -92,9 +92,15 @@
 //     string.upper, string.lower, string.reverse, table.concat and
 //     cjson.encode is at most Config.MaxStringBytes (64 MiB), checked before
 //     it is made: "string length overflow".
-//   - Allocation: what one run makes through those, plus 32 bytes an entry
-//     for table.insert and cjson.decode, is at most Config.MaxAllocBytes
-//     (256 MiB) in all, garbage included: "not enough memory".
+//   - Memory: what one run makes through those, plus 32 bytes an entry for
+//     table.insert and cjson.decode, is counted; at every quarter of
+//     Config.MaxAllocBytes (256 MiB) so counted the engine collects garbage
+//     and stops the run ("not enough memory") when what it holds (the live
+//     heap's growth since its first check, plus what it had made before) is
+//     over MaxAllocBytes. Garbage does not count (a string built by repeated
+//     concatenation runs on), but the heap is the process's: what other
+//     goroutines keep meanwhile counts too, and each check is a full
+//     collection.
 //   - Tables: table.insert and cjson.decode build tables of at most
 //     Config.MaxTableEntries (1M) entries.
 //   - Stacks: at most Config.MaxCallDepth (1000) Lua call frames and

@@ -16,7 +16,6 @@ type fakeCaller struct {
 	expires  map[string]time.Time
 	wrote    bool
 	readOnly bool
-	calls    [][]string
 }
 
 func newFake() *fakeCaller {
@@ -48,7 +47,6 @@ func (f *fakeCaller) Call(ctx context.Context, args [][]byte) (Reply, error) {
 	for i, a := range args {
 		s[i] = string(a)
 	}
-	f.calls = append(f.calls, s)
 	name := strings.ToUpper(s[0])
 	if fakeWrites[name] {
 		if f.readOnly {
