@@ -146,6 +146,11 @@ func cfgEncodeInvalid(L *lua.LState, c *cjsonConfig) int {
 	return 1
 }
 
+// maxJSONNesting caps the nesting cjson follows whatever encode_max_depth
+// and decode_max_depth say, as Redis's Lua stack does (lua_checkstack
+// fails a little under 8000 levels): the Go stack stays small.
+const maxJSONNesting = 7990
+
 // jsonEncoder is one cjson.encode call.
 type jsonEncoder struct {
 	v   *vm
@@ -199,7 +204,7 @@ func (e *jsonEncoder) value(val lua.LValue, depth int) {
 		}
 	case *lua.LTable:
 		depth++
-		if depth > e.cfg.encodeMaxDepth {
+		if depth > e.cfg.encodeMaxDepth || depth > maxJSONNesting {
 			e.L.RaiseError("Cannot serialise, excessive nesting (%d)", depth)
 		}
 		e.table(e.v.unproxy(x), depth)

@@ -257,7 +257,7 @@ func (d *jsonDecoder) value() lua.LValue {
 
 func (d *jsonDecoder) descend() {
 	d.depth++
-	if d.depth > d.cfg.decodeMaxDepth {
+	if d.depth > d.cfg.decodeMaxDepth || d.depth > maxJSONNesting {
 		d.L.RaiseError("Found too many nested data structures (%d) at character %d", d.depth, d.pos)
 	}
 }

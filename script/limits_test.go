@@ -1,10 +1,13 @@
 package script
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // small is an engine with small bounds, so the tests reach them quickly.
@@ -75,6 +78,8 @@ func TestStringBounds(t *testing.T) {
 		{"local t = {} for i = 1, 20000 do t[i] = i end return #{unpack(t)}", "overflow"},
 		{"local s = string.rep('x', 20000) return #{s:byte(1, -1)}", "overflow"},
 		{"local s = string.rep('x', 500000) return {s, s, s}", "script reply larger than the limit"},
+		{"cjson.encode_max_depth(2^30) local t = {} t[1] = t return cjson.encode(t)", "Cannot serialise, excessive nesting (7991)"},
+		{"cjson.decode_max_depth(2^30) return cjson.decode(string.rep('[', 100000))", "Found too many nested data structures (7991)"},
 	} {
 		rep := evalWith(t, e, newFake(), tc.src, nil)
 		wantError(t, rep, tc.want)
@@ -120,11 +125,20 @@ func TestScriptSizeBound(t *testing.T) {
 	}
 }
 
-// redis.log writes at most MaxLogLines lines a run.
-func TestLogLinesBounded(t *testing.T) {
-	e := New(Config{MaxLogLines: 3})
-	rep := evalWith(t, e, newFake(), "for i = 1, 10 do redis.log(redis.LOG_WARNING, 'line', i) end return 1", nil)
+// redis.log writes to the logger at Redis's levels, at most MaxLogLines
+// lines a run.
+func TestRedisLog(t *testing.T) {
+	var buf bytes.Buffer
+	log := hclog.New(&hclog.LoggerOptions{Output: &buf, Level: hclog.Info})
+	e := New(Config{MaxLogLines: 3, Logger: log})
+	rep := evalWith(t, e, newFake(), "redis.log(redis.LOG_DEBUG, 'hidden') redis.log(redis.LOG_NOTICE, 'hello', 42) "+
+		"for i = 1, 10 do redis.log(redis.LOG_WARNING, 'line', i) end return 1", nil)
 	if rep.Kind != Int {
 		t.Fatal(render(rep))
+	}
+	out := buf.String()
+	if strings.Contains(out, "hidden") || !strings.Contains(out, "[INFO]  hello 42: script=") ||
+		strings.Count(out, "[WARN]  line") != 1 || !strings.Contains(out, "dropped") {
+		t.Errorf("log:\n%s", out)
 	}
 }
