@@ -169,3 +169,14 @@ func TestShebang(t *testing.T) {
 		t.Errorf("write in a read-only run: %s", render(rep))
 	}
 }
+
+// A run given a deadline stops there, with the time limit's reply.
+func TestRequestDeadline(t *testing.T) {
+	e := New(Config{Timeout: 10 * time.Second})
+	start := time.Now()
+	rep, err := e.Eval(context.Background(), []byte("while true do end"),
+		Request{Caller: newFake(), Deadline: start.Add(200 * time.Millisecond)})
+	if err != nil || !strings.Contains(rep.Str, "Script timed out") || time.Since(start) > 2*time.Second {
+		t.Errorf("%s %v after %v", render(rep), err, time.Since(start))
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	lua "github.com/yuin/gopher-lua"
 )
@@ -33,6 +34,10 @@ type Request struct {
 	Args     [][]byte // ARGV
 	ReadOnly bool     // EVAL_RO / EVALSHA_RO
 	Caller   Caller
+	// Deadline, when set, is when the run stops at the time limit, instead
+	// of Config.Timeout after it starts: a server that runs a script again
+	// inside a transaction gives the second run the first one's deadline.
+	Deadline time.Time
 }
 
 var (
@@ -95,7 +100,11 @@ func (e *Engine) Run(ctx context.Context, s *Script, req Request) (Reply, error)
 	}
 	base, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	tctx, tcancel := context.WithTimeoutCause(base, e.cfg.Timeout, errTimeout)
+	deadline := req.Deadline
+	if deadline.IsZero() {
+		deadline = time.Now().Add(e.cfg.Timeout)
+	}
+	tctx, tcancel := context.WithDeadlineCause(base, deadline, errTimeout)
 	defer tcancel()
 	r := &run{script: s, req: req, ctx: tctx, cancel: cancel, resp: 2, cjson: defaultCjson(), baseline: -1}
 	r.rand.reset()
