@@ -28,6 +28,14 @@ type Caller interface {
 	Wrote() bool
 }
 
+// noCaller answers every command as unknown: a Request without a Caller.
+type noCaller struct{}
+
+func (noCaller) Call(context.Context, [][]byte) (Reply, error) {
+	return ErrorReply(MsgUnknownCommand), nil
+}
+func (noCaller) Wrote() bool { return false }
+
 // Request is one EVAL or EVALSHA (or EVAL_RO, EVALSHA_RO).
 type Request struct {
 	Keys     [][]byte // KEYS
@@ -97,6 +105,9 @@ func (e *Engine) EvalSHA(ctx context.Context, sha string, req Request) (Reply, e
 func (e *Engine) Run(ctx context.Context, s *Script, req Request) (Reply, error) {
 	if req.ReadOnly && s.Flags.Shebang && !s.Flags.NoWrites {
 		return ErrorReply(MsgWriteFlagRO), nil
+	}
+	if req.Caller == nil {
+		req.Caller = noCaller{}
 	}
 	base, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
