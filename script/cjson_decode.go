@@ -100,7 +100,7 @@ func (d *jsonDecoder) next() {
 	}
 	d.index = d.pos
 	c := d.at(d.pos)
-	if t, ok := map[byte]jsonToken{'{': tObjBegin, '}': tObjEnd, '[': tArrBegin, ']': tArrEnd, ',': tComma, ':': tColon}[c]; ok {
+	if t, ok := punctuation(c); ok {
 		d.tok = t
 		d.pos++
 		return
@@ -117,10 +117,12 @@ func (d *jsonDecoder) next() {
 			return
 		}
 		d.numberToken()
-	case strings.HasPrefix(rest, "true"), strings.HasPrefix(rest, "false"):
-		d.tok = tBoolean
-		d.num = map[bool]float64{true: 1}[c == 't']
-		d.pos += map[bool]int{true: 4, false: 5}[c == 't']
+	case strings.HasPrefix(rest, "true"):
+		d.tok, d.num = tBoolean, 1
+		d.pos += 4
+	case strings.HasPrefix(rest, "false"):
+		d.tok, d.num = tBoolean, 0
+		d.pos += 5
 	case strings.HasPrefix(rest, "null"):
 		d.tok = tNull
 		d.pos += 4
@@ -129,6 +131,44 @@ func (d *jsonDecoder) next() {
 	default:
 		d.setError("invalid token")
 	}
+}
+
+// punctuation is the token of a one-character token.
+func punctuation(c byte) (jsonToken, bool) {
+	switch c {
+	case '{':
+		return tObjBegin, true
+	case '}':
+		return tObjEnd, true
+	case '[':
+		return tArrBegin, true
+	case ']':
+		return tArrEnd, true
+	case ',':
+		return tComma, true
+	case ':':
+		return tColon, true
+	}
+	return 0, false
+}
+
+// unescape is the character a one-character escape stands for.
+func unescape(c byte) (byte, bool) {
+	switch c {
+	case '"', '\\', '/':
+		return c, true
+	case 'b':
+		return '\b', true
+	case 't':
+		return '\t', true
+	case 'n':
+		return '\n', true
+	case 'f':
+		return '\f', true
+	case 'r':
+		return '\r', true
+	}
+	return 0, false
 }
 
 // invalidNumber is json_is_invalid_number: forms strtod takes but JSON does not.
@@ -187,7 +227,7 @@ func (d *jsonDecoder) stringToken() {
 			}
 			continue
 		}
-		r, ok := map[byte]byte{'"': '"', '\\': '\\', '/': '/', 'b': '\b', 't': '\t', 'n': '\n', 'f': '\f', 'r': '\r'}[esc]
+		r, ok := unescape(esc)
 		if !ok {
 			d.setError("invalid escape code")
 			return

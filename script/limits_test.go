@@ -13,7 +13,7 @@ import (
 // small is an engine with small bounds, so the tests reach them quickly.
 func small() *Engine {
 	return New(Config{
-		Timeout: 300 * time.Millisecond, MaxStringBytes: 1 << 20, MaxAllocBytes: 8 << 20,
+		Timeout: 5 * time.Second, MaxStringBytes: 1 << 20, MaxAllocBytes: 8 << 20,
 		MaxTableEntries: 1000, MaxReplyBytes: 1 << 20, MaxCoroutines: 5, MaxCallDepth: 200,
 		MaxStackSlots: 1 << 14, MaxScriptBytes: 4096,
 	})
@@ -30,7 +30,7 @@ func wantError(t *testing.T, rep Reply, substr string) {
 // pcall, a busy string builder and a coroutine that never yields, each within
 // a little more than the limit.
 func TestTimeLimitStopsScripts(t *testing.T) {
-	e := small()
+	e := New(Config{Timeout: 300 * time.Millisecond})
 	for _, src := range []string{
 		"while true do end",
 		"local i = 0 while true do i = i + 1 end",
@@ -69,8 +69,6 @@ func TestStringBounds(t *testing.T) {
 		{"return #string.format('%99999999d', 1)", "invalid format (width or precision too long)"},
 		{"return #string.format('%.999f', 1)", "invalid format (width or precision too long)"},
 		{"local s = string.rep('x', 100000) return #cjson.encode({s,s,s,s,s,s,s,s,s,s,s})", "string length overflow"},
-		{"local s = string.rep('x', 1000000) local t = {} for i = 1, 20 do t[i] = s:upper() end", "not enough memory"},
-		{"local s = string.rep('x', 500000) local t = {} for i = 1, 20 do t[i] = s .. i end", "not enough memory"},
 		{"local t = {} for i = 1, 2000 do table.insert(t, i) end", "table overflow"},
 		{"return #cjson.decode('[' .. string.rep('1,', 1500) .. '1]')", "table overflow"},
 		{"local t = {} for i = 1, 10 do t[i] = coroutine.create(function() end) end", "too many coroutines"},
@@ -92,6 +90,23 @@ func TestStringBounds(t *testing.T) {
 		if rep := evalWith(t, e, newFake(), src, nil); rep.Kind != Int {
 			t.Errorf("%s: %s", src, render(rep))
 		}
+	}
+}
+
+// A run may make any amount of garbage, but not hold more than
+// MaxAllocBytes.
+func TestMemoryBound(t *testing.T) {
+	e := New(Config{Timeout: 20 * time.Second, MaxStringBytes: 1 << 20, MaxAllocBytes: 8 << 20})
+	for _, src := range []string{
+		"local s = string.rep('x', 1000000) local t = {} for i = 1, 20 do t[i] = s:upper() end",
+		"local s = string.rep('x', 500000) local t = {} for i = 1, 40 do t[i] = s .. i end",
+		"local t = {} for i = 1, 20 do t[i] = string.rep('y', 1000000) end",
+	} {
+		wantError(t, evalWith(t, e, newFake(), src, nil), "not enough memory")
+	}
+	rep := evalWith(t, e, newFake(), "local s = '' for i = 1, 3000 do s = s .. string.rep('z', 10) end return #s", nil)
+	if render(rep) != ":30000 " {
+		t.Errorf("a string built by concatenation (45 MB of garbage): %.200s", render(rep))
 	}
 }
 
