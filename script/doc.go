@@ -67,8 +67,10 @@
 // The script cache maps the sha1 of a body to its compiled form; EVALSHA of
 // an unknown sha answers "NOSCRIPT No matching script. Please use EVAL.".
 //
-// A run never outlives Config.Timeout (default 1s): at the limit it stops,
-// whatever pcall it is in, and answers "ERR Script timed out ...". Kill
+// A run never outlives Config.Timeout (default 1s), or Request.Deadline when
+// the server sets one (to give a run started again inside a transaction the
+// first run's deadline): at the limit it stops, whatever pcall it is in, and
+// answers "ERR Script timed out ...". Kill
 // (SCRIPT KILL) stops the runs in progress whose Caller has not written and
 // answers OK; with none running it answers NOTBUSY, and UNKILLABLE when
 // every run in progress has written. Runs are concurrent: each has a Lua
