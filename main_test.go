@@ -14,12 +14,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"pgmirror/internal/pgtest"
+	"pgmirror/internal/testutil"
 	"pgmirror/migrations"
 )
 
@@ -53,26 +53,8 @@ func runTests(m *testing.M) int {
 	return pgtest.Run(m)
 }
 
-// syncBuffer is a bytes.Buffer that a process writes while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // waitFor polls buf until it contains want, failing the test at the deadline.
-func waitFor(t *testing.T, buf *syncBuffer, want string, timeout time.Duration) {
+func waitFor(t *testing.T, buf *testutil.SyncBuffer, want string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !strings.Contains(buf.String(), want) {
@@ -98,12 +80,12 @@ func cleanEnv(extra ...string) []string {
 
 // command prepares the binary with a clean environment, run in a temporary directory so a
 // default socket path lands there.
-func command(t *testing.T, env []string, args ...string) (*exec.Cmd, *syncBuffer, *syncBuffer) {
+func command(t *testing.T, env []string, args ...string) (*exec.Cmd, *testutil.SyncBuffer, *testutil.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Dir = t.TempDir()
 	cmd.Env = cleanEnv(env...)
-	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	stdout, stderr := &testutil.SyncBuffer{}, &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	return cmd, stdout, stderr
 }
@@ -340,7 +322,7 @@ func TestParseFlagsCommands(t *testing.T) {
 func TestParseFlagsConfiguresMain(t *testing.T) {
 	t.Parallel()
 	m := NewMain()
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	m.Stderr = &stderr
 	m.Env = []string{"PGMIRROR_DSN=host=/from-env", "PGMIRROR_TYPO=1"}
 	if err := m.ParseFlags([]string{"serve", "--log-level=debug", "--log-json"}); err != nil {
@@ -387,7 +369,7 @@ func TestRunVersionAndHelp(t *testing.T) {
 func TestRunServeStopsWhileRetrying(t *testing.T) {
 	t.Parallel()
 	m := NewMain()
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	m.Stderr = &stderr
 	m.Env = nil
 	if err := m.ParseFlags([]string{"--dsn", unreachableDSN, "--http="}); err != nil {

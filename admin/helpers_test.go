@@ -1,13 +1,11 @@
 package admin_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,31 +16,14 @@ import (
 
 	"pgmirror/admin"
 	"pgmirror/internal/pgtest"
+	"pgmirror/internal/testutil"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// syncBuffer is a log destination safe for concurrent writers and readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testLogger logs at debug level into a buffer the test can inspect.
-func testLogger() (hclog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func testLogger() (hclog.Logger, *testutil.SyncBuffer) {
+	buf := &testutil.SyncBuffer{}
 	return hclog.New(&hclog.LoggerOptions{Name: "admin", Level: hclog.Debug, Output: buf}), buf
 }
 
@@ -96,22 +77,6 @@ func readyz(t testing.TB, base string) (int, admin.Status) {
 		t.Fatalf("/readyz answered %d with a body that is not JSON: %q: %v", code, body, err)
 	}
 	return code, st
-}
-
-// eventually polls cond until it holds, failing with its last message at the deadline.
-func eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", timeout, msg)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // families is a parsed scrape.

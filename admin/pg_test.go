@@ -16,6 +16,7 @@ import (
 	"pgmirror/internal/pgtest"
 	"pgmirror/internal/sidecartest"
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/listener"
 	"pgmirror/mirror"
 	sidecarpkg "pgmirror/sidecar"
@@ -53,7 +54,7 @@ func startSidecar(t *testing.T, dsn string, maxStaleness time.Duration) *sidecar
 		},
 	})
 	var addr string
-	eventually(t, 30*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, func() (bool, string) {
 		addr = sc.Admin.ListenAddr()
 		return addr != "", "the admin server is not listening"
 	})
@@ -69,7 +70,7 @@ func (s *sidecar) waitReady(t *testing.T) {
 func (s *sidecar) waitReadyz(t *testing.T, code int, timeout time.Duration) admin.Status {
 	t.Helper()
 	var st admin.Status
-	eventually(t, timeout, func() (bool, string) {
+	testutil.Eventually(t, timeout, func() (bool, string) {
 		var got int
 		got, st = readyz(t, s.url)
 		return got == code, fmt.Sprintf("/readyz answered %d %+v, want %d", got, st, code)
@@ -143,7 +144,7 @@ func TestReadyzFollowsTheSidecar(t *testing.T) {
 	}
 	s.healthy(t)
 	// The reconnect resyncs; it shows in the metrics.
-	eventually(t, 30*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, func() (bool, string) {
 		n := scrape(t, s.url).value(t, "pgmirror_resyncs_total", "reason", "reconnected", "result", "ok")
 		return n >= 1, fmt.Sprintf("resyncs{reconnected,ok} = %v", n)
 	})
@@ -156,7 +157,7 @@ func TestMetricsCountWhatHappens(t *testing.T) {
 	s := startSidecar(t, dsn, 30*time.Second)
 	s.waitReady(t)
 	// The first load is reported to ObserveReload after Ready is closed.
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 		n := scrape(t, s.url).value(t, "pgmirror_resyncs_total", "reason", "connected", "result", "ok")
 		return n == 1, fmt.Sprintf("resyncs{connected,ok} = %v", n)
 	})
@@ -185,7 +186,7 @@ func TestMetricsCountWhatHappens(t *testing.T) {
 	}
 	// The listener reports a notification's lag after applying it: once the
 	// lag histogram counts all K, the K notifications are fully applied.
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 		n := scrape(t, s.url).value(t, "pgmirror_propagation_lag_seconds") - before.value(t, "pgmirror_propagation_lag_seconds")
 		return n >= inserts, fmt.Sprintf("%v notifications' lag observed, want %d", n, inserts)
 	})
@@ -218,7 +219,7 @@ func TestMetricsCountWhatHappens(t *testing.T) {
 	// One SIGHUP: one full resync, which sends one sentinel notification and reads every row.
 	s.m.RequestResync("SIGHUP")
 	var resynced families
-	eventually(t, 30*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, func() (bool, string) {
 		resynced = scrape(t, s.url)
 		n := resynced.value(t, "pgmirror_resyncs_total", "reason", "sighup", "result", "ok")
 		// The mirror counts a notification once it is applied, which may be

@@ -11,6 +11,7 @@ import (
 
 	"pgmirror/internal/sidecartest"
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/jobs"
 	"pgmirror/pgstore"
 )
@@ -43,7 +44,7 @@ func TestAccessTracking(t *testing.T) {
 	}
 	// It notified nothing: a marker write is the only notification that arrives.
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('marker', 'm')`)
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		l, _ := sc.Mirror.Exists("marker")
 		return l.Found, "marker not mirrored"
 	})
@@ -98,7 +99,7 @@ func TestRefreshOncePerKeyAcrossSidecars(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		sidecartest.Start(t, dsn, sidecartest.Config{Jobs: refreshConfig()})
 	}
-	sidecartest.Eventually(t, 30*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, func() (bool, string) {
 		n := count(t, db, `SELECT count(*) FROM cache_entries WHERE value = 'old' OR is_refreshing`)
 		return n == 0, fmt.Sprintf("%d keys not refreshed yet", n)
 	})
@@ -174,7 +175,7 @@ func TestCrashedLockAndFailingLoader(t *testing.T) {
 	exec(t, db, `UPDATE cache_entries SET is_refreshing = true, refresh_started_at = now() WHERE key = 'f:crashed'`)
 	sc := sidecartest.Start(t, dsn, sidecartest.Config{Jobs: refreshConfig()})
 	// The loader fails (no table): f:failing must be released at once.
-	sidecartest.Eventually(t, 10*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 		st := sc.Jobs.Stats()
 		return st.RefreshFailed >= 1, fmt.Sprintf("stats %+v", st)
 	})
@@ -185,7 +186,7 @@ func TestCrashedLockAndFailingLoader(t *testing.T) {
 	}
 	exec(t, db, `CREATE TABLE flaky (k text PRIMARY KEY, v text)`)
 	exec(t, db, `INSERT INTO flaky VALUES ('failing', 'fixed'), ('crashed', 'reclaimed')`)
-	sidecartest.Eventually(t, 15*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 15*time.Second, func() (bool, string) {
 		var a, b string
 		db.QueryRow(`SELECT convert_from(value, 'UTF8') FROM cache_entries WHERE key = 'f:failing'`).Scan(&a)
 		db.QueryRow(`SELECT convert_from(value, 'UTF8') FROM cache_entries WHERE key = 'f:crashed'`).Scan(&b)
@@ -218,7 +219,7 @@ func TestCleanup(t *testing.T) {
 	cfg.CleanupInterval = 100 * time.Millisecond
 	a := sidecartest.Start(t, dsn, sidecartest.Config{Jobs: cfg})
 	b := sidecartest.Start(t, dsn, sidecartest.Config{Jobs: cfg})
-	sidecartest.Eventually(t, 20*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, func() (bool, string) {
 		var n int
 		db.QueryRow(`SELECT count(*) FROM cache_entries`).Scan(&n)
 		return n == 2, fmt.Sprintf("%d rows left", n)
@@ -234,7 +235,7 @@ func TestCleanup(t *testing.T) {
 	if strings.Join(keys, ",") != "fresh,recently-expired" {
 		t.Fatalf("left %q, want the fresh and the recently expired key", keys)
 	}
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		total := a.Jobs.Stats().CleanupDeleted + b.Jobs.Stats().CleanupDeleted
 		return total == 3000, fmt.Sprintf("the two sidecars deleted %d keys in all, want 3000", total)
 	})

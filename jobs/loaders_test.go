@@ -14,6 +14,7 @@ import (
 	"pgmirror/internal/pgtest"
 	"pgmirror/internal/sidecartest"
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/jobs"
 	"pgmirror/mirror"
 	"pgmirror/pgstore"
@@ -164,7 +165,7 @@ func TestLoaderNegativeAndFailures(t *testing.T) {
 	if d := calls(t, db, "json_build_object") - runs; d != 0 {
 		t.Fatalf("a remembered absence ran the loader %d times", d)
 	}
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		v, err := c.Get(ctx, "user:42").Result()
 		return strings.Contains(v, "zed"), fmt.Sprintf("after the negative TTL: %q %v", v, err)
 	})
@@ -173,14 +174,14 @@ func TestLoaderNegativeAndFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('user:43', 'written')`)
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		v, _ := c.Get(ctx, "user:43").Result()
 		return v == "written", "user:43 = " + v
 	})
 
 	// A failing loader: -ERR with its reason, nothing stored.
 	exec(t, db, `INSERT INTO cache_loaders(prefix, query) VALUES ('bad:', 'SELECT (1/0)::text WHERE $1::text IS NOT NULL')`)
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		err := c.Get(ctx, "bad:1").Err()
 		return err != nil && strings.Contains(err.Error(), "division by zero"), fmt.Sprintf("GET bad:1: %v", err)
 	})
@@ -191,7 +192,7 @@ func TestLoaderNegativeAndFailures(t *testing.T) {
 	}
 	// Loader rows are reloaded when cache_loaders changes.
 	exec(t, db, `INSERT INTO cache_loaders(prefix, query) VALUES ('sq:', 'SELECT ($1::int * $1::int)::text')`)
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		v, err := c.Get(ctx, "sq:12").Result()
 		return v == "144", fmt.Sprintf("GET sq:12 = %q %v", v, err)
 	})
@@ -235,7 +236,7 @@ func TestComputationNeverStoredAfterInvalidation(t *testing.T) {
 		}
 		invalidated <- err
 	}()
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		var waiting bool
 		db.QueryRow(`SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)`).Scan(&waiting)
 		return waiting, "the invalidation is not waiting for the key lock"
@@ -250,7 +251,7 @@ func TestComputationNeverStoredAfterInvalidation(t *testing.T) {
 	if n != 0 {
 		t.Fatal("the stale computation outlived the invalidation")
 	}
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		v, err := sc.Client.Get(ctx, "user:4").Result()
 		return strings.Contains(v, "enterprise"), fmt.Sprintf("recomputed: %q %v", v, err)
 	})
@@ -273,7 +274,7 @@ func TestServeStale(t *testing.T) {
 			ctx := context.Background()
 			var expires time.Time
 			db.QueryRow(`SELECT expires_at FROM cache_entries WHERE key = 'user:1'`).Scan(&expires)
-			sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+			testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 				return time.Now().After(expires.Add(100 * time.Millisecond)), "not expired yet"
 			})
 			v, err := sc.Client.Get(ctx, "user:1").Result()
@@ -286,7 +287,7 @@ func TestServeStale(t *testing.T) {
 			if v != "kept" {
 				t.Fatalf("within the serve-stale bound the expired value is served: %q %v", v, err)
 			}
-			sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+			testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 				v, err := sc.Client.Get(ctx, "user:1").Result()
 				return strings.Contains(v, "ada"), fmt.Sprintf("after the bound: %q %v", v, err)
 			})

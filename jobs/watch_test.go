@@ -17,6 +17,7 @@ import (
 
 	"pgmirror/internal/sidecartest"
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/pgstore"
 )
 
@@ -24,7 +25,7 @@ import (
 func serves(t *testing.T, sidecars []*sidecartest.Sidecar, key, want string) {
 	t.Helper()
 	for i, sc := range sidecars {
-		sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+		testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 			v, err := sc.Client.Get(context.Background(), key).Result()
 			if want == "" {
 				return err == redis.Nil, fmt.Sprintf("sidecar %d: GET %s = %q, %v; want absent", i, key, v, err)
@@ -126,7 +127,7 @@ func TestWatchCopy(t *testing.T) {
 		keys = append(keys, fmt.Sprint("item:", i))
 	}
 	for i, sc := range sidecars {
-		sidecartest.Eventually(t, 10*time.Second, func() (bool, string) {
+		testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 			vals, err := sc.Client.MGet(context.Background(), keys...).Result()
 			if err != nil {
 				return false, err.Error()
@@ -170,7 +171,7 @@ func TestWatchInvalidate(t *testing.T) {
 	}
 	exec(t, db, `UPDATE users SET plan = 'pro' WHERE id = 1`)
 	for i, sc := range sidecars {
-		sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+		testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 			v := get(sc, "user:1")
 			return strings.Contains(v, `"plan" : "pro"`), fmt.Sprintf("sidecar %d: GET user:1 = %q after the update", i, v)
 		})
@@ -187,7 +188,7 @@ func TestWatchInvalidate(t *testing.T) {
 	serves(t, sidecars, "user:1", "")
 	exec(t, db, `INSERT INTO users VALUES (1, 'ada3', 'team')`)
 	for i, sc := range sidecars {
-		sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+		testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 			v := get(sc, "user:1")
 			return strings.Contains(v, `"ada3"`), fmt.Sprintf("sidecar %d: GET user:1 = %q after the insert", i, v)
 		})
@@ -231,7 +232,7 @@ func TestWatchInvalidationWaitsForComputation(t *testing.T) {
 		_, err := db.Exec(`UPDATE users SET plan = 'enterprise' WHERE id = 4`)
 		updated <- err
 	}()
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		var waiting bool
 		db.QueryRow(`SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)`).Scan(&waiting)
 		return waiting, "the invalidation is not waiting for the key lock"
@@ -249,7 +250,7 @@ func TestWatchInvalidationWaitsForComputation(t *testing.T) {
 		t.Fatal("the stale computation outlived the invalidation")
 	}
 	for i, sc := range []*sidecartest.Sidecar{a, b} {
-		sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+		testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 			v, err := sc.Client.Get(ctx, "user:4").Result()
 			return strings.Contains(v, `"enterprise"`), fmt.Sprintf("sidecar %d: GET user:4 = %q, %v", i, v, err)
 		})
@@ -367,7 +368,7 @@ func TestWatchInvalidateBulk(t *testing.T) {
 		t.Fatalf("%d entries left after the bulk invalidation", left)
 	}
 	for _, key := range []string{"user:7", "user:20000"} { // recomputed by the loader
-		sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+		testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 			v, err := sc.Client.Get(context.Background(), key).Result()
 			return err == nil && strings.Contains(v, `"enterprise"`), fmt.Sprintf("GET %s after the bulk update = %q, %v", key, v, err)
 		})

@@ -10,6 +10,7 @@ import (
 
 	"pgmirror/internal/sidecartest"
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 )
 
 // TestInlineBoundaryPropagates writes records at the inline limit of format
@@ -65,7 +66,7 @@ func TestInlineBoundaryPropagates(t *testing.T) {
 			b64   int
 		}{"edge-set", 5922, 7908}) {
 			want := value(c.key, c.value)
-			sidecartest.Eventually(t, 10*time.Second, func() (bool, string) {
+			testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 				got, err := sc.Client.Get(ctx, c.key).Bytes()
 				return err == nil && bytes.Equal(got, want),
 					fmt.Sprintf("sidecar %d: %.10q: %d bytes, %v; want %d", i, c.key, len(got), err, len(want))

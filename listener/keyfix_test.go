@@ -14,6 +14,7 @@ import (
 
 	"pgmirror/internal/sidecartest"
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/listener"
 	"pgmirror/mirror"
 )
@@ -37,10 +38,10 @@ func TestRotationPendingKeyHeldBeforeUse(t *testing.T) {
 			t.Fatalf("rotation %d switched to key %d, which the sidecar does not hold yet", i+1, kid)
 		}
 		sqlExec(t, db, `UPDATE cache_entries SET value = $1 WHERE key = 'k'`, v)
-		sidecartest.Eventually(t, 5*time.Second, func() (bool, string) { return serves(s, "k", v, true) })
+		testutil.Eventually(t, 5*time.Second, func() (bool, string) { return serves(s, "k", v, true) })
 		// The payload under the new key made the sidecar read the keys
 		// again: it holds the next pending key before the next rotation.
-		sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+		testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 			return s.Mirror.Keyring().Key(kid+1) != nil, "the next pending key was not read"
 		})
 	}
@@ -75,7 +76,7 @@ func rotationAttack(t *testing.T, junkAfter bool) (s *sidecartest.Sidecar, l *li
 	time.Sleep(1100 * time.Millisecond) // past the load's read
 	reloads := s.Mirror.Stats().Reloads
 	notify(t, m, "pgm2 "+strings.Repeat("0", 64)+" 77 1 1 1/1\nT 1")
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		st := s.Mirror.Stats()
 		return st.Repairs == 1 && st.Reloads > reloads, "the made-up key's repair reload has not ended"
 	})
@@ -96,7 +97,7 @@ func rotationAttack(t *testing.T, junkAfter bool) (s *sidecartest.Sidecar, l *li
 			t.Fatal("the update's notification was not captured")
 		}
 	}
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		return l.Stats().Rejected[listener.RejectUnknownKey] > unknown, "the update under the twice-rotated key was not dropped " +
 			"(the sidecar read the keys after the rotations: the attack's timing failed)"
 	})
@@ -137,7 +138,7 @@ func TestRotationDroppedGenuineResyncsAtOnce(t *testing.T) {
 				t.Errorf("genuine drops verified: %d", n)
 			}
 			sqlExec(t, db, `UPDATE cache_entries SET value = 'v2' WHERE key = 'victim'`)
-			sidecartest.Eventually(t, 10*time.Second, func() (bool, string) { return serves(s, "victim", "v2", true) })
+			testutil.Eventually(t, 10*time.Second, func() (bool, string) { return serves(s, "victim", "v2", true) })
 			notify(t, m, w1)
 			barrier(t, db, s)
 			if ok, msg := serves(s, "victim", "v2", true); !ok {

@@ -11,6 +11,7 @@ import (
 
 	"pgmirror/internal/sidecartest"
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/listener"
 	"pgmirror/mirror"
 )
@@ -45,7 +46,7 @@ func TestRotationWindowDropAndReplay(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond)
 	before := l.Stats().Rejected[listener.RejectUnknownKey]
 	notify(t, mdb, "pgm2 "+strings.Repeat("0", 64)+" 77 1 1 1/1\nT 1")
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		n := l.Stats().Rejected[listener.RejectUnknownKey]
 		return n > before, "the forged key id not yet refused"
 	})
@@ -80,7 +81,7 @@ func TestRotationWindowDropAndReplay(t *testing.T) {
 	// Later: a newer change, then mallory replays the dropped payload.
 	time.Sleep(1100 * time.Millisecond)
 	sqlExec(t, db, `UPDATE cache_entries SET value = 'v2' WHERE key = 'victim'`)
-	sidecartest.Eventually(t, 10*time.Second, func() (bool, string) { return serves(s, "victim", "v2", true) })
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) { return serves(s, "victim", "v2", true) })
 	notify(t, mdb, w1)
 	barrier(t, db, s)
 	if ok, msg := serves(s, "victim", "v2", true); !ok {

@@ -24,6 +24,7 @@ import (
 
 	"pgmirror/internal/sidecartest"
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/listener"
 	"pgmirror/mirror"
 )
@@ -116,7 +117,7 @@ func barrier(t testing.TB, db *sql.DB, sidecars ...*sidecartest.Sidecar) {
 	key := "barrier:" + hex.EncodeToString(b[:])
 	sqlExec(t, db, `INSERT INTO cache_entries(key, value) VALUES ($1, 'b')`, key)
 	for _, s := range sidecars {
-		sidecartest.Eventually(t, 10*time.Second, func() (bool, string) { return serves(s, key, "b", true) })
+		testutil.Eventually(t, 10*time.Second, func() (bool, string) { return serves(s, key, "b", true) })
 	}
 	sqlExec(t, db, `DELETE FROM cache_entries WHERE key = $1`, key)
 }
@@ -225,7 +226,7 @@ func TestForgedNotificationsChangeNothing(t *testing.T) {
 		if err := s.Client.Do(context.Background(), "PGMIRROR.RESYNC").Err(); err != nil {
 			t.Fatal(err)
 		}
-		sidecartest.Eventually(t, 20*time.Second, func() (bool, string) {
+		testutil.Eventually(t, 20*time.Second, func() (bool, string) {
 			n := s.Mirror.Stats().Reloads
 			return n > before, fmt.Sprintf("%d reloads, want more than %d", n, before)
 		})
@@ -272,7 +273,7 @@ func TestReplayedNotificationIsNotApplied(t *testing.T) {
 		t.Fatal("no notification captured")
 	}
 	sqlExec(t, db, `UPDATE cache_entries SET value = 'v2' WHERE key = 'victim'`)
-	sidecartest.Eventually(t, 10*time.Second, func() (bool, string) { return serves(s, "victim", "v2", true) })
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) { return serves(s, "victim", "v2", true) })
 
 	notify(t, mdb, old)
 	barrier(t, db, s)
@@ -391,14 +392,14 @@ func TestKeyRotation(t *testing.T) {
 	s := sidecartest.Start(t, dsn, sidecartest.Config{Mirror: testMirror(),
 		Listener: func(ll *listener.Listener) { l = ll; l.Unsigned = listener.UnsignedReject }})
 	sqlExec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('a', '1')`)
-	sidecartest.Eventually(t, 10*time.Second, func() (bool, string) { return serves(s, "a", "1", true) })
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) { return serves(s, "a", "1", true) })
 
 	var kid int64
 	if err := db.QueryRow(`SELECT pgmirror_rotate_secret()`).Scan(&kid); err != nil {
 		t.Fatal(err)
 	}
 	sqlExec(t, db, `UPDATE cache_entries SET value = '2' WHERE key = 'a'`)
-	sidecartest.Eventually(t, 10*time.Second, func() (bool, string) { return serves(s, "a", "2", true) })
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) { return serves(s, "a", "2", true) })
 	if err := db.QueryRow(`SELECT pgmirror_rotate_secret()`).Scan(&kid); err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +409,7 @@ func TestKeyRotation(t *testing.T) {
 			len(keys), kid-1, kid, kid+1)
 	}
 	sqlExec(t, db, `UPDATE cache_entries SET value = '3' WHERE key = 'a'`)
-	sidecartest.Eventually(t, 10*time.Second, func() (bool, string) { return serves(s, "a", "3", true) })
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) { return serves(s, "a", "3", true) })
 
 	// Signed payloads as a trigger would send them (a transaction id from
 	// now on, which no reload has seen).
@@ -437,7 +438,7 @@ func TestKeyRotation(t *testing.T) {
 	// sidecar last read the keys) makes it read them again, and forget
 	// the key this rotation deleted.
 	barrier(t, db, s)
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		return s.Mirror.Keyring().Key(kid-2) == nil, "the sidecar still holds the key the rotation deleted"
 	})
 	send(kid-2, keys[kid-2], "older") // read before this rotation, which dropped it

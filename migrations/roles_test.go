@@ -16,6 +16,7 @@ import (
 	"pgmirror/internal/pgtest"
 	"pgmirror/internal/sidecartest"
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/migrations"
 	"pgmirror/mirror"
 	"pgmirror/pgstore"
@@ -145,7 +146,7 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 // serve waits until GET key on sc answers want ("" for absent).
 func serve(t *testing.T, sc *sidecartest.Sidecar, key, want string) {
 	t.Helper()
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		v, err := sc.Client.Get(context.Background(), key).Result()
 		if want == "" {
 			return err == redis.Nil, "GET " + key + " = " + v + ", want absent"

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/mirror"
 )
 
@@ -81,7 +82,7 @@ func TestEventsOfAResyncWithDrift(t *testing.T) {
 		t.Fatalf("resync: %+v, %v; want drift 2", res, err)
 	}
 	var evs []mirror.Event
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		evs = rec.after("in sync")
 		return len(evs) > 0 && evs[len(evs)-1].Kind == mirror.KindReload, kinds(evs)
 	})
@@ -119,7 +120,7 @@ func TestEventsOfATruncate(t *testing.T) {
 	exec(t, db, `TRUNCATE cache_entries`)
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('after', 'v')`)
 	var evs []mirror.Event
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		evs = rec.after("in sync")
 		return len(evs) >= 3, kinds(evs)
 	})

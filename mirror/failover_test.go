@@ -7,6 +7,7 @@ import (
 
 	"pgmirror/internal/pgtest"
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/mirror"
 )
 
@@ -42,9 +43,9 @@ func TestFailoverToTheWritableServer(t *testing.T) {
 	if _, err := a.TerminateBackends("failover", ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, func() (bool, string) {
 		return has(onB) && !has(onA), fmt.Sprintf("after the switch: %s %v, %s %v", onA, has(onA), onB, has(onB))
 	})
 	exec(t, testdb.Open(t, b.DSN("failover")), `INSERT INTO cache_entries(key, value) VALUES ('after', 'x')`)
-	eventually(t, 10*time.Second, func() (bool, string) { return has("after"), "a write on the new primary not mirrored" })
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) { return has("after"), "a write on the new primary not mirrored" })
 }

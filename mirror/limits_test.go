@@ -13,6 +13,7 @@ import (
 
 	"pgmirror/internal/pgtest"
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/mirror"
 )
 
@@ -175,11 +176,11 @@ func TestStaleReads(t *testing.T) {
 			if err := srv.Stop(); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, 10*time.Second, func() (bool, string) {
+			testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 				return s.m.State() == mirror.StateStale, s.m.State().String()
 			})
 			if staleError {
-				eventually(t, 10*time.Second, func() (bool, string) {
+				testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 					_, _, err := s.m.Get(context.Background(), "k")
 					return errors.Is(err, mirror.ErrStale), fmt.Sprintf("err = %v", err)
 				})
@@ -198,7 +199,7 @@ func TestStaleReads(t *testing.T) {
 			db = testdb.Open(t, dsn)
 			exec(t, db, `UPDATE cache_entries SET value = 'w' WHERE key = 'k'`)
 			s.converges(t, db, 20*time.Second)
-			eventually(t, 10*time.Second, func() (bool, string) {
+			testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 				return s.m.State() == mirror.StateReady, s.m.State().String()
 			})
 		})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/mirror"
 )
 
@@ -59,7 +60,7 @@ func (w *watcher) states() []string {
 
 func waitVersionChange(t *testing.T, s *sidecar, key string, from int64) {
 	t.Helper()
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		l, err := s.m.Exists(key)
 		return err == nil && l.Version != from, fmt.Sprintf("%s still at version %d", key, from)
 	})
@@ -84,7 +85,7 @@ func TestStaleFetchedRowIsIgnored(t *testing.T) {
 	armed.Store(true)
 	w := watch(t, s, "f")
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('f', $1)`, old)
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		v, ok := s.get(t, "f")
 		return ok && string(v) == "new", fmt.Sprintf("f = %.10q", v)
 	})
@@ -154,7 +155,7 @@ func TestDeleteDuringReloadIsNotResurrected(t *testing.T) {
 	dsn, db := testdb.New(t)
 	s, w := reloadWith(t, dsn, `INSERT INTO cache_entries(key, value) VALUES ('k', 'old')`, func(s *sidecar) {
 		exec(t, db, `DELETE FROM cache_entries WHERE key = 'k'`)
-		eventually(t, 5*time.Second, func() (bool, string) {
+		testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 			l, _ := s.m.Exists("k")
 			return !l.Found, "k still present"
 		})
@@ -199,7 +200,7 @@ func TestUpsertAfterHigherVersionDelete(t *testing.T) {
 		defer wg.Done()
 		exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('race', 'new') ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`)
 	}()
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 		var waiting bool
 		_ = db.QueryRow(`SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted)`).Scan(&waiting)
 		return waiting, "the insert is not waiting in the test trigger"
@@ -219,7 +220,7 @@ func TestUpsertAfterHigherVersionDelete(t *testing.T) {
 		t.Fatalf("insert v%d, delete v%d: the race did not happen", insVersion, delVersion)
 	}
 	for i, s := range sidecars {
-		eventually(t, 5*time.Second, func() (bool, string) {
+		testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 			v, ok := s.get(t, "race")
 			return ok && string(v) == "new", fmt.Sprintf("sidecar %d: race = %q (found %v)", i, v, ok)
 		})

@@ -13,6 +13,7 @@ import (
 	"github.com/lib/pq"
 
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/mirror"
 )
 
@@ -80,7 +81,7 @@ func TestReadAfterChangeNeedsNoFetch(t *testing.T) {
 	// A large value (still carried by the notification) is in the value cache.
 	big := bytes.Repeat([]byte("L"), 4*mirror.DefaultInlineLimit)
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('big', $1)`, big)
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		v, ok := s.get(t, "big")
 		return ok && bytes.Equal(v, big), "big not visible"
 	})

@@ -16,6 +16,7 @@ import (
 
 	"pgmirror/internal/pgtest"
 	"pgmirror/internal/sidecartest"
+	"pgmirror/internal/testutil"
 	"pgmirror/listener"
 	"pgmirror/mirror"
 	sidecarpkg "pgmirror/sidecar"
@@ -78,22 +79,6 @@ func (s *sidecar) get(t testing.TB, key string) ([]byte, bool) {
 	return v, ok
 }
 
-// eventually polls cond until it holds, failing with its last message at the deadline.
-func eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", timeout, msg)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // tableRows reads the live (unexpired) rows of cache_entries.
 func tableRows(t testing.TB, db *sql.DB) map[string][]byte {
 	t.Helper()
@@ -152,7 +137,7 @@ func (s *sidecar) diff(t testing.TB, db *sql.DB) string {
 // converges waits until the mirror equals the table.
 func (s *sidecar) converges(t testing.TB, db *sql.DB, timeout time.Duration) {
 	t.Helper()
-	eventually(t, timeout, func() (bool, string) {
+	testutil.Eventually(t, timeout, func() (bool, string) {
 		d := s.diff(t, db)
 		return d == "", d
 	})

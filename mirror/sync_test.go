@@ -12,6 +12,7 @@ import (
 
 	"pgmirror/internal/pgtest"
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/mirror"
 )
 
@@ -50,7 +51,7 @@ func TestPlainSQLPropagates(t *testing.T) {
 	s := start(t, dsn, mirror.Options{})
 	wait := func(key string, want []byte, present bool) {
 		t.Helper()
-		eventually(t, 5*time.Second, func() (bool, string) {
+		testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 			got, ok := s.get(t, key)
 			return ok == present && bytes.Equal(got, want), fmt.Sprintf("%s = %q (found %v)", key, got, ok)
 		})
@@ -118,9 +119,9 @@ func TestWritersDuringStartup(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	counts := []*atomic.Int64{writer(t, dsn, 300, stop, &wg), writer(t, dsn, 300, stop, &wg)}
-	eventually(t, 10*time.Second, func() (bool, string) { return counts[0].Load() > 50, "writers started" })
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) { return counts[0].Load() > 50, "writers started" })
 	s := start(t, dsn, mirror.Options{})
-	eventually(t, 10*time.Second, func() (bool, string) { return counts[0].Load() > 500, "writers kept writing" })
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) { return counts[0].Load() > 500, "writers kept writing" })
 	close(stop)
 	wg.Wait()
 	s.converges(t, db, 10*time.Second)
@@ -163,7 +164,7 @@ func TestServerRestartConverges(t *testing.T) {
 	exec(t, db, `UPDATE cache_entries SET value = 'after' WHERE key LIKE 'k1%'`)
 	exec(t, db, `DELETE FROM cache_entries WHERE key LIKE 'k2%'`)
 	s.converges(t, db, 20*time.Second)
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 		return s.m.State() == mirror.StateReady, s.m.State().String()
 	})
 }
@@ -194,7 +195,7 @@ func TestReloadRepairsSilentChanges(t *testing.T) {
 				s.m.RequestResync("SIGHUP")
 			}
 			s.converges(t, db, 10*time.Second)
-			eventually(t, 5*time.Second, func() (bool, string) {
+			testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 				drift := s.m.Stats().Drift - before
 				return drift == 4, fmt.Sprintf("drift counted %d, want 4 (two values, one delete, one insert)", drift)
 			})
@@ -231,7 +232,7 @@ func TestChurnLeavesNoMarkers(t *testing.T) {
 	// The counters and the index's bytes are updated one after the other
 	// (the last removal of the quiet reload may be between them), so all
 	// three are waited for together.
-	eventually(t, 20*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, func() (bool, string) {
 		st := s.m.Stats()
 		return st.Tombstones == 0 && st.Entries == 0 && st.IndexBytes == 0,
 			fmt.Sprintf("tombstones %d entries %d index bytes %d", st.Tombstones, st.Entries, st.IndexBytes)

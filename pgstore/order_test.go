@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"pgmirror/internal/sidecartest"
 	"pgmirror/internal/testdb"
 	"pgmirror/listener"
 	"pgmirror/mirror"
@@ -31,35 +32,19 @@ func newOrderRig(t *testing.T) *orderRig {
 	if _, err := db.Exec(`INSERT INTO cache_loaders(prefix, query) VALUES ('l:', 'SELECT ''from loader'' WHERE $1::text IS NOT NULL')`); err != nil {
 		t.Fatal(err)
 	}
-	m, err := mirror.New(pgstore.New(db, nil), mirror.Options{SentinelWait: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &orderRig{db: db, m: m, resume: make(chan struct{})}
-	m.Open()
-	l := &listener.Listener{DSN: dsn, Sink: m, BeforeApply: func() {
-		if r.paused.Load() {
-			<-r.resume
-		}
-	}}
-	if err := l.Open(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		r.unpause()
-		l.Close()
-		m.Close()
+	r := &orderRig{db: db, resume: make(chan struct{})}
+	sc := sidecartest.Start(t, dsn, sidecartest.Config{
+		NoJobs: true,
+		Listener: func(l *listener.Listener) {
+			l.BeforeApply = func() {
+				if r.paused.Load() {
+					<-r.resume
+				}
+			}
+		},
 	})
-	select {
-	case <-m.Ready():
-	case <-time.After(30 * time.Second):
-		t.Fatal("mirror not ready within 30s")
-	}
-	r.loaders = pgstore.NewLoaders(db, nil)
-	if err := r.loaders.Reload(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	r.w = newWriter(t, db, m, pgstore.WriterOptions{})
+	t.Cleanup(r.unpause) // before the sidecar stops: cleanups run last first
+	r.m, r.loaders, r.w = sc.Mirror, sc.Loaders, sc.Writer
 	return r
 }
 

@@ -2,15 +2,14 @@ package unixsock
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"pgmirror/internal/testutil"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -77,13 +76,13 @@ func TestAcceptOutOfDescriptors(t *testing.T) {
 	cmd.Env = append(os.Environ(), envAcceptSocket+"="+path)
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan struct{})
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	go func() {
 		_, _ = io.Copy(&out, stdout)
 		_ = cmd.Wait()
@@ -187,24 +186,6 @@ func slicesContains(s []int, v int) bool {
 		}
 	}
 	return false
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestServerLifecycle: Close is safe before Open, after a failed Open and

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 )
 
 // Environment of TestAttackChild.
@@ -153,7 +154,7 @@ func startAttackSidecar(t *testing.T, maxValue int64, outputTimeout time.Duratio
 	case <-time.After(60 * time.Second):
 		t.Fatal("the sidecar process was not ready within 60s")
 	}
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		return a.mem > 0, "no memory sample"
@@ -208,7 +209,7 @@ func (a *attackSidecar) nextSample() {
 	a.mu.Lock()
 	last := a.lastLine
 	a.mu.Unlock()
-	eventually(a.t, 10*time.Second, func() (bool, string) {
+	testutil.Eventually(a.t, 10*time.Second, func() (bool, string) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		return a.lastLine != last || a.killed != "", "no new memory sample"

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 )
 
 // TestClientBudget: clients that together hold more than the budget in
@@ -40,7 +41,7 @@ func TestClientBudget(t *testing.T) {
 			break
 		}
 		// Each of A..D is counted; together they fit the budget.
-		eventually(t, 10*time.Second, func() (bool, string) {
+		testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 			now := clientBuffers(sc.srv)
 			return now-before >= int64(sent[name]), fmt.Sprintf("client %s: buffers %d before, %d now", name, before, now)
 		})
@@ -49,7 +50,7 @@ func TestClientBudget(t *testing.T) {
 	if !closedByServer(t, conns["A"]) {
 		t.Fatal("the largest client was not disconnected")
 	}
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 		evicted, buffers := evictedBudget(sc.srv), clientBuffers(sc.srv)
 		return evicted == 1 && buffers <= budget,
 			fmt.Sprintf("after the eviction: %d evicted, %d bytes of buffers (budget %d)", evicted, buffers, budget)
@@ -65,7 +66,7 @@ func TestClientBudget(t *testing.T) {
 	if got, _ := raw(t, sc.socket, []byte("PING\r\n")); got != "+PONG\r\n" {
 		t.Fatalf("PING after the eviction: %q", got)
 	}
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 		n := clientBuffers(sc.srv)
 		return n == 0, fmt.Sprintf("%d bytes of buffers left after every client left", n)
 	})

@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/mirror"
 	"pgmirror/unixsock"
 )
@@ -185,7 +186,7 @@ func TestLoadingBeforeFirstLoad(t *testing.T) {
 		t.Errorf("PING while loading: %v", err)
 	}
 	close(release)
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 		err := c.Get(ctx, "k").Err()
 		return err == redis.Nil, "GET after the load: " + errString(err)
 	})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 )
 
 // TestSubscriberCannotSlowApply (finding 9): a client's patterns are
@@ -36,7 +37,7 @@ func TestSubscriberCannotSlowApply(t *testing.T) {
 			exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ($1, $2)
 				ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, fmt.Sprintf("u%d", i), tag)
 		}
-		eventually(t, 30*time.Second, func() (bool, string) {
+		testutil.Eventually(t, 30*time.Second, func() (bool, string) {
 			v, err := reader.Get(context.Background(), "u500").Result()
 			return v == tag, fmt.Sprintf("u500 = %q, %v", v, err)
 		})

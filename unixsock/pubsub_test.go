@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/unixsock"
 )
 
@@ -105,7 +106,7 @@ func TestSlowSubscriberIsDisconnected(t *testing.T) {
 	base := p99During(5)
 	// Let the churn's notifications drain before the subscriber comes.
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('marker', 'm')`)
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 		return c.Get(ctx, "marker").Err() == nil, "marker not mirrored"
 	})
 
@@ -119,11 +120,11 @@ func TestSlowSubscriberIsDisconnected(t *testing.T) {
 	if _, err := slow.Write([]byte("PSUBSCRIBE *\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		return sc.srv.Stats().Subscribers == 1, "not subscribed"
 	})
 	with := p99During(5) // the subscriber's buffer fills during this
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 		st := sc.srv.Stats()
 		return st.SubscribersDropped == 1 && st.Subscribers == 0, fmt.Sprintf("stats %+v", st)
 	})

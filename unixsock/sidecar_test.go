@@ -129,22 +129,6 @@ func startRedis(t testing.TB) string {
 	return socket
 }
 
-// eventually polls cond until it holds or fails the test at the deadline.
-func eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", timeout, msg)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // do runs a command and renders its result and error for comparison.
 func do(c *redis.Client, args ...any) string {
 	v, err := c.Do(context.Background(), args...).Result()

@@ -14,6 +14,7 @@ import (
 
 	"pgmirror/internal/pgtest"
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/listener"
 	"pgmirror/unixsock"
 )
@@ -26,14 +27,14 @@ func TestTwoSidecarsSeeEachOther(t *testing.T) {
 	if err := ca.Set(ctx, "shared", "from-a", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		v, err := cb.Get(ctx, "shared").Result()
 		return v == "from-a", fmt.Sprintf("B: %q %v", v, err)
 	})
 	if n, err := cb.Del(ctx, "shared").Result(); err != nil || n != 1 {
 		t.Fatalf("DEL on B: %d %v", n, err)
 	}
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		err := ca.Get(ctx, "shared").Err()
 		return err == redis.Nil, "A: " + errString(err)
 	})
@@ -58,7 +59,7 @@ func TestReadYourWritesWithListenerPaused(t *testing.T) {
 	if _, err := db.Exec(`INSERT INTO cache_entries(key, value) VALUES ('k', 'older')`); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		v, _ := c.Get(ctx, "k").Result()
 		return v == "older", "initial value not mirrored"
 	})
@@ -82,7 +83,7 @@ func TestReadYourWritesWithListenerPaused(t *testing.T) {
 	if _, err := db.Exec(`INSERT INTO cache_entries(key, value) VALUES ('marker', 'm')`); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 		err := c.Get(ctx, "marker").Err()
 		return err == nil, "marker not mirrored"
 	})
@@ -216,7 +217,7 @@ func TestPostgresDown(t *testing.T) {
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, func() (bool, string) {
 		err := c.Set(ctx, "k", "after", 0).Err()
 		return err == nil, "SET after restart: " + errString(err)
 	})

@@ -16,6 +16,7 @@ import (
 	"pgmirror/internal/pgtest"
 	"pgmirror/internal/sidecartest"
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -70,7 +71,7 @@ func TestManagerOf(t *testing.T) {
 	if _, err := db.Exec(`UPDATE departments SET manager_id = $1 WHERE id = $2`, katherine, engineering); err != nil {
 		t.Fatal(err)
 	}
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		got, err := managerOf(d, alan)
 		return got == katherine, fmt.Sprintf("manager of Alan after the UPDATE: %q, %v; want Katherine %s", got, err, katherine)
 	})
@@ -78,7 +79,7 @@ func TestManagerOf(t *testing.T) {
 	if _, err := db.Exec(`UPDATE employees SET department = $1 WHERE id = $2`, sales, alan); err != nil {
 		t.Fatal(err)
 	}
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		got, err := managerOf(d, alan)
 		return got == mary, fmt.Sprintf("manager of Alan after the move: %q, %v; want Mary %s", got, err, mary)
 	})
@@ -162,7 +163,7 @@ func TestNotFound(t *testing.T) {
 	if _, err := db.Exec(`DELETE FROM employees WHERE id = $1`, katherine); err != nil {
 		t.Fatal(err)
 	}
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		_, err := managerOf(d, katherine)
 		return errors.Is(err, ErrNotFound), fmt.Sprintf("after DELETE: %v; want ErrNotFound", err)
 	})

@@ -19,6 +19,7 @@ import (
 	"pgmirror/internal/pgtest"
 	"pgmirror/internal/sidecartest"
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -106,7 +107,7 @@ func TestIncrement(t *testing.T) {
 		t.Fatalf("row after the POSTs: %s; want %s", got, want)
 	}
 	// The watch copied the row into the cache, in the UPDATE's transaction.
-	sidecartest.Eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		got, err := sc.Client.Get(context.Background(), "profile:ada").Result()
 		return got == `{"likes":2,"followers":1,"followings":1}`, fmt.Sprintf("GET profile:ada = %q, %v", got, err)
 	})
@@ -219,7 +220,7 @@ func TestDatabaseDown(t *testing.T) {
 	if err := pg.Start(); err != nil {
 		t.Fatal(err)
 	}
-	sidecartest.Eventually(t, 10*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 		code, body := post(t, inc)
 		return code == 200, fmt.Sprintf("POST after restart: %d %q", code, body)
 	})

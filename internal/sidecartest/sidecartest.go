@@ -201,18 +201,3 @@ func tuning(cfg Config) sidecar.Tuning {
 // Stop stops the sidecar now (it is also stopped when the test ends).
 func (s *Sidecar) Stop() { s.stop() }
 
-// Eventually polls cond until it holds or fails the test at the deadline.
-func Eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", timeout, msg)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
