@@ -16,6 +16,7 @@ import (
 	"github.com/lib/pq"
 
 	"pgmirror/mirror"
+	"pgmirror/pgstore/hung"
 )
 
 // Defaults of Listener.
@@ -231,15 +232,13 @@ func (l *Listener) run(ctx context.Context) error {
 	}
 	defer closeAll()
 
-	listened := make(chan error, 1)
-	go func() { listened <- pl.Listen(Channel) }()
-	select {
-	case err := <-listened:
-		if err != nil {
-			return l.listenError(err)
-		}
-	case <-ctx.Done():
+	// Listen waits for a connection; on Close, closeAll unblocks it.
+	err, listened := hung.Aside(ctx, 0, func() error { return pl.Listen(Channel) }, nil)
+	if !listened {
 		return nil
+	}
+	if err != nil {
+		return l.listenError(err)
 	}
 	if err := l.probe(ctx, pl); err != nil {
 		return err

@@ -22,9 +22,7 @@ import (
 // callers are answered, and reading the key index when a write's outcome is
 // unknown. *mirror.Mirror implements it.
 type Applier interface {
-	BeginWrite() *mirror.WriteTicket
-	AbandonWrite(t *mirror.WriteTicket)
-	ApplyWrite(t *mirror.WriteTicket, xid uint64, changes []mirror.Change)
+	mirror.WriteApplier
 	Exists(key string) (mirror.Lookup, error)
 }
 
