@@ -1,6 +1,7 @@
 // Command pgmirror is a sidecar that mirrors the PostgreSQL table cache_entries into memory and
-// serves it over a Unix socket in the Redis protocol. This file wires the components and owns
-// the process: subcommands, signals and exit codes.
+// serves it over a Unix socket in the Redis protocol. The command owns the process: the command
+// line, signals and exit codes (main.go), and one file per subcommand (serve.go, migrate.go,
+// watch.go for watch and unwatch, usage.go for help); package sidecar wires the components.
 package main
 
 import (

@@ -1,6 +1,7 @@
 package main
 
-// Issue 15, finding 10: the sidecar's share of Postgres's connections.
+// The sidecar's share of Postgres's connections (docs/operations.md, Connections): clients that
+// make loaders run cannot exhaust the server.
 
 import (
 	"context"
@@ -50,13 +51,14 @@ func startSidecarProcess(t *testing.T, dsn string) *redis.Client {
 	return rc
 }
 
-// TestLoadersCannotExhaustPostgres reproduces finding 10 of issue 15: 150
-// concurrent GETs of distinct keys whose loader runs pg_sleep(3), against a
-// server with max_connections = 40. The sidecar stays within its limit
-// (--max-db-conns, default 10, plus the listener), another role can still
-// connect, and the writer still writes while the loaders run. Every GET is
-// answered: with its value, or, when no loader connection freed up within
-// --loader-timeout, with an error saying so.
+// TestLoadersCannotExhaustPostgres: a client tries to take every Postgres
+// connection through the loaders, with 150 concurrent GETs of distinct keys
+// whose loader runs pg_sleep(3), against a server with max_connections =
+// 40. The sidecar stays within its limit (--max-db-conns, default 10, plus
+// the listener), another role can still connect, and the writer still
+// writes while the loaders run. Every GET is answered: with its value, or,
+// when no loader connection freed up within --loader-timeout, with an error
+// saying so.
 func TestLoadersCannotExhaustPostgres(t *testing.T) {
 	t.Parallel()
 	srv := pgtest.New(t, pgtest.Options{MaxConnections: 40})

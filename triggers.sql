@@ -130,9 +130,10 @@ $$;
 -- a table of three, by its primary key's index). SECURITY DEFINER:
 -- the writer's role cannot read pgmirror_secret, and must not.
 --
--- With no current key in pgmirror_secret it sends format 1, unsigned, as before
--- migration 0005: a write never fails for want of a key (sidecars that
--- reject unsigned payloads then repair by reloading).
+-- With no current key in pgmirror_secret it sends format 1, unsigned, as the
+-- triggers of a schema older than migration 0005 do: a write never fails for
+-- want of a key (sidecars that reject unsigned payloads then repair by
+-- reloading).
 CREATE OR REPLACE FUNCTION pgmirror_publish(records text[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
 AS $$
@@ -208,13 +209,14 @@ BEGIN
 END
 $$;
 
--- pgmirror_write (migrations/0004) runs a sidecar's batch of write commands
--- as one statement and publishes, once at its end, the final state of every
--- key the batch changed: one packed set of notifications per batch instead of
--- one per command. While it runs, the notify triggers of cache_entries find
--- pgmirror.write_batch set to this statement's token and send nothing. The
--- token names the backend and the statement's start, so a value left in a
--- session by hand, or by another statement, never silences a trigger.
+-- pgmirror_write (migrations/0004, 0009) runs a sidecar's batch of write
+-- commands as one statement and publishes, once at its end, the final state
+-- of every key the batch changed: one packed set of notifications per batch
+-- instead of one per command. While it runs, the notify triggers of
+-- cache_entries find pgmirror.write_batch set to this statement's token and
+-- send nothing. The token names the backend and the statement's start, so a
+-- value left in a session by hand, or by another statement, never silences a
+-- trigger.
 --
 -- Anyone can compute the token and set the setting, so silencing also needs
 -- the session's login role to be a member of pgmirror_sidecar (which alone
@@ -278,7 +280,7 @@ $$;
 -- once per session and keeps the plan, which the planner made for the size
 -- of the transition tables of that first call. After a one-row update that
 -- plan is a nested loop, and a later 10,000-row update on the same
--- connection (any pooled one) then compared every old row with every new
+-- connection (any pooled one) would compare every old row with every new
 -- one: 9 to 17 s instead of 0.2 s. Hash joins are linear whatever the
 -- first call was, and cost a one-row update nothing measurable.
 CREATE OR REPLACE FUNCTION pgmirror_notify_update() RETURNS trigger

@@ -1,7 +1,10 @@
-// Package jobs runs the seed design's background work: flushing access
-// times (LRU), the refresh worker that recomputes keys before they expire,
-// cleanup of unused and long-expired keys, and reloading the loaders when
-// cache_loaders changes.
+// Package jobs runs a sidecar's background work against Postgres:
+// flushing access times (LRU), the refresh worker that recomputes keys
+// before they expire, cleanup of unused and long-expired keys, and
+// reloading the loaders when the mirror reports that cache_loaders changed
+// (it registers for the mirror's events in New). Jobs follows the
+// components' lifecycle: New builds it without starting anything, Open
+// runs the jobs, Close stops them and flushes the last access times.
 package jobs
 
 import (

@@ -76,7 +76,7 @@ type auth struct {
 	// a payload under a key the next read reveals was dropped.
 	keptKids map[int64]struct{}
 	check    *time.Timer // runs checkDropped; nil when none is due
-	stopped  bool        // Run returned: schedule no check
+	stopped  bool        // run returned (Close): schedule no check
 }
 
 // keptDrop is a payload dropped for an unknown key newer than those held,
@@ -306,7 +306,7 @@ func (l *Listener) checkDropped() {
 	}
 }
 
-// stopChecks cancels a pending check, when Run returns.
+// stopChecks cancels a pending check, when run returns.
 func (l *Listener) stopChecks() {
 	a := &l.auth
 	a.mu.Lock()

@@ -31,10 +31,10 @@ func TestInlineBoundaryPropagates(t *testing.T) {
 		value int // bytes
 		b64   int // key64 + value64
 	}{
-		{"edge", 5925, 7908},       // the old limit
-		{"edge-under", 5844, 7808}, // the new limit's last inline size
+		{"edge", 5925, 7908},       // format 1's limit
+		{"edge-under", 5844, 7808}, // format 2's last inline size
 		{"edge-over", 5850, 7812},  // the first fetch marker
-		{long, 1929, 7908},         // a 4000-byte key at the old limit
+		{long, 1929, 7908},         // a 4000-byte key at format 1's limit
 	}
 	value := func(key string, n int) []byte {
 		return bytes.Repeat([]byte{key[0] ^ 0x5a}, n)

@@ -1,8 +1,8 @@
 package listener_test
 
 // Keys announced before use (migration 0008) and what happens to a payload
-// dropped for a key the sidecar had not read yet: the follow-up of
-// TestRotationWindowDropAndReplay.
+// dropped for a key the sidecar had not read yet (the attack of
+// TestRotationWindowDropAndReplay).
 
 import (
 	"database/sql"

@@ -1,7 +1,8 @@
 package listener
 
-// Issue 15, finding 12: silencing the notify triggers is pgmirror_write's
-// alone, not any writer's.
+// Silencing the notify triggers is pgmirror_write's alone, not any
+// writer's (docs/security.md, Roles): a writer that forges the batch token
+// pgmirror_write sets is still heard by every sidecar.
 
 import (
 	"database/sql"
@@ -44,7 +45,8 @@ func loginRole(t *testing.T, db *sql.DB, dsn, base, group string) *sql.DB {
 // is no sidecar, sets pgmirror.write_batch to the token of the statement it
 // is in (one simple-protocol message: every statement shares its
 // statement_timestamp) and updates and deletes rows. Every sidecar must hear
-// of both; before the fix none did (stale until the next reload).
+// of both; were the forged token honoured, none would (stale until the
+// next reload).
 func TestFinding12WriterCannotSilence(t *testing.T) {
 	dsn, db := testdb.New(t)
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('a', 'one'), ('b', 'two')`)

@@ -1,6 +1,7 @@
 package listener_test
 
-// Findings of the review of issue 15's notification side (h-review).
+// An attack on the notification stream around a key rotation by a role with
+// only CONNECT (docs/security.md, Keys and rotation; Replays).
 
 import (
 	"strings"

@@ -1,9 +1,10 @@
 package listener_test
 
-// The attacks of issue 15, findings 4 and 5, against whole sidecars: a role
-// with only CONNECT forges, replays and floods notifications on channel
-// pgmirror; a local client loops PGMIRROR.RESYNC. Payloads are built here
-// with crypto/hmac, as an attacker (or the triggers) would.
+// Attacks on the notification stream, against whole sidecars
+// (docs/security.md, Notifications): a role with only CONNECT forges,
+// replays and floods notifications on channel pgmirror; a local client
+// loops PGMIRROR.RESYNC. Payloads are built here with crypto/hmac, as an
+// attacker (or the triggers) would.
 
 import (
 	"context"

@@ -22,7 +22,7 @@ func TestSecretPendingUpgrade(t *testing.T) {
 	dsn := pgtest.Shared(t).CreateDB(t)
 	db := testdb.Open(t, dsn)
 	applyUpTo(t, db, "0006_privileges.sql")
-	exec(t, db, `SELECT pgmirror_rotate_secret()`) // the old rotation: keys 1 and 2, signing with 2
+	exec(t, db, `SELECT pgmirror_rotate_secret()`) // 0006's rotation: keys 1 and 2, signing with 2
 	if _, err := migrations.Apply(context.Background(), db, pgtest.RepoFile(t, "triggers.sql"), nil); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}

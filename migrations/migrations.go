@@ -1,7 +1,8 @@
 // Package migrations owns pgmirror's schema: the numbered SQL files embedded
 // beside this file, the trigger script (triggers.sql, passed in by the caller
 // because it lives at the repository root), and Apply, which brings a
-// database up to date in one transaction under an advisory lock.
+// database up to date in one transaction under an advisory lock and checks
+// and fixes the privileges of pgmirror's functions (privileges.go).
 package migrations
 
 import (

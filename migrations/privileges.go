@@ -1,7 +1,7 @@
 package migrations
 
-// Privilege checks and fixes that Apply runs on every migrate (issue 15,
-// docs/security.md): the refusal of a schema that other roles may CREATE in,
+// Privilege checks and fixes that Apply runs on every migrate
+// (docs/security.md): the refusal of a schema that other roles may CREATE in,
 // and, after the SQL files, the invariants of every SECURITY DEFINER function
 // of pgmirror (fixed search_path, no EXECUTE for PUBLIC, a non-superuser
 // owner), which hold whichever file or `pgmirror watch` created the function.

@@ -1,7 +1,7 @@
 package migrations_test
 
-// Findings of the review of issue 15's SQL side (h-review), each an attack
-// by a role of the issue's threat model.
+// An attack on the SQL side through a watch's write function, by a role of
+// docs/security.md's threat model.
 
 import (
 	"fmt"

@@ -1,9 +1,9 @@
 package migrations_test
 
-// Issue 15's attacks on the SQL side, each as the issue describes it, with
-// the roles of the review: mallory (only CONNECT), writer (a member of
-// pgmirror_writer) and app (owns a watched table). Roles belong to the whole
-// test cluster, so every test makes its own, with a unique name.
+// Attacks on the SQL side (docs/security.md), each by a role of its threat
+// model: mallory (only CONNECT), writer (a member of pgmirror_writer) and
+// app (owns a watched table). Roles belong to the whole test cluster, so
+// every test makes its own, with a unique name.
 
 import (
 	"context"
@@ -172,13 +172,14 @@ func TestFinding8SearchPathHijack(t *testing.T) {
 	}
 }
 
-// TestFinding2WatchTriggerRunsAsWriter: app owns a watched table (watched by
-// a superuser). It adds a column of an enum type with a plpgsql cast to
+// TestFinding2WatchTriggerRunsAsWriter: app owns a watched table (watched
+// by a superuser). It adds a column of an enum type with a plpgsql cast to
 // json; the next INSERT runs row_to_json, hence the cast, in the watch
-// trigger. That ran as the superuser who ran watch and made app a superuser;
-// it must run as app. Also: the narrow function the trigger calls cannot be
-// used for anything else, a role granted writes later is told to run watch
-// again, and a superuser's watch refuses to copy the table through the cast.
+// trigger. Run as the superuser who ran watch, the cast would make app a
+// superuser; it must run as app. Also: the narrow function the trigger
+// calls cannot be used for anything else, a role granted writes later is
+// told to run watch again, and a superuser's watch refuses to copy the
+// table through the cast.
 func TestFinding2WatchTriggerRunsAsWriter(t *testing.T) {
 	dsn, db := testdb.New(t)
 	app, adb := newRole(t, db, dsn, "app")

@@ -1,6 +1,8 @@
 // Package mirror is pgmirror's domain: the entries a sidecar serves, their
 // versions and expiry, and the rules by which changes from Postgres are
-// applied to the in-memory mirror.
+// applied to the in-memory mirror. It reaches Postgres only through the
+// interfaces it defines (Source, Loader, Writer), and tells the components
+// that follow its content what changed through one registration (Handle).
 package mirror
 
 import "math"

@@ -7,7 +7,7 @@ import (
 )
 
 // Two writes of this sidecar on one key, applied locally in the opposite
-// order of their commits (issue 15, finding 13): the loader commits, a SET
+// order of their commits: the loader commits, a SET
 // that waited for the loader's key lock commits after it, the SET applies,
 // then the loader. The mirror must keep serving the SET, and converge with
 // the table once the stream delivers both.

@@ -27,9 +27,10 @@ func valueFetches(t *testing.T, db *sql.DB) int64 {
 // TestReadAfterChangeNeedsNoFetch writes small values with plain SQL while
 // readers poll the keys as the propagation benchmark's probes do: the
 // moment the index has a new state, its value is there too, so no read
-// ever asks Postgres (before, a read between the index update and
-// ristretto taking the value fetched it). Values above the inline limit
-// still go through the value cache.
+// ever asks Postgres (it would, were the value only in ristretto, which
+// takes a value some time after it is given it: a read in between would
+// fetch it). Values above the inline limit still go through the value
+// cache.
 func TestReadAfterChangeNeedsNoFetch(t *testing.T) {
 	dsn, db := testdb.New(t)
 	s := start(t, dsn, mirror.Options{})

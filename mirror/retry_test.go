@@ -7,8 +7,8 @@ import (
 )
 
 // TestReloadRetryReasonDoesNotGrow: a reload that keeps failing is retried
-// as "retry: <reason>", not "retry: retry: ..." once more per failure
-// (issue 15, finding 15).
+// as "retry: <reason>", not "retry: retry: ..." once more per failure, so
+// the reason logged and reported stays bounded.
 func TestReloadRetryReasonDoesNotGrow(t *testing.T) {
 	var mu sync.Mutex
 	var reasons []string

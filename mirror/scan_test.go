@@ -255,7 +255,7 @@ func spreadCursors(m *Mirror, n int) []uint64 {
 	return cursors
 }
 
-// TestScanCostIndependentOfSize (issue 15, finding 16): a SCAN call of COUNT
+// TestScanCostIndependentOfSize: a SCAN call of COUNT
 // 10 does work in proportion to COUNT, not to the index: the memory it
 // allocates (a proxy for the entries it touches, and free of timing noise)
 // stays small with 300,000 keys, where walking a whole shard allocates a

@@ -56,7 +56,7 @@ type WriteApplier interface {
 var _ WriteApplier = (*Mirror)(nil)
 
 // Source is what the mirror needs from Postgres. The package pgstore
-// implements it; mirrortest fakes it for unit tests.
+// implements it; the package's unit tests fake it.
 type Source interface {
 	// Snapshot reads every row of cache_entries in one REPEATABLE READ
 	// snapshot: it first reports the snapshot's visibility (an error from

@@ -12,9 +12,9 @@ import (
 	"pgmirror/mirror"
 )
 
-// The seed design's lifecycle in SQL: access times, the refresh lock with
-// fencing, and cleanup. Every lock is transaction-level, so all of it works
-// through a transaction pooler.
+// The SQL of the background jobs (package jobs): access times, the refresh
+// lock with fencing, and cleanup. Every lock is transaction-level, so all
+// of it works through a transaction pooler.
 
 // CleanupLockID is the advisory lock that lets one sidecar clean at a time.
 const CleanupLockID int64 = 0x7067_6d69_7272_0001
@@ -71,11 +71,11 @@ func (s *Store) DueKeys(ctx context.Context, p RefreshPolicy, limit int) ([]stri
 	return keys, rows.Err()
 }
 
-// Claim takes the refresh lock of key, the seed design's atomic conditional
-// UPDATE: it succeeds if the key is still due (another sidecar may have
-// refreshed it since DueKeys) and nobody holds the lock or the holder's lock
-// is older than LockStale. The returned token (the lock's start time,
-// microseconds) fences the final write. ok is false otherwise.
+// Claim takes the refresh lock of key with one atomic conditional UPDATE:
+// it succeeds if the key is still due (another sidecar may have refreshed
+// it since DueKeys) and nobody holds the lock or the holder's lock is older
+// than LockStale. The returned token (the lock's start time, microseconds)
+// fences the final write. ok is false otherwise.
 func (s *Store) Claim(ctx context.Context, key string, p RefreshPolicy) (token int64, ok bool, err error) {
 	err = s.DB.QueryRowContext(ctx, `UPDATE cache_entries
 		SET is_refreshing = true, refresh_started_at = clock_timestamp()

@@ -88,11 +88,11 @@ func (r *orderRig) converges(t *testing.T, key string) {
 	}
 }
 
-// TestLoaderApplyAfterNewerSet reproduces finding 13 of issue 15: the loader
-// commits, a SET of the same key that waited for the loader's key lock
-// commits after it and is applied locally, and only then is the loader's
-// store applied locally. The mirror must serve the SET's value throughout,
-// and converge with the table.
+// TestLoaderApplyAfterNewerSet: the loader commits, a SET of the same key
+// that waited for the loader's key lock commits after it and is applied
+// locally, and only then is the loader's store applied locally. The mirror
+// must serve the SET's value throughout (never the loader's older one), and
+// converge with the table.
 func TestLoaderApplyAfterNewerSet(t *testing.T) {
 	r := newOrderRig(t)
 	ctx := context.Background()

@@ -25,9 +25,8 @@ func sleeping(t *testing.T, db *sql.DB) int {
 	return n
 }
 
-// TestLoaderTimeoutStoresNothing (issue 15, finding 10): a loader running
-// longer than its timeout is cancelled by the server, answers an error
-// quickly, and stores nothing.
+// TestLoaderTimeoutStoresNothing: a loader running longer than its timeout
+// is cancelled by the server, answers an error quickly, and stores nothing.
 func TestLoaderTimeoutStoresNothing(t *testing.T) {
 	_, db := testdb.New(t)
 	if _, err := db.Exec(`INSERT INTO cache_loaders(prefix, query) VALUES ('slow:', 'SELECT $1::text FROM pg_sleep(30)')`); err != nil {

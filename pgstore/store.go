@@ -1,11 +1,12 @@
 // Package pgstore is pgmirror's SQL data access: it reads cache_entries in a
 // consistent snapshot and by key, sends sentinels on the notification
 // channel, reads the database clock, and checks at start-up that it talks to
-// a primary with pgmirror's schema. Store implements mirror.Source. Beside
-// it: the Writer (sidecar writes through pgmirror_write), Loaders, the
-// connection pool's limits, Connect (waiting for Postgres with backoff), and
-// Watch and Unwatch. Its subpackage hung is the one way out of a Postgres
-// connection that hangs, shared with the listener.
+// a primary with pgmirror's schema. Store implements mirror.Source, and
+// holds the SQL of the background jobs (access times, refresh claims,
+// cleanup). Beside it: the Writer (sidecar writes through pgmirror_write),
+// Loaders, the connection pool's limits, Connect (waiting for Postgres with
+// backoff), and Watch and Unwatch. Its subpackage hung is the one way out of
+// a Postgres connection that hangs, shared with the listener.
 package pgstore
 
 import (

@@ -90,12 +90,13 @@ type WriterStats struct {
 // Writer runs write commands in Postgres by group commit: concurrent
 // commands queue, and a loop runs whatever is queued as one autocommit
 // statement (SELECT ... FROM pgmirror_write(...), see
-// migrations/0002_write.sql and 0004_write_publish.sql). Up to InFlight
-// batches run at once, on connections of their own, but never two with a
-// key in common: a command waits while a batch in flight holds one of its
-// keys, and so does every later command that shares a key with a waiting
-// one, so commands on one key run in arrival order. A committed batch is
-// applied to the mirror before any of its callers is answered.
+// migrations/0002_write.sql, 0004_write_publish.sql and 0009_records.sql).
+// Up to InFlight batches run at once, on connections of their own, but
+// never two with a key in common: a command waits while a batch in flight
+// holds one of its keys, and so does every later command that shares a key
+// with a waiting one, so commands on one key run in arrival order. A
+// committed batch is applied to the mirror before any of its callers is
+// answered.
 //
 // Outcomes: if the batch could not be sent (no connection, the pool's
 // connection found dead by a ping before sending) or Postgres answered it

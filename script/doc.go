@@ -1,9 +1,9 @@
 // Package script runs Redis Lua scripts (EVAL, EVALSHA, EVAL_RO,
 // EVALSHA_RO, SCRIPT LOAD|EXISTS|FLUSH|KILL) with Redis 7.0's semantics, on
 // github.com/yuin/gopher-lua (Lua 5.1, as Redis). It knows nothing of the
-// server: the server implements Caller, which runs the Redis commands a
+// server: a server implements Caller, which runs the Redis commands a
 // script calls, and writes the Reply a run answers (Reply.AppendRESP, in
-// RESP2 or RESP3).
+// RESP2 or RESP3). pgmirror's socket server does not use it yet.
 //
 // # Using it
 //

@@ -39,10 +39,10 @@ func OpenDB(cfg Config) (*sql.DB, *pgstore.Gate, error) {
 	return db, gate, nil
 }
 
-// build constructs every component in the order data flows, each given
-// what it depends on; components that observe another register with it
-// here (the jobs, the socket server and the admin server with the mirror,
-// the admin server with the listener). Nothing runs yet.
+// build constructs every component, each given what it depends on; the
+// jobs and the admin server register here with the mirror, and the admin
+// server with the listener (the socket server registers with the mirror
+// when it opens, before the mirror does). Nothing runs yet.
 func (s *Sidecar) build() error {
 	c, tune := s.Config, s.opts.Tune
 	s.Store = pgstore.New(s.DB, s.log.Named("store"))

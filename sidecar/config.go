@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Defaults of the settings of SPEC §3, named so that tests and later components can refer to them.
+// Defaults of the settings, named so that tests and other packages can refer to them.
 const (
 	DefaultSocket              = "./pgmirror.sock"
 	DefaultSocketMode          = os.FileMode(0o660)
@@ -85,7 +85,8 @@ const (
 // LogLevels are the values --log-level accepts, from most to least verbose.
 var LogLevels = []string{"trace", "debug", "info", "warn", "error"}
 
-// Config is every setting of SPEC §3, already validated, with typed values.
+// Config is every setting of serve and migrate (each a flag and its environment variables), already
+// validated, with typed values.
 type Config struct {
 	// DSN is the Postgres connection string (URL or key=value); empty means libpq's PG* variables and defaults.
 	DSN string

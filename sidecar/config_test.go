@@ -25,7 +25,8 @@ func parse(t *testing.T, cmd string, args []string, env ...string) Config {
 
 func TestDefaults(t *testing.T) {
 	c := parse(t, "serve", nil)
-	// The values of SPEC §3, written out rather than taken from the constants they check.
+	// The documented defaults (README, Command line), written out rather than taken from the
+	// constants they check.
 	for _, tt := range []struct {
 		field string
 		got   any

@@ -46,7 +46,7 @@ type setting struct {
 	source    string     // where the current value came from, for error messages
 }
 
-// settings lists every setting of SPEC §3 bound to the fields of c, in usage order.
+// settings lists every setting bound to the fields of c, in usage order.
 func settings(c *Config) []*setting {
 	return []*setting{
 		{name: "dsn", env: []string{"PGMIRROR_DSN", "DATABASE_URL"}, typ: "dsn", secret: true,

@@ -2,12 +2,17 @@
 // runs it: the Postgres pool, the mirror and its listener, the writer, the
 // loaders and jobs, the socket server and the admin HTTP server. It also
 // holds the sidecar's configuration (Config) and how it is read from flags
-// and the environment. main and every test that needs a whole sidecar call
-// Open, so the binary and the tests run the same wiring.
+// and the environment. main and every test that needs a whole sidecar
+// (through internal/sidecartest) call New and Open, so the binary and the
+// tests run the same wiring.
 //
 // Data flows one way: Postgres -> listener -> mirror -> socket server (and
-// admin, which only reads). The components are built in that order, each
-// given what it depends on; nothing is patched in after construction.
+// admin, which only reads). Each component is given what it depends on
+// when it is built (New builds them all without starting any), and those
+// that observe another register with it (mirror.Mirror.Handle,
+// listener.Listener.HandleLag) before it opens; nothing is patched in after
+// construction. Open starts them, Close stops them in the reverse of the
+// data flow.
 package sidecar
 
 import (

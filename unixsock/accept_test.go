@@ -61,10 +61,10 @@ func TestAcceptChild(t *testing.T) {
 	_ = s.Close()
 }
 
-// TestAcceptOutOfDescriptors (finding 11): when accept fails for lack of
-// file descriptors, the server backs off and keeps serving the clients it
-// has; once descriptors are free, the waiting clients are served. Before,
-// the accept loop stopped with the error and the process exited.
+// TestAcceptOutOfDescriptors: when accept fails for lack of file
+// descriptors, the server backs off and keeps serving the clients it has,
+// rather than stopping its accept loop (which would stop the sidecar);
+// once descriptors are free, the waiting clients are served.
 func TestAcceptOutOfDescriptors(t *testing.T) {
 	dir, err := os.MkdirTemp("", "pgma")
 	if err != nil {

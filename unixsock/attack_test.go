@@ -250,10 +250,10 @@ func (a *attackSidecar) check(what string, bound int64) {
 	}
 }
 
-// TestAttackTrickledFrame (finding 3): a command sent one byte per write up
-// to the largest argument costs no more than the bytes sent (within the
-// frame bound), and is answered; before, each read recursed once in
-// redcon's reader and the stack grew with the frame until the process died.
+// TestAttackTrickledFrame: a command sent one byte per write up to the
+// largest argument costs no more than the bytes sent (within the frame
+// bound), and is answered: a reader that recursed once per read would grow
+// its stack with the frame until the process died.
 func TestAttackTrickledFrame(t *testing.T) {
 	const maxValue = 512 << 10
 	a := startAttackSidecar(t, maxValue, 0)
@@ -287,10 +287,10 @@ func TestAttackTrickledFrame(t *testing.T) {
 	}
 }
 
-// TestAttackHeaderAfterStrayCR (finding 6): a stray \r and a bulk that
-// swallowed the real header once let a 2,000,000,000-byte length past the
-// guard while redcon buffered the body. Now one parser decides: the
-// header is refused before anything is buffered and the connection closed.
+// TestAttackHeaderAfterStrayCR: a stray \r, then a bulk that swallows the
+// real header, tries to get a 2,000,000,000-byte length past the bounds
+// and have its body buffered. The parser frames as Redis does: the header
+// is refused before anything is buffered and the connection closed.
 func TestAttackHeaderAfterStrayCR(t *testing.T) {
 	const maxValue = 1 << 20
 	a := startAttackSidecar(t, maxValue, 0)
@@ -309,7 +309,7 @@ func TestAttackHeaderAfterStrayCR(t *testing.T) {
 	if _, err := c.Write([]byte("\r*1\r\n$40\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000000000\r\n")); err != nil {
 		t.Fatal(err)
 	}
-	line := append(bytes.Repeat([]byte("x"), 64<<10-1), '\n') // lines, for the old guard's inline bound
+	line := append(bytes.Repeat([]byte("x"), 64<<10-1), '\n') // lines just under the inline-line bound
 	sent := 0
 	for sent < 256<<20 && a.alive() {
 		n, err := c.Write(line)
@@ -332,10 +332,10 @@ func TestAttackHeaderAfterStrayCR(t *testing.T) {
 	}
 }
 
-// TestAttackPipelineNeverRead (finding 7): 5,000 GETs of a large value
-// from a client that never reads its replies hold one reply at a time, and
-// the client is disconnected once its output has not drained for
-// --client-output-timeout; before, every reply was built before one flush.
+// TestAttackPipelineNeverRead: 5,000 GETs of a large value from a client
+// that never reads its replies hold one reply at a time (not every reply,
+// built before one flush), and the client is disconnected once its output
+// has not drained for --client-output-timeout.
 func TestAttackPipelineNeverRead(t *testing.T) {
 	const maxValue = 4 << 20
 	a := startAttackSidecar(t, maxValue, 3*time.Second)

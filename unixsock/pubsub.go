@@ -119,7 +119,7 @@ func (s *Server) keyEvent(key, event string) {
 	}
 }
 
-// publishLoop publishes queued events until Shutdown.
+// publishLoop publishes queued events until Close.
 func (s *Server) publishLoop() {
 	defer s.helpers.Done()
 	p := &s.pub

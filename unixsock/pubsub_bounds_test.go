@@ -15,7 +15,7 @@ import (
 	"pgmirror/internal/testutil"
 )
 
-// TestSubscriberCannotSlowApply (finding 9): a client's patterns are
+// TestSubscriberCannotSlowApply: a client's patterns are
 // bounded, and keyspace delivery is off the mirror's apply path: with a
 // subscriber holding the most patterns and its delivery blocked, 500
 // updates still become visible, about as fast as with no subscriber.

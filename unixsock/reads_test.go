@@ -15,7 +15,7 @@ import (
 
 // TestStrlenOfFetchMarker: a value too large for its notification travels
 // as a fetch marker; STRLEN answers its true length before anything fetched
-// it (issue 15, finding 15). The prefetch of the value is held back.
+// it (not the marker's). The prefetch of the value is held back.
 func TestStrlenOfFetchMarker(t *testing.T) {
 	dsn, db := testdb.New(t)
 	prefetching := make(chan struct{})

@@ -8,9 +8,9 @@ import (
 	"pgmirror/unixsock"
 )
 
-// TestShutdownLeavesReplacedSocket (finding 14): a server that shuts down
-// after a newer one replaced its socket file leaves the newer one's file
-// alone; before, closing the listener unlinked the path, whoever's it was.
+// TestShutdownLeavesReplacedSocket: a server that closes after a newer one
+// replaced its socket file leaves the newer one's file alone (closing a Go
+// unix listener would unlink the path, whoever's it is).
 func TestShutdownLeavesReplacedSocket(t *testing.T) {
 	dsn, _ := testdb.New(t)
 	old := startSidecar(t, dsn, config{})

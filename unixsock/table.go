@@ -10,8 +10,10 @@ import (
 )
 
 // cmdFlags say where a command may run, as Redis's COMMAND flags do. The
-// dispatcher reads flagMirror; transactions, scripts and client-side
-// caching read the others.
+// dispatcher reads flagMirror; the others are recorded, and checked against
+// Redis's COMMAND INFO by the tests, for the features that need them
+// (transactions, scripts, client-side caching), which the server does not
+// have yet.
 type cmdFlags uint16
 
 const (

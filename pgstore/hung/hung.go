@@ -2,12 +2,12 @@
 // lib/pq honours a context while it dials and while it sends, but not while
 // it waits for the answer of a peer that does not reply: a half-open
 // connection, or a server that accepts and never answers, blocks a call for
-// as long as the kernel keeps the socket, which can be many minutes. Every
-// bounded call into Postgres goes through one of the two: Aside, which
-// stops waiting for the call (connection checks, the writer's batches), or
-// a Dialer, whose connections can be cut underneath the driver (the
-// listener's connection). It depends on nothing else of pgmirror, so that
-// both pgstore and the listener can use it.
+// as long as the kernel keeps the socket, which can be many minutes. The
+// calls that must return on time even then go through one of the two:
+// Aside, which stops waiting for the call (connection checks, the writer's
+// batches), or a Dialer, whose connections can be cut underneath the driver
+// (the listener's connection). It depends on nothing else of pgmirror, so
+// that both pgstore and the listener can use it.
 package hung
 
 import (

@@ -36,7 +36,7 @@ type UpdateRun struct {
 	DeliveryCPUMS float64 `json:"postgres_delivery_cpu_ms"`
 	Notifications int64   `json:"notifications"`
 	RecordBytes   int64   `json:"record_bytes"`
-	// Bound is ceil(record bytes / 7900) + 1, issue 10's bound for packed notifications.
+	// Bound is ceil(record bytes / 7900) + 1, the most notifications packing may send.
 	Bound             int64 `json:"bound"`
 	SidecarsConverged int   `json:"sidecars_converged"`
 	Mismatches        int   `json:"mismatches"`
@@ -109,7 +109,7 @@ CREATE TRIGGER fanout_notify_update_row
     EXECUTE FUNCTION fanout_notify_update_row();`
 
 var perRowBodies = map[string]string{
-	// As issue 10 asks: pgmirror_publish of the row's record alone.
+	// The per-row baseline: pgmirror_publish of the row's record alone.
 	"pgmirror_publish": `PERFORM pgmirror_publish(ARRAY[pgmirror_set_record(NEW.key, NEW.value, NEW.expires_at, NEW.version)]);`,
 	// The same payload with pg_notify, for when pgmirror_publish no longer
 	// sends at once (a publish that defers to the end of the transaction

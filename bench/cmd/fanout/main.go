@@ -1,5 +1,5 @@
 // Command fanout measures what LISTEN/NOTIFY costs as the number of
-// listening sidecars grows (issue 10), on one Postgres:
+// listening sidecars grows, on one Postgres:
 //
 // For each N of -sidecars it starts N `pgmirror serve` processes on -dsn
 // (each its own socket and so its own LISTEN connection) and, for N > 0, a

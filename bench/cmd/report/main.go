@@ -1,6 +1,7 @@
 // Command report turns the raw results of bench/run.sh into one table of
-// figures and ratios against SPEC §8, prints it, and (with -benchmarks)
-// replaces the section "make bench results" of BENCHMARKS.md with it.
+// figures and ratios against the performance targets, prints it, and (with
+// -benchmarks) replaces the section "make bench results" of BENCHMARKS.md
+// with it.
 package main
 
 import (
