@@ -41,13 +41,13 @@ func loginRole(t *testing.T, db *sql.DB, dsn, base, group string) *sql.DB {
 	return testdb.Open(t, dsn+" user="+strings.Trim(name, `"`))
 }
 
-// TestFinding12WriterCannotSilence: writer, who may write cache_entries but
+// TestWriterCannotSilenceNotifications: writer, who may write cache_entries but
 // is no sidecar, sets pgmirror.write_batch to the token of the statement it
 // is in (one simple-protocol message: every statement shares its
 // statement_timestamp) and updates and deletes rows. Every sidecar must hear
 // of both; were the forged token honoured, none would (stale until the
 // next reload).
-func TestFinding12WriterCannotSilence(t *testing.T) {
+func TestWriterCannotSilenceNotifications(t *testing.T) {
 	dsn, db := testdb.New(t)
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('a', 'one'), ('b', 'two')`)
 	n := listen(t, dsn, db)

@@ -200,4 +200,3 @@ func tuning(cfg Config) sidecar.Tuning {
 
 // Stop stops the sidecar now (it is also stopped when the test ends).
 func (s *Sidecar) Stop() { s.stop() }
-
