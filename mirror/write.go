@@ -22,6 +22,7 @@ const (
 	WriteDel                              // DEL, UNLINK k [k ...]
 	WriteExpire                           // EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT k t [NX|XX|GT|LT]
 	WritePersist                          // PERSIST k
+	WriteFlush                            // FLUSHDB, FLUSHALL: no keys; every key under Prefix but copy-mode watches' entries
 )
 
 // ExpiryMode says how a write sets the expiry.
@@ -59,7 +60,8 @@ type WriteOp struct {
 	Expiry   ExpiryMode
 	ExpiryMS int64
 	Cond     Condition
-	Get      bool // SET ... GET: reply with the old value
+	Get      bool   // SET ... GET: reply with the old value
+	Prefix   string // WriteFlush: the namespace it clears ("" clears every key)
 	// Origin identifies the connection the write came from (the socket
 	// server's client id), 0 if none: the writer copies it into the
 	// changes it applies (Change.Origin), and the mirror's events carry

@@ -118,6 +118,13 @@ func readOutcome(rows *sql.Rows, batch []*writeReq) (outcome, error) {
 		case "reply":
 			replied[i] = true
 			r.setReply(res)
+		case "flush":
+			c := mirror.Change{Op: mirror.OpFlush, Key: r.key.String, Version: r.ver.Int64, Origin: batch[i].op.Origin}
+			out.changes = append(out.changes, c)
+		case "keep":
+			if n := len(out.changes); n > 0 && out.changes[n-1].Op == mirror.OpFlush {
+				out.changes[n-1].Keep = append(out.changes[n-1].Keep, r.key.String)
+			}
 		case "state":
 			c := stateChange(&batch[i].op, res, r.key.String, r.ver.Int64, expiry(r.exp), r.del.Bool, r.val)
 			c.Origin = batch[i].op.Origin
@@ -253,6 +260,7 @@ type opJSON struct {
 	MS   *int64     `json:"ms,omitempty"`
 	C    string     `json:"c,omitempty"`
 	G    bool       `json:"g,omitempty"`
+	P    *string    `json:"p,omitempty"`
 }
 
 var (
@@ -260,7 +268,7 @@ var (
 		mirror.WriteSet: "set", mirror.WriteGetDel: "getdel", mirror.WriteGetEx: "getex",
 		mirror.WriteMSet: "mset", mirror.WriteMSetNX: "msetnx", mirror.WriteIncrBy: "incrby",
 		mirror.WriteIncrByFloat: "incrbyfloat", mirror.WriteAppend: "append", mirror.WriteDel: "del",
-		mirror.WriteExpire: "expire", mirror.WritePersist: "persist",
+		mirror.WriteExpire: "expire", mirror.WritePersist: "persist", mirror.WriteFlush: "flush",
 	}
 	expiryNames = map[mirror.ExpiryMode]string{
 		mirror.ExpiryNone: "", mirror.ExpiryIn: "in", mirror.ExpiryAt: "at",
@@ -292,6 +300,9 @@ func encodeBatch(batch []*writeReq) (string, []byte, error) {
 			o.I = &op.Int
 		case mirror.WriteIncrByFloat:
 			o.F = &op.Float
+		case mirror.WriteFlush:
+			o.P = &op.Prefix
+			o.Keys = []string{}
 		}
 		if op.Expiry == mirror.ExpiryIn || op.Expiry == mirror.ExpiryAt {
 			o.MS = &op.ExpiryMS
@@ -318,6 +329,12 @@ func checkOp(op *mirror.WriteOp) string {
 	}
 	if _, ok := condNames[op.Cond]; !ok {
 		return "ERR syntax error"
+	}
+	if op.Kind == mirror.WriteFlush {
+		if len(op.Keys) != 0 || len(op.Values) != 0 || !utf8.ValidString(op.Prefix) || strings.IndexByte(op.Prefix, 0) >= 0 {
+			return "ERR syntax error"
+		}
+		return ""
 	}
 	values := 0
 	single := true
