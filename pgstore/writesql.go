@@ -261,6 +261,7 @@ type opJSON struct {
 	C    string     `json:"c,omitempty"`
 	G    bool       `json:"g,omitempty"`
 	P    *string    `json:"p,omitempty"`
+	O    string     `json:"o,omitempty"`
 }
 
 var (
@@ -269,6 +270,8 @@ var (
 		mirror.WriteMSet: "mset", mirror.WriteMSetNX: "msetnx", mirror.WriteIncrBy: "incrby",
 		mirror.WriteIncrByFloat: "incrbyfloat", mirror.WriteAppend: "append", mirror.WriteDel: "del",
 		mirror.WriteExpire: "expire", mirror.WritePersist: "persist", mirror.WriteFlush: "flush",
+		mirror.WriteSetRange: "setrange", mirror.WriteSetBit: "setbit", mirror.WriteBitOp: "bitop",
+		mirror.WriteRename: "rename", mirror.WriteRenameNX: "renamenx", mirror.WriteCopy: "copy",
 	}
 	expiryNames = map[mirror.ExpiryMode]string{
 		mirror.ExpiryNone: "", mirror.ExpiryIn: "in", mirror.ExpiryAt: "at",
@@ -290,13 +293,14 @@ func encodeBatch(batch []*writeReq) (string, []byte, error) {
 	ops := make([]opJSON, len(batch))
 	for i, r := range batch {
 		op := &r.op
-		o := opJSON{K: kindNames[op.Kind], Keys: op.Keys, E: expiryNames[op.Expiry], C: condNames[op.Cond], G: op.Get}
+		o := opJSON{K: kindNames[op.Kind], Keys: op.Keys, E: expiryNames[op.Expiry], C: condNames[op.Cond], G: op.Get,
+			O: op.Sub}
 		for _, v := range op.Values {
 			o.V = append(o.V, [2]int64{int64(len(vals)) + 1, int64(len(v))})
 			vals = append(vals, v...)
 		}
 		switch op.Kind {
-		case mirror.WriteIncrBy:
+		case mirror.WriteIncrBy, mirror.WriteSetRange, mirror.WriteSetBit:
 			o.I = &op.Int
 		case mirror.WriteIncrByFloat:
 			o.F = &op.Float
@@ -339,12 +343,17 @@ func checkOp(op *mirror.WriteOp) string {
 	values := 0
 	single := true
 	switch op.Kind {
-	case mirror.WriteSet, mirror.WriteAppend:
+	case mirror.WriteSet, mirror.WriteAppend, mirror.WriteSetRange, mirror.WriteSetBit:
 		values = 1
 	case mirror.WriteMSet, mirror.WriteMSetNX:
 		values, single = len(op.Keys), false
 	case mirror.WriteDel:
 		single = false
+	case mirror.WriteBitOp, mirror.WriteRename, mirror.WriteRenameNX, mirror.WriteCopy:
+		single = false
+		if len(op.Keys) < 2 || op.Kind != mirror.WriteBitOp && len(op.Keys) != 2 {
+			return fmt.Sprintf("ERR wrong number of arguments for '%s' command", name)
+		}
 	}
 	if len(op.Keys) == 0 || single && len(op.Keys) != 1 || len(op.Values) != values {
 		return fmt.Sprintf("ERR wrong number of arguments for '%s' command", name)

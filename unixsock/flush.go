@@ -8,7 +8,7 @@ import (
 
 // registerFlush adds FLUSHDB and FLUSHALL: every key this client can see
 // (its namespace) is deleted in Postgres, in one statement that sends one
-// flush record to every sidecar (migrations/0010_flush.sql). Entries a
+// flush record to every sidecar (migrations/0010_commands.sql). Entries a
 // copy-mode watch maintains stay. FLUSHALL is FLUSHDB: there is one
 // database.
 func registerFlush(t *commandTable) {
