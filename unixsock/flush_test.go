@@ -10,10 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lib/pq"
 	"github.com/redis/go-redis/v9"
 
 	"pgmirror/internal/testdb"
 	"pgmirror/internal/testutil"
+	"pgmirror/listener"
+	"pgmirror/mirror"
 	"pgmirror/unixsock"
 )
 
@@ -82,7 +85,13 @@ func TestFlushDBNamespace(t *testing.T) {
 	nsA, nsB := "a_%:", "ab%:" // "ab%:k" matches LIKE 'a_%:%'
 	sa := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.Namespace = nsA }})
 	sb := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.Namespace = nsB }})
-	sall := startSidecar(t, dsn, config{})
+	// This one applies only signed payloads: the flush record must be.
+	sall := startSidecar(t, dsn, config{listener: func(l *listener.Listener) { l.Unsigned = listener.UnsignedReject }})
+	raw := pq.NewListener(dsn, 10*time.Millisecond, time.Second, nil)
+	t.Cleanup(func() { raw.Close() })
+	if err := raw.Listen(listener.Channel); err != nil {
+		t.Fatal(err)
+	}
 	ca, cb, call := client(t, sa.socket), client(t, sb.socket), client(t, sall.socket)
 	ctx := context.Background()
 	for i := range 50 {
@@ -156,6 +165,25 @@ func TestFlushDBNamespace(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
 		n, err := cb.DBSize(ctx).Result()
 		return err == nil && n == int64(inB), fmt.Sprintf("DBSIZE in %q: %d, %v; want %d", nsB, n, err, inB)
+	})
+	// One payload carries the flush: format 2, one record.
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
+		for {
+			select {
+			case n := <-raw.Notify:
+				if n == nil || !strings.Contains(n.Extra, "\nP ") {
+					continue
+				}
+				p, h, err := listener.DecodeFull(n.Extra)
+				if err != nil || h.Format != 2 || h.Parts != 1 || len(p.Changes) != 1 || p.Changes[0].Op != mirror.OpFlush ||
+					p.Changes[0].Key != nsA || !slices.Equal(p.Changes[0].Keep, []string{"a_%:item:"}) {
+					t.Fatalf("flush payload %q: %+v %+v %v", n.Extra, p, h, err)
+				}
+				return true, ""
+			default:
+				return false, "no flush payload"
+			}
+		}
 	})
 	after := sall.m.Stats().Applied
 	if after["flush"]-before["flush"] != 1 || after["delete"] != before["delete"] {

@@ -1,10 +1,14 @@
 package unixsock_test
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 )
 
 // stringWriteSteps are GETSET, SETRANGE, SETBIT, BITOP, RENAME, RENAMENX and
@@ -62,5 +66,42 @@ func TestStringWritesMatchRedis(t *testing.T) {
 		if want != got {
 			t.Errorf("step %d %q:\n redis    %s\n pgmirror %s", i, st, want, got)
 		}
+	}
+}
+
+// TestStringWritesReachOtherSidecars: what RENAME, COPY, SETRANGE, SETBIT
+// and BITOP leave is in the table and on a second sidecar, with expiries.
+func TestStringWritesReachOtherSidecars(t *testing.T) {
+	dsn, db := testdb.New(t)
+	s1, s2 := startSidecar(t, dsn, config{}), startSidecar(t, dsn, config{})
+	c1, c2 := client(t, s1.socket), client(t, s2.socket)
+	big := strings.Repeat("x", 100_000) // too large to travel inline
+	for _, st := range [][]any{
+		{"set", "src", "v", "ex", "1000"}, {"rename", "src", "dst"}, {"copy", "dst", "cp"},
+		{"set", "bigsrc", big}, {"copy", "bigsrc", "bigcp"}, {"renamenx", "bigsrc", "bigdst"},
+		{"setrange", "sr", "3", "ab"}, {"setbit", "sb", "9", "1"}, {"bitop", "or", "bo", "sr", "sb"},
+	} {
+		if err := c1.Do(context.Background(), st...).Err(); err != nil {
+			t.Fatalf("%v: %v", st, err)
+		}
+	}
+	want := map[string]string{"dst": "v", "cp": "v", "bigcp": big, "bigdst": big, "sr": "\x00\x00\x00ab",
+		"sb": "\x00\x40", "bo": "\x00\x40\x00ab"}
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM cache_entries`).Scan(&n); err != nil || n != len(want) {
+		t.Fatalf("%d rows in the table (%v), want %d", n, err, len(want))
+	}
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
+		for k, v := range want {
+			got, err := c2.Get(context.Background(), k).Result()
+			if err != nil || got != v {
+				return false, fmt.Sprintf("second sidecar: GET %s = %.20q, %v", k, got, err)
+			}
+		}
+		ttl, err := c2.TTL(context.Background(), "cp").Result()
+		return err == nil && ttl > 990*time.Second, fmt.Sprintf("TTL cp on the second sidecar: %v, %v", ttl, err)
+	})
+	if n, err := c2.Exists(context.Background(), "src", "bigsrc").Result(); err != nil || n != 0 {
+		t.Errorf("renamed keys still on the second sidecar: %d, %v", n, err)
 	}
 }
