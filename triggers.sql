@@ -28,8 +28,11 @@
 --            | "F " version " " expiry " " key64               -- set, value too large: fetch it
 --            | "D " version " " key64                          -- deleted
 --            | "T " version                                    -- table truncated: every key deleted
+--            | "P " version " " prefix64 { " " kept64 }       -- FLUSHDB: every key under the prefix
+--                                                                 deleted but those under a kept prefix
 --            | "L"                                             -- cache_loaders changed
 --   expiry  := "-" (never) | epoch microseconds (integer, may be negative)
+--   prefix64 := "-" (the empty prefix: every key) | the prefix's UTF-8 bytes in base64
 --
 -- A sidecar skips a record of any other kind (an ASCII letter, then nothing
 -- or a space and fields): later versions add kinds. kid is the current key of
@@ -121,6 +124,19 @@ LANGUAGE sql VOLATILE
 AS $$
     SELECT 'D '::text || pg_catalog.nextval('cache_entries_version_seq'::regclass)::text || ' '::text
            || pgmirror_b64(pg_catalog.convert_to(k, 'UTF8'::name))
+$$;
+
+-- The record of a flush (FLUSHDB, migrations/0010): "P", the version ver
+-- the flush took, its prefix ("-" when empty: every key), then each prefix
+-- whose keys it left in place (copy-mode watches'). Sidecars before 0010
+-- skip it (an unknown kind); --no-flush refuses FLUSHDB while they run.
+CREATE OR REPLACE FUNCTION pgmirror_flush_record(ver bigint, prefix text, keep text[]) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT 'P '::text || ver::text || ' '::text
+           || CASE WHEN prefix = '' THEN '-'::text ELSE pgmirror_b64(pg_catalog.convert_to(prefix, 'UTF8'::name)) END
+           || coalesce((SELECT pg_catalog.string_agg(' '::text || pgmirror_b64(pg_catalog.convert_to(k.p, 'UTF8'::name)), ''::text ORDER BY k.n)
+                          FROM unnest(keep) WITH ORDINALITY k(p, n)), ''::text)
 $$;
 
 -- Packs records into as few payloads as fit, signs each, and sends them on
@@ -388,6 +404,7 @@ ALTER TABLE cache_entries ENABLE ALWAYS TRIGGER pgmirror_20_notify_truncate;
 -- Nobody needs to call these directly; triggers fire regardless (a trigger
 -- function's EXECUTE is checked when the trigger is created, not when it fires).
 REVOKE ALL ON FUNCTION pgmirror_delete_record(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgmirror_flush_record(bigint, text, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgmirror_publish(text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgmirror_deferred() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgmirror_stamp() FROM PUBLIC;

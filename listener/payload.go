@@ -229,7 +229,8 @@ func laterKind(line string) bool {
 		return false
 	}
 	switch mirror.Op(c) {
-	case mirror.OpSet, mirror.OpFetch, mirror.OpDelete, mirror.OpTruncate, mirror.OpSentinel, mirror.OpLoaders:
+	case mirror.OpSet, mirror.OpFetch, mirror.OpDelete, mirror.OpTruncate, mirror.OpSentinel, mirror.OpLoaders,
+		mirror.OpFlush:
 		return false
 	}
 	return true
@@ -259,6 +260,9 @@ func decodeRecord(line string) (mirror.Change, error) {
 	case mirror.OpTruncate:
 		c.Version = f.version()
 		f.end()
+	case mirror.OpFlush:
+		c.Version = f.version()
+		c.Key, c.Keep = f.flushPrefixes()
 	case mirror.OpSentinel:
 		c.Token = f.token()
 	default:
@@ -481,8 +485,44 @@ func writeRecords(b *strings.Builder, changes []mirror.Change) {
 			b.WriteString(b64.EncodeToString([]byte(c.Key)))
 		case mirror.OpTruncate:
 			b.WriteString(strconv.FormatInt(c.Version, 10))
+		case mirror.OpFlush:
+			writeFlush(b, c)
 		case mirror.OpSentinel:
 			b.WriteString(c.Token)
 		}
+	}
+}
+
+// flushPrefixes reads the fields of a flush record after its version: the
+// prefix ("-" for none: every key) and the prefixes it left in place, each
+// in base64 and not empty.
+func (f *fields) flushPrefixes() (prefix string, keep []string) {
+	if s := f.rest; !f.done && (s == "-" || strings.HasPrefix(s, "- ")) {
+		f.next("prefix", false)
+	} else if prefix = f.key(false); f.err == nil && prefix == "" {
+		f.err = errors.New("empty prefix: want -")
+	}
+	for f.err == nil && !f.done {
+		k := f.key(false)
+		if f.err == nil && k == "" {
+			f.err = errors.New("empty kept prefix")
+		}
+		keep = append(keep, k)
+	}
+	return prefix, keep
+}
+
+// writeFlush writes the fields of a flush record (see flushPrefixes).
+func writeFlush(b *strings.Builder, c mirror.Change) {
+	b.WriteString(strconv.FormatInt(c.Version, 10))
+	b.WriteByte(' ')
+	if c.Key == "" {
+		b.WriteByte('-')
+	} else {
+		b.WriteString(b64.EncodeToString([]byte(c.Key)))
+	}
+	for _, k := range c.Keep {
+		b.WriteByte(' ')
+		b.WriteString(b64.EncodeToString([]byte(k)))
 	}
 }

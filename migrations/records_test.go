@@ -56,6 +56,9 @@ func TestRecordsBuiltOnce(t *testing.T) {
 		{`(inf|infinity)`, "pgmirror_parse_float"},
 		{`pgmirror_delete_record(`, "pgmirror_notify_delete pgmirror_notify_update pgmirror_write"},
 		{`pgmirror_parse_float(`, "pgmirror_write_commands"},
+		{`'P '`, "pgmirror_flush_record"},
+		{`pgmirror_flush_record(`, "pgmirror_flush"},
+		{`pgmirror_store(`, "pgmirror_write_commands"},
 	} {
 		if got := strings.Join(holders(c.marker), " "); got != c.want {
 			t.Errorf("functions whose body holds %s: %q, want %q", c.marker, got, c.want)
@@ -75,7 +78,9 @@ func TestRecordsBuiltOnce(t *testing.T) {
 		t.Errorf("pgmirror_parse_float matches the number's pattern %d times, want 1", n)
 	}
 
-	for _, fn := range []string{"pgmirror_delete_record(text)", "pgmirror_parse_float(text)"} {
+	for _, fn := range []string{"pgmirror_delete_record(text)", "pgmirror_parse_float(text)",
+		"pgmirror_flush_record(bigint,text,text[])", "pgmirror_flush(text)",
+		"pgmirror_store(text,bytea,timestamptz,boolean,bigint)"} {
 		var definer, public, super bool
 		var owner string
 		err := db.QueryRow(`SELECT p.prosecdef,
@@ -100,5 +105,13 @@ func TestRecordsBuiltOnce(t *testing.T) {
 	f1, f2 := strings.Fields(rec1), strings.Fields(rec2)
 	if len(f1) != 3 || f1[0] != "D" || f1[2] != "a8Op" || len(f2) != 3 || f2[1] == f1[1] {
 		t.Errorf("delete records %q, %q; want \"D <version> a8Op\" with two versions", rec1, rec2)
+	}
+	// A flush record: the version, the prefix ("-" for none), the kept prefixes.
+	if err := db.QueryRow(`SELECT pgmirror_flush_record(7, 'ké', ARRAY['ké:a', 'ké:b']), pgmirror_flush_record(8, '', '{}')`).
+		Scan(&rec1, &rec2); err != nil {
+		t.Fatal(err)
+	}
+	if rec1 != "P 7 a8Op a8OpOmE= a8OpOmI=" || rec2 != "P 8 -" {
+		t.Errorf("flush records %q, %q", rec1, rec2)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"slices"
+	"strings"
 )
 
 // Apply applies one notification's changes. Batches must be applied in the
@@ -50,6 +51,8 @@ func (m *Mirror) applyLocked(b Batch) {
 		case OpTruncate:
 			m.applyTruncate(b.Xid, rl)
 			truncated = true
+		case OpFlush:
+			m.applyFlush(b.Xid, c, rl)
 		default:
 			m.applyChange(b.Xid, c, rl, nil)
 		}
@@ -148,6 +151,12 @@ func (m *Mirror) ApplyWrite(t *WriteTicket, xid uint64, changes []Change) {
 	contested := false
 	for i := range changes {
 		c := &changes[i]
+		if c.Op == OpFlush {
+			// Left to the stream, which applies it in commit order; the
+			// writer waits for it (Settle) unless it has arrived.
+			contested = contested || echo < 0
+			continue
+		}
 		if echo >= 0 && m.appliedBy(c, xid) {
 			continue // this part of the echo arrived; another may still be on its way
 		}
@@ -506,6 +515,37 @@ func (m *Mirror) deleteLocked(sh *shard, h uint64, key string, e *entry, xid uin
 
 // applyTruncate deletes every key (applyMu held).
 func (m *Mirror) applyTruncate(xid uint64, rl *reloadState) {
+	m.deleteAll(xid, rl, nil)
+	m.stats.applied[opIndex(OpTruncate)].Add(1)
+}
+
+// applyFlush deletes the keys a flush deleted (applyMu held): those under
+// its prefix, but for those under one of its Keep prefixes.
+func (m *Mirror) applyFlush(xid uint64, c *Change, rl *reloadState) {
+	m.deleteAll(xid, rl, func(key string) bool { return Flushes(c, key) })
+	m.stats.applied[opIndex(OpFlush)].Add(1)
+	if rl != nil && !rl.sees(xid) {
+		// The reload's snapshot may hold rows the flush deleted that the
+		// index does not hold yet, so left no tombstone: load again.
+		m.resync(repairPrefix + "a flush committed during a reload")
+	}
+}
+
+// Flushes reports whether the flush c deletes key.
+func Flushes(c *Change, key string) bool {
+	if !strings.HasPrefix(key, c.Key) {
+		return false
+	}
+	for _, p := range c.Keep {
+		if strings.HasPrefix(key, p) {
+			return false
+		}
+	}
+	return true
+}
+
+// deleteAll deletes every key, or those match accepts (applyMu held).
+func (m *Mirror) deleteAll(xid uint64, rl *reloadState, match func(string) bool) {
 	var all []*entry
 	for i := range m.ix.shards {
 		sh := &m.ix.shards[i]
@@ -516,6 +556,9 @@ func (m *Mirror) applyTruncate(xid uint64, rl *reloadState) {
 				continue // newer than the truncate, as in applyChange
 			}
 			key := e.key()
+			if match != nil && !match(key) {
+				continue
+			}
 			if e.deleted() {
 				if rl == nil {
 					sh.remove(m.ix, e, keyHash(key))
@@ -528,7 +571,6 @@ func (m *Mirror) applyTruncate(xid uint64, rl *reloadState) {
 		}
 		sh.mu.Unlock()
 	}
-	m.stats.applied[opIndex(OpTruncate)].Add(1)
 }
 
 // valueCost is what a value of n bytes costs the value cache: its

@@ -27,6 +27,9 @@ const (
 	OpTruncate Op = 'T' // every key deleted
 	OpSentinel Op = 'N' // no change: a marker a sidecar sends itself (Token)
 	OpLoaders  Op = 'L' // cache_loaders changed: reload the loaders
+	// OpFlush: every key that starts with Key was deleted (FLUSHDB), but
+	// for the keys under a prefix in Keep (copy-mode watches' entries).
+	OpFlush Op = 'P'
 )
 
 // String names the op for logs and metrics.
@@ -44,6 +47,8 @@ func (o Op) String() string {
 		return "sentinel"
 	case OpLoaders:
 		return "loaders"
+	case OpFlush:
+		return "flush"
 	}
 	return "unknown"
 }
@@ -68,11 +73,12 @@ type Batch struct {
 // Change is one committed change of cache_entries, as notified.
 type Change struct {
 	Op      Op
-	Version int64  // identifies the write; never orders writes (commit order does)
-	Key     string // empty for OpTruncate and OpSentinel
-	Value   []byte // OpSet only
-	Expires int64  // OpSet and OpFetch: epoch microseconds, or NoExpiry
-	Token   string // OpSentinel only
+	Version int64    // identifies the write; never orders writes (commit order does)
+	Key     string   // empty for OpTruncate and OpSentinel; OpFlush: the prefix
+	Keep    []string // OpFlush: prefixes of keys the flush left in place
+	Value   []byte   // OpSet only
+	Expires int64    // OpSet and OpFetch: epoch microseconds, or NoExpiry
+	Token   string   // OpSentinel only
 	// Origin is, in a change of this sidecar's write (ApplyWrite), its
 	// WriteOp.Origin; 0 in a notified change. Events carry it (KeyChange).
 	Origin uint64

@@ -11,7 +11,7 @@ type counters struct {
 	fetches, fetchedKeys atomic.Int64
 	batches, skipped     atomic.Int64
 	contested            atomic.Int64    // own changes left to the stream (ApplyWrite)
-	applied              [5]atomic.Int64 // by opIndex
+	applied              [6]atomic.Int64 // by opIndex
 	setsDropped          atomic.Int64
 	inlineEvicted        atomic.Int64
 	reloads              atomic.Int64
@@ -33,6 +33,8 @@ func opIndex(o Op) int {
 		return 2
 	case OpTruncate:
 		return 3
+	case OpFlush:
+		return 5
 	}
 	return 4
 }
@@ -99,7 +101,7 @@ func (m *Mirror) Stats() Stats {
 		ClockLead:      m.ClockLead(),
 		Applied:        map[string]int64{},
 	}
-	for _, o := range []Op{OpSet, OpFetch, OpDelete, OpTruncate} {
+	for _, o := range []Op{OpSet, OpFetch, OpDelete, OpTruncate, OpFlush} {
 		s.Applied[o.String()] = m.stats.applied[opIndex(o)].Load()
 	}
 	if met := m.values.Metrics; met != nil {

@@ -22,6 +22,13 @@ const (
 	WriteDel                              // DEL, UNLINK k [k ...]
 	WriteExpire                           // EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT k t [NX|XX|GT|LT]
 	WritePersist                          // PERSIST k
+	WriteFlush                            // FLUSHDB, FLUSHALL: no keys; every key under Prefix but copy-mode watches' entries
+	WriteSetRange                         // SETRANGE k offset v: Int is the offset
+	WriteSetBit                           // SETBIT k offset bit: Int is the offset, Values[0] "0" or "1"
+	WriteBitOp                            // BITOP op dest src [src ...]: Keys dest then sources, Sub the op (and, or, xor, not)
+	WriteRename                           // RENAME src dst
+	WriteRenameNX                         // RENAMENX src dst
+	WriteCopy                             // COPY src dst [REPLACE]: Sub "replace" or ""
 )
 
 // ExpiryMode says how a write sets the expiry.
@@ -59,7 +66,9 @@ type WriteOp struct {
 	Expiry   ExpiryMode
 	ExpiryMS int64
 	Cond     Condition
-	Get      bool // SET ... GET: reply with the old value
+	Get      bool   // SET ... GET: reply with the old value
+	Prefix   string // WriteFlush: the namespace it clears ("" clears every key)
+	Sub      string // WriteBitOp: the operation; WriteCopy: "replace" or ""
 	// Origin identifies the connection the write came from (the socket
 	// server's client id), 0 if none: the writer copies it into the
 	// changes it applies (Change.Origin), and the mirror's events carry

@@ -120,6 +120,7 @@ type Writer struct {
 	queue     []*writeReq
 	inflight  map[string]int // keys of the batches running, with their counts
 	batchesIn int            // batches running
+	flushing  bool           // a flush runs: it runs alone (takeLocked)
 	opened    bool
 	closed    bool
 	wake      chan struct{}  // capacity 1: something was queued, a batch ended, or Close
@@ -332,6 +333,9 @@ func (w *Writer) takeLocked() []*writeReq {
 		held        map[string]bool // keys of commands left waiting
 		bytes, keys int
 	)
+	if w.flushing {
+		return nil
+	}
 	if w.batchesIn > 0 && len(w.queue) < w.opts.MaxBatch/4 && !w.closed {
 		// A batch is running: let the next one gather while it does,
 		// unless enough is waiting to be worth a connection of its own.
@@ -341,6 +345,18 @@ func (w *Writer) takeLocked() []*writeReq {
 	for i, r := range w.queue {
 		if len(batch) >= w.opts.MaxBatch || len(batch) > 0 &&
 			(bytes+r.size > maxBatchBytes || keys+len(r.op.Keys) > maxBatchKeys) {
+			kept = append(kept, w.queue[i:]...)
+			break
+		}
+		if r.op.Kind == mirror.WriteFlush {
+			// A flush touches every key: it waits for what is in flight
+			// and for every command before it, runs alone, and holds back
+			// every command after it.
+			if len(batch) == 0 && w.batchesIn == 0 && held == nil {
+				r.taken, w.flushing = true, true
+				batch = append(batch, r)
+				i++
+			}
 			kept = append(kept, w.queue[i:]...)
 			break
 		}
@@ -385,6 +401,9 @@ func (w *Writer) finish(batch []*writeReq) {
 	defer w.mu.Unlock()
 	w.batchesIn--
 	for _, r := range batch {
+		if r.op.Kind == mirror.WriteFlush {
+			w.flushing = false
+		}
 		for _, k := range r.op.Keys {
 			if w.inflight[k]--; w.inflight[k] <= 0 {
 				delete(w.inflight, k)

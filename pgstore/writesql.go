@@ -118,6 +118,13 @@ func readOutcome(rows *sql.Rows, batch []*writeReq) (outcome, error) {
 		case "reply":
 			replied[i] = true
 			r.setReply(res)
+		case "flush":
+			c := mirror.Change{Op: mirror.OpFlush, Key: r.key.String, Version: r.ver.Int64, Origin: batch[i].op.Origin}
+			out.changes = append(out.changes, c)
+		case "keep":
+			if n := len(out.changes); n > 0 && out.changes[n-1].Op == mirror.OpFlush {
+				out.changes[n-1].Keep = append(out.changes[n-1].Keep, r.key.String)
+			}
 		case "state":
 			c := stateChange(&batch[i].op, res, r.key.String, r.ver.Int64, expiry(r.exp), r.del.Bool, r.val)
 			c.Origin = batch[i].op.Origin
@@ -253,6 +260,8 @@ type opJSON struct {
 	MS   *int64     `json:"ms,omitempty"`
 	C    string     `json:"c,omitempty"`
 	G    bool       `json:"g,omitempty"`
+	P    *string    `json:"p,omitempty"`
+	O    string     `json:"o,omitempty"`
 }
 
 var (
@@ -260,7 +269,9 @@ var (
 		mirror.WriteSet: "set", mirror.WriteGetDel: "getdel", mirror.WriteGetEx: "getex",
 		mirror.WriteMSet: "mset", mirror.WriteMSetNX: "msetnx", mirror.WriteIncrBy: "incrby",
 		mirror.WriteIncrByFloat: "incrbyfloat", mirror.WriteAppend: "append", mirror.WriteDel: "del",
-		mirror.WriteExpire: "expire", mirror.WritePersist: "persist",
+		mirror.WriteExpire: "expire", mirror.WritePersist: "persist", mirror.WriteFlush: "flush",
+		mirror.WriteSetRange: "setrange", mirror.WriteSetBit: "setbit", mirror.WriteBitOp: "bitop",
+		mirror.WriteRename: "rename", mirror.WriteRenameNX: "renamenx", mirror.WriteCopy: "copy",
 	}
 	expiryNames = map[mirror.ExpiryMode]string{
 		mirror.ExpiryNone: "", mirror.ExpiryIn: "in", mirror.ExpiryAt: "at",
@@ -282,16 +293,20 @@ func encodeBatch(batch []*writeReq) (string, []byte, error) {
 	ops := make([]opJSON, len(batch))
 	for i, r := range batch {
 		op := &r.op
-		o := opJSON{K: kindNames[op.Kind], Keys: op.Keys, E: expiryNames[op.Expiry], C: condNames[op.Cond], G: op.Get}
+		o := opJSON{K: kindNames[op.Kind], Keys: op.Keys, E: expiryNames[op.Expiry], C: condNames[op.Cond], G: op.Get,
+			O: op.Sub}
 		for _, v := range op.Values {
 			o.V = append(o.V, [2]int64{int64(len(vals)) + 1, int64(len(v))})
 			vals = append(vals, v...)
 		}
 		switch op.Kind {
-		case mirror.WriteIncrBy:
+		case mirror.WriteIncrBy, mirror.WriteSetRange, mirror.WriteSetBit:
 			o.I = &op.Int
 		case mirror.WriteIncrByFloat:
 			o.F = &op.Float
+		case mirror.WriteFlush:
+			o.P = &op.Prefix
+			o.Keys = []string{}
 		}
 		if op.Expiry == mirror.ExpiryIn || op.Expiry == mirror.ExpiryAt {
 			o.MS = &op.ExpiryMS
@@ -319,15 +334,26 @@ func checkOp(op *mirror.WriteOp) string {
 	if _, ok := condNames[op.Cond]; !ok {
 		return "ERR syntax error"
 	}
+	if op.Kind == mirror.WriteFlush {
+		if len(op.Keys) != 0 || len(op.Values) != 0 || !utf8.ValidString(op.Prefix) || strings.IndexByte(op.Prefix, 0) >= 0 {
+			return "ERR syntax error"
+		}
+		return ""
+	}
 	values := 0
 	single := true
 	switch op.Kind {
-	case mirror.WriteSet, mirror.WriteAppend:
+	case mirror.WriteSet, mirror.WriteAppend, mirror.WriteSetRange, mirror.WriteSetBit:
 		values = 1
 	case mirror.WriteMSet, mirror.WriteMSetNX:
 		values, single = len(op.Keys), false
 	case mirror.WriteDel:
 		single = false
+	case mirror.WriteBitOp, mirror.WriteRename, mirror.WriteRenameNX, mirror.WriteCopy:
+		single = false
+		if len(op.Keys) < 2 || op.Kind != mirror.WriteBitOp && len(op.Keys) != 2 {
+			return fmt.Sprintf("ERR wrong number of arguments for '%s' command", name)
+		}
 	}
 	if len(op.Keys) == 0 || single && len(op.Keys) != 1 || len(op.Values) != values {
 		return fmt.Sprintf("ERR wrong number of arguments for '%s' command", name)

@@ -98,6 +98,8 @@ type Config struct {
 	SocketMode os.FileMode
 	// Namespace is a key prefix added and removed transparently; clients only see keys under it.
 	Namespace string
+	// NoFlush refuses FLUSHDB and FLUSHALL (allowed by default, as in Redis).
+	NoFlush bool
 	// HTTPAddr is the host:port of the admin HTTP server; empty disables it.
 	HTTPAddr string
 	// ReloadInterval is the period of full reloads (jittered by the reloader); 0 disables them.

@@ -72,6 +72,8 @@ func registerCommands(t *commandTable) {
 	t.handle("pexpireat", -3, oneKey, writeFlags, func(c *client, a [][]byte) { c.expire(a, 1, true) })
 	t.handle("persist", 2, oneKey, writeFlags, cmdPersist)
 
+	registerStringWrites(t)
+
 	// Keyspace notifications: neither in a transaction nor in a script.
 	t.handle("subscribe", -2, noKeys, 0, func(c *client, a [][]byte) { c.subscribe(a[1:], false) })
 	t.handle("psubscribe", -2, noKeys, 0, func(c *client, a [][]byte) { c.subscribe(a[1:], true) })

@@ -70,6 +70,7 @@ type Server struct {
 	// this long.
 	OutputTimeout time.Duration
 	Namespace     string // transparent key prefix
+	NoFlush       bool   // refuse FLUSHDB and FLUSHALL
 	Mirror        Mirror
 	Writer        mirror.Writer
 	Logger        hclog.Logger
