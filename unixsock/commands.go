@@ -84,6 +84,8 @@ func registerCommands(t *commandTable) {
 		c.s.Mirror.RequestResync("PGMIRROR.RESYNC")
 		c.ok()
 	})
+
+	registerSimple(t)
 }
 
 // key validates a client key and adds the namespace; ok is false after an

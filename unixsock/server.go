@@ -42,6 +42,9 @@ type Mirror interface {
 	RequestResync(reason string)
 	// Handle registers for the mirror's events (keyspace notifications).
 	Handle(h func(mirror.Event))
+	// ClockLead and Touch serve TIME and TOUCH (simple.go).
+	ClockLead() time.Duration
+	Touch(key string) (bool, error)
 }
 
 var _ Mirror = (*mirror.Mirror)(nil)
