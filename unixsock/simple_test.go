@@ -130,3 +130,27 @@ func TestTouchCountsAsAccess(t *testing.T) {
 		t.Errorf("accessed after TOUCH t1 missing: %q, want [t1]", got)
 	}
 }
+
+// TestDataTypeCommandsHint: the commands of hashes, lists, sets, sorted
+// sets and streams answer Redis's unknown-command error (as a Redis
+// without them would word it) followed by a hint; other unknown commands
+// get Redis's error alone.
+func TestDataTypeCommandsHint(t *testing.T) {
+	red := client(t, startRedis(t))
+	dsn, _ := testdb.New(t)
+	sc := startSidecar(t, dsn, config{})
+	pgm := client(t, sc.socket)
+	for cmd, typ := range map[string]string{"HSET": "hash", "lpush": "list", "SAdd": "set", "ZADD": "sorted set",
+		"GEOADD": "sorted set", "XADD": "stream", "BLPOP": "list", "HGETALL": "hash"} {
+		// Redis's wording for a name it does not know, with the same arguments.
+		want := do(red, cmd+"_unknown", "k", "f", "v")
+		want = strings.Replace(want, cmd+"_unknown", cmd, 1) +
+			"(pgmirror stores strings only; " + typ + " commands are not supported)"
+		if got := do(pgm, cmd, "k", "f", "v"); got != want {
+			t.Errorf("%s:\n got  %s\n want %s", cmd, got, want)
+		}
+	}
+	if got, want := do(pgm, "HSETX", "k"), do(red, "HSETX", "k"); got != want {
+		t.Errorf("HSETX: %s, Redis %s", got, want)
+	}
+}
