@@ -253,39 +253,6 @@ func cmdCommand(c *client, a [][]byte) {
 	c.array(0)
 }
 
-func cmdClient(c *client, a [][]byte) {
-	switch strings.ToLower(string(a[1])) {
-	case "setname":
-		if len(a) != 3 {
-			c.errorReply("ERR wrong number of arguments for 'client|setname' command")
-			return
-		}
-		if strings.ContainsAny(string(a[2]), " \n") {
-			c.errorReply("ERR Client names cannot contain spaces, newlines or special characters.")
-			return
-		}
-		c.mu.Lock()
-		c.name = string(a[2])
-		c.mu.Unlock()
-		c.ok()
-	case "getname":
-		c.mu.Lock()
-		name := c.name
-		c.mu.Unlock()
-		if name == "" {
-			c.null()
-			return
-		}
-		c.bulkString(name)
-	case "id":
-		c.integer(c.id)
-	case "setinfo":
-		c.ok()
-	default:
-		c.errorReply(fmt.Sprintf("ERR unknown subcommand '%s'. Try CLIENT HELP.", clip(a[1])))
-	}
-}
-
 func cmdSelect(c *client, a [][]byte) {
 	n, ok := parseInt(a[1])
 	switch {
@@ -295,37 +262,5 @@ func cmdSelect(c *client, a [][]byte) {
 		c.errorReply("ERR DB index is out of range")
 	default:
 		c.ok()
-	}
-}
-
-// cmdConfig answers CONFIG GET for the few parameters clients and
-// redis-benchmark ask about; everything else is unknown (an empty reply).
-func cmdConfig(c *client, a [][]byte) {
-	if !strings.EqualFold(string(a[1]), "get") {
-		c.errorReply(fmt.Sprintf("ERR unknown subcommand '%s'. Try CONFIG HELP.", clip(a[1])))
-		return
-	}
-	if len(a) < 3 {
-		c.errorReply("ERR wrong number of arguments for 'config|get' command")
-		return
-	}
-	known := map[string]string{
-		"save": "", "appendonly": "no", "databases": "1",
-		"maxclients":         strconv.Itoa(c.s.MaxClients),
-		"proto-max-bulk-len": strconv.FormatInt(c.s.MaxValueSize, 10),
-	}
-	var pairs [][2]string
-	for _, p := range a[2:] {
-		pat := strings.ToLower(string(p))
-		for name, v := range known {
-			if globMatch(pat, name) {
-				pairs = append(pairs, [2]string{name, v})
-			}
-		}
-	}
-	c.mapHeader(len(pairs))
-	for _, p := range pairs {
-		c.bulkString(p[0])
-		c.bulkString(p[1])
 	}
 }

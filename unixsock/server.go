@@ -104,7 +104,8 @@ type Server struct {
 	hub      hub
 	pub      publisher
 	budget   budget
-	cmds     commandTable // the commands and their counters (commands())
+	cmds     commandTable  // the commands and their counters (commands())
+	notify   atomic.Uint32 // notify-keyspace-events (configcmds.go); 0: the default
 }
 
 type serverStats struct {

@@ -134,6 +134,7 @@ func (c *client) dispatch(args [][]byte) {
 		return
 	}
 	cmd.calls.Add(1)
+	c.info.last.Store(cmd)
 	name := cmd.name
 	if cmd.arity > 0 && len(args) != cmd.arity || cmd.arity < 0 && len(args) < -cmd.arity {
 		c.errorReply(fmt.Sprintf("ERR wrong number of arguments for '%s' command", name))
