@@ -82,6 +82,7 @@ func (s *Sidecar) build() error {
 		MaxClientBuffers: c.ClientBuffers(),
 		OutputTimeout:    c.ClientOutputTimeout,
 		Namespace:        c.Namespace,
+		Password:         c.RequirePass,
 		Mirror:           mir,
 		Writer:           s.Writer,
 		Logger:           s.log.Named("socket"),

@@ -97,6 +97,9 @@ type Config struct {
 	SocketMode os.FileMode
 	// Namespace is a key prefix added and removed transparently; clients only see keys under it.
 	Namespace string
+	// RequirePass, when set, is the password clients must give (AUTH,
+	// HELLO AUTH) before any other command; empty: no authentication.
+	RequirePass string
 	// HTTPAddr is the host:port of the admin HTTP server; empty disables it.
 	HTTPAddr string
 	// ReloadInterval is the period of full reloads (jittered by the reloader); 0 disables them.

@@ -17,6 +17,7 @@ type clientInfo struct {
 	noEvict atomic.Bool               // CLIENT NO-EVICT: not disconnected by --max-client-buffers
 	noTouch atomic.Bool               // CLIENT NO-TOUCH (shown; reads still count as accesses)
 	lib     atomic.Pointer[[2]string] // CLIENT SETINFO: library name and version
+	authed  bool                      // AUTH or HELLO AUTH succeeded (command loop only)
 }
 
 func cmdClient(c *client, a [][]byte) {

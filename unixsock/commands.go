@@ -189,61 +189,6 @@ func cmdPing(c *client, a [][]byte) {
 	}
 }
 
-func cmdHello(c *client, a [][]byte) {
-	proto := c.proto
-	i := 1
-	if len(a) > 1 {
-		v, ok := parseInt(a[1])
-		if !ok {
-			c.errorReply("ERR Protocol version is not an integer or out of range")
-			return
-		}
-		if v != 2 && v != 3 {
-			c.errorReply("NOPROTO unsupported protocol version")
-			return
-		}
-		proto, i = int(v), 2
-	}
-	for ; i < len(a); i++ {
-		switch strings.ToLower(string(a[i])) {
-		case "auth":
-			if i+2 >= len(a) {
-				c.errorReply(errSyntax)
-				return
-			}
-			i += 2 // no authentication: the socket's file mode is the access control
-		case "setname":
-			if i+1 >= len(a) {
-				c.errorReply(errSyntax)
-				return
-			}
-			i++
-			c.mu.Lock()
-			c.name = string(a[i])
-			c.mu.Unlock()
-		default:
-			c.errorReply(errSyntax)
-			return
-		}
-	}
-	c.setProto(proto)
-	c.mapHeader(7)
-	c.bulkString("server")
-	c.bulkString("redis")
-	c.bulkString("version")
-	c.bulkString(redisVersion)
-	c.bulkString("proto")
-	c.integer(int64(proto))
-	c.bulkString("id")
-	c.integer(c.id)
-	c.bulkString("mode")
-	c.bulkString("standalone")
-	c.bulkString("role")
-	c.bulkString("master")
-	c.bulkString("modules")
-	c.array(0)
-}
-
 func cmdCommand(c *client, a [][]byte) {
 	if len(a) > 1 && strings.EqualFold(string(a[1]), "count") {
 		c.integer(int64(len(c.s.commands().list)))

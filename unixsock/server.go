@@ -78,6 +78,9 @@ type Server struct {
 	Logger        hclog.Logger
 	// Info adds lines to INFO's # Mirror section (e.g. the listener's state).
 	Info func() [][2]string
+	// Password, when set, is required of every client (AUTH, HELLO AUTH)
+	// before any other command, as Redis's requirepass.
+	Password string
 	// Version is pgmirror's version, reported by INFO; "dev" when empty.
 	Version string
 	// ShutdownTimeout bounds how long Close lets the connections finish the

@@ -10,7 +10,7 @@ import (
 
 // registerSimple adds the string and keyspace commands answered from the
 // mirror with no SQL: TIME, WAIT, TOUCH, EXPIRETIME, PEXPIRETIME,
-// GETRANGE and SUBSTR.
+// GETRANGE and SUBSTR; and AUTH.
 func registerSimple(t *commandTable) {
 	// TIME is answered while loading (Redis's "loading"); WAIT is not for
 	// scripts (Redis's "noscript") and, as in Redis, refused while loading.
@@ -21,6 +21,9 @@ func registerSimple(t *commandTable) {
 	t.handle("pexpiretime", 2, oneKey, readFlags, func(c *client, a [][]byte) { c.expireTime(a[1], true) })
 	t.handle("getrange", 4, oneKey, readFlags|flagPostgres, cmdGetRange)
 	t.handle("substr", 4, oneKey, readFlags|flagPostgres, cmdGetRange)
+
+	// AUTH (auth.go): answered while loading, not in scripts.
+	t.handle("auth", -2, noKeys, flagMulti, cmdAuth)
 }
 
 // cmdTime answers the database clock as the mirror estimates it (the

@@ -140,6 +140,9 @@ func (c *client) dispatch(args [][]byte) {
 		c.errorReply(fmt.Sprintf("ERR wrong number of arguments for '%s' command", name))
 		return
 	}
+	if !c.authorized(cmd) { // auth.go
+		return
+	}
 	if c.proto == 2 && c.subscribed() {
 		switch name {
 		case "subscribe", "psubscribe", "unsubscribe", "punsubscribe", "quit":
