@@ -189,15 +189,6 @@ func cmdPing(c *client, a [][]byte) {
 	}
 }
 
-func cmdCommand(c *client, a [][]byte) {
-	if len(a) > 1 && strings.EqualFold(string(a[1]), "count") {
-		c.integer(int64(len(c.s.commands().list)))
-		return
-	}
-	// Minimal: clients that introspect get an empty table and fall back.
-	c.array(0)
-}
-
 func cmdSelect(c *client, a [][]byte) {
 	n, ok := parseInt(a[1])
 	switch {
