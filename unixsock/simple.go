@@ -25,7 +25,8 @@ func registerSimple(t *commandTable) {
 	// AUTH (auth.go): answered while loading, not in scripts.
 	t.handle("auth", -2, noKeys, flagMulti, cmdAuth)
 
-	registerBits(t) // bits.go
+	registerBits(t)     // bits.go
+	registerKeyspace(t) // keyspace.go
 }
 
 // cmdTime answers the database clock as the mirror estimates it (the
