@@ -11,8 +11,9 @@ import (
 
 func registerKeyspace(t *commandTable) {
 	t.handle("randomkey", 1, noKeys, readFlags, cmdRandomKey)
-	// OBJECT's subcommands read; the container has Redis's flags (none).
-	t.handle("object", -2, noKeys, flagMulti|flagScript|flagMirror, cmdObject)
+	// OBJECT HELP is answered while loading, as in Redis; the subcommands
+	// that read a key answer LOADING then (the mirror's read error).
+	t.handle("object", -2, noKeys, flagMulti|flagScript, cmdObject)
 }
 
 // cmdRandomKey answers a key of the client's namespace: from a random
