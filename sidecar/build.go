@@ -83,6 +83,7 @@ func (s *Sidecar) build() error {
 		OutputTimeout:    c.ClientOutputTimeout,
 		Namespace:        c.Namespace,
 		NoFlush:          c.NoFlush,
+		Password:         c.RequirePass,
 		Mirror:           mir,
 		Writer:           s.Writer,
 		Logger:           s.log.Named("socket"),

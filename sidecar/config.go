@@ -100,6 +100,9 @@ type Config struct {
 	Namespace string
 	// NoFlush refuses FLUSHDB and FLUSHALL (allowed by default, as in Redis).
 	NoFlush bool
+	// RequirePass, when set, is the password clients must give (AUTH,
+	// HELLO AUTH) before any other command; empty: no authentication.
+	RequirePass string
 	// HTTPAddr is the host:port of the admin HTTP server; empty disables it.
 	HTTPAddr string
 	// ReloadInterval is the period of full reloads (jittered by the reloader); 0 disables them.

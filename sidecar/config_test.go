@@ -80,6 +80,7 @@ func TestEveryFlagAndVariable(t *testing.T) {
 		{"socket", "PGMIRROR_SOCKET", "/run/pgm/s.sock", func(c Config) bool { return c.Socket == "/run/pgm/s.sock" }},
 		{"socket-mode", "PGMIRROR_SOCKET_MODE", "0600", func(c Config) bool { return c.SocketMode == 0o600 }},
 		{"namespace", "PGMIRROR_NAMESPACE", "app1:", func(c Config) bool { return c.Namespace == "app1:" }},
+		{"requirepass", "PGMIRROR_REQUIREPASS", "s3cret", func(c Config) bool { return c.RequirePass == "s3cret" }},
 		{"http", "PGMIRROR_HTTP", ":9187", func(c Config) bool { return c.HTTPAddr == ":9187" }},
 		{"reload-interval", "PGMIRROR_RELOAD_INTERVAL", "0", func(c Config) bool { return c.ReloadInterval == 0 }},
 		{"max-memory", "PGMIRROR_MAX_MEMORY", "1GiB", func(c Config) bool { return c.MaxMemory == 1<<30 }},

@@ -72,8 +72,10 @@ func (s *Server) evictLargest() {
 	s.mu.Lock()
 	for c := range s.conns {
 		if u := c.used.Load(); u > 0 && !c.evicted.Load() {
-			all = append(all, usage{c, u})
 			total += u
+			if !c.info.noEvict.Load() { // CLIENT NO-EVICT: counted, never chosen
+				all = append(all, usage{c, u})
+			}
 		}
 	}
 	s.mu.Unlock()

@@ -86,6 +86,8 @@ func registerCommands(t *commandTable) {
 		c.s.Mirror.RequestResync("PGMIRROR.RESYNC")
 		c.ok()
 	})
+
+	registerSimple(t)
 }
 
 // key validates a client key and adds the namespace; ok is false after an
@@ -189,103 +191,6 @@ func cmdPing(c *client, a [][]byte) {
 	}
 }
 
-func cmdHello(c *client, a [][]byte) {
-	proto := c.proto
-	i := 1
-	if len(a) > 1 {
-		v, ok := parseInt(a[1])
-		if !ok {
-			c.errorReply("ERR Protocol version is not an integer or out of range")
-			return
-		}
-		if v != 2 && v != 3 {
-			c.errorReply("NOPROTO unsupported protocol version")
-			return
-		}
-		proto, i = int(v), 2
-	}
-	for ; i < len(a); i++ {
-		switch strings.ToLower(string(a[i])) {
-		case "auth":
-			if i+2 >= len(a) {
-				c.errorReply(errSyntax)
-				return
-			}
-			i += 2 // no authentication: the socket's file mode is the access control
-		case "setname":
-			if i+1 >= len(a) {
-				c.errorReply(errSyntax)
-				return
-			}
-			i++
-			c.mu.Lock()
-			c.name = string(a[i])
-			c.mu.Unlock()
-		default:
-			c.errorReply(errSyntax)
-			return
-		}
-	}
-	c.setProto(proto)
-	c.mapHeader(7)
-	c.bulkString("server")
-	c.bulkString("redis")
-	c.bulkString("version")
-	c.bulkString(redisVersion)
-	c.bulkString("proto")
-	c.integer(int64(proto))
-	c.bulkString("id")
-	c.integer(c.id)
-	c.bulkString("mode")
-	c.bulkString("standalone")
-	c.bulkString("role")
-	c.bulkString("master")
-	c.bulkString("modules")
-	c.array(0)
-}
-
-func cmdCommand(c *client, a [][]byte) {
-	if len(a) > 1 && strings.EqualFold(string(a[1]), "count") {
-		c.integer(int64(len(c.s.commands().list)))
-		return
-	}
-	// Minimal: clients that introspect get an empty table and fall back.
-	c.array(0)
-}
-
-func cmdClient(c *client, a [][]byte) {
-	switch strings.ToLower(string(a[1])) {
-	case "setname":
-		if len(a) != 3 {
-			c.errorReply("ERR wrong number of arguments for 'client|setname' command")
-			return
-		}
-		if strings.ContainsAny(string(a[2]), " \n") {
-			c.errorReply("ERR Client names cannot contain spaces, newlines or special characters.")
-			return
-		}
-		c.mu.Lock()
-		c.name = string(a[2])
-		c.mu.Unlock()
-		c.ok()
-	case "getname":
-		c.mu.Lock()
-		name := c.name
-		c.mu.Unlock()
-		if name == "" {
-			c.null()
-			return
-		}
-		c.bulkString(name)
-	case "id":
-		c.integer(c.id)
-	case "setinfo":
-		c.ok()
-	default:
-		c.errorReply(fmt.Sprintf("ERR unknown subcommand '%s'. Try CLIENT HELP.", clip(a[1])))
-	}
-}
-
 func cmdSelect(c *client, a [][]byte) {
 	n, ok := parseInt(a[1])
 	switch {
@@ -295,37 +200,5 @@ func cmdSelect(c *client, a [][]byte) {
 		c.errorReply("ERR DB index is out of range")
 	default:
 		c.ok()
-	}
-}
-
-// cmdConfig answers CONFIG GET for the few parameters clients and
-// redis-benchmark ask about; everything else is unknown (an empty reply).
-func cmdConfig(c *client, a [][]byte) {
-	if !strings.EqualFold(string(a[1]), "get") {
-		c.errorReply(fmt.Sprintf("ERR unknown subcommand '%s'. Try CONFIG HELP.", clip(a[1])))
-		return
-	}
-	if len(a) < 3 {
-		c.errorReply("ERR wrong number of arguments for 'config|get' command")
-		return
-	}
-	known := map[string]string{
-		"save": "", "appendonly": "no", "databases": "1",
-		"maxclients":         strconv.Itoa(c.s.MaxClients),
-		"proto-max-bulk-len": strconv.FormatInt(c.s.MaxValueSize, 10),
-	}
-	var pairs [][2]string
-	for _, p := range a[2:] {
-		pat := strings.ToLower(string(p))
-		for name, v := range known {
-			if globMatch(pat, name) {
-				pairs = append(pairs, [2]string{name, v})
-			}
-		}
-	}
-	c.mapHeader(len(pairs))
-	for _, p := range pairs {
-		c.bulkString(p[0])
-		c.bulkString(p[1])
 	}
 }

@@ -74,6 +74,8 @@ type client struct {
 	mu   sync.Mutex
 	name string
 	busy bool // executing commands (not blocked reading)
+
+	info clientInfo // CLIENT LIST's view (clientcmds.go)
 }
 
 // largeBuffers holds the large read buffers of connections between bursts.
@@ -87,6 +89,7 @@ func putLarge(b []byte) { largeBuffers.Put(&b) }
 func (s *Server) newClient(nc net.Conn) *client {
 	c := &client{s: s, nc: nc, id: s.nextID.Add(1), proto: 2, p: *NewParser(s.MaxValueSize)}
 	c.out.cond.L = &c.out.mu
+	c.info.created = time.Now()
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw, c.nbWrite = raw, c.nb.write
@@ -253,6 +256,9 @@ func (c *client) setBusy(busy bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.busy = busy
+	if busy {
+		c.info.active.Store(time.Now().UnixNano())
+	}
 	if !busy && c.s.draining.Load() {
 		return false
 	}

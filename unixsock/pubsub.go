@@ -175,6 +175,9 @@ func (s *Server) publish(key, event string, touched map[*client]struct{}) {
 		{keyspacePrefix, key, event},
 		{keyeventPrefix, event, key},
 	} {
+		if !s.notifies(event, kind.prefix) { // CONFIG SET notify-keyspace-events
+			continue
+		}
 		channel := ""
 		if len(h.channels) > 0 {
 			channel = kind.prefix + kind.name

@@ -42,6 +42,9 @@ type Mirror interface {
 	RequestResync(reason string)
 	// Handle registers for the mirror's events (keyspace notifications).
 	Handle(h func(mirror.Event))
+	// ClockLead and Touch serve TIME and TOUCH (simple.go).
+	ClockLead() time.Duration
+	Touch(key string) (bool, error)
 }
 
 var _ Mirror = (*mirror.Mirror)(nil)
@@ -76,6 +79,9 @@ type Server struct {
 	Logger        hclog.Logger
 	// Info adds lines to INFO's # Mirror section (e.g. the listener's state).
 	Info func() [][2]string
+	// Password, when set, is required of every client (AUTH, HELLO AUTH)
+	// before any other command, as Redis's requirepass.
+	Password string
 	// Version is pgmirror's version, reported by INFO; "dev" when empty.
 	Version string
 	// ShutdownTimeout bounds how long Close lets the connections finish the
@@ -102,7 +108,8 @@ type Server struct {
 	hub      hub
 	pub      publisher
 	budget   budget
-	cmds     commandTable // the commands and their counters (commands())
+	cmds     commandTable  // the commands and their counters (commands())
+	notify   atomic.Uint32 // notify-keyspace-events (configcmds.go); 0: the default
 }
 
 type serverStats struct {

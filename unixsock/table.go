@@ -136,9 +136,13 @@ func (c *client) dispatch(args [][]byte) {
 		return
 	}
 	cmd.calls.Add(1)
+	c.info.last.Store(cmd)
 	name := cmd.name
 	if cmd.arity > 0 && len(args) != cmd.arity || cmd.arity < 0 && len(args) < -cmd.arity {
 		c.errorReply(fmt.Sprintf("ERR wrong number of arguments for '%s' command", name))
+		return
+	}
+	if !c.authorized(cmd) { // auth.go
 		return
 	}
 	if c.proto == 2 && c.subscribed() {
@@ -165,13 +169,15 @@ func (c *client) dispatch(args [][]byte) {
 	cmd.fn(c, args)
 }
 
-// unknownCommand words the error as Redis 7 does.
+// unknownCommand words the error as Redis 7 does, with a hint for the
+// commands of the data types pgmirror does not store.
 func unknownCommand(args [][]byte) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "ERR unknown command '%s', with args beginning with: ", clip(args[0]))
 	for _, a := range args[1:] {
 		fmt.Fprintf(&b, "'%s' ", clip(a))
 	}
+	b.WriteString(dataTypeHint(args[0])) // hints.go
 	return b.String()
 }
 
