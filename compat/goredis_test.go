@@ -63,7 +63,8 @@ func goRedisCases() []goRedisCase {
 		{"watch-abort", goRedisWatchAbort},
 		{"eval", goRedisEval},
 		{"scan", goRedisScan},
-		{"everyday", goRedisEveryday},
+		{"everyday-reads", goRedisEverydayReads},
+		{"everyday-writes", goRedisEverydayWrites},
 	}
 }
 
@@ -199,12 +200,21 @@ func goRedisScan(ctx context.Context, c *redis.Client, k func(string) string, ou
 	fmt.Fprintf(out, "err %v\nkeys %s\n", iter.Err(), sortedLines(keys))
 }
 
-func goRedisEveryday(ctx context.Context, c *redis.Client, k func(string) string, out *strings.Builder) {
-	c.Set(ctx, k("d"), "hello world", 0)
-	showAll(out, c.GetSet(ctx, k("d"), "0123456789"), c.GetRange(ctx, k("d"), 2, 5), c.Touch(ctx, k("d"), k("missing")),
-		c.ExpireAt(ctx, k("d"), time.Unix(4102444800, 0)), c.ExpireTime(ctx, k("d")), c.PExpireTime(ctx, k("missing")),
-		c.Copy(ctx, k("d"), k("d2"), 0, false), c.Rename(ctx, k("d2"), k("d3")), c.RenameNX(ctx, k("d3"), k("d")),
-		c.MGet(ctx, k("d2"), k("d3")))
+// goRedisEverydayReads: the read commands of issue 17 (part A1).
+func goRedisEverydayReads(ctx context.Context, c *redis.Client, k func(string) string, out *strings.Builder) {
+	c.Set(ctx, k("r"), "hello world", 0)
+	showAll(out, c.GetRange(ctx, k("r"), 2, 5), c.GetRange(ctx, k("r"), -3, -1), c.Touch(ctx, k("r"), k("missing")),
+		c.ExpireTime(ctx, k("r")), c.ExpireAt(ctx, k("r"), time.Unix(4102444800, 0)), c.ExpireTime(ctx, k("r")),
+		c.PExpireTime(ctx, k("r")), c.PExpireTime(ctx, k("missing")))
 	tm := c.Time(ctx)
 	fmt.Fprintf(out, "time err %v, recent %v\n", tm.Err(), time.Since(tm.Val()).Abs() < time.Minute)
+}
+
+// goRedisEverydayWrites: the write commands of issue 17 (part A2).
+func goRedisEverydayWrites(ctx context.Context, c *redis.Client, k func(string) string, out *strings.Builder) {
+	c.Set(ctx, k("w"), "hello world", 0)
+	showAll(out, c.GetSet(ctx, k("w"), "0123456789"), c.SetRange(ctx, k("w"), 8, "XYZ"), c.Get(ctx, k("w")),
+		c.Copy(ctx, k("w"), k("w2"), 0, false), c.Copy(ctx, k("w"), k("w2"), 0, false),
+		c.Rename(ctx, k("w2"), k("w3")), c.RenameNX(ctx, k("w3"), k("w")), c.Rename(ctx, k("missing"), k("w4")),
+		c.MGet(ctx, k("w2"), k("w3")))
 }
