@@ -107,17 +107,38 @@ func compareTranscripts(t *testing.T, lib string, want, got transcript, seen map
 			if !ok {
 				diff = "the case did not run against pgmirror (the script stopped before it)"
 			}
-			reason, isPending := pending[full]
-			switch {
-			case diff == "" && isPending:
-				t.Errorf("pending case %s (%s) now matches Redis: remove it from pending in pending_test.go", full, reason)
-			case diff == "":
+			switch v, msg := judge(full, diff, pending); v {
+			case fails:
+				t.Error(msg)
 			case isPending:
-				t.Skipf("PENDING until %s merges: %s differs from Redis as expected:\n%s", reason, full, diff)
-			default:
-				t.Errorf("%s differs from Redis:\n%s", full, diff)
+				t.Skip(msg)
 			}
 		})
+	}
+}
+
+// verdict is the outcome of one case.
+type verdict int
+
+const (
+	passes    verdict = iota // matches Redis, as it should
+	fails                    // differs from Redis, or is pending and matches
+	isPending                // pending, and differs as expected
+)
+
+// judge decides a case named full whose first difference from Redis is
+// diff ("": none), given the pending list.
+func judge(full, diff string, pending map[string]string) (verdict, string) {
+	reason, listed := pending[full]
+	switch {
+	case diff == "" && listed:
+		return fails, fmt.Sprintf("pending case %s (%s) now matches Redis: remove it from pending in pending_test.go", full, reason)
+	case diff == "":
+		return passes, ""
+	case listed:
+		return isPending, fmt.Sprintf("PENDING until %s merges: %s differs from Redis as expected:\n%s", reason, full, diff)
+	default:
+		return fails, fmt.Sprintf("%s differs from Redis:\n%s", full, diff)
 	}
 }
 
