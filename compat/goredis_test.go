@@ -213,6 +213,7 @@ func goRedisEverydayReads(ctx context.Context, c *redis.Client, k func(string) s
 // goRedisEverydayWrites: the write commands of issue 17 (part A2).
 func goRedisEverydayWrites(ctx context.Context, c *redis.Client, k func(string) string, out *strings.Builder) {
 	c.Set(ctx, k("w"), "hello world", 0)
+	//lint:ignore SA1019 GETSET is deprecated in Redis and still sent by applications: the case tests it
 	showAll(out, c.GetSet(ctx, k("w"), "0123456789"), c.SetRange(ctx, k("w"), 8, "XYZ"), c.Get(ctx, k("w")),
 		c.Copy(ctx, k("w"), k("w2"), 0, false), c.Copy(ctx, k("w"), k("w2"), 0, false),
 		c.Rename(ctx, k("w2"), k("w3")), c.RenameNX(ctx, k("w3"), k("w")), c.Rename(ctx, k("missing"), k("w4")),
