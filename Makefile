@@ -7,12 +7,12 @@ PKGS      := ./...
 STATICCHECK_VERSION := v0.8.2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build test e2e check bench bench-quick bench-fanout bench-fanout-quick fuzz run clean
+.PHONY: help setup build test compat e2e check bench bench-quick bench-fanout bench-fanout-quick fuzz run clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: ## install what a fresh Debian machine lacks (PostgreSQL server); no-op when present
+setup: ## install what a fresh Debian machine lacks (PostgreSQL, Redis, the compatibility suite's client libraries); no-op when present
 	@scripts/setup
 
 build: ## build bin/pgmirror
@@ -25,6 +25,9 @@ test: setup ## vet, the race-enabled test suite against throwaway PostgreSQL clu
 	$(GO) test -run '^$$' -fuzz FuzzCommands -fuzztime 10s ./unixsock/
 	$(GO) test -run '^$$' -fuzz FuzzParser -fuzztime 10s ./unixsock/
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 10s ./listener/
+
+compat: setup ## the client-library compatibility suite alone, verbose: each library's cases against Redis and pgmirror, pending ones listed with their reason
+	$(GO) test -count=1 -timeout 5m -run '^TestClientLibraries$$' -v ./compat/
 
 e2e: ## headless-Chromium test of examples/profile: a click in one tab shows in another (installs chromium if missing)
 	@scripts/setup --e2e

@@ -23,7 +23,26 @@ const (
 // returned at least once (and, unless the index changes, exactly once);
 // keys added or removed meanwhile may or may not be. A call costs
 // O(count) plus the length of one probe run, whatever the index's size.
+//
+// The cursors Scan returns are below 2^63: clients parse them as signed
+// 64-bit integers (phpredis 5 saturates larger ones and never ends). A
+// cursor is the position of scanPositions halved; one rounded down starts
+// the next call a position early (a key exactly there may come twice, as
+// SCAN allows), and one that would not advance is continued at once.
 func (m *Mirror) Scan(cursor uint64, count int, match func(key string) bool) (uint64, []string) {
+	cursor &= 1<<63 - 1
+	next, out := m.scanPositions(cursor<<1, count, match)
+	for next != 0 && next>>1 <= cursor {
+		var more []string
+		next, more = m.scanPositions(next, count, match)
+		out = append(out, more...)
+	}
+	return next >> 1, out
+}
+
+// scanPositions is Scan on the full 64-bit cursor: the shard in the top 6
+// bits, the position within it below.
+func (m *Mirror) scanPositions(cursor uint64, count int, match func(key string) bool) (uint64, []string) {
 	if count <= 0 {
 		count = 10
 	}

@@ -300,3 +300,41 @@ func BenchmarkScan(b *testing.B) {
 		})
 	}
 }
+
+// TestScanCursorsFitInt64: every cursor of a whole iteration is below 2^63,
+// since clients parse cursors as signed 64-bit integers (phpredis 5 loops
+// for ever on a larger one), and the iteration still returns every key.
+func TestScanCursorsFitInt64(t *testing.T) {
+	m := newLoaded(t)
+	var keys []string
+	for i := range 3000 {
+		keys = append(keys, fmt.Sprint("key:", i))
+	}
+	applyKeys(m, 1, false, keys...)
+	for _, count := range []int{1, 10, 100} {
+		seen := map[string]bool{}
+		maxCursor := uint64(0)
+		for cursor, calls := uint64(0), 0; ; calls++ {
+			next, ks := m.Scan(cursor, count, nil)
+			for _, k := range ks {
+				seen[k] = true
+			}
+			if next >= 1<<63 {
+				t.Fatalf("COUNT %d: cursor %d is not below 2^63", count, next)
+			}
+			if next == 0 {
+				break
+			}
+			if next <= cursor || calls > 100_000 {
+				t.Fatalf("COUNT %d: cursor %d after %d does not advance", count, next, cursor)
+			}
+			cursor, maxCursor = next, max(maxCursor, next)
+		}
+		if len(seen) != len(keys) {
+			t.Errorf("COUNT %d: %d keys of %d", count, len(seen), len(keys))
+		}
+		if maxCursor < 1<<62 {
+			t.Errorf("COUNT %d: the largest cursor %d is below 2^62: the last shards were not reached", count, maxCursor)
+		}
+	}
+}

@@ -77,6 +77,9 @@ func (s *Server) infoSections() []infoSection {
 			{"keyspace_misses", fmt.Sprint(st.Misses)},
 			{"evicted_keys", "0"},
 		}},
+		// loading is what clients' ready checks wait on (ioredis, and
+		// redis-cli --wait-for-loading): 1 until the first load completed.
+		{"Persistence", [][2]string{{"loading", loadingField(st.State)}, {"async_loading", "0"}}},
 		{"Keyspace", [][2]string{{"db0", fmt.Sprintf("keys=%d,expires=0,avg_ttl=0", st.Entries)}}},
 		{"Mirror", s.infoMirror(st)},
 	}
@@ -115,4 +118,13 @@ func (s *Server) infoMirror(st mirror.Stats) [][2]string {
 		lines = append(lines, s.Info()...)
 	}
 	return lines
+}
+
+// loadingField is INFO's loading field: "1" while the mirror loads, as Redis
+// while it loads its data set.
+func loadingField(st mirror.State) string {
+	if st == mirror.StateLoading {
+		return "1"
+	}
+	return "0"
 }
