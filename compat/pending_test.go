@@ -30,14 +30,4 @@ var pending = map[string]string{
 	"redis-rb/eval":   "C: EVAL/EVALSHA",
 	"phpredis/eval":   "C: EVAL/EVALSHA",
 
-	// A1 (reads) and A2 (writes, FLUSHDB): the everyday commands.
-	"go-redis/everyday-reads":  "A1: GETRANGE, TOUCH, EXPIRETIME, PEXPIRETIME, TIME",
-	"redis-py/everyday-reads":  "A1: GETRANGE, SUBSTR, TOUCH, EXPIRETIME, TIME",
-	"go-redis/everyday-writes": "A2: GETSET, SETRANGE, COPY, RENAME, RENAMENX",
-	"redis-py/everyday-writes": "A2: GETSET, SETRANGE, COPY, RENAME, RENAMENX",
-	"redis-py/flushdb":         "A2: FLUSHDB",
-	"ioredis/flushdb":          "A2: FLUSHDB",
-	"node-redis/flushdb":       "A2: FLUSHDB",
-	"redis-rb/flushdb":         "A2: FLUSHDB",
-	"phpredis/flushdb":         "A2: FLUSHDB",
 }
