@@ -17,6 +17,7 @@ var answeredSubcommands = map[string][]string{
 	"client":  {"client|setname", "client|getname", "client|id"},
 	"config":  {"config|get"},
 	"command": {"command", "command|count"},
+	"script":  {"script|load", "script|exists", "script|flush", "script|kill"},
 }
 
 // TestCommandTableMatchesRedis compares the command table with what a real

@@ -84,6 +84,7 @@ func registerCommands(t *commandTable) {
 		c.s.Mirror.RequestResync("PGMIRROR.RESYNC")
 		c.ok()
 	})
+	registerScripts(t)
 }
 
 // key validates a client key and adds the namespace; ok is false after an

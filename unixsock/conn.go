@@ -56,6 +56,7 @@ type client struct {
 	push3   atomic.Bool   // proto == 3, for the publisher
 	sub     *subscription // set by the first SUBSCRIBE or PSUBSCRIBE; its maps are guarded by hub.mu
 	quit    bool
+	capture bool // a script's scratch client: replies stay in wbuf, never sent
 	p       Parser
 	out     outbox
 	cmds    [][][]byte
@@ -229,7 +230,7 @@ func (c *client) flush() error {
 // grew sends a long reply's first part once the buffer is full; pushes
 // are held, so none can come between its parts.
 func (c *client) grew() {
-	if len(c.wbuf) >= flushThreshold {
+	if len(c.wbuf) >= flushThreshold && !c.capture {
 		c.holdOutput()
 		_ = c.flush()
 	}
@@ -283,7 +284,7 @@ func (c *client) array(n int)     { c.wbuf = appendNumber(c.wbuf, '*', int64(n))
 
 // bulk sends b; a long one from its own memory, which must not change.
 func (c *client) bulk(b []byte) {
-	if len(b) >= bigValue {
+	if len(b) >= bigValue && !c.capture {
 		c.wbuf = appendNumber(c.wbuf, '$', int64(len(b)))
 		c.segs = append(c.segs, segment{c.wbuf[c.cut:], segWbuf}, segment{b, segShared})
 		c.cut = len(c.wbuf)

@@ -81,6 +81,8 @@ type Server struct {
 	// commands they have read; past it in-flight work is abandoned. 0 means
 	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// ScriptTimeout bounds one script run (EVAL); 0 means DefaultScriptTimeout.
+	ScriptTimeout time.Duration
 
 	ln       net.Listener
 	sockFile os.FileInfo     // the socket file Open created: Close removes only it
@@ -102,6 +104,7 @@ type Server struct {
 	pub      publisher
 	budget   budget
 	cmds     commandTable // the commands and their counters (commands())
+	scr      scripts      // the script engine (scriptEngine())
 }
 
 type serverStats struct {
