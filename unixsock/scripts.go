@@ -139,29 +139,30 @@ func cmdScript(c *client, a [][]byte) {
 var errScriptWrites = errors.New("the script writes")
 
 // scriptCaller runs the commands of one script run through the server's
-// command table, on a scratch client whose replies it parses back. On the
+// command table, on scratch clients whose replies it parses back. On the
 // mirror (tx nil) it answers reads and aborts the run at the first write;
-// inside a transaction it runs every command there.
+// inside a transaction the commands on keys (flagMirror) run there, on a
+// scratch server whose Mirror and Writer are the transaction (txView).
 type scriptCaller struct {
 	c     *client // the client that sent EVAL
-	sc    *client // scratch client: its replies are captured
+	sc    *client // scratch client on the server: its replies are captured
+	txc   *client // scratch client on the transaction's server (tx set)
 	keys  script.KeySet
 	ro    bool
-	tx    scriptTx
+	tx    *txView
 	wrote bool
 	mu    sync.Mutex // guards wrote: SCRIPT KILL reads it from another client
 }
 
-// scriptTx is where a script that writes runs its commands.
-type scriptTx interface {
-	// call runs a command of the script inside the transaction, its
-	// reply written to sc.
-	call(sc *client, cmd *command, args [][]byte)
-}
-
-func (c *client) newScriptCaller(keys [][]byte, ro bool, tx scriptTx) *scriptCaller {
-	sc := &client{s: c.s, id: c.id, proto: 2, capture: true}
-	return &scriptCaller{c: c, sc: sc, keys: script.NewKeySet(keys), ro: ro, tx: tx}
+func (c *client) newScriptCaller(keys [][]byte, ro bool, tx *txView) *scriptCaller {
+	k := &scriptCaller{c: c, sc: &client{s: c.s, id: c.id, proto: 2, capture: true},
+		keys: script.NewKeySet(keys), ro: ro, tx: tx}
+	if tx != nil {
+		srv := &Server{ctx: tx.ctx, Namespace: c.s.Namespace, MaxValueSize: c.s.MaxValueSize,
+			MaxClients: c.s.MaxClients, Mirror: tx, Writer: tx, Logger: c.s.Logger}
+		k.txc = &client{s: srv, id: c.id, proto: 2, capture: true}
+	}
+	return k
 }
 
 // Call implements script.Caller, refusing what Redis's script client
@@ -188,18 +189,21 @@ func (k *scriptCaller) Call(_ context.Context, args [][]byte) (script.Reply, err
 		return script.ErrorReply(errLoading), nil
 	}
 	cmd.calls.Add(1)
-	k.sc.wbuf = k.sc.wbuf[:0]
-	if k.tx != nil {
+	sc := k.sc
+	if k.tx != nil && cmd.has(flagMirror) {
+		sc = k.txc
 		if cmd.has(flagWrite) {
 			k.mu.Lock()
 			k.wrote = true
 			k.mu.Unlock()
 		}
-		k.tx.call(k.sc, cmd, args)
-	} else {
-		cmd.fn(k.sc, args)
 	}
-	rep, _, err := script.ParseReply(k.sc.wbuf)
+	sc.wbuf = sc.wbuf[:0]
+	cmd.fn(sc, args)
+	if k.tx != nil && k.tx.failed != nil {
+		return script.Reply{}, k.tx.failed // the transaction is lost: stop the run
+	}
+	rep, _, err := script.ParseReply(sc.wbuf)
 	if err != nil {
 		return script.ErrorReply("ERR internal error: " + err.Error()), nil
 	}
@@ -211,10 +215,4 @@ func (k *scriptCaller) Wrote() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.wrote
-}
-
-// evalWrites runs a script that writes. Until the transaction path lands,
-// it answers an error and writes nothing.
-func (c *client) evalWrites(_ *script.Engine, _ *script.Script, _ script.Request) (script.Reply, error) {
-	return script.ErrorReply("ERR pgmirror: scripts that write are not supported yet"), nil
 }

@@ -147,3 +147,45 @@ func TestScriptTimeLimitAndKill(t *testing.T) {
 		t.Fatal("the killed script did not answer")
 	}
 }
+
+// releaseScript is redis-py's Lock release (LUA_RELEASE_SCRIPT), the
+// compare-and-delete redsync uses too.
+const releaseScript = `
+local token = redis.call('get', KEYS[1])
+if not token or token ~= ARGV[1] then
+    return 0
+end
+redis.call('del', KEYS[1])
+return 1
+`
+
+// writeScriptCases are scripts that write, compared with Redis: they run
+// again inside a transaction, read their own writes, and keep the writes
+// made before an error, as Redis does.
+var writeScriptCases = map[string][]step{
+	"eval writes": {s("EVAL", "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1])", "1", "k", "v1"),
+		s("GET", "k"), s("EVAL", "return redis.call('INCRBY', KEYS[1], 5)", "1", "k2"),
+		s("EVAL", "return {redis.call('INCR', KEYS[1]), redis.call('GET', KEYS[1]), redis.call('EXISTS', KEYS[1])}", "1", "k2"),
+		s("EVAL", "return redis.call('SET', KEYS[1], 'x', 'NX')", "1", "k"),
+		s("EVAL", "return redis.call('SET', KEYS[1], 'y', 'GET')", "1", "k"),
+		s("EVAL", "redis.call('MSET', KEYS[1], 'a', KEYS[2], 'b'); return redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])", "3", "k3", "k4", "k5"),
+		s("EVAL", "return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])", "3", "k3", "k4", "k5"), s("MGET", "k3", "k4"),
+		s("EVAL", "redis.call('SET', KEYS[1], 'v', 'EX', 100); return redis.call('TTL', KEYS[1])", "1", "k6"),
+		s("EVAL", "redis.call('PERSIST', KEYS[1]); return redis.call('TTL', KEYS[1])", "1", "k6"),
+		s("EVAL", "redis.call('APPEND', KEYS[1], 'zz'); return redis.call('STRLEN', KEYS[1])", "1", "k6")},
+	"eval write errors": {s("SET", "k", "abc"),
+		s("EVAL", "redis.call('SET', KEYS[2], 'kept'); return redis.call('INCR', KEYS[1])", "2", "k", "k2"), s("GET", "k2"),
+		s("EVAL", "local r = redis.pcall('INCR', KEYS[1]); redis.call('SET', KEYS[2], 'after'); return r", "2", "k", "k2"),
+		s("GET", "k2"), s("EVAL", "redis.call('SET', KEYS[1], 'x'); error('boom')", "1", "k3"), s("GET", "k3"),
+		s("EVAL", "return redis.call('SET', KEYS[1], 'v', 'EX', 0)", "1", "k4"), s("EXISTS", "k4")},
+	"lock release": {s("SET", "k", "token1", "NX", "PX", "100000"), s("SET", "k", "token2", "NX", "PX", "100000"),
+		s("EVAL", releaseScript, "1", "k", "token2"), s("GET", "k"), s("EVAL", releaseScript, "1", "k", "token1"),
+		s("GET", "k"), s("EVAL", releaseScript, "1", "k", "token1")},
+}
+
+func TestWriteScriptsCompatWithRedis(t *testing.T) {
+	redisSock := startRedis(t)
+	dsn, _ := testdb.New(t)
+	sc := startSidecar(t, dsn, config{})
+	runCases(t, writeScriptCases, client(t, sc.socket), client(t, redisSock))
+}

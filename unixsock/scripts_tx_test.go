@@ -1,0 +1,139 @@
+package unixsock_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
+	"pgmirror/unixsock"
+)
+
+// TestScriptTimeLimitLeavesNoWrite: a script that wrote and then runs past
+// --script-timeout is rolled back: neither Postgres nor any sidecar sees its
+// writes, and a write that waited for its keys meanwhile succeeds after it.
+func TestScriptTimeLimitLeavesNoWrite(t *testing.T) {
+	dsn, db := testdb.New(t)
+	short := func(s *unixsock.Server) { s.ScriptTimeout = 500 * time.Millisecond }
+	a, b := startSidecar(t, dsn, config{server: short}), startSidecar(t, dsn, config{server: short})
+	ca, cb := client(t, a.socket), client(t, b.socket)
+	if got := do(ca, "SET", "counter", "5"); got != `"OK"` {
+		t.Fatal(got)
+	}
+	body := "redis.call('SET', KEYS[1], 'x'); redis.call('INCR', KEYS[2]); while true do end"
+	done := make(chan string, 1)
+	go func() { done <- do(ca, "EVAL", body, "2", "fresh", "counter") }()
+	// Once the script runs in its transaction it holds its keys' locks; a
+	// SET of one of them on the other sidecar then waits for the script.
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
+		var n int
+		err := db.QueryRow(`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted`).Scan(&n)
+		return err == nil && n >= 2, fmt.Sprintf("%d advisory locks held (%v)", n, err)
+	})
+	if got := do(cb, "SET", "fresh", "later"); got != `"OK"` {
+		t.Errorf("SET waiting on the script's keys: %s", got)
+	}
+	if got := <-done; !strings.Contains(got, "Script timed out") {
+		t.Fatalf("script past the time limit answered %s", got)
+	}
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM cache_entries WHERE key = 'fresh' AND value = 'x'`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("the script's SET is in Postgres: %d rows (%v)", n, err)
+	}
+	var v string
+	if err := db.QueryRow(`SELECT convert_from(value, 'UTF8') FROM cache_entries WHERE key = 'counter'`).Scan(&v); err != nil || v != "5" {
+		t.Errorf("counter in Postgres %q (%v), want 5: the script's INCR was kept", v, err)
+	}
+	for name, c := range map[string]*redis.Client{"a": ca, "b": cb} {
+		testutil.Eventually(t, 10*time.Second, func() (bool, string) {
+			got := do(c, "MGET", "fresh", "counter")
+			return got == `["later" "5"]`, fmt.Sprintf("sidecar %s: MGET %s", name, got)
+		})
+	}
+}
+
+// TestScriptLockAcrossSidecars runs redis-py's Lock protocol (SET NX PX to
+// acquire, its compare-and-delete script to release, by EVALSHA after
+// SCRIPT LOAD) through two sidecars: a second holder is excluded, and a
+// release frees only the holder's own token.
+func TestScriptLockAcrossSidecars(t *testing.T) {
+	dsn, _ := testdb.New(t)
+	a, b := startSidecar(t, dsn, config{}), startSidecar(t, dsn, config{})
+	ca, cb := client(t, a.socket), client(t, b.socket)
+	ctx := context.Background()
+	sha := ca.ScriptLoad(ctx, releaseScript).Val()
+	if got := cb.ScriptLoad(ctx, releaseScript).Val(); got != sha || sha == "" {
+		t.Fatalf("SCRIPT LOAD: %q and %q", sha, got)
+	}
+	release := func(c *redis.Client, token string) string { return do(c, "EVALSHA", sha, "1", "lock", token) }
+	if got := do(ca, "SET", "lock", "tokA", "NX", "PX", "30000"); got != `"OK"` {
+		t.Fatalf("A acquires: %s", got)
+	}
+	if got := do(cb, "SET", "lock", "tokB", "NX", "PX", "30000"); got != "nil" {
+		t.Errorf("B acquires a held lock: %s", got)
+	}
+	if got := release(cb, "tokB"); got != "int64(0)" {
+		t.Errorf("B releases A's lock: %s", got)
+	}
+	if got := do(ca, "GET", "lock"); got != `"tokA"` {
+		t.Errorf("after B's release, the lock holds %s", got)
+	}
+	if got := release(ca, "tokA"); got != "int64(1)" {
+		t.Errorf("A releases its own lock: %s", got)
+	}
+	if got := do(cb, "SET", "lock", "tokB", "NX", "PX", "30000"); got != `"OK"` {
+		t.Errorf("B acquires the freed lock: %s", got)
+	}
+	if got := release(ca, "tokA"); got != "int64(0)" {
+		t.Errorf("A releases B's lock with its old token: %s", got)
+	}
+	if got := release(cb, "tokB"); got != "int64(1)" {
+		t.Errorf("B releases its own lock: %s", got)
+	}
+	lockContention(t, sha, ca, cb)
+}
+
+// lockContention has workers on both sidecars take the lock in turn: never
+// two holders at once, and every release finds its own token.
+func lockContention(t *testing.T, sha string, clients ...*redis.Client) {
+	const workers, rounds = 6, 15
+	var holders, taken atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		c := clients[w%len(clients)]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds {
+				token := fmt.Sprintf("w%d-r%d", w, r)
+				deadline := time.Now().Add(30 * time.Second)
+				for do(c, "SET", "lock2", token, "NX", "PX", "20000") != `"OK"` {
+					if time.Now().After(deadline) {
+						t.Errorf("worker %d: lock not acquired in 30s", w)
+						return
+					}
+					time.Sleep(time.Millisecond) // retry pace, as redis-py's blocking_timeout loop
+				}
+				if n := holders.Add(1); n != 1 {
+					t.Errorf("worker %d: %d holders at once", w, n)
+				}
+				taken.Add(1)
+				holders.Add(-1)
+				if got := do(c, "EVALSHA", sha, "1", "lock2", token); got != "int64(1)" {
+					t.Errorf("worker %d: releasing its own lock answered %s", w, got)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if taken.Load() != workers*rounds {
+		t.Errorf("%d acquisitions, want %d", taken.Load(), workers*rounds)
+	}
+}
