@@ -102,6 +102,7 @@ type Server struct {
 	pub      publisher
 	budget   budget
 	cmds     commandTable // the commands and their counters (commands())
+	watches  watchRegistry
 }
 
 type serverStats struct {
@@ -152,6 +153,7 @@ func (s *Server) Open() error {
 		return err
 	}
 	s.Mirror.Handle(s.handleMirrorEvent)
+	s.Mirror.Handle(s.handleWatchEvent)
 	errc := s.errChan()
 	s.accepter.Add(1)
 	go func() {
