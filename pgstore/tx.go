@@ -47,6 +47,7 @@ type TxRow struct {
 	Live    bool  // the row exists and has not expired by clock_timestamp()
 	Version int64 // the row's version
 	Expires int64 // epoch microseconds, mirror.NoExpiry for none
+	PTTL    int64 // milliseconds left by clock_timestamp() (Live rows), -1 for no expiry
 	Value   []byte
 }
 
@@ -179,7 +180,9 @@ func (t *Tx) Rows(ctx context.Context, keys []string) (map[string]TxRow, error) 
 		}
 	}
 	rows, err := t.tx.QueryContext(ctx, `SELECT key, value, version, `+expiryExpr+`,
-		expires_at IS NULL OR expires_at > clock_timestamp()
+		expires_at IS NULL OR expires_at > clock_timestamp(),
+		CASE WHEN expires_at IS NULL OR expires_at = 'infinity'::timestamptz THEN -1
+		     ELSE greatest(floor(extract(epoch FROM expires_at - clock_timestamp()) * 1000), 0)::bigint END
 		FROM cache_entries WHERE key = ANY($1) ORDER BY key FOR UPDATE`, pq.Array(keys))
 	if err != nil {
 		return nil, t.fail(err)
@@ -192,7 +195,7 @@ func (t *Tx) Rows(ctx context.Context, keys []string) (map[string]TxRow, error) 
 			r   TxRow
 			exp sql.NullInt64
 		)
-		if err := rows.Scan(&k, &r.Value, &r.Version, &exp, &r.Live); err != nil {
+		if err := rows.Scan(&k, &r.Value, &r.Version, &exp, &r.Live, &r.PTTL); err != nil {
 			return nil, t.fail(err)
 		}
 		r.Found, r.Expires = true, expiry(exp)

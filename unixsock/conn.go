@@ -72,6 +72,9 @@ type client struct {
 	used    atomic.Int64 // bytes counted against --max-client-buffers
 	evicted atomic.Bool
 
+	txn   txnState  // MULTI, WATCH (multi.go; command loop only)
+	watch watchFlag // set when a watched key changes (watch.go)
+
 	mu   sync.Mutex
 	name string
 	busy bool // executing commands (not blocked reading)
@@ -169,6 +172,8 @@ func (c *client) serve() {
 // writer's deadline bounds the wait.
 func (c *client) close() {
 	c.leave()
+	c.endMulti()
+	c.unwatchAll()
 	c.out.drain()
 	c.out.closeOutput(c)
 	_ = c.nc.Close()
@@ -209,7 +214,7 @@ func (c *client) holdOutput() {
 // read its replies is not read from, and holds at most one reply beyond
 // the bound.
 func (c *client) flush() error {
-	if c.werr != nil {
+	if c.werr != nil || c.txn.hold {
 		return c.werr
 	}
 	if c.cut < len(c.wbuf) {

@@ -137,3 +137,31 @@ func lockContention(t *testing.T, sha string, clients ...*redis.Client) {
 		t.Errorf("%d acquisitions, want %d", taken.Load(), workers*rounds)
 	}
 }
+
+// TestScriptInMulti: EVAL queued in a block of reads runs as on its own
+// (writing in its own transaction); in a block that writes it answers an
+// error alone, and the block's other commands apply.
+func TestScriptInMulti(t *testing.T) {
+	dsn, _ := testdb.New(t)
+	c := client(t, startSidecar(t, dsn, config{}).socket)
+	ctx := context.Background()
+	cmds, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Eval(ctx, "return redis.call('SET', KEYS[1], 'from-script')", []string{"m1"})
+		p.Get(ctx, "m1")
+		return nil
+	})
+	if err != nil || cmds[0].(*redis.Cmd).Val() != "OK" {
+		t.Errorf("EVAL in a block of reads: %v %v", cmds, err)
+	}
+	cmds, _ = c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, "m2", "v", 0)
+		p.Eval(ctx, "return 1", []string{"m2"})
+		return nil
+	})
+	if len(cmds) != 2 || cmds[0].Err() != nil || !strings.Contains(fmt.Sprint(cmds[1].Err()), "not supported in a MULTI block that writes") {
+		t.Errorf("EVAL in a block that writes: %v", cmds)
+	}
+	if got := do(c, "MGET", "m1", "m2"); got != `["from-script" "v"]` {
+		t.Errorf("after the blocks: %s", got)
+	}
+}

@@ -13,12 +13,6 @@ import (
 	"pgmirror/script"
 )
 
-// txBeginner is a Writer that runs transactions holding the locks of a set
-// of keys; *pgstore.Writer implements it.
-type txBeginner interface {
-	Begin(ctx context.Context, keys []string) (*pgstore.Tx, error)
-}
-
 // commitSlack is how long past a script's deadline its transaction may
 // still commit or roll back: the engine stops the run at the deadline, and
 // the transaction's statements are bounded by the deadline plus this.

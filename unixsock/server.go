@@ -105,6 +105,7 @@ type Server struct {
 	budget   budget
 	cmds     commandTable // the commands and their counters (commands())
 	scr      scripts      // the script engine (scriptEngine())
+	watches  watchRegistry
 }
 
 type serverStats struct {
@@ -155,6 +156,7 @@ func (s *Server) Open() error {
 		return err
 	}
 	s.Mirror.Handle(s.handleMirrorEvent)
+	s.Mirror.Handle(s.handleWatchEvent)
 	errc := s.errChan()
 	s.accepter.Add(1)
 	go func() {
