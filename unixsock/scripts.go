@@ -151,14 +151,17 @@ var errScriptWrites = errors.New("the script writes")
 // inside a transaction the commands on keys (flagMirror) run there, on a
 // scratch server whose Mirror and Writer are the transaction (txView).
 type scriptCaller struct {
-	c     *client // the client that sent EVAL
-	sc    *client // scratch client on the server: its replies are captured
-	txc   *client // scratch client on the transaction's server (tx set)
-	keys  script.KeySet
-	ro    bool
-	tx    *txView
-	wrote bool
-	mu    sync.Mutex // guards wrote: SCRIPT KILL reads it from another client
+	c    *client // the client that sent EVAL
+	sc   *client // scratch client on the server: its replies are captured
+	txc  *client // scratch client on the transaction's server (tx set)
+	keys script.KeySet
+	ro   bool
+	tx   *txView
+	// writes and writeBytes count the run's write commands and their
+	// arguments' bytes, bounded by maxScriptWrites and maxScriptWriteBytes.
+	writes, writeBytes int
+	wrote              bool
+	mu                 sync.Mutex // guards wrote: SCRIPT KILL reads it from another client
 }
 
 func (c *client) newScriptCaller(keys [][]byte, ro bool, tx *txView) *scriptCaller {
@@ -189,8 +192,13 @@ func (k *scriptCaller) Call(_ context.Context, args [][]byte) (script.Reply, err
 	if key, bad := k.keys.Undeclared(args, cmd.keys.first, cmd.keys.last, cmd.keys.step); bad {
 		return script.UndeclaredKeyError(key), nil
 	}
-	if cmd.has(flagWrite) && k.tx == nil {
-		return script.Reply{}, errScriptWrites
+	if cmd.has(flagWrite) {
+		if k.tx == nil {
+			return script.Reply{}, errScriptWrites
+		}
+		if rep, ok := k.countWrite(args); !ok {
+			return rep, nil
+		}
 	}
 	if cmd.has(flagMirror) && k.c.s.Mirror.State() == mirror.StateLoading {
 		return script.ErrorReply(errLoading), nil
@@ -222,4 +230,32 @@ func (k *scriptCaller) Wrote() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.wrote
+}
+
+// Bounds of one script run's transaction: its write commands, and the bytes
+// of their arguments (what the transaction keeps until it commits).
+// (Variables, so that tests can lower them.)
+var (
+	maxScriptWrites     = 1024
+	maxScriptWriteBytes = 64 << 20
+)
+
+// countWrite counts a write command of the run; past the bounds it answers
+// an error reply instead of running it.
+func (k *scriptCaller) countWrite(args [][]byte) (script.Reply, bool) {
+	n := 0
+	for _, a := range args {
+		n += len(a)
+	}
+	if k.writes+1 > maxScriptWrites || k.writeBytes+n > maxScriptWriteBytes {
+		size := fmt.Sprintf("%d MiB", maxScriptWriteBytes>>20)
+		if maxScriptWriteBytes%(1<<20) != 0 {
+			size = fmt.Sprintf("%d bytes", maxScriptWriteBytes)
+		}
+		return script.ErrorReply(fmt.Sprintf("ERR a pgmirror script may run at most %d write commands "+
+			"of %s together in its transaction", maxScriptWrites, size)), false
+	}
+	k.writes++
+	k.writeBytes += n
+	return script.Reply{}, true
 }

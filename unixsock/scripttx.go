@@ -18,6 +18,10 @@ import (
 // the transaction's statements are bounded by the deadline plus this.
 const commitSlack = time.Second
 
+// maxScriptKeys bounds the keys a script that writes declares: its
+// transaction takes an advisory lock for each (as a write batch's keys).
+const maxScriptKeys = 4096
+
 // evalWrites runs a script that writes, which its run on the mirror stopped
 // at its first write: again from the start, with the first run's deadline,
 // inside one Postgres transaction that holds the locks of the keys it
@@ -30,6 +34,10 @@ func (c *client) evalWrites(e *script.Engine, s *script.Script, req script.Reque
 	b, ok := c.s.Writer.(txBeginner)
 	if !ok {
 		return script.ErrorReply("ERR pgmirror: scripts that write need transactions, which this server's writer lacks"), nil
+	}
+	if len(req.Keys) > maxScriptKeys {
+		return script.ErrorReply(fmt.Sprintf("ERR a pgmirror script that writes may declare at most %d keys "+
+			"(it locks each in Postgres)", maxScriptKeys)), nil
 	}
 	keys := make([]string, len(req.Keys))
 	for i, k := range req.Keys {
