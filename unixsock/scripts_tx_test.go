@@ -166,19 +166,10 @@ func TestScriptInMulti(t *testing.T) {
 	}
 }
 
-// waitsForWholeApply gates TestScriptWritesAppliedAtOnce: the listener
-// assembles a transaction's parts, but the mirror still applies its keys one
-// by one, so MGET on another sidecar can see part of it until helper B's
-// mirror change lands (issue 17, item 1). The lead sets it false then.
-const waitsForWholeApply = true
-
 // TestScriptWritesAppliedAtOnce: a script's writes to several keys of 4 KB
 // values commit as one unit: a client polling MGET on another sidecar sees
 // all of them or none, never part of a run.
 func TestScriptWritesAppliedAtOnce(t *testing.T) {
-	if waitsForWholeApply {
-		t.Skip("PENDING helper B's mirror change (a transaction's keys applied at once): set waitsForWholeApply false once merged")
-	}
 	dsn, _ := testdb.New(t)
 	a, b := startSidecar(t, dsn, config{}), startSidecar(t, dsn, config{})
 	ca, cb := client(t, a.socket), client(t, b.socket)
