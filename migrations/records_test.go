@@ -54,7 +54,7 @@ func TestRecordsBuiltOnce(t *testing.T) {
 		{`not a valid float`, "pgmirror_parse_float"}, // its error
 		{`nan)$`, "pgmirror_parse_float"},
 		{`(inf|infinity)`, "pgmirror_parse_float"},
-		{`pgmirror_delete_record(`, "pgmirror_notify_delete pgmirror_notify_update pgmirror_write"},
+		{`pgmirror_delete_record(`, "pgmirror_notify_delete pgmirror_notify_update pgmirror_tx_publish pgmirror_write"},
 		{`pgmirror_parse_float(`, "pgmirror_write_commands"},
 		{`'P '`, "pgmirror_flush_record"},
 		{`pgmirror_flush_record(`, "pgmirror_flush"},

@@ -41,6 +41,8 @@ func (m *Mirror) applyLocked(b Batch) {
 	rl := m.reload.Load()
 	sets := m.valueSets.Load()
 	truncated := false
+	m.view.Lock()
+	defer m.view.Unlock() // after settle: the values are readable
 	for i := range b.Changes {
 		c := &b.Changes[i]
 		switch c.Op {
@@ -149,6 +151,8 @@ func (m *Mirror) ApplyWrite(t *WriteTicket, xid uint64, changes []Change) {
 	rl := m.reload.Load()
 	sets := m.valueSets.Load()
 	contested := false
+	m.view.Lock()
+	defer m.view.Unlock() // after settle: the values are readable
 	for i := range changes {
 		c := &changes[i]
 		if c.Op == OpFlush {

@@ -195,7 +195,11 @@ type Mirror struct {
 
 	reloadMu sync.Mutex // one reload at a time
 	applyMu  sync.Mutex // serialises applying a batch and applying a write
-	tickets  map[*WriteTicket]struct{}
+	// view is held exclusively (under applyMu) while one batch's or one
+	// write's changes are applied, and shared by reads of several keys
+	// (GetMulti's lookups): they never see a transaction half applied.
+	view    sync.RWMutex
+	tickets map[*WriteTicket]struct{}
 	// ownSeq counts ApplyWrite calls (applyMu): an echo mark carries the
 	// number of the apply that set it, a ticket the number at its start.
 	ownSeq uint64

@@ -296,6 +296,8 @@ type slowRead struct {
 // lists, in order, the indexes of the keys that need Postgres (a value to
 // fetch again, or a loader).
 func (m *Mirror) lookupMulti(keys []string) (hits [][]byte, slow []int) {
+	m.view.RLock()
+	defer m.view.RUnlock()
 	now := m.clock.dbNow()
 	hits = make([][]byte, len(keys))
 	for i, k := range keys {

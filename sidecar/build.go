@@ -90,6 +90,7 @@ func (s *Sidecar) build() error {
 		Info:             s.Listener.Info,
 		Version:          s.opts.Version,
 		ShutdownTimeout:  shutdownTimeout,
+		ScriptTimeout:    c.ScriptTimeout,
 	}
 	if tune.Server != nil {
 		tune.Server(s.Server)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"pgmirror/listener"
 	"pgmirror/pgstore"
+	"pgmirror/unixsock"
 	"time"
 )
 
@@ -25,6 +26,11 @@ const (
 	DefaultWriteInFlight       = 1
 	DefaultMaxDBConns          = pgstore.DefaultMaxConns
 	DefaultLoaderTimeout       = pgstore.DefaultLoaderTimeout
+	DefaultScriptTimeout       = unixsock.DefaultScriptTimeout
+	// MaxScriptTimeout keeps a script's time limit below the write path's
+	// (pgstore.DefaultWriteTimeout), so a batch waiting on a script's keys
+	// does not fail for it.
+	MaxScriptTimeout           = pgstore.DefaultWriteTimeout - time.Second
 	MaxWriteLinger             = 100 * time.Millisecond
 	DefaultMaxValueSize        = 16 * MiB
 	DefaultAccessFlushInterval = 5 * time.Second
@@ -128,6 +134,9 @@ type Config struct {
 	// LoaderTimeout bounds a loader computation's statements (server-side
 	// statement_timeout) and its wait for a connection.
 	LoaderTimeout time.Duration
+	// ScriptTimeout is the time limit of one script run (EVAL); it stays
+	// below the write path's own timeout (MaxScriptTimeout).
+	ScriptTimeout time.Duration
 	// SubscriberBuffer is how many keyspace notifications may wait for one
 	// subscriber before it is disconnected.
 	SubscriberBuffer int
@@ -189,6 +198,7 @@ func DefaultConfig() Config {
 		WriteInFlight:       DefaultWriteInFlight,
 		MaxDBConns:          DefaultMaxDBConns,
 		LoaderTimeout:       DefaultLoaderTimeout,
+		ScriptTimeout:       DefaultScriptTimeout,
 		MaxValueSize:        DefaultMaxValueSize,
 		AccessFlushInterval: DefaultAccessFlushInterval,
 		RefreshInterval:     DefaultRefreshInterval,
@@ -220,6 +230,10 @@ func (c *Config) validate(byName map[string]*setting) error {
 	if c.WriteLinger > MaxWriteLinger {
 		return fmt.Errorf("--write-linger %s (from %s) is over %s: every write would wait that long; use a few milliseconds at most",
 			formatDuration(c.WriteLinger), byName["write-linger"].source, formatDuration(MaxWriteLinger))
+	}
+	if c.ScriptTimeout > MaxScriptTimeout {
+		return fmt.Errorf("--script-timeout %s (from %s) is over %s: a write batch waiting on a script's keys would fail first",
+			formatDuration(c.ScriptTimeout), byName["script-timeout"].source, formatDuration(MaxScriptTimeout))
 	}
 	if reserved := pgstore.ReservedConns(c.WriteInFlight); c.MaxDBConns <= reserved {
 		return fmt.Errorf("--max-db-conns %d (from %s) leaves no connection for loaders and fetches: the writer "+

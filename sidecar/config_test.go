@@ -92,6 +92,7 @@ func TestEveryFlagAndVariable(t *testing.T) {
 		{"client-output-timeout", "PGMIRROR_CLIENT_OUTPUT_TIMEOUT", "5s", func(c Config) bool { return c.ClientOutputTimeout == 5*time.Second }},
 		{"max-db-conns", "PGMIRROR_MAX_DB_CONNS", "25", func(c Config) bool { return c.MaxDBConns == 25 }},
 		{"loader-timeout", "PGMIRROR_LOADER_TIMEOUT", "30s", func(c Config) bool { return c.LoaderTimeout == 30*time.Second }},
+		{"script-timeout", "PGMIRROR_SCRIPT_TIMEOUT", "250ms", func(c Config) bool { return c.ScriptTimeout == 250*time.Millisecond }},
 		{"access-flush-interval", "PGMIRROR_ACCESS_FLUSH_INTERVAL", "250ms", func(c Config) bool { return c.AccessFlushInterval == 250*time.Millisecond }},
 		{"refresh-interval", "PGMIRROR_REFRESH_INTERVAL", "1m", func(c Config) bool { return c.RefreshInterval == time.Minute }},
 		{"refresh-ahead", "PGMIRROR_REFRESH_AHEAD", "0", func(c Config) bool { return c.RefreshAhead == 0 }},

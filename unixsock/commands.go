@@ -82,12 +82,15 @@ func registerCommands(t *commandTable) {
 
 	// pgmirror's own: asks for a reload (asynchronous; an operator's
 	// command, so not for scripts).
+	registerMulti(t)
+
 	t.handle("pgmirror.resync", 1, noKeys, flagMulti, func(c *client, _ [][]byte) {
 		c.s.Mirror.RequestResync("PGMIRROR.RESYNC")
 		c.ok()
 	})
 
 	registerSimple(t)
+	registerScripts(t)
 }
 
 // key validates a client key and adds the namespace; ok is false after an

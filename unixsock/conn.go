@@ -56,6 +56,7 @@ type client struct {
 	push3   atomic.Bool   // proto == 3, for the publisher
 	sub     *subscription // set by the first SUBSCRIBE or PSUBSCRIBE; its maps are guarded by hub.mu
 	quit    bool
+	capture bool // a script's scratch client: replies stay in wbuf, never sent
 	p       Parser
 	out     outbox
 	cmds    [][][]byte
@@ -70,6 +71,9 @@ type client struct {
 	inBytes int64        // input accounted (command loop only)
 	used    atomic.Int64 // bytes counted against --max-client-buffers
 	evicted atomic.Bool
+
+	txn   txnState  // MULTI, WATCH (multi.go; command loop only)
+	watch watchFlag // set when a watched key changes (watch.go)
 
 	mu   sync.Mutex
 	name string
@@ -171,6 +175,8 @@ func (c *client) serve() {
 // writer's deadline bounds the wait.
 func (c *client) close() {
 	c.leave()
+	c.endMulti()
+	c.unwatchAll()
 	c.out.drain()
 	c.out.closeOutput(c)
 	_ = c.nc.Close()
@@ -211,7 +217,7 @@ func (c *client) holdOutput() {
 // read its replies is not read from, and holds at most one reply beyond
 // the bound.
 func (c *client) flush() error {
-	if c.werr != nil {
+	if c.werr != nil || c.txn.hold {
 		return c.werr
 	}
 	if c.cut < len(c.wbuf) {
@@ -232,7 +238,7 @@ func (c *client) flush() error {
 // grew sends a long reply's first part once the buffer is full; pushes
 // are held, so none can come between its parts.
 func (c *client) grew() {
-	if len(c.wbuf) >= flushThreshold {
+	if len(c.wbuf) >= flushThreshold && !c.capture {
 		c.holdOutput()
 		_ = c.flush()
 	}
@@ -289,7 +295,7 @@ func (c *client) array(n int)     { c.wbuf = appendNumber(c.wbuf, '*', int64(n))
 
 // bulk sends b; a long one from its own memory, which must not change.
 func (c *client) bulk(b []byte) {
-	if len(b) >= bigValue {
+	if len(b) >= bigValue && !c.capture {
 		c.wbuf = appendNumber(c.wbuf, '$', int64(len(b)))
 		c.segs = append(c.segs, segment{c.wbuf[c.cut:], segWbuf}, segment{b, segShared})
 		c.cut = len(c.wbuf)

@@ -88,6 +88,8 @@ type Server struct {
 	// commands they have read; past it in-flight work is abandoned. 0 means
 	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// ScriptTimeout bounds one script run (EVAL); 0 means DefaultScriptTimeout.
+	ScriptTimeout time.Duration
 
 	ln       net.Listener
 	sockFile os.FileInfo     // the socket file Open created: Close removes only it
@@ -110,6 +112,8 @@ type Server struct {
 	budget   budget
 	cmds     commandTable  // the commands and their counters (commands())
 	notify   atomic.Uint32 // notify-keyspace-events (configcmds.go); 0: the default
+	scr      scripts       // the script engine (scriptEngine())
+	watches  watchRegistry
 }
 
 type serverStats struct {
@@ -160,6 +164,7 @@ func (s *Server) Open() error {
 		return err
 	}
 	s.Mirror.Handle(s.handleMirrorEvent)
+	s.Mirror.Handle(s.handleWatchEvent)
 	errc := s.errChan()
 	s.accepter.Add(1)
 	go func() {

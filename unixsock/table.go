@@ -130,6 +130,9 @@ func (c *client) dispatch(args [][]byte) {
 	}
 	t := c.s.commands()
 	cmd := t.lookup(args[0])
+	if c.txn.multi != nil && c.queue(t, cmd, args) {
+		return
+	}
 	if cmd == nil {
 		t.unknown.Add(1)
 		c.errorReply(unknownCommand(args))

@@ -19,7 +19,15 @@ func (c *client) write(op mirror.WriteOp, reply func(mirror.WriteResult)) {
 	op.Origin = uint64(c.id) // the mirror's events name the client whose write it was
 	ctx, cancel := context.WithTimeout(c.ctx(), writeTimeout)
 	defer cancel()
-	res, err := c.s.Writer.Write(ctx, op)
+	var (
+		res mirror.WriteResult
+		err error
+	)
+	if tx := c.txn.tx; tx != nil { // in EXEC (multi.go)
+		res, err = tx.Write(c.txn.txCtx, op)
+	} else {
+		res, err = c.s.Writer.Write(ctx, op)
+	}
 	switch {
 	case errors.Is(err, mirror.ErrWriteUnknown):
 		c.errorReply("ERR write outcome unknown (connection to Postgres lost while committing); read the key to check: " + err.Error())

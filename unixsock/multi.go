@@ -1,0 +1,214 @@
+package unixsock
+
+// Transactions: MULTI, EXEC, DISCARD, WATCH, UNWATCH (issue 17).
+//
+// MULTI queues the commands that follow; a command wrong at queue time
+// (unknown, wrong arity, not allowed in MULTI, refused while loading) is
+// answered with its error and makes EXEC answer EXECABORT with nothing run.
+// EXEC runs the queue and answers an array of the replies, in order:
+//   - a block of reads only, without WATCH, runs on the mirror, with no query;
+//   - any other block runs in one Postgres transaction (pgstore.Tx) holding
+//     the advisory locks of every key of the block and every watched key,
+//     taken in the one order every writer takes them. WATCH is checked under
+//     those locks; the reads of GET, MGET, EXISTS, TTL, PTTL, STRLEN and TYPE
+//     read the transaction's rows (its own earlier writes included); writes
+//     run each in its own subtransaction (a run-time error fails alone); the
+//     commit publishes the block as one unit, which every sidecar applies at
+//     once. If the transaction fails, EXEC answers an error and nothing
+//     of the block was written.
+
+import (
+	"context"
+	"strings"
+	"unicode/utf8"
+
+	"pgmirror/mirror"
+	"pgmirror/pgstore"
+)
+
+// queuedCost is what a queued command costs beyond its arguments' bytes.
+const queuedCost = 64
+
+// txnState is a connection's transaction state (command loop only, but for
+// watchDirty, which the mirror's event handler sets).
+type txnState struct {
+	multi   *multiState
+	watched map[string]watchedKey // namespaced key -> state at WATCH
+	tx      *pgstore.Tx           // during EXEC of a block in Postgres
+	txCtx   context.Context
+	hold    bool // EXEC in progress: replies are built but not sent
+}
+
+// multiState is the queue of a MULTI block.
+type multiState struct {
+	cmds  []queuedCmd
+	dirty bool  // a queue-time error: EXEC answers EXECABORT
+	bytes int64 // accounted against --max-client-buffers
+}
+
+type queuedCmd struct {
+	cmd  *command
+	args [][]byte
+}
+
+// registerMulti registers the transaction commands.
+func registerMulti(t *commandTable) {
+	t.handle("multi", 1, noKeys, flagMulti, cmdMulti)
+	t.handle("exec", 1, noKeys, flagMulti, cmdExec)
+	t.handle("discard", 1, noKeys, flagMulti, cmdDiscard)
+	t.handle("watch", -2, allKeys, flagMulti, cmdWatch)
+	t.handle("unwatch", 1, noKeys, flagMulti, func(c *client, _ [][]byte) { c.unwatchAll(); c.ok() })
+}
+
+// queue handles a command sent inside MULTI (dispatch, with cmd as looked
+// up, nil for an unknown name): true if it was queued or refused, false if
+// it runs now (MULTI, EXEC, DISCARD, WATCH, QUIT).
+func (c *client) queue(t *commandTable, cmd *command, args [][]byte) bool {
+	m := c.txn.multi
+	if cmd == nil {
+		t.unknown.Add(1)
+		c.errorReply(unknownCommand(args))
+		m.dirty = true
+		return true
+	}
+	switch cmd.name {
+	case "multi", "exec", "discard", "watch", "quit":
+		return false
+	}
+	switch {
+	case cmd.arity > 0 && len(args) != cmd.arity || cmd.arity < 0 && len(args) < -cmd.arity:
+		c.errorReply("ERR wrong number of arguments for '" + cmd.name + "' command")
+	case !cmd.has(flagMulti):
+		c.errorReply("ERR Command not allowed inside a transaction")
+	case cmd.has(flagMirror) && c.s.Mirror.State() == mirror.StateLoading:
+		c.errorReply(errLoading)
+	default:
+		n := int64(queuedCost)
+		for _, a := range args {
+			n += int64(len(a))
+		}
+		m.bytes += n
+		c.account(n)
+		m.cmds = append(m.cmds, queuedCmd{cmd, args})
+		c.status("QUEUED")
+		return true
+	}
+	m.dirty = true
+	return true
+}
+
+func cmdMulti(c *client, _ [][]byte) {
+	if c.txn.multi != nil {
+		c.errorReply("ERR MULTI calls can not be nested")
+		return
+	}
+	c.txn.multi = &multiState{}
+	c.ok()
+}
+
+func cmdDiscard(c *client, _ [][]byte) {
+	if c.txn.multi == nil {
+		c.errorReply("ERR DISCARD without MULTI")
+		return
+	}
+	c.endMulti()
+	c.unwatchAll()
+	c.ok()
+}
+
+// endMulti drops the queue.
+func (c *client) endMulti() {
+	if m := c.txn.multi; m != nil {
+		c.account(-m.bytes)
+		c.txn.multi = nil
+	}
+}
+
+func cmdExec(c *client, _ [][]byte) {
+	m := c.txn.multi
+	if m == nil {
+		c.errorReply("ERR EXEC without MULTI")
+		return
+	}
+	c.endMulti()
+	defer c.unwatchAll()
+	switch {
+	case m.dirty:
+		c.errorReply("EXECABORT Transaction discarded because of previous errors.")
+	case c.watchDirty():
+		c.nullArray()
+	case len(c.txn.watched) == 0 && !hasWrite(m.cmds):
+		c.array(len(m.cmds))
+		for _, q := range m.cmds {
+			c.runQueued(q)
+		}
+	default:
+		c.execInPostgres(m.cmds)
+	}
+}
+
+func hasWrite(cmds []queuedCmd) bool {
+	for _, q := range cmds {
+		if q.cmd.has(flagWrite) {
+			return true
+		}
+	}
+	return false
+}
+
+// runQueued runs one command of a block, as dispatch would have.
+func (c *client) runQueued(q queuedCmd) {
+	q.cmd.calls.Add(1)
+	if q.cmd.has(flagMirror) && c.s.Mirror.State() == mirror.StateLoading {
+		c.errorReply(errLoading)
+		return
+	}
+	if c.txn.tx != nil {
+		if f := txReads[q.cmd.name]; f != nil {
+			f(c, q.args)
+			return
+		}
+	}
+	q.cmd.fn(c, q.args)
+}
+
+// nullArray answers a null array (EXEC after a watched key changed).
+func (c *client) nullArray() {
+	if c.proto == 3 {
+		c.wbuf = append(c.wbuf, "_\r\n"...)
+		return
+	}
+	c.wbuf = append(c.wbuf, "*-1\r\n"...)
+}
+
+// txBeginner is what runs blocks in Postgres: *pgstore.Writer.
+type txBeginner interface {
+	Begin(ctx context.Context, keys []string) (*pgstore.Tx, error)
+}
+
+// blockKeys returns the namespaced keys of the block's commands (as the
+// table's key positions name them; keys invalid for pgmirror are left out,
+// their commands answer the error) and of the watched keys.
+func (c *client) blockKeys(cmds []queuedCmd) []string {
+	var keys []string
+	for _, q := range cmds {
+		kr := q.cmd.keys
+		if kr.first == 0 {
+			continue
+		}
+		last := kr.last
+		if last < 0 {
+			last = len(q.args) + last
+		}
+		for i := kr.first; i <= last && i < len(q.args); i += max(kr.step, 1) {
+			b := q.args[i]
+			if utf8.Valid(b) && strings.IndexByte(string(b), 0) < 0 && len(c.s.Namespace)+len(b) <= mirror.MaxKeyBytes {
+				keys = append(keys, c.s.Namespace+string(b))
+			}
+		}
+	}
+	for k := range c.txn.watched {
+		keys = append(keys, k)
+	}
+	return keys
+}

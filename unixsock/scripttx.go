@@ -1,0 +1,175 @@
+package unixsock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"pgmirror/mirror"
+	"pgmirror/pgstore"
+	"pgmirror/script"
+)
+
+// commitSlack is how long past a script's deadline its transaction may
+// still commit or roll back: the engine stops the run at the deadline, and
+// the transaction's statements are bounded by the deadline plus this.
+const commitSlack = time.Second
+
+// maxScriptKeys bounds the keys a script that writes declares: its
+// transaction takes an advisory lock for each (as a write batch's keys).
+const maxScriptKeys = 4096
+
+// evalWrites runs a script that writes, which its run on the mirror stopped
+// at its first write: again from the start, with the first run's deadline,
+// inside one Postgres transaction that holds the locks of the keys it
+// declared (taken in sorted order). Its reads are made under those locks
+// and see its own writes; its writes commit together, published as one
+// unit every sidecar applies at once. As in Redis, a script that fails
+// after writing keeps its writes; one stopped at the time limit (or by
+// SCRIPT KILL) is rolled back and writes nothing.
+func (c *client) evalWrites(e *script.Engine, s *script.Script, req script.Request) (script.Reply, error) {
+	b, ok := c.s.Writer.(txBeginner)
+	if !ok {
+		return script.ErrorReply("ERR pgmirror: scripts that write need transactions, which this server's writer lacks"), nil
+	}
+	if len(req.Keys) > maxScriptKeys {
+		return script.ErrorReply(fmt.Sprintf("ERR a pgmirror script that writes may declare at most %d keys "+
+			"(it locks each in Postgres)", maxScriptKeys)), nil
+	}
+	keys := make([]string, len(req.Keys))
+	for i, k := range req.Keys {
+		if msg := c.scriptKeyError(k); msg != "" {
+			return script.ErrorReply(msg), nil
+		}
+		keys[i] = c.s.Namespace + string(k)
+	}
+	ctx, cancel := context.WithDeadline(c.ctx(), req.Deadline.Add(commitSlack))
+	defer cancel()
+	tx, err := b.Begin(ctx, keys)
+	if err != nil {
+		return script.ErrorReply("ERR write failed, nothing was written: " + flatErr(err)), nil
+	}
+	defer tx.Rollback()
+	view := &txView{Mirror: c.s.Mirror, tx: tx, ctx: ctx}
+	req.Caller = c.newScriptCaller(req.Keys, false, view)
+	rep, err := e.Run(ctx, s, req)
+	if err != nil {
+		return script.ErrorReply("ERR script aborted, nothing was written: " + flatErr(err)), nil
+	}
+	if rep.IsError() && (strings.HasPrefix(rep.Str, "ERR Script timed out") || strings.HasPrefix(rep.Str, script.MsgKilled)) {
+		return rep, nil // rolled back
+	}
+	switch err := tx.Commit(ctx); {
+	case errors.Is(err, mirror.ErrWriteUnknown):
+		return script.ErrorReply("ERR write outcome unknown (connection to Postgres lost while committing); " +
+			"read the keys to check: " + flatErr(err)), nil
+	case err != nil:
+		return script.ErrorReply("ERR write failed, nothing was written: " + flatErr(err)), nil
+	}
+	return rep, nil
+}
+
+// scriptKeyError is the error c.key answers for an invalid key, or "".
+func (c *client) scriptKeyError(b []byte) string {
+	switch {
+	case !utf8.Valid(b) || strings.IndexByte(string(b), 0) >= 0:
+		return "ERR invalid key: keys must be valid UTF-8 without NUL bytes"
+	case len(c.s.Namespace)+len(b) > mirror.MaxKeyBytes:
+		return fmt.Sprintf("ERR key too long: at most %d bytes", mirror.MaxKeyBytes-len(c.s.Namespace))
+	}
+	return ""
+}
+
+func flatErr(err error) string {
+	return strings.NewReplacer("\r", " ", "\n", " ").Replace(err.Error())
+}
+
+// txView is a script's transaction seen as the server's Mirror and Writer:
+// the commands of the script that read or write keys run on a scratch
+// server whose Mirror and Writer it is. Reads of the declared keys are the
+// transaction's (under its locks, its own writes included); what reads no
+// key (SCAN, KEYS, DBSIZE, the state) is the mirror's. failed records a
+// statement that lost the transaction: the run stops there.
+type txView struct {
+	Mirror
+	tx     *pgstore.Tx
+	ctx    context.Context
+	failed error
+}
+
+var _ mirror.Writer = (*txView)(nil)
+
+// fail records err as the transaction's loss, and returns it.
+func (v *txView) fail(err error) error {
+	if v.failed == nil {
+		v.failed = err
+	}
+	return err
+}
+
+// Write implements mirror.Writer within the transaction.
+func (v *txView) Write(ctx context.Context, op mirror.WriteOp) (mirror.WriteResult, error) {
+	res, err := v.tx.Write(ctx, op)
+	if err != nil {
+		return res, v.fail(err)
+	}
+	return res, nil
+}
+
+// row reads a key in the transaction.
+func (v *txView) row(key string) (pgstore.TxRow, error) {
+	r, err := v.tx.Read(v.ctx, key)
+	if err != nil {
+		return r, v.fail(err)
+	}
+	return r, nil
+}
+
+func (v *txView) Get(_ context.Context, key string) ([]byte, bool, error) {
+	r, err := v.row(key)
+	return r.Value, err == nil && r.Live, err
+}
+
+func (v *txView) GetMulti(_ context.Context, keys []string, _ int64, emit func([]byte)) error {
+	rows, err := v.tx.Rows(v.ctx, keys)
+	if err != nil {
+		return v.fail(err)
+	}
+	for _, k := range keys {
+		if r, ok := rows[k]; ok && r.Live {
+			emit(r.Value)
+		} else {
+			emit(nil)
+		}
+	}
+	return nil
+}
+
+func (v *txView) Exists(key string) (mirror.Lookup, error) {
+	r, err := v.row(key)
+	if err != nil || !r.Live {
+		return mirror.Lookup{}, err
+	}
+	return mirror.Lookup{Found: true, Version: r.Version, Expires: r.Expires, Size: len(r.Value)}, nil
+}
+
+// PTTL is measured against this host's clock (the mirror's measures
+// against its estimate of the database's).
+func (v *txView) PTTL(key string) (int64, bool, error) {
+	l, err := v.Exists(key)
+	switch {
+	case err != nil || !l.Found:
+		return 0, false, err
+	case l.Expires == mirror.NoExpiry:
+		return -1, true, nil
+	}
+	return max((l.Expires-time.Now().UnixMicro())/1000, 0), true, nil
+}
+
+func (v *txView) StrLen(_ context.Context, key string) (int64, error) {
+	l, err := v.Exists(key)
+	return int64(l.Size), err
+}

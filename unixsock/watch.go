@@ -1,0 +1,155 @@
+package unixsock
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"pgmirror/mirror"
+	"pgmirror/pgstore"
+)
+
+// WATCH records, per key, what the mirror held (existence, version,
+// expiry), and registers the connection with the server's watch registry:
+// any change the mirror applies to the key afterwards (this sidecar's
+// writes, notifications of other sidecars' and of plain SQL, keys found
+// expired) marks the connection's watch dirty, and a flush of the mirror
+// marks every watch dirty. EXEC aborts (null array) on a dirty watch without
+// a query; otherwise, under the block's key locks, it reads the watched
+// rows FOR UPDATE and aborts if a key's existence or version differs from
+// what was recorded, or if it was live and has expired since: plain SQL
+// takes no advisory lock, versions do not order writes, and expiry does
+// not change the version, so each check is needed.
+
+// watchedKey is a key's state in the mirror at WATCH.
+type watchedKey struct {
+	found   bool
+	version int64
+}
+
+// watchRegistry is the server's watched keys (watchers), guarded by mu.
+type watchRegistry struct {
+	mu       sync.Mutex
+	watchers map[string]map[*client]struct{}
+	n        atomic.Int64 // watched keys: zero makes the event handler free
+}
+
+// watchFlag is a connection's dirty mark (the event handler sets it).
+type watchFlag struct{ dirty atomic.Bool }
+
+func cmdWatch(c *client, a [][]byte) {
+	if c.txn.multi != nil {
+		c.errorReply("ERR WATCH inside MULTI is not allowed")
+		return
+	}
+	keys, ok := c.keys(a[1:])
+	if !ok {
+		return
+	}
+	r := &c.s.watches
+	r.mu.Lock()
+	if r.watchers == nil {
+		r.watchers = map[string]map[*client]struct{}{}
+	}
+	for _, k := range keys {
+		if _, dup := c.txn.watched[k]; dup {
+			continue
+		}
+		if r.watchers[k] == nil {
+			r.watchers[k] = map[*client]struct{}{}
+			r.n.Add(1)
+		}
+		r.watchers[k][c] = struct{}{}
+	}
+	r.mu.Unlock()
+	// Registered first, read second: a change applied in between marks
+	// the watch dirty, or shows in the version recorded.
+	if c.txn.watched == nil {
+		c.txn.watched = map[string]watchedKey{}
+	}
+	for _, k := range keys {
+		if _, dup := c.txn.watched[k]; dup {
+			continue
+		}
+		l, err := c.s.Mirror.Exists(k)
+		if err != nil {
+			c.watch.dirty.Store(true) // EXEC aborts: nothing sure was seen
+		}
+		c.txn.watched[k] = watchedKey{found: l.Found, version: l.Version}
+	}
+	c.ok()
+}
+
+// unwatchAll forgets the connection's watched keys.
+func (c *client) unwatchAll() {
+	if len(c.txn.watched) > 0 {
+		r := &c.s.watches
+		r.mu.Lock()
+		for k := range c.txn.watched {
+			if w := r.watchers[k]; w != nil {
+				delete(w, c)
+				if len(w) == 0 {
+					delete(r.watchers, k)
+					r.n.Add(-1)
+				}
+			}
+		}
+		r.mu.Unlock()
+	}
+	c.txn.watched = nil
+	c.watch.dirty.Store(false)
+}
+
+func (c *client) watchDirty() bool { return c.watch.dirty.Load() }
+
+// handleWatchEvent marks the watchers of changed keys dirty (the mirror's
+// event handler).
+func (s *Server) handleWatchEvent(ev mirror.Event) {
+	r := &s.watches
+	if r.n.Load() == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch ev.Kind {
+	case mirror.KindChanges:
+		for _, ch := range ev.Changes {
+			for c := range r.watchers[ch.Key] {
+				c.watch.dirty.Store(true)
+			}
+		}
+	case mirror.KindFlush:
+		for _, w := range r.watchers {
+			for c := range w {
+				c.watch.dirty.Store(true)
+			}
+		}
+	}
+}
+
+// watchChanged checks the watched keys under the transaction's locks:
+// true if EXEC must abort.
+func (c *client) watchChanged(ctx context.Context, tx *pgstore.Tx) (bool, error) {
+	if len(c.txn.watched) == 0 {
+		return false, nil
+	}
+	keys := make([]string, 0, len(c.txn.watched))
+	for k := range c.txn.watched {
+		keys = append(keys, k)
+	}
+	rows, err := tx.Rows(ctx, keys)
+	if err != nil {
+		return false, err
+	}
+	for k, w := range c.txn.watched {
+		r, ok := rows[k]
+		switch {
+		case w.found && (!ok || r.Version != w.version || !r.Live):
+			return true, nil
+		case !w.found && ok && r.Live:
+			return true, nil
+		}
+	}
+	// A change the mirror applied while the locks were awaited.
+	return c.watchDirty(), nil
+}
