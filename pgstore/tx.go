@@ -38,7 +38,7 @@ type Tx struct {
 	changes []mirror.Change
 	changed []string
 	ticket  *mirror.WriteTicket // taken before the locks, as a batch takes it before its statement
-	dead    error // a statement failed: the transaction is rolled back
+	dead    error               // a statement failed: the transaction is rolled back
 	done    bool
 }
 
