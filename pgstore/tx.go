@@ -37,7 +37,8 @@ type Tx struct {
 	lockSet []string
 	changes []mirror.Change
 	changed []string
-	dead    error // a statement failed: the transaction is rolled back
+	ticket  *mirror.WriteTicket // taken before the locks, as a batch takes it before its statement
+	dead    error               // a statement failed: the transaction is rolled back
 	done    bool
 }
 
@@ -67,9 +68,11 @@ func (w *Writer) Begin(ctx context.Context, keys []string) (*Tx, error) {
 		t.keys[k] = true
 	}
 	w.hold(ks, 1)
+	t.ticket = w.apply.BeginWrite()
 	conn, err := w.conn(ctx)
 	if err != nil {
 		w.hold(ks, -1)
+		w.apply.AbandonWrite(t.ticket)
 		return nil, &writeError{kind: mirror.ErrWriteUnavailable, reason: err.Error()}
 	}
 	t.conn = conn
@@ -233,12 +236,15 @@ func (t *Tx) Commit(ctx context.Context) error {
 	}
 	defer t.release()
 	if len(t.changed) == 0 {
+		t.w.apply.AbandonWrite(t.ticket)
+		t.ticket = nil
 		if err := t.tx.Commit(); err != nil {
 			return &writeError{kind: mirror.ErrWriteUnavailable, reason: oneLine(err.Error())}
 		}
 		return nil
 	}
-	ticket := t.w.apply.BeginWrite()
+	ticket := t.ticket
+	t.ticket = nil // ended here
 	var xid sql.NullInt64
 	err := t.tx.QueryRowContext(ctx, `SELECT pgmirror_tx_publish($1::text[])`, pq.Array(t.changed)).Scan(&xid)
 	if err != nil {
@@ -279,6 +285,9 @@ func (t *Tx) release() {
 		return
 	}
 	t.done = true
+	if t.ticket != nil {
+		t.w.apply.AbandonWrite(t.ticket)
+	}
 	if t.tx != nil {
 		_ = t.tx.Rollback() // after Commit: sql.ErrTxDone
 	}

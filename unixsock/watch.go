@@ -25,12 +25,14 @@ import (
 type watchedKey struct {
 	found   bool
 	version int64
+	pending bool // registered, not read yet
 }
 
-// watchRegistry is the server's watched keys (watchers), guarded by mu.
+// watchRegistry is the server's watched keys (watchers, with the state each
+// watcher recorded), guarded by mu.
 type watchRegistry struct {
 	mu       sync.Mutex
-	watchers map[string]map[*client]struct{}
+	watchers map[string]map[*client]watchedKey
 	n        atomic.Int64 // watched keys: zero makes the event handler free
 }
 
@@ -49,33 +51,36 @@ func cmdWatch(c *client, a [][]byte) {
 	r := &c.s.watches
 	r.mu.Lock()
 	if r.watchers == nil {
-		r.watchers = map[string]map[*client]struct{}{}
+		r.watchers = map[string]map[*client]watchedKey{}
 	}
+	var fresh []string
 	for _, k := range keys {
-		if _, dup := c.txn.watched[k]; dup {
+		if _, dup := c.txn.watched[k]; dup || r.watchers[k] != nil && r.watchers[k][c].pending {
 			continue
 		}
 		if r.watchers[k] == nil {
-			r.watchers[k] = map[*client]struct{}{}
+			r.watchers[k] = map[*client]watchedKey{}
 			r.n.Add(1)
 		}
-		r.watchers[k][c] = struct{}{}
+		r.watchers[k][c] = watchedKey{pending: true}
+		fresh = append(fresh, k)
 	}
 	r.mu.Unlock()
-	// Registered first, read second: a change applied in between marks
-	// the watch dirty, or shows in the version recorded.
+	// Registered first, read second: the state read includes every change
+	// applied before, and the event handler compares later ones with it.
 	if c.txn.watched == nil {
 		c.txn.watched = map[string]watchedKey{}
 	}
-	for _, k := range keys {
-		if _, dup := c.txn.watched[k]; dup {
-			continue
-		}
+	for _, k := range fresh {
 		l, err := c.s.Mirror.Exists(k)
 		if err != nil {
 			c.watch.dirty.Store(true) // EXEC aborts: nothing sure was seen
 		}
-		c.txn.watched[k] = watchedKey{found: l.Found, version: l.Version}
+		w := watchedKey{found: l.Found, version: l.Version}
+		c.txn.watched[k] = w
+		r.mu.Lock()
+		r.watchers[k][c] = w
+		r.mu.Unlock()
 	}
 	c.ok()
 }
@@ -103,7 +108,9 @@ func (c *client) unwatchAll() {
 func (c *client) watchDirty() bool { return c.watch.dirty.Load() }
 
 // handleWatchEvent marks the watchers of changed keys dirty (the mirror's
-// event handler).
+// event handler): a watcher whose recorded state differs from the key's
+// state in the mirror now. (The event of a change the watcher's WATCH
+// already saw, handled late, leaves it clean.)
 func (s *Server) handleWatchEvent(ev mirror.Event) {
 	r := &s.watches
 	if r.n.Load() == 0 {
@@ -114,8 +121,15 @@ func (s *Server) handleWatchEvent(ev mirror.Event) {
 	switch ev.Kind {
 	case mirror.KindChanges:
 		for _, ch := range ev.Changes {
-			for c := range r.watchers[ch.Key] {
-				c.watch.dirty.Store(true)
+			ws := r.watchers[ch.Key]
+			if len(ws) == 0 {
+				continue
+			}
+			l, err := s.Mirror.Exists(ch.Key)
+			for c, w := range ws {
+				if !w.pending && (err != nil || l.Found != w.found || l.Found && l.Version != w.version) {
+					c.watch.dirty.Store(true)
+				}
 			}
 		}
 	case mirror.KindFlush:
