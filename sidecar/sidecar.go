@@ -153,7 +153,12 @@ func (s *Sidecar) Close() error {
 		s.Writer.Close(),
 		s.Listener.Close(),
 		s.Mirror.Close(),
-		s.DB.Close(),
+	}
+	// Closing the pool says goodbye on every idle connection; one the server
+	// already dropped (a failover, a restart) answers with a broken pipe,
+	// which is no failure of the stop.
+	if err := s.DB.Close(); err != nil {
+		s.log.Debug("closing the Postgres pool", "error", s.Config.Redact(err.Error()))
 	}
 	s.wg.Wait()
 	if s.opened {
