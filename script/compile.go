@@ -48,6 +48,7 @@ func parseShebang(body []byte) (Flags, int, error) {
 	}
 	end := bytes.IndexByte(body, '\n')
 	if end < 0 {
+		//lint:ignore ST1005 worded as Redis words it: the reply must match
 		return Flags{}, 0, errors.New("Invalid script shebang")
 	}
 	parts := strings.Fields(string(body[:end]))
@@ -56,16 +57,19 @@ func parseShebang(body []byte) (Flags, int, error) {
 		if len(parts) > 0 {
 			engine = parts[0]
 		}
+		//lint:ignore ST1005 worded as Redis words it: the reply must match
 		return Flags{}, 0, fmt.Errorf("Unexpected engine in script shebang: %s", engine)
 	}
 	f := Flags{Shebang: true}
 	for _, p := range parts[1:] {
 		list, ok := strings.CutPrefix(p, "flags=")
 		if !ok {
+			//lint:ignore ST1005 worded as Redis words it: the reply must match
 			return Flags{}, 0, fmt.Errorf("Unknown lua shebang option: %s", p)
 		}
 		for _, name := range strings.Split(list, ",") {
 			if !f.set(name) {
+				//lint:ignore ST1005 worded as Redis words it: the reply must match
 				return Flags{}, 0, fmt.Errorf("Unexpected flag in script shebang: %s", name)
 			}
 		}

@@ -250,13 +250,12 @@ func validClientType(t string) bool {
 
 // killFilter is CLIENT KILL's selection.
 type killFilter struct {
-	id         int64
-	typ, addr  string
-	laddr      string
-	hasAddr    bool
-	hasLaddr   bool
-	skipMe     bool
-	filterUser bool
+	id        int64
+	typ, addr string
+	laddr     string
+	hasAddr   bool
+	hasLaddr  bool
+	skipMe    bool
 }
 
 // clientKill answers CLIENT KILL addr (the old form: OK, or an error when

@@ -96,7 +96,7 @@ func TestClientListInfoKill(t *testing.T) {
 	ctx := context.Background()
 	one := func() *redis.Client {
 		return redis.NewClient(&redis.Options{Network: "unix", Addr: sc.socket, PoolSize: 1, MaxRetries: -1,
-			DisableIndentity: true})
+			DisableIdentity: true})
 	}
 	a, b := one(), one()
 	defer a.Close()
