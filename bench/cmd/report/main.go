@@ -295,6 +295,9 @@ func (r *report) build() string {
 		}
 	}
 
+	// MULTI/EXEC and EVALSHA (bench/cmd/txbench).
+	rows = append(rows, r.txRows(reps)...)
+
 	// The direct SELECT.
 	for _, c := range []string{"1", "50"} {
 		pg := r.pgbench("select_c" + c)
@@ -419,6 +422,7 @@ func (r *report) build() string {
 				strings.Join(rb[mode+cfg+"pgmirror"].runs, "; "), strings.Join(rb[mode+cfg+"redis"].runs, "; "))
 		}
 	}
+	r.txDetails()
 	r.printf("\npgbench (one run each; latency percentiles from the per-transaction log):\n\n")
 	r.printf("| run | tps | p50 ms | p99 ms | transactions |\n|---|---|---|---|---|\n")
 	for _, name := range []string{"select_c1", "select_c50", "upsert_triggers_c50", "upsert_plain_c50"} {
