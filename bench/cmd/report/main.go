@@ -556,6 +556,9 @@ func ratio(a, b float64) string {
 	if b == 0 {
 		return "—"
 	}
+	if a/b < 0.1 {
+		return fmt.Sprintf("%.4fx", a/b) // far below: enough digits to tell 0.005x from 0.01x
+	}
 	return fmt.Sprintf("%.2fx", a/b)
 }
 
