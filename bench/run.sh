@@ -12,6 +12,9 @@
 #   3. pgbench: the direct primary-key SELECT at 1 and 50 clients, and
 #      single-row upserts at 50 clients on cache_entries (with the notify
 #      triggers) and on a copy without triggers;
+#   3b. MULTI/EXEC of 5 SETs and EVALSHA of redis-py's lock-release script at
+#      50 clients against pgmirror and Redis, interleaved, REPS repetitions
+#      (bench/cmd/txbench; redis-benchmark cannot send a MULTI block);
 #   4. propagation commit -> visible in 1, 10, 50 sidecars at 1,000 writes/s
 #      next to a bare pq.Listener (bench/cmd/propagation);
 #   5. warm start of 1,000,000 rows of 100 bytes: time to ready and VmRSS
@@ -33,10 +36,10 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
 quick=${BENCH_QUICK:-0}
 if [ "$quick" = 1 ]; then
-    reps=1 pgbench_t=3 prop_sidecars=1,10 prop_quiet=3s prop_probed=5s warm_runs=1 warm_rows=200000 prof_secs=3
+    reps=1 pgbench_t=3 tx_secs=3s prop_sidecars=1,10 prop_quiet=3s prop_probed=5s warm_runs=1 warm_rows=200000 prof_secs=3
     n_get_c1=20000 n_get_c50=100000 n_get_p16=400000 n_set_c1=2000 n_set_c50=10000 n_set_p16=20000
 else
-    reps=3 pgbench_t=10 prop_sidecars=1,10,50 prop_quiet=10s prop_probed=15s warm_runs=3 warm_rows=1000000 prof_secs=8
+    reps=3 pgbench_t=10 tx_secs=10s prop_sidecars=1,10,50 prop_quiet=10s prop_probed=15s warm_runs=3 warm_rows=1000000 prof_secs=8
     n_get_c1=100000 n_get_c50=500000 n_get_p16=2000000 n_set_c1=5000 n_set_c50=50000 n_set_p16=30000
 fi
 keys=100000 # preloaded keys, key:000000000000 .. key:000000099999, as redis-benchmark -r 100000 names them
@@ -110,7 +113,7 @@ logcmd() {
 
 # --- build ------------------------------------------------------------------
 log "building the bench tools"
-go build -o "$work/bin/" ./bench/cmd/propagation ./bench/cmd/warmstart ./bench/cmd/report
+go build -o "$work/bin/" ./bench/cmd/propagation ./bench/cmd/warmstart ./bench/cmd/report ./bench/cmd/txbench
 # The profile needs symbols; bin/pgmirror is stripped (-s -w).
 go build -trimpath -o "$work/bin/pgmirror-symbols" .
 
@@ -254,6 +257,23 @@ log "SET runs ($reps repetitions, interleaved)"
 matrix set
 pgb upsert_triggers_c50 upsert.sql 50
 pgb upsert_plain_c50 upsert_plain.sql 50
+
+# --- transactions and scripts ---------------------------------------------------
+# MULTI/EXEC of 5 SETs and EVALSHA of the lock-release script, 50 clients each,
+# pgmirror and Redis alternating, REPS times; one JSON per run in results/.
+log "MULTI/EXEC and EVALSHA runs ($reps repetitions, interleaved, $tx_secs each)"
+for rep in $(seq "$reps"); do
+    for mode in multi evalsha; do
+        for target in pgmirror redis; do
+            case $target in pgmirror) sock=$pgm_sock ;; redis) sock=$redis_sock ;; esac
+            cmd=("$work/bin/txbench" -socket "$sock" -mode "$mode" -clients 50 -duration "$tx_secs" -keys "$keys"
+                -out "$res/tx_${mode}_${target}_${rep}.json")
+            [ "$rep" != 1 ] || logcmd "${cmd[@]}"
+            log "txbench $mode -c 50 $target ($rep/$reps)"
+            fg "${cmd[@]}" 2>>"$work/txbench.log" || die "txbench $mode against $target failed; see $work/txbench.log"
+        done
+    done
+done
 
 # --- CPU profile of the sidecar under GET -c 50 ------------------------------------
 if command -v perf >/dev/null 2>&1 && perf record -o /dev/null -- true >/dev/null 2>&1; then

@@ -295,6 +295,9 @@ func (r *report) build() string {
 		}
 	}
 
+	// MULTI/EXEC and EVALSHA (bench/cmd/txbench).
+	rows = append(rows, r.txRows(reps)...)
+
 	// The direct SELECT.
 	for _, c := range []string{"1", "50"} {
 		pg := r.pgbench("select_c" + c)
@@ -419,6 +422,7 @@ func (r *report) build() string {
 				strings.Join(rb[mode+cfg+"pgmirror"].runs, "; "), strings.Join(rb[mode+cfg+"redis"].runs, "; "))
 		}
 	}
+	r.txDetails()
 	r.printf("\npgbench (one run each; latency percentiles from the per-transaction log):\n\n")
 	r.printf("| run | tps | p50 ms | p99 ms | transactions |\n|---|---|---|---|---|\n")
 	for _, name := range []string{"select_c1", "select_c50", "upsert_triggers_c50", "upsert_plain_c50"} {
@@ -551,6 +555,9 @@ func median(xs []float64) float64 {
 func ratio(a, b float64) string {
 	if b == 0 {
 		return "—"
+	}
+	if a/b < 0.1 {
+		return fmt.Sprintf("%.4fx", a/b) // far below: enough digits to tell 0.005x from 0.01x
 	}
 	return fmt.Sprintf("%.2fx", a/b)
 }
