@@ -59,18 +59,27 @@ func cmdMGet(c *client, a [][]byte) {
 }
 
 func cmdExists(c *client, a [][]byte) {
-	ks, ok := c.readKeys(a[1:])
+	c.countKeys(a[1:], func(k string) (bool, error) {
+		l, err := c.s.Mirror.Exists(k)
+		return l.Found, err
+	})
+}
+
+// countKeys answers how many of keys probe finds (a key named twice counts
+// twice), or the first error.
+func (c *client) countKeys(keys [][]byte, probe func(key string) (bool, error)) {
+	ks, ok := c.readKeys(keys)
 	if !ok {
 		return
 	}
 	n := int64(0)
 	for _, k := range ks {
-		l, err := c.s.Mirror.Exists(k)
+		found, err := probe(k)
 		if err != nil {
 			c.readErr(err)
 			return
 		}
-		if l.Found {
+		if found {
 			n++
 		}
 	}

@@ -57,24 +57,7 @@ func cmdWait(c *client, a [][]byte) {
 
 // cmdTouch counts the keys present (a key named twice counts twice) and
 // marks each read, as GET does: the access-time flush records it.
-func cmdTouch(c *client, a [][]byte) {
-	ks, ok := c.readKeys(a[1:])
-	if !ok {
-		return
-	}
-	n := int64(0)
-	for _, k := range ks {
-		found, err := c.s.Mirror.Touch(k)
-		if err != nil {
-			c.readErr(err)
-			return
-		}
-		if found {
-			n++
-		}
-	}
-	c.integer(n)
-}
+func cmdTouch(c *client, a [][]byte) { c.countKeys(a[1:], c.s.Mirror.Touch) }
 
 // expireTime answers EXPIRETIME (seconds) or PEXPIRETIME (milliseconds):
 // the absolute expiry, -1 without one, -2 for a missing key.
