@@ -131,3 +131,39 @@ func TestReadmeCodeMapNamesEveryPackage(t *testing.T) {
 		t.Errorf("README's code map names\n  %s\nbut go list ./... has\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
 	}
 }
+
+// TestTestsUseTheOneWiring: no test builds a listener or a mirror beside
+// the sidecar package (tests get whole sidecars from internal/sidecartest),
+// and the shared test helpers are defined once, in internal/testutil.
+func TestTestsUseTheOneWiring(t *testing.T) {
+	t.Parallel()
+	banned := map[string]*regexp.Regexp{
+		"builds a listener by hand (use internal/sidecartest)": regexp.MustCompile(`listener\.Listener\{`),
+		"defines eventually again (use testutil.Eventually)":   regexp.MustCompile(`(?m)^func [eE]ventually\(`),
+		"defines syncBuffer again (use testutil.SyncBuffer)":   regexp.MustCompile(`(?m)^type syncBuffer `),
+	}
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && path != "." {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasPrefix(path, "internal/testutil/") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for why, re := range banned {
+			if re.Match(b) && (strings.HasSuffix(path, "_test.go") || strings.HasPrefix(path, "internal/")) {
+				t.Errorf("%s %s", path, why)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
