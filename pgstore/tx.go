@@ -139,12 +139,12 @@ func (t *Tx) Write(ctx context.Context, op mirror.WriteOp) (mirror.WriteResult, 
 			return mirror.WriteResult{}, fmt.Errorf("%w: %q", ErrTxUndeclared, k)
 		}
 	}
-	r := &writeReq{op: op}
+	r := &writeReq{op: op, cost: 1}
 	for _, v := range op.Values {
 		r.size += len(v)
 	}
 	batch := []*writeReq{r}
-	ops, vals, err := encodeBatch(batch)
+	ops, vals, refs, err := encodeBatch(batch)
 	if err != nil {
 		return mirror.WriteResult{}, err
 	}
@@ -158,7 +158,7 @@ func (t *Tx) Write(ctx context.Context, op mirror.WriteOp) (mirror.WriteResult, 
 	if err != nil {
 		return mirror.WriteResult{}, t.fail(err)
 	}
-	out, err := readOutcome(rows, batch)
+	out, err := readOutcome(rows, batch, refs)
 	if err != nil {
 		return mirror.WriteResult{}, t.fail(err)
 	}

@@ -137,6 +137,8 @@ type writeReq struct {
 	op    mirror.WriteOp
 	at    time.Time // queued at
 	size  int       // value bytes
+	cost  int       // commands it counts as toward MaxBatch: 1, or a block's steps and head
+	blk   *blockReq // a MULTI/EXEC block (block.go); op.Keys then names all its keys
 	taken bool      // in a batch (w.mu)
 	done  chan writeAns
 }
@@ -205,12 +207,18 @@ func (w *Writer) Write(ctx context.Context, op mirror.WriteOp) (mirror.WriteResu
 	if err := ctx.Err(); err != nil {
 		return mirror.WriteResult{}, err
 	}
-	r := &writeReq{op: op, done: make(chan writeAns, 1)}
-	if w.opts.Linger > 0 {
-		r.at = time.Now()
-	}
+	r := &writeReq{op: op, cost: 1}
 	for _, v := range op.Values {
 		r.size += len(v)
+	}
+	return w.enqueue(ctx, r)
+}
+
+// enqueue queues r and waits for its batch's outcome (see Write).
+func (w *Writer) enqueue(ctx context.Context, r *writeReq) (mirror.WriteResult, error) {
+	r.done = make(chan writeAns, 1)
+	if w.opts.Linger > 0 {
+		r.at = time.Now()
 	}
 	w.mu.Lock()
 	if w.closed {
@@ -329,9 +337,9 @@ func (w *Writer) take() []*writeReq {
 // its keys are held back from later commands too (w.mu).
 func (w *Writer) takeLocked() []*writeReq {
 	var (
-		batch       []*writeReq
-		held        map[string]bool // keys of commands left waiting
-		bytes, keys int
+		batch             []*writeReq
+		held              map[string]bool // keys of commands left waiting
+		bytes, keys, cost int
 	)
 	if w.flushing {
 		return nil
@@ -343,12 +351,12 @@ func (w *Writer) takeLocked() []*writeReq {
 	}
 	kept := w.queue[:0]
 	for i, r := range w.queue {
-		if len(batch) >= w.opts.MaxBatch || len(batch) > 0 &&
-			(bytes+r.size > maxBatchBytes || keys+len(r.op.Keys) > maxBatchKeys) {
+		if cost >= w.opts.MaxBatch || len(batch) > 0 &&
+			(cost+r.cost > w.opts.MaxBatch || bytes+r.size > maxBatchBytes || keys+len(r.op.Keys) > maxBatchKeys) {
 			kept = append(kept, w.queue[i:]...)
 			break
 		}
-		if r.op.Kind == mirror.WriteFlush {
+		if r.op.Kind == mirror.WriteFlush && r.blk == nil {
 			// A flush touches every key: it waits for what is in flight
 			// and for every command before it, runs alone, and holds back
 			// every command after it.
@@ -379,6 +387,7 @@ func (w *Writer) takeLocked() []*writeReq {
 		}
 		bytes += r.size
 		keys += len(r.op.Keys)
+		cost += r.cost
 		r.taken = true
 		batch = append(batch, r)
 	}
@@ -401,7 +410,7 @@ func (w *Writer) finish(batch []*writeReq) {
 	defer w.mu.Unlock()
 	w.batchesIn--
 	for _, r := range batch {
-		if r.op.Kind == mirror.WriteFlush {
+		if r.op.Kind == mirror.WriteFlush && r.blk == nil {
 			w.flushing = false
 		}
 		for _, k := range r.op.Keys {

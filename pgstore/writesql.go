@@ -55,7 +55,7 @@ const writeQuery = `SELECT cmd, rec, reply, reply_int, reply_bulk, reply_err,
 
 // execute runs the batch's statement; sent is set just before it is sent.
 func (w *Writer) execute(ctx context.Context, batch []*writeReq, sent *atomic.Bool) outcome {
-	ops, vals, err := encodeBatch(batch)
+	ops, vals, refs, err := encodeBatch(batch)
 	if err != nil {
 		return outcome{err: err}
 	}
@@ -74,7 +74,7 @@ func (w *Writer) execute(ctx context.Context, batch []*writeReq, sent *atomic.Bo
 		return failed(err)
 	}
 	defer rows.Close()
-	out, err := readOutcome(rows, batch)
+	out, err := readOutcome(rows, batch, refs)
 	if err != nil {
 		return failed(err)
 	}
@@ -94,7 +94,7 @@ type writeRow struct {
 // readOutcome reads the rows of a batch's statement to their end, which
 // confirms the commit: a reply per command, the changes each made, and
 // the transaction's id.
-func readOutcome(rows *sql.Rows, batch []*writeReq) (outcome, error) {
+func readOutcome(rows *sql.Rows, batch []*writeReq, refs []opRef) (outcome, error) {
 	out := outcome{results: make([]mirror.WriteResult, len(batch))}
 	replied := make([]bool, len(batch))
 	xactSeen := false
@@ -109,9 +109,14 @@ func readOutcome(rows *sql.Rows, batch []*writeReq) (outcome, error) {
 			out.xid = uint64(r.xactID.Int64)
 			continue
 		}
-		i := int(r.cmd.Int32)
-		if !r.cmd.Valid || i < 0 || i >= len(batch) {
-			return out, fmt.Errorf("pgmirror_write: row for command %v of %d", r.cmd.Int32, len(batch))
+		if !r.cmd.Valid || r.cmd.Int32 < 0 || int(r.cmd.Int32) >= len(refs) {
+			return out, fmt.Errorf("pgmirror_write: row for command %v of %d", r.cmd.Int32, len(refs))
+		}
+		ref := refs[r.cmd.Int32]
+		i := ref.req
+		if blk := batch[i].blk; blk != nil {
+			blk.row(ref.step, &r, &out)
+			continue
 		}
 		res := &out.results[i]
 		switch r.rec {
@@ -142,7 +147,13 @@ func readOutcome(rows *sql.Rows, batch []*writeReq) (outcome, error) {
 	if !xactSeen {
 		return out, errors.New("pgmirror_write returned no transaction row")
 	}
-	for i := range batch {
+	for i, r := range batch {
+		if r.blk != nil {
+			if err := r.blk.ended(); err != nil {
+				return out, err
+			}
+			continue
+		}
 		if !replied[i] {
 			out.results[i] = mirror.WriteResult{Err: errors.New("ERR internal error: no reply for the command")}
 		}
@@ -251,17 +262,19 @@ func stateChange(op *mirror.WriteOp, res *mirror.WriteResult, key string, versio
 
 // opJSON is one command as pgmirror_write reads it.
 type opJSON struct {
-	K    string     `json:"k"`
-	Keys []string   `json:"keys"`
-	V    [][2]int64 `json:"v,omitempty"`
-	I    *int64     `json:"i,omitempty"`
-	F    *string    `json:"f,omitempty"`
-	E    string     `json:"e,omitempty"`
-	MS   *int64     `json:"ms,omitempty"`
-	C    string     `json:"c,omitempty"`
-	G    bool       `json:"g,omitempty"`
-	P    *string    `json:"p,omitempty"`
-	O    string     `json:"o,omitempty"`
+	K    string      `json:"k"`
+	Keys []string    `json:"keys"`
+	V    [][2]int64  `json:"v,omitempty"`
+	I    *int64      `json:"i,omitempty"`
+	F    *string     `json:"f,omitempty"`
+	E    string      `json:"e,omitempty"`
+	MS   *int64      `json:"ms,omitempty"`
+	C    string      `json:"c,omitempty"`
+	G    bool        `json:"g,omitempty"`
+	P    *string     `json:"p,omitempty"`
+	O    string      `json:"o,omitempty"`
+	N    int         `json:"n,omitempty"` // a block's head: its commands
+	W    []watchJSON `json:"w,omitempty"` // a block's head: its watched keys
 }
 
 var (
@@ -283,41 +296,57 @@ var (
 	}
 )
 
-// encodeBatch returns the ops and vals arguments of pgmirror_write.
-func encodeBatch(batch []*writeReq) (string, []byte, error) {
-	size := 0
+// opRef is what one command of a batch's statement is: request req of the
+// batch, and for a block its step (-1 for a single command or a block's head).
+type opRef struct{ req, step int }
+
+// encodeBatch returns the ops and vals arguments of pgmirror_write, and
+// what each command of ops is.
+func encodeBatch(batch []*writeReq) (string, []byte, []opRef, error) {
+	size, n := 0, 0
 	for _, r := range batch {
 		size += r.size
+		n += max(r.cost, 1)
 	}
 	vals := make([]byte, 0, size) // never nil: a nil []byte is sent as NULL
-	ops := make([]opJSON, len(batch))
+	ops := make([]opJSON, 0, n)
+	refs := make([]opRef, 0, n)
 	for i, r := range batch {
-		op := &r.op
-		o := opJSON{K: kindNames[op.Kind], Keys: op.Keys, E: expiryNames[op.Expiry], C: condNames[op.Cond], G: op.Get,
-			O: op.Sub}
-		for _, v := range op.Values {
-			o.V = append(o.V, [2]int64{int64(len(vals)) + 1, int64(len(v))})
-			vals = append(vals, v...)
+		if r.blk != nil {
+			ops, refs = r.blk.encode(i, ops, refs, &vals)
+			continue
 		}
-		switch op.Kind {
-		case mirror.WriteIncrBy, mirror.WriteSetRange, mirror.WriteSetBit:
-			o.I = &op.Int
-		case mirror.WriteIncrByFloat:
-			o.F = &op.Float
-		case mirror.WriteFlush:
-			o.P = &op.Prefix
-			o.Keys = []string{}
-		}
-		if op.Expiry == mirror.ExpiryIn || op.Expiry == mirror.ExpiryAt {
-			o.MS = &op.ExpiryMS
-		}
-		ops[i] = o
+		ops = append(ops, encodeOp(&r.op, &vals))
+		refs = append(refs, opRef{i, -1})
 	}
 	b, err := json.Marshal(ops)
 	if err != nil {
-		return "", nil, fmt.Errorf("encode the batch: %w", err)
+		return "", nil, nil, fmt.Errorf("encode the batch: %w", err)
 	}
-	return string(b), vals, nil
+	return string(b), vals, refs, nil
+}
+
+// encodeOp returns op as pgmirror_write reads it, its values appended to vals.
+func encodeOp(op *mirror.WriteOp, vals *[]byte) opJSON {
+	o := opJSON{K: kindNames[op.Kind], Keys: op.Keys, E: expiryNames[op.Expiry], C: condNames[op.Cond], G: op.Get,
+		O: op.Sub}
+	for _, v := range op.Values {
+		o.V = append(o.V, [2]int64{int64(len(*vals)) + 1, int64(len(v))})
+		*vals = append(*vals, v...)
+	}
+	switch op.Kind {
+	case mirror.WriteIncrBy, mirror.WriteSetRange, mirror.WriteSetBit:
+		o.I = &op.Int
+	case mirror.WriteIncrByFloat:
+		o.F = &op.Float
+	case mirror.WriteFlush:
+		o.P = &op.Prefix
+		o.Keys = []string{}
+	}
+	if op.Expiry == mirror.ExpiryIn || op.Expiry == mirror.ExpiryAt {
+		o.MS = &op.ExpiryMS
+	}
+	return o
 }
 
 // checkOp returns the error reply of a command that cannot be sent, or "".
