@@ -41,8 +41,8 @@ func (m *Mirror) applyLocked(b Batch) {
 	rl := m.reload.Load()
 	sets := m.valueSets.Load()
 	truncated := false
-	m.view.Lock()
-	defer m.view.Unlock() // after settle: the values are readable
+	m.lockView()
+	defer m.unlockView() // after settle: the values are readable
 	for i := range b.Changes {
 		c := &b.Changes[i]
 		switch c.Op {
@@ -151,8 +151,8 @@ func (m *Mirror) ApplyWrite(t *WriteTicket, xid uint64, changes []Change) {
 	rl := m.reload.Load()
 	sets := m.valueSets.Load()
 	contested := false
-	m.view.Lock()
-	defer m.view.Unlock() // after settle: the values are readable
+	m.lockView()
+	defer m.unlockView() // after settle: the values are readable
 	for i := range changes {
 		c := &changes[i]
 		if c.Op == OpFlush {
@@ -628,3 +628,21 @@ func (m *Mirror) forgetSentinel(token string) {
 	delete(m.sentinels, token)
 	m.sentinelMu.Unlock()
 }
+
+// lockView takes the view exclusively to apply changes; ViewSeq is odd
+// until unlockView.
+func (m *Mirror) lockView() {
+	m.view.Lock()
+	m.viewSeq.Add(1)
+}
+
+func (m *Mirror) unlockView() {
+	m.viewSeq.Add(1)
+	m.view.Unlock()
+}
+
+// ViewSeq counts the changes applied to the mirror as a whole (a batch, a
+// write): odd while one is being applied. Reads of several keys that see
+// the same even number before and after them read one consistent state, a
+// transaction never half applied (a seqlock: MULTI/EXEC's reads).
+func (m *Mirror) ViewSeq() uint64 { return m.viewSeq.Load() }

@@ -199,6 +199,7 @@ type Mirror struct {
 	// write's changes are applied, and shared by reads of several keys
 	// (GetMulti's lookups): they never see a transaction half applied.
 	view    sync.RWMutex
+	viewSeq atomic.Uint64 // see ViewSeq
 	tickets map[*WriteTicket]struct{}
 	// ownSeq counts ApplyWrite calls (applyMu): an echo mark carries the
 	// number of the apply that set it, a ticket the number at its start.

@@ -24,7 +24,7 @@ func (c *client) valueOf(key []byte) ([]byte, bool, bool) {
 	if !ok {
 		return nil, false, false
 	}
-	v, found, err := c.s.Mirror.Get(c.ctx(), k)
+	v, found, err := c.mir().Get(c.ctx(), k)
 	if err != nil {
 		c.readErr(err)
 		return nil, false, false

@@ -3,8 +3,11 @@ package unixsock
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
+	"unicode/utf8"
 
+	"pgmirror/mirror"
 	"pgmirror/pgstore"
 )
 
@@ -20,43 +23,209 @@ func (c *client) dropReplies(m replyMark) {
 	c.wbuf, c.segs, c.cut = c.wbuf[:m.wbuf], c.segs[:m.segs], m.cut
 }
 
-// execInPostgres runs a block in one Postgres transaction; see multi.go.
-func (c *client) execInPostgres(cmds []queuedCmd) {
-	b, ok := c.s.Writer.(txBeginner)
+// viewAttempts bounds the runs of a block of reads on the mirror that a
+// change applied meanwhile can spoil before the block is read from
+// Postgres instead.
+const viewAttempts = 4
+
+// execOnMirror runs a block of reads only, without WATCH, on the mirror:
+// no query for hits, and one consistent state (mirror.ViewSeq: no change
+// was applied between its first read and its last, so no transaction is
+// seen half applied). A run that a change overlapped is dropped and run
+// again; after viewAttempts, the block is read in Postgres.
+func (c *client) execOnMirror(cmds []queuedCmd) {
+	mark := c.markReplies()
+	c.txn.hold = true
+	defer func() { c.txn.hold = false }()
+	for range viewAttempts {
+		seq := c.s.Mirror.ViewSeq()
+		if seq%2 == 0 {
+			c.array(len(cmds))
+			for _, q := range cmds {
+				c.runQueued(q)
+			}
+			if c.s.Mirror.ViewSeq() == seq {
+				return
+			}
+			c.dropReplies(mark)
+		}
+		runtime.Gosched()
+	}
+	c.execBlock(cmds)
+}
+
+// blockWriter runs blocks in the group commit: *pgstore.Writer.
+type blockWriter interface {
+	WriteBlock(ctx context.Context, b pgstore.Block) (pgstore.BlockResult, error)
+}
+
+// blockRun is a connection's EXEC in the group commit: first the block's
+// write commands run collecting the operations they would write (their
+// replies dropped), then, with the block's outcome, every command runs
+// again answering from it: a write with its result (next), a read from the
+// rows the block read at its place (view).
+type blockRun struct {
+	collecting bool
+	ops        []mirror.WriteOp
+	next       *mirror.WriteResult
+	view       *blockView
+}
+
+// mir is what the connection's reads read: the mirror, or during EXEC the
+// rows of the block's read.
+func (c *client) mir() Mirror {
+	if b := c.txn.blk; b != nil && b.view != nil {
+		return b.view
+	}
+	return c.s.Mirror
+}
+
+// blockWrite handles a write of a block in EXEC (c.write): true if it was
+// collected or answered.
+func (c *client) blockWrite(op mirror.WriteOp) (mirror.WriteResult, bool) {
+	b := c.txn.blk
+	switch {
+	case b.collecting:
+		b.ops = append(b.ops, op)
+		return mirror.WriteResult{}, false
+	case b.next == nil:
+		return mirror.WriteResult{Err: errors.New("ERR internal error: a write of the block that was not collected")}, true
+	}
+	r := *b.next
+	b.next = nil
+	return r, true
+}
+
+// execBlock runs a block in the group commit (pgstore.Block): one
+// transaction with the rest of its batch, under the locks of its keys and
+// of the watched keys; WATCH checked under them.
+func (c *client) execBlock(cmds []queuedCmd) {
+	bw, ok := c.s.Writer.(blockWriter)
 	if !ok {
 		c.errorReply("ERR transactions need pgmirror's Postgres writer")
 		return
 	}
+	steps, at := c.blockSteps(cmds)
+	c.loadMisses(steps)
 	ctx, cancel := context.WithTimeout(c.ctx(), writeTimeout)
 	defer cancel()
-	tx, err := b.Begin(ctx, c.blockKeys(cmds))
-	if err != nil {
-		c.errorReply("ERR transaction failed, nothing was written: " + err.Error())
-		return
+	res, err := bw.WriteBlock(ctx, pgstore.Block{Steps: steps, Watch: c.watchedKeys()})
+	switch {
+	case errors.Is(err, mirror.ErrWriteUnknown):
+		c.errorReply("ERR transaction outcome unknown (connection to Postgres lost while committing); read the keys to check: " +
+			err.Error())
+	case err != nil:
+		c.errorReply(txError(err))
+	case res.Aborted:
+		c.nullArray()
+	default:
+		c.replayBlock(cmds, at, res)
 	}
-	abort, err := c.watchChanged(ctx, tx)
-	if err != nil || abort {
-		tx.Rollback()
-		if err != nil {
-			c.errorReply("ERR transaction failed, nothing was written: " + err.Error())
-		} else {
-			c.nullArray()
-		}
-		return
-	}
+}
+
+// blockSteps returns the block's steps and, per command, its step (-1 for
+// none: a command that fails before writing, or that reads no key).
+func (c *client) blockSteps(cmds []queuedCmd) ([]pgstore.BlockStep, []int) {
+	b := &blockRun{collecting: true}
+	c.txn.blk = b
 	mark := c.markReplies()
-	c.txn.tx, c.txn.txCtx, c.txn.hold = tx, ctx, true
+	hold := c.txn.hold
+	c.txn.hold = true
+	defer func() { c.txn.blk, c.txn.hold = nil, hold }()
+	var steps []pgstore.BlockStep
+	at := make([]int, len(cmds))
+	for i, q := range cmds {
+		at[i] = -1
+		switch {
+		case q.cmd.has(flagWrite):
+			b.ops = b.ops[:0]
+			q.cmd.fn(c, q.args)
+			if len(b.ops) == 1 {
+				at[i] = len(steps)
+				op := b.ops[0]
+				steps = append(steps, pgstore.BlockStep{Op: &op})
+			}
+		default:
+			if keys := c.cmdKeys(q); len(keys) > 0 {
+				at[i] = len(steps)
+				steps = append(steps, pgstore.BlockStep{Read: keys})
+			}
+		}
+		c.dropReplies(mark)
+	}
+	return steps, at
+}
+
+// loadMisses runs the loaders of the keys the block reads before it writes
+// them and the mirror lacks, as a GET outside the block would: the block
+// then reads the rows they stored.
+func (c *client) loadMisses(steps []pgstore.BlockStep) {
+	written := map[string]bool{}
+	for _, s := range steps {
+		if s.Op != nil {
+			for _, k := range s.Op.Keys {
+				written[k] = true
+			}
+			continue
+		}
+		for _, k := range s.Read {
+			if !written[k] {
+				if l, err := c.s.Mirror.Exists(k); err == nil && !l.Found {
+					_, _, _ = c.s.Mirror.Get(c.ctx(), k)
+				}
+			}
+		}
+	}
+}
+
+// replayBlock answers each command of a block that ran, in order.
+func (c *client) replayBlock(cmds []queuedCmd, at []int, res pgstore.BlockResult) {
+	b := &blockRun{}
+	c.txn.blk = b
+	defer func() { c.txn.blk = nil }()
 	c.array(len(cmds))
-	for _, q := range cmds {
+	for i, q := range cmds {
+		b.next, b.view = nil, nil
+		if s := at[i]; s >= 0 {
+			if st := &res.Steps[s]; q.cmd.has(flagWrite) {
+				b.next = &st.Res
+			} else {
+				b.view = &blockView{Mirror: c.s.Mirror, rows: st.Rows}
+			}
+		}
 		c.runQueued(q)
 	}
-	c.txn.tx, c.txn.txCtx = nil, nil
-	err = tx.Commit(ctx)
-	c.txn.hold = false
-	if err != nil {
-		c.dropReplies(mark)
-		c.errorReply(txError(err))
+}
+
+// watchedKeys is the connection's WATCH, as a Block takes it.
+func (c *client) watchedKeys() []pgstore.WatchedKey {
+	ws := make([]pgstore.WatchedKey, 0, len(c.txn.watched))
+	for k, w := range c.txn.watched {
+		ws = append(ws, pgstore.WatchedKey{Key: k, Found: w.found, Version: w.version})
 	}
+	return ws
+}
+
+// cmdKeys returns the namespaced keys of a queued command, as the table's
+// key positions name them; keys invalid for pgmirror are left out (their
+// command answers the error).
+func (c *client) cmdKeys(q queuedCmd) []string {
+	kr := q.cmd.keys
+	if kr.first == 0 {
+		return nil
+	}
+	last := kr.last
+	if last < 0 {
+		last = len(q.args) + last
+	}
+	var keys []string
+	for i := kr.first; i <= last && i < len(q.args); i += max(kr.step, 1) {
+		b := q.args[i]
+		if utf8.Valid(b) && strings.IndexByte(string(b), 0) < 0 && len(c.s.Namespace)+len(b) <= mirror.MaxKeyBytes {
+			keys = append(keys, c.s.Namespace+string(b))
+		}
+	}
+	return keys
 }
 
 // txError words a failed transaction's error.
@@ -65,97 +234,51 @@ func txError(err error) string {
 	if strings.HasPrefix(msg, "transaction failed") {
 		return "ERR " + msg
 	}
-	return "ERR transaction failed: " + msg
+	return "ERR transaction failed, nothing was written: " + msg
 }
 
-// txRead answers a read of a block in Postgres from its transaction's rows.
-func (c *client) txRows(a [][]byte) (map[string]pgstore.TxRow, []string, bool) {
-	keys, ok := c.readKeys(a)
-	if !ok {
-		return nil, nil, false
-	}
-	rows, err := c.txn.tx.Rows(c.txn.txCtx, keys)
-	if err != nil {
-		if errors.Is(err, pgstore.ErrTxUndeclared) {
-			c.errorReply("ERR pgmirror: " + err.Error())
+// blockView answers a block's read from the rows the block read at its
+// place (its own earlier writes included); the rest from the mirror.
+type blockView struct {
+	Mirror
+	rows map[string]pgstore.TxRow
+}
+
+func (v *blockView) Get(_ context.Context, key string) ([]byte, bool, error) {
+	r := v.rows[key]
+	return r.Value, r.Live, nil
+}
+
+func (v *blockView) GetMulti(_ context.Context, keys []string, _ int64, emit func([]byte)) error {
+	for _, k := range keys {
+		if r := v.rows[k]; r.Live {
+			emit(r.Value)
 		} else {
-			c.errorReply(txError(err))
+			emit(nil)
 		}
-		return nil, nil, false
 	}
-	return rows, keys, true
+	return nil
 }
 
-// txReads are the reads a block in Postgres answers from its transaction.
-var txReads = map[string]func(c *client, a [][]byte){
-	"get": func(c *client, a [][]byte) {
-		if rows, keys, ok := c.txRows(a[1:2]); ok {
-			c.txValue(rows[keys[0]])
-		}
-	},
-	"mget": func(c *client, a [][]byte) {
-		if rows, keys, ok := c.txRows(a[1:]); ok {
-			c.array(len(keys))
-			for _, k := range keys {
-				c.txValue(rows[k])
-			}
-		}
-	},
-	"exists": func(c *client, a [][]byte) {
-		if rows, keys, ok := c.txRows(a[1:]); ok {
-			n := 0
-			for _, k := range keys {
-				if rows[k].Live {
-					n++
-				}
-			}
-			c.integer(int64(n))
-		}
-	},
-	"ttl":  func(c *client, a [][]byte) { c.txTTL(a, false) },
-	"pttl": func(c *client, a [][]byte) { c.txTTL(a, true) },
-	"strlen": func(c *client, a [][]byte) {
-		if rows, keys, ok := c.txRows(a[1:2]); ok {
-			n := 0
-			if r := rows[keys[0]]; r.Live {
-				n = len(r.Value)
-			}
-			c.integer(int64(n))
-		}
-	},
-	"type": func(c *client, a [][]byte) {
-		if rows, keys, ok := c.txRows(a[1:2]); ok {
-			if rows[keys[0]].Live {
-				c.status("string")
-			} else {
-				c.status("none")
-			}
-		}
-	},
-}
-
-func (c *client) txValue(r pgstore.TxRow) {
+func (v *blockView) Exists(key string) (mirror.Lookup, error) {
+	r := v.rows[key]
 	if !r.Live {
-		c.null()
-		return
+		return mirror.Lookup{}, nil
 	}
-	c.bulk(r.Value)
+	return mirror.Lookup{Found: true, Version: r.Version, Expires: r.Expires, Size: len(r.Value)}, nil
 }
 
-func (c *client) txTTL(a [][]byte, millis bool) {
-	rows, keys, ok := c.txRows(a[1:2])
-	if !ok {
-		return
-	}
-	r := rows[keys[0]]
-	switch {
-	case !r.Live:
-		c.integer(-2)
-	case r.PTTL < 0:
-		c.integer(-1)
-	case millis:
-		c.integer(r.PTTL)
-	default:
-		c.integer((r.PTTL + 500) / 1000)
-	}
+func (v *blockView) PTTL(key string) (int64, bool, error) {
+	r := v.rows[key]
+	return r.PTTL, r.Live, nil
 }
+
+func (v *blockView) StrLen(_ context.Context, key string) (int64, error) {
+	r := v.rows[key]
+	if !r.Live {
+		return 0, nil
+	}
+	return int64(len(r.Value)), nil
+}
+
+func (v *blockView) Touch(key string) (bool, error) { return v.rows[key].Live, nil }

@@ -36,6 +36,7 @@ func (fakeMirror) Stats() mirror.Stats        { return mirror.Stats{} }
 func (fakeMirror) RequestResync(string)       {}
 func (fakeMirror) Handle(func(mirror.Event))  {}
 func (fakeMirror) ClockLead() time.Duration   { return 0 }
+func (fakeMirror) ViewSeq() uint64            { return 0 }
 func (fakeMirror) Touch(string) (bool, error) { return true, nil }
 func (fakeWriter) Write(context.Context, mirror.WriteOp) (mirror.WriteResult, error) {
 	return mirror.WriteResult{Reply: mirror.ReplyInt, Int: 1}, nil

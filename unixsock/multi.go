@@ -6,24 +6,21 @@ package unixsock
 // (unknown, wrong arity, not allowed in MULTI, refused while loading) is
 // answered with its error and makes EXEC answer EXECABORT with nothing run.
 // EXEC runs the queue and answers an array of the replies, in order:
-//   - a block of reads only, without WATCH, runs on the mirror, with no query;
-//   - any other block runs in one Postgres transaction (pgstore.Tx) holding
-//     the advisory locks of every key of the block and every watched key,
-//     taken in the one order every writer takes them. WATCH is checked under
-//     those locks; the reads of GET, MGET, EXISTS, TTL, PTTL, STRLEN and TYPE
-//     read the transaction's rows (its own earlier writes included); writes
-//     run each in its own subtransaction (a run-time error fails alone); the
-//     commit publishes the block as one unit, which every sidecar applies at
-//     once. If the transaction fails, EXEC answers an error and nothing
-//     of the block was written.
+//   - a block of reads only, without WATCH, runs on the mirror, with no
+//     query for hits, on one consistent state (exec.go's execOnMirror);
+//   - any other block runs in the group commit (pgstore.Block): inside one
+//     batch, under the advisory locks of every key of the block and every
+//     watched key, taken with the batch's others in the one order every
+//     writer takes them. WATCH is checked under those locks; each read
+//     (any command reading keys) is answered from the rows the block read
+//     at its place, its own earlier writes included; writes run each in its
+//     own subtransaction (a run-time error fails alone); the batch
+//     publishes the block with the rest of what it changed as one unit,
+//     which every sidecar applies at once. If the batch fails, EXEC answers
+//     an error and nothing of the block was written.
 
 import (
-	"context"
-	"strings"
-	"unicode/utf8"
-
 	"pgmirror/mirror"
-	"pgmirror/pgstore"
 )
 
 // queuedCost is what a queued command costs beyond its arguments' bytes.
@@ -34,9 +31,8 @@ const queuedCost = 64
 type txnState struct {
 	multi   *multiState
 	watched map[string]watchedKey // namespaced key -> state at WATCH
-	tx      *pgstore.Tx           // during EXEC of a block in Postgres
-	txCtx   context.Context
-	hold    bool // EXEC in progress: replies are built but not sent
+	blk     *blockRun             // during EXEC of a block in the group commit (exec.go)
+	hold    bool                  // EXEC in progress: replies are built but not sent
 }
 
 // multiState is the queue of a MULTI block.
@@ -138,12 +134,9 @@ func cmdExec(c *client, _ [][]byte) {
 	case c.watchDirty():
 		c.nullArray()
 	case len(c.txn.watched) == 0 && !hasWrite(m.cmds):
-		c.array(len(m.cmds))
-		for _, q := range m.cmds {
-			c.runQueued(q)
-		}
+		c.execOnMirror(m.cmds)
 	default:
-		c.execInPostgres(m.cmds)
+		c.execBlock(m.cmds)
 	}
 }
 
@@ -163,12 +156,6 @@ func (c *client) runQueued(q queuedCmd) {
 		c.errorReply(errLoading)
 		return
 	}
-	if c.txn.tx != nil {
-		if f := txReads[q.cmd.name]; f != nil {
-			f(c, q.args)
-			return
-		}
-	}
 	q.cmd.fn(c, q.args)
 }
 
@@ -179,36 +166,4 @@ func (c *client) nullArray() {
 		return
 	}
 	c.wbuf = append(c.wbuf, "*-1\r\n"...)
-}
-
-// txBeginner is what runs blocks in Postgres: *pgstore.Writer.
-type txBeginner interface {
-	Begin(ctx context.Context, keys []string) (*pgstore.Tx, error)
-}
-
-// blockKeys returns the namespaced keys of the block's commands (as the
-// table's key positions name them; keys invalid for pgmirror are left out,
-// their commands answer the error) and of the watched keys.
-func (c *client) blockKeys(cmds []queuedCmd) []string {
-	var keys []string
-	for _, q := range cmds {
-		kr := q.cmd.keys
-		if kr.first == 0 {
-			continue
-		}
-		last := kr.last
-		if last < 0 {
-			last = len(q.args) + last
-		}
-		for i := kr.first; i <= last && i < len(q.args); i += max(kr.step, 1) {
-			b := q.args[i]
-			if utf8.Valid(b) && strings.IndexByte(string(b), 0) < 0 && len(c.s.Namespace)+len(b) <= mirror.MaxKeyBytes {
-				keys = append(keys, c.s.Namespace+string(b))
-			}
-		}
-	}
-	for k := range c.txn.watched {
-		keys = append(keys, k)
-	}
-	return keys
 }

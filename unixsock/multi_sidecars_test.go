@@ -24,7 +24,8 @@ func blockValue(n, i int) string {
 // TestExecAllOrNothingEverywhere: during 1,000 MULTI/EXEC blocks of 10 SETs
 // of 4 KB values (each block's notification spans several payloads),
 // neither an SQL reader of the table nor a client polling MGET of the 10
-// keys on a second sidecar ever sees part of a block.
+// keys on a second sidecar, nor one sending MULTI, 10 GETs, EXEC there (a
+// block of reads, answered from the mirror), ever sees part of a block.
 func TestExecAllOrNothingEverywhere(t *testing.T) {
 	blocks := 1000
 	if testing.Short() {
@@ -39,8 +40,8 @@ func TestExecAllOrNothingEverywhere(t *testing.T) {
 	}
 	var done atomic.Bool
 	var wg sync.WaitGroup
-	var sqlReads, mgetReads atomic.Int64
-	fail := make(chan string, 2)
+	var sqlReads, mgetReads, multiReads atomic.Int64
+	fail := make(chan string, 3)
 	check := func(who string, heads []string) bool {
 		for _, h := range heads {
 			if h != heads[0] {
@@ -50,7 +51,34 @@ func TestExecAllOrNothingEverywhere(t *testing.T) {
 		}
 		return true
 	}
-	wg.Add(2)
+	wg.Add(3)
+	go func() { // MULTI, GET of each key, EXEC on the second sidecar
+		defer wg.Done()
+		rb := client(t, b.socket)
+		for !done.Load() {
+			cmds, err := rb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				for _, k := range keys {
+					p.Get(ctx, k)
+				}
+				return nil
+			})
+			if err != nil && err != redis.Nil {
+				fail <- err.Error()
+				return
+			}
+			heads := make([]string, len(cmds))
+			for i, c := range cmds {
+				heads[i] = "nil"
+				if s, err := c.(*redis.StringCmd).Result(); err == nil {
+					heads[i] = s[:8]
+				}
+			}
+			if !check("MULTI/GET", heads) {
+				return
+			}
+			multiReads.Add(1)
+		}
+	}()
 	go func() { // the SQL reader
 		defer wg.Done()
 		for !done.Load() {
@@ -134,5 +162,6 @@ func TestExecAllOrNothingEverywhere(t *testing.T) {
 		t.Fatal(msg)
 	default:
 	}
-	t.Logf("%d blocks; %d SQL reads, %d MGETs, none saw part of a block", blocks, sqlReads.Load(), mgetReads.Load())
+	t.Logf("%d blocks; %d SQL reads, %d MGETs, %d read blocks, none saw part of a block", blocks, sqlReads.Load(),
+		mgetReads.Load(), multiReads.Load())
 }

@@ -108,6 +108,11 @@ var multiCases = map[string][][]string{
 		{"MULTI"}, {"SET", "k", "4"}, {"EXEC"}, {"GET", "k"}},
 	"unwatch":     {{"WATCH", "k"}, {"SET", "k", "2"}, {"UNWATCH"}, {"MULTI"}, {"SET", "k", "3"}, {"EXEC"}, {"GET", "k"}},
 	"watch resp3": {{"HELLO", "3"}, {"WATCH", "k"}, {"SET", "k", "x"}, {"MULTI"}, {"GET", "k"}, {"EXEC"}},
+	"reads see the block's writes": {{"MULTI"}, {"SET", "k", "hello"}, {"GETRANGE", "k", "1", "3"},
+		{"SETRANGE", "k", "5", " world"}, {"SUBSTR", "k", "0", "-1"}, {"SETBIT", "k2", "7", "1"}, {"GETBIT", "k2", "7"},
+		{"BITCOUNT", "k"}, {"BITPOS", "k2", "1"}, {"TOUCH", "k", "k3"}, {"RENAME", "k", "k3"}, {"GET", "k3"},
+		{"EXISTS", "k"}, {"COPY", "k3", "k"}, {"GETSET", "k", "new"}, {"GETDEL", "k3"}, {"MSET", "k3", "a", "k2", "b"},
+		{"MGET", "k", "k2", "k3"}, {"STRLEN", "k"}, {"TYPE", "k3"}, {"EXPIRE", "k", "100"}, {"TTL", "k"}, {"EXEC"}},
 	"discard unwatches": {{"WATCH", "k"}, {"SET", "k", "2"}, {"MULTI"}, {"DISCARD"}, {"MULTI"}, {"SET", "k", "5"},
 		{"EXEC"}, {"GET", "k"}},
 }

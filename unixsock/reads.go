@@ -12,7 +12,7 @@ func cmdGet(c *client, a [][]byte) {
 	if !ok {
 		return
 	}
-	v, found, err := c.s.Mirror.Get(c.ctx(), k)
+	v, found, err := c.mir().Get(c.ctx(), k)
 	switch {
 	case err != nil:
 		c.readErr(err)
@@ -35,7 +35,7 @@ func cmdMGet(c *client, a [][]byte) {
 		return
 	}
 	n := 0
-	err := c.s.Mirror.GetMulti(c.ctx(), ks, c.s.MaxValueSize, func(v []byte) {
+	err := c.mir().GetMulti(c.ctx(), ks, c.s.MaxValueSize, func(v []byte) {
 		if n == 0 {
 			c.array(len(ks))
 		}
@@ -60,7 +60,7 @@ func cmdMGet(c *client, a [][]byte) {
 
 func cmdExists(c *client, a [][]byte) {
 	c.countKeys(a[1:], func(k string) (bool, error) {
-		l, err := c.s.Mirror.Exists(k)
+		l, err := c.mir().Exists(k)
 		return l.Found, err
 	})
 }
@@ -92,7 +92,7 @@ func (c *client) ttl(a [][]byte, millis bool) {
 	if !ok {
 		return
 	}
-	ms, found, err := c.s.Mirror.PTTL(k)
+	ms, found, err := c.mir().PTTL(k)
 	switch {
 	case err != nil:
 		c.readErr(err)
@@ -112,7 +112,7 @@ func cmdStrlen(c *client, a [][]byte) {
 	if !ok {
 		return
 	}
-	n, err := c.s.Mirror.StrLen(c.ctx(), k)
+	n, err := c.mir().StrLen(c.ctx(), k)
 	if err != nil {
 		c.readErr(err)
 		return
@@ -125,7 +125,7 @@ func cmdType(c *client, a [][]byte) {
 	if !ok {
 		return
 	}
-	l, err := c.s.Mirror.Exists(k)
+	l, err := c.mir().Exists(k)
 	switch {
 	case err != nil:
 		c.readErr(err)

@@ -56,8 +56,8 @@ func (c *client) scriptReply(rep script.Reply) {
 
 // eval answers EVAL and EVALSHA (bySHA), and their _RO forms (ro).
 func (c *client) eval(a [][]byte, bySHA, ro bool) {
-	if c.txn.tx != nil {
-		// In the EXEC of a block that runs in Postgres: the script's keys
+	if c.txn.blk != nil {
+		// In the EXEC of a block that runs in the group commit: the script's keys
 		// are not among the block's locks.
 		c.errorReply("ERR pgmirror: EVAL and EVALSHA are not supported in a MULTI block that writes " +
 			"(send the script outside MULTI: it is atomic on its own)")

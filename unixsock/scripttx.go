@@ -30,6 +30,11 @@ const maxScriptKeys = 4096
 // unit every sidecar applies at once. As in Redis, a script that fails
 // after writing keeps its writes; one stopped at the time limit (or by
 // SCRIPT KILL) is rolled back and writes nothing.
+// txBeginner runs scripts that write in Postgres: *pgstore.Writer.
+type txBeginner interface {
+	Begin(ctx context.Context, keys []string) (*pgstore.Tx, error)
+}
+
 func (c *client) evalWrites(e *script.Engine, s *script.Script, req script.Request) (script.Reply, error) {
 	b, ok := c.s.Writer.(txBeginner)
 	if !ok {

@@ -45,6 +45,8 @@ type Mirror interface {
 	// ClockLead and Touch serve TIME and TOUCH (simple.go).
 	ClockLead() time.Duration
 	Touch(key string) (bool, error)
+	// ViewSeq lets a block of reads check it read one state (exec.go).
+	ViewSeq() uint64
 }
 
 var _ Mirror = (*mirror.Mirror)(nil)

@@ -57,7 +57,7 @@ func cmdWait(c *client, a [][]byte) {
 
 // cmdTouch counts the keys present (a key named twice counts twice) and
 // marks each read, as GET does: the access-time flush records it.
-func cmdTouch(c *client, a [][]byte) { c.countKeys(a[1:], c.s.Mirror.Touch) }
+func cmdTouch(c *client, a [][]byte) { c.countKeys(a[1:], c.mir().Touch) }
 
 // expireTime answers EXPIRETIME (seconds) or PEXPIRETIME (milliseconds):
 // the absolute expiry, -1 without one, -2 for a missing key.
@@ -66,7 +66,7 @@ func (c *client) expireTime(key []byte, millis bool) {
 	if !ok {
 		return
 	}
-	l, err := c.s.Mirror.Exists(k)
+	l, err := c.mir().Exists(k)
 	switch {
 	case err != nil:
 		c.readErr(err)
@@ -95,7 +95,7 @@ func cmdGetRange(c *client, a [][]byte) {
 	if !ok {
 		return
 	}
-	v, _, err := c.s.Mirror.Get(c.ctx(), k)
+	v, _, err := c.mir().Get(c.ctx(), k)
 	if err != nil {
 		c.readErr(err)
 		return

@@ -23,8 +23,11 @@ func (c *client) write(op mirror.WriteOp, reply func(mirror.WriteResult)) {
 		res mirror.WriteResult
 		err error
 	)
-	if tx := c.txn.tx; tx != nil { // in EXEC (multi.go)
-		res, err = tx.Write(c.txn.txCtx, op)
+	if c.txn.blk != nil { // in EXEC (exec.go)
+		var answer bool
+		if res, answer = c.blockWrite(op); !answer {
+			return
+		}
 	} else {
 		res, err = c.s.Writer.Write(ctx, op)
 	}
