@@ -23,35 +23,86 @@ func (c *client) dropReplies(m replyMark) {
 	c.wbuf, c.segs, c.cut = c.wbuf[:m.wbuf], c.segs[:m.segs], m.cut
 }
 
-// viewAttempts bounds the runs of a block of reads on the mirror that a
-// change applied meanwhile can spoil before the block is read from
-// Postgres instead.
+// viewAttempts bounds the snapshots of a block of reads on the mirror
+// that a change applied meanwhile can spoil before the block's keys are
+// read in Postgres instead.
 const viewAttempts = 4
 
 // execOnMirror runs a block of reads only, without WATCH, on the mirror:
-// no query for hits, and one consistent state (mirror.ViewSeq: no change
-// was applied between its first read and its last, so no transaction is
-// seen half applied). A run that a change overlapped is dropped and run
-// again; after viewAttempts, the block is read in Postgres.
+// no query for hits, and one consistent state. The keys the block reads
+// are read first, with no change applied between the first read and the
+// last (mirror.ViewSeq), so no transaction is seen half applied; a
+// snapshot a change overlapped is taken again, and after viewAttempts the
+// keys are read in Postgres, in one statement. The commands then run once,
+// answering from the snapshot. A block with a script runs as it is queued
+// instead: the script may write what a later read of the block reads.
 func (c *client) execOnMirror(cmds []queuedCmd) {
-	mark := c.markReplies()
-	c.txn.hold = true
-	defer func() { c.txn.hold = false }()
-	for range viewAttempts {
-		seq := c.s.Mirror.ViewSeq()
-		if seq%2 == 0 {
+	for _, q := range cmds {
+		if strings.HasPrefix(q.cmd.name, "eval") {
 			c.array(len(cmds))
 			for _, q := range cmds {
 				c.runQueued(q)
 			}
-			if c.s.Mirror.ViewSeq() == seq {
-				return
-			}
-			c.dropReplies(mark)
+			return
 		}
-		runtime.Gosched()
 	}
-	c.execBlock(cmds)
+	var keys []string
+	for _, q := range cmds {
+		keys = append(keys, c.cmdKeys(q)...)
+	}
+	view, ok := c.mirrorSnapshot(keys)
+	if !ok {
+		ctx, cancel := context.WithTimeout(c.ctx(), writeTimeout)
+		defer cancel()
+		res, err := c.s.Writer.(blockWriter).WriteBlock(ctx, pgstore.Block{Steps: []pgstore.BlockStep{{Read: keys}}})
+		if err != nil {
+			c.errorReply("ERR transaction failed: " + err.Error())
+			return
+		}
+		view = &blockView{Mirror: c.s.Mirror, rows: res.Steps[0].Rows}
+	}
+	c.txn.blk = &blockRun{view: view}
+	defer func() { c.txn.blk = nil }()
+	c.array(len(cmds))
+	for _, q := range cmds {
+		c.runQueued(q)
+	}
+}
+
+// mirrorSnapshot reads keys from the mirror on one state; false if changes
+// spoiled viewAttempts tries.
+func (c *client) mirrorSnapshot(keys []string) (*blockView, bool) {
+	for range viewAttempts {
+		seq := c.s.Mirror.ViewSeq()
+		if seq%2 != 0 {
+			runtime.Gosched()
+			continue
+		}
+		v := &blockView{Mirror: c.s.Mirror, rows: make(map[string]pgstore.TxRow, len(keys))}
+		for _, k := range keys {
+			if _, done := v.rows[k]; done || v.errs[k] != nil {
+				continue
+			}
+			value, found, err := c.s.Mirror.Get(c.ctx(), k)
+			switch {
+			case err != nil:
+				if v.errs == nil {
+					v.errs = map[string]error{}
+				}
+				v.errs[k] = err
+			case found:
+				l, _ := c.s.Mirror.Exists(k)
+				ms, _, _ := c.s.Mirror.PTTL(k)
+				v.rows[k] = pgstore.TxRow{Found: true, Live: true, Value: value, Version: l.Version, Expires: l.Expires, PTTL: ms}
+			default:
+				v.rows[k] = pgstore.TxRow{}
+			}
+		}
+		if c.s.Mirror.ViewSeq() == seq {
+			return v, true
+		}
+	}
+	return nil, false
 }
 
 // blockWriter runs blocks in the group commit: *pgstore.Writer.
@@ -242,15 +293,19 @@ func txError(err error) string {
 type blockView struct {
 	Mirror
 	rows map[string]pgstore.TxRow
+	errs map[string]error // keys whose read failed (a loader's error)
 }
 
 func (v *blockView) Get(_ context.Context, key string) ([]byte, bool, error) {
 	r := v.rows[key]
-	return r.Value, r.Live, nil
+	return r.Value, r.Live, v.errs[key]
 }
 
 func (v *blockView) GetMulti(_ context.Context, keys []string, _ int64, emit func([]byte)) error {
 	for _, k := range keys {
+		if err := v.errs[k]; err != nil {
+			return err
+		}
 		if r := v.rows[k]; r.Live {
 			emit(r.Value)
 		} else {

@@ -36,8 +36,7 @@ type txBeginner interface {
 }
 
 func (c *client) evalWrites(e *script.Engine, s *script.Script, req script.Request) (script.Reply, error) {
-	b, ok := c.s.Writer.(txBeginner)
-	if !ok {
+	if _, ok := c.s.Writer.(txBeginner); !ok {
 		return script.ErrorReply("ERR pgmirror: scripts that write need transactions, which this server's writer lacks"), nil
 	}
 	if len(req.Keys) > maxScriptKeys {
@@ -51,30 +50,71 @@ func (c *client) evalWrites(e *script.Engine, s *script.Script, req script.Reque
 		}
 		keys[i] = c.s.Namespace + string(k)
 	}
+	for attempt := 1; ; attempt++ {
+		if rep, again := c.evalInTx(e, s, req, keys, attempt == scriptAttempts); !again {
+			return rep, nil
+		}
+	}
+}
+
+// scriptAttempts bounds the runs of a script that writes: a run whose keys
+// changed before its writes reached the group commit runs again, and the
+// last run commits its own transaction.
+const scriptAttempts = 3
+
+// evalInTx runs a script that writes in a transaction holding the locks
+// of its keys. Its writes then reach Postgres one of two ways. Normally the
+// transaction is rolled back and the writes it recorded go to the group
+// commit as a block that WATCHes every declared key at the state the
+// transaction read under its locks: run on that same state, the same
+// commands give the same results, and they share a batch's commit (a
+// commit of its own serialises on Postgres's notification lock, held
+// through the WAL flush). If a key changed in between, the block is
+// aborted and again is true. With commit (the last attempt), the
+// transaction commits itself.
+func (c *client) evalInTx(e *script.Engine, s *script.Script, req script.Request, keys []string,
+	commit bool) (rep script.Reply, again bool) {
 	ctx, cancel := context.WithDeadline(c.ctx(), req.Deadline.Add(commitSlack))
 	defer cancel()
-	tx, err := b.Begin(ctx, keys)
+	tx, err := c.s.Writer.(txBeginner).Begin(ctx, keys)
 	if err != nil {
-		return script.ErrorReply("ERR write failed, nothing was written: " + flatErr(err)), nil
+		return script.ErrorReply("ERR write failed, nothing was written: " + flatErr(err)), false
 	}
 	defer tx.Rollback()
 	view := &txView{Mirror: c.s.Mirror, tx: tx, ctx: ctx}
-	req.Caller = c.newScriptCaller(req.Keys, false, view)
-	rep, err := e.Run(ctx, s, req)
+	watch, err := view.readAll(keys)
 	if err != nil {
-		return script.ErrorReply("ERR script aborted, nothing was written: " + flatErr(err)), nil
+		return script.ErrorReply("ERR write failed, nothing was written: " + flatErr(err)), false
+	}
+	req.Caller = c.newScriptCaller(req.Keys, false, view)
+	rep, err = e.Run(ctx, s, req)
+	if err != nil {
+		return script.ErrorReply("ERR script aborted, nothing was written: " + flatErr(err)), false
 	}
 	if rep.IsError() && (strings.HasPrefix(rep.Str, "ERR Script timed out") || strings.HasPrefix(rep.Str, script.MsgKilled)) {
-		return rep, nil // rolled back
+		return rep, false // rolled back
 	}
-	switch err := tx.Commit(ctx); {
+	if commit || len(view.steps) == 0 || view.failed != nil {
+		err = tx.Commit(ctx) // a lost transaction fails here
+	} else {
+		tx.Rollback()
+		var res pgstore.BlockResult
+		res, err = c.s.Writer.(blockWriter).WriteBlock(ctx, pgstore.Block{Steps: view.steps, Watch: watch})
+		if err == nil && res.Aborted {
+			return rep, true
+		}
+		if err == nil {
+			view.compare(c, res)
+		}
+	}
+	switch {
 	case errors.Is(err, mirror.ErrWriteUnknown):
 		return script.ErrorReply("ERR write outcome unknown (connection to Postgres lost while committing); " +
-			"read the keys to check: " + flatErr(err)), nil
+			"read the keys to check: " + flatErr(err)), false
 	case err != nil:
-		return script.ErrorReply("ERR write failed, nothing was written: " + flatErr(err)), nil
+		return script.ErrorReply("ERR write failed, nothing was written: " + flatErr(err)), false
 	}
-	return rep, nil
+	return rep, false
 }
 
 // scriptKeyError is the error c.key answers for an invalid key, or "".
@@ -103,6 +143,43 @@ type txView struct {
 	tx     *pgstore.Tx
 	ctx    context.Context
 	failed error
+	// read holds the declared keys' rows as read under the locks; a key
+	// the script wrote since is read from the transaction again.
+	read    map[string]pgstore.TxRow
+	written map[string]bool
+	// steps are the writes the script made, and results what they gave.
+	steps   []pgstore.BlockStep
+	results []mirror.WriteResult
+}
+
+// readAll reads every declared key under the locks: the state the script
+// runs on, which its block WATCHes.
+func (v *txView) readAll(keys []string) ([]pgstore.WatchedKey, error) {
+	rows, err := v.tx.Rows(v.ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	v.read, v.written = rows, map[string]bool{}
+	watch := make([]pgstore.WatchedKey, 0, len(keys))
+	for _, k := range keys {
+		r := rows[k]
+		watch = append(watch, pgstore.WatchedKey{Key: k, Found: r.Live, Version: r.Version})
+	}
+	return watch, nil
+}
+
+// compare logs a write whose result in the group commit differs from the
+// one the script was given (it would mean the commands are not
+// deterministic on one state).
+func (v *txView) compare(c *client, res pgstore.BlockResult) {
+	for i, r := range res.Steps {
+		want := v.results[i]
+		if r.Res.Reply != want.Reply || r.Res.Int != want.Int || string(r.Res.Bulk) != string(want.Bulk) ||
+			(r.Res.Err == nil) != (want.Err == nil) {
+			c.s.Logger.Warn("a script's write gave another result in the group commit than in its transaction",
+				"client", c.id, "step", i)
+		}
+	}
 }
 
 var _ mirror.Writer = (*txView)(nil)
@@ -121,11 +198,24 @@ func (v *txView) Write(ctx context.Context, op mirror.WriteOp) (mirror.WriteResu
 	if err != nil {
 		return res, v.fail(err)
 	}
+	for _, k := range op.Keys {
+		v.written[k] = true
+	}
+	if res.Err == nil {
+		v.steps = append(v.steps, pgstore.BlockStep{Op: &op})
+		v.results = append(v.results, res)
+	}
 	return res, nil
 }
 
 // row reads a key in the transaction.
 func (v *txView) row(key string) (pgstore.TxRow, error) {
+	if r, ok := v.read[key]; ok && !v.written[key] {
+		return r, nil
+	}
+	if _, declared := v.read[key]; !declared && v.tx.Declared(key) && !v.written[key] {
+		return pgstore.TxRow{}, nil // declared, no row
+	}
 	r, err := v.tx.Read(v.ctx, key)
 	if err != nil {
 		return r, v.fail(err)
