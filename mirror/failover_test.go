@@ -24,9 +24,19 @@ func TestFailoverToTheWritableServer(t *testing.T) {
 		db := testdb.Migrate(t, srv.DSN("failover"))
 		exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ($1, 'v')`, fmt.Sprintf("on-%d", srv.Port()))
 	}
+	// pg_reload_conf only signals the postmaster: a connection made at
+	// once may still get the old setting. Wait until new ones get the new.
 	readOnly := func(srv *pgtest.Server, on bool) {
 		srv.Exec(t, srv.DSN("postgres"), fmt.Sprintf(`ALTER SYSTEM SET default_transaction_read_only = %v`, on))
 		srv.Exec(t, srv.DSN("postgres"), `SELECT pg_reload_conf()`)
+		want := map[bool]string{true: "on", false: "off"}[on]
+		testutil.Eventually(t, 10*time.Second, func() (bool, string) {
+			db := testdb.Open(t, srv.DSN("failover"))
+			defer db.Close()
+			var got string
+			err := db.QueryRow(`SHOW default_transaction_read_only`).Scan(&got)
+			return err == nil && got == want, fmt.Sprintf("default_transaction_read_only %q %v, want %q", got, err, want)
+		})
 	}
 	readOnly(b, true)
 	dsn := fmt.Sprintf("host=%s,%s port=%d,%d user=postgres dbname=failover sslmode=disable target_session_attrs=read-write",

@@ -23,7 +23,18 @@ import (
 type watcher struct {
 	stop chan struct{}
 	done chan struct{}
+	mu   sync.Mutex
 	seen []string
+}
+
+// last is the latest state the watcher recorded.
+func (w *watcher) last() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.seen) == 0 {
+		return ""
+	}
+	return w.seen[len(w.seen)-1]
 }
 
 func watch(t *testing.T, s *sidecar, key string) *watcher {
@@ -43,9 +54,11 @@ func watch(t *testing.T, s *sidecar, key string) *watcher {
 			} else if ok {
 				state = string(v)
 			}
+			w.mu.Lock()
 			if len(w.seen) == 0 || w.seen[len(w.seen)-1] != state {
 				w.seen = append(w.seen, state)
 			}
+			w.mu.Unlock()
 		}
 	}()
 	return w
@@ -88,6 +101,11 @@ func TestStaleFetchedRowIsIgnored(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
 		v, ok := s.get(t, "f")
 		return ok && string(v) == "new", fmt.Sprintf("f = %.10q", v)
+	})
+	// A read of the watcher that joined the stale fetch returns the old
+	// value (it began before the update); its next read must see the new.
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
+		return w.last() == "new", fmt.Sprintf("the watcher's last state %.10q", w.last())
 	})
 	states := w.states()
 	if fired.Load() == 0 {
