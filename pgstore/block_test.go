@@ -1,10 +1,13 @@
 package pgstore_test
 
 import (
+	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/mirror"
 	"pgmirror/pgstore"
 )
@@ -143,5 +146,38 @@ func TestWriteBlocksShareBatches(t *testing.T) {
 	rows := readRows(t, db)
 	if string(rows["x"].value) != "320" || string(rows["y"].value) != "160" {
 		t.Fatalf("x=%s y=%s, want 320 and 160", rows["x"].value, rows["y"].value)
+	}
+}
+
+// A block counts as its steps and its head toward MaxBatch (so a batch's
+// subtransactions stay within the subxid cache): with MaxBatch 8, a single
+// command and a block of six fill a batch, and the next command waits for
+// the next batch.
+func TestWriteBlockCountsTowardMaxBatch(t *testing.T) {
+	_, db := testdb.New(t)
+	w := newWriter(t, db, newFakeApplier(), pgstore.WriterOptions{MaxBatch: 8, Linger: time.Second})
+	var steps []pgstore.BlockStep
+	for i := range 6 {
+		steps = append(steps, opStep(setOp(fmt.Sprint("b", i), "v")))
+	}
+	errs := make(chan error, 3)
+	queued := func(n int) {
+		testutil.Eventually(t, 10*time.Second, func() (bool, string) {
+			q := w.Stats().Queued
+			return q == n, fmt.Sprintf("%d queued, want %d", q, n)
+		})
+	}
+	go func() { _, err := w.Write(ctx(t), setOp("first", "v")); errs <- err }()
+	queued(1)
+	go func() { _, err := w.WriteBlock(ctx(t), pgstore.Block{Steps: steps}); errs <- err }()
+	queued(2)
+	go func() { _, err := w.Write(ctx(t), setOp("last", "v")); errs <- err }()
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := w.Stats(); st.Batches != 2 {
+		t.Fatalf("%d batches, want 2 (the block and the first command fill one)", st.Batches)
 	}
 }
