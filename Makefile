@@ -7,7 +7,7 @@ PKGS      := ./...
 STATICCHECK_VERSION := v0.8.2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build test compat e2e check bench bench-quick bench-fanout bench-fanout-quick fuzz run clean
+.PHONY: help setup build test compat e2e check bench bench-quick bench-fanout bench-fanout-quick fuzz run clean demo-lab
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +57,10 @@ fuzz: ## run the fuzz tests (payload decoder, RESP parser, command layer) for a 
 
 run: setup build ## the demo: pgmirror on ./pgmirror.sock over a throwaway Postgres in ./.pgdata (or PGMIRROR_DSN); Ctrl-C stops both
 	@scripts/run-demo
+
+demo-lab: setup ## the cache-aside lab's scenarios on pgmirror, printing the Postgres queries of each step (own throwaway Postgres; exits when done)
+	$(GO) build -o bin/demo-lab ./examples/lab
+	@bin/demo-lab
 
 clean: ## remove build output and the demo's database
 	rm -rf bin .pgdata .pgdata.initdb.log pgmirror.sock
