@@ -7,7 +7,7 @@ PKGS      := ./...
 STATICCHECK_VERSION := v0.8.2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build test compat e2e check bench bench-quick bench-fanout bench-fanout-quick fuzz run clean demo-lab demo-lifecycle
+.PHONY: help setup build test compat e2e check bench bench-quick bench-fanout bench-fanout-quick fuzz run clean demo-lab demo-lifecycle demo-profile
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -61,6 +61,10 @@ run: setup build ## the demo: pgmirror on ./pgmirror.sock over a throwaway Postg
 demo-lab: setup ## the cache-aside lab's scenarios on pgmirror, printing the Postgres queries of each step (own throwaway Postgres; exits when done)
 	$(GO) build -o bin/demo-lab ./examples/lab
 	@bin/demo-lab
+
+demo-profile: setup ## examples/profile with nothing else to start: throwaway Postgres, schema, watch, sidecar and the app on 127.0.0.1:8080 (PROFILE_ADDR); open it in two windows; Ctrl-C stops all
+	$(GO) build -o bin/demo-profile ./examples/profile
+	@bin/demo-profile -demo
 
 demo-lifecycle: setup ## the seed's Postgres cache design live: three sidecars, a slow report refreshed ahead once across them, a stale refresh lock reclaimed after its holder is killed, cleanup; Ctrl-C stops all
 	$(GO) build -o bin/demo-lifecycle ./examples/lifecycle
