@@ -235,4 +235,11 @@ func (o *observer) waitFor(ctx context.Context, timeout time.Duration, cond func
 	}
 }
 
+// runCount returns how many runs of the report committed so far.
+func (o *observer) runCount() int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return int64(len(o.runs))
+}
+
 func clock(t time.Time) string { return t.Local().Format("15:04:05.000") }

@@ -29,6 +29,15 @@ func (d *lifecycle) scenario(ctx context.Context) error {
 			return err
 		}
 	}
+	loads := 0
+	d.obs.mu.Lock()
+	for _, r := range d.obs.runs {
+		if r.kind == "load" {
+			loads++
+		}
+	}
+	d.obs.mu.Unlock()
+	d.expect(loads == 1, "%d loads: a GET found the key expired and computed it", loads)
 	d.mu.Lock()
 	failed := d.failed
 	d.mu.Unlock()
@@ -58,7 +67,8 @@ func (d *lifecycle) coldLoad(ctx context.Context) error {
 		return errors.New("no run of the report logged within 10s")
 	}
 	same := got[0].Run == got[1].Run && got[1].Run == got[2].Run
-	d.expect(same && len(d.obs.runs) == 1, "runs %d, values of runs %d %d %d", len(d.obs.runs), got[0].Run, got[1].Run, got[2].Run)
+	runs := d.obs.runCount()
+	d.expect(same && runs == 1, "runs %d, values of runs %d %d %d", runs, got[0].Run, got[1].Run, got[2].Run)
 	d.say("all three clients got run #%d, computed once across the three sidecars (by %s); the others waited on the key's advisory lock and found it stored",
 		got[0].Run, got[0].ComputedBy)
 	go d.reader(ctx)
@@ -120,7 +130,7 @@ func (d *lifecycle) killHolder(ctx context.Context) error {
 	}
 	d.say("killed %s (pid %d, SIGKILL) while it held the refresh lock; its backend %d runs on until the query ends, then rolls back: nothing stored, the lock row stays is_refreshing = true",
 		holder, victim.Cmd.Process.Pid, pid)
-	n := int64(len(d.obs.runs))
+	n := d.obs.runCount()
 	r, err := d.nextRun(ctx, n)
 	if err != nil {
 		return err
@@ -187,7 +197,8 @@ func getReport(ctx context.Context, c *redis.Client) (report, error) {
 
 // reader GETs the report from every live sidecar four times a second, as
 // an application would, and says when all of them serve a newer run, and
-// when a GET had to wait (a load: the key had expired).
+// when a GET was slow. (A GET that computed the report, because the key had
+// expired, shows as a run of kind load.)
 func (d *lifecycle) reader(ctx context.Context) {
 	var shown int64
 	for ctx.Err() == nil {
@@ -205,7 +216,9 @@ func (d *lifecycle) reader(ctx context.Context) {
 				}
 				continue
 			}
-			d.expect(took < 500*time.Millisecond, "GET %s on %s waited %v: the key had expired", reportKey, s.Name, took.Round(time.Millisecond))
+			if took > time.Second {
+				d.say("reader: GET %s on %s took %v", reportKey, s.Name, took.Round(time.Millisecond))
+			}
 			runs = append(runs, r.Run)
 		}
 		if len(runs) > 0 && runs[0] > shown && allEqual(runs) {

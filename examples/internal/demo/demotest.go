@@ -61,6 +61,9 @@ func StartMain(t testing.TB, args ...string) *Proc {
 			_ = p.Cmd.Process.Kill()
 			<-p.done
 		}
+		if strings.Contains(p.Out.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector reported a data race in the demo")
+		}
 		if t.Failed() {
 			t.Logf("the demo's output:\n%s", p.Out.String())
 		}
