@@ -51,6 +51,9 @@ func main() {
 	ctx, stop := demo.Context()
 	defer stop()
 	ok, err := run(ctx, os.Stdout)
+	if err != nil && ctx.Err() != nil {
+		os.Exit(130) // interrupted: run stopped everything
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lab:", err)
 		os.Exit(1)

@@ -58,7 +58,7 @@ BEGIN
         'computed_at', to_char(clock_timestamp(), 'HH24:MI:SS.MS'), 'total', 1000 + n * 37 % 1000);
 END
 $fn$;
-INSERT INTO cache_loaders (prefix, query, ttl) VALUES ('report:', 'SELECT expensive_report($1)', '12 seconds');
+INSERT INTO cache_loaders (prefix, query, ttl) VALUES ('report:', 'SELECT expensive_report($1)', '15 seconds');
 `
 
 // sidecarFlags are the `pgmirror serve` flags of the three sidecars: the
@@ -66,7 +66,7 @@ INSERT INTO cache_loaders (prefix, query, ttl) VALUES ('report:', 'SELECT expens
 // cycle fits in a demo.
 var sidecarFlags = []string{
 	"--refresh-interval", "1s", // the batch worker runs every second
-	"--refresh-ahead", "8s", // and recomputes keys expiring within 8 s (the ttl is 12 s)
+	"--refresh-ahead", "11s", // and recomputes keys expiring within 11 s (the ttl is 15 s)
 	"--refresh-lock-stale", "2s", // a refresh lock older than 2 s is reclaimed (the seed's 5 minutes)
 	"--cleanup-interval", "1s", // cleanup every second
 	"--retention", "168h", // deletes keys unused for 7 days (the seed's interval)
@@ -99,7 +99,7 @@ func run(ctx context.Context, out io.Writer) (err error) {
 		return err
 	}
 	d := &lifecycle{env: env, start: time.Now()}
-	env.Printf("lifecycle: loader report: -> SELECT expensive_report($1) (1.5 s, logs each run in report_runs), ttl 12 s")
+	env.Printf("lifecycle: loader report: -> SELECT expensive_report($1) (1.5 s, logs each run in report_runs), ttl 15 s")
 	env.Printf("lifecycle: starting three sidecars (child processes): pgmirror serve %s", strings.Join(sidecarFlags, " "))
 	for i := 1; i <= 3; i++ {
 		s, err := env.StartChild(ctx, fmt.Sprint("sidecar-", i), sidecarFlags...)

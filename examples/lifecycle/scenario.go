@@ -77,7 +77,7 @@ func (d *lifecycle) coldLoad(ctx context.Context) error {
 
 // refreshAhead: one sidecar recomputes the key before it expires.
 func (d *lifecycle) refreshAhead(ctx context.Context) error {
-	d.header("2. refresh ahead: " + reportKey + " expires 12 s after it was stored; 8 s before that, one sidecar claims and recomputes it")
+	d.header("2. refresh ahead: " + reportKey + " expires 15 s after it was stored; 11 s before that, one sidecar claims and recomputes it")
 	r, err := d.nextRun(ctx, 1)
 	if err != nil {
 		return err
