@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"syscall"
 	"time"
 
@@ -100,7 +102,7 @@ func (e *Env) StartChild(ctx context.Context, name string, args ...string) (*Sid
 	cmd.Env = append(os.Environ(), childEnv+"=1")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := startLocked(cmd); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("demo: start sidecar %s: %w", name, err)
 	}
@@ -108,6 +110,30 @@ func (e *Env) StartChild(ctx context.Context, name string, args ...string) (*Sid
 	go func() { _ = cmd.Wait(); logf.Close(); close(s.waited) }()
 	e.onClose(func() error { s.Client.Close(); return s.stopChild(10 * time.Second) })
 	return s, s.waitChildReady(ctx)
+}
+
+// The parent-death signal fires when the *thread* that forked the child
+// exits, and the runtime may retire an ordinary goroutine's thread; so, as
+// internal/pgtest does for postmasters, every child is forked from one
+// goroutine that locks its thread and never returns. A child then dies
+// exactly when this process dies, however it dies.
+var (
+	spawnOnce sync.Once
+	spawnCh   = make(chan func())
+)
+
+func startLocked(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		go func() {
+			runtime.LockOSThread() // never unlocked
+			for fn := range spawnCh {
+				fn()
+			}
+		}()
+	})
+	done := make(chan error, 1)
+	spawnCh <- func() { done <- cmd.Start() }
+	return <-done
 }
 
 // waitChildReady polls the child's socket until it answers a data command
