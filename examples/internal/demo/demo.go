@@ -35,7 +35,7 @@ type Env struct {
 	PG  *pgtest.Server
 	DSN string  // key=value, over the unix socket in PG's directory
 	DB  *sql.DB // a pool for the demo's own SQL
-	// Dir holds the sidecars' sockets and logs; Close removes it.
+	// Dir holds the sidecars' sockets and logs, in PG's directory; Close removes it.
 	Dir string
 	Out io.Writer // where Printf writes
 
@@ -71,7 +71,9 @@ func Start(ctx context.Context, out io.Writer) (e *Env, err error) {
 	}
 	e.onClose(e.PG.Close)
 	e.DSN = e.PG.DSN("postgres")
-	if e.Dir, err = os.MkdirTemp("", "pgmirror-demo-"); err != nil {
+	// Inside Postgres's directory: should this process die without its
+	// Close (SIGKILL), the next throwaway cluster's sweep removes it too.
+	if e.Dir, err = os.MkdirTemp(e.PG.SocketDir(), "demo-"); err != nil {
 		return e, fmt.Errorf("demo: %w", err)
 	}
 	e.onClose(func() error { return os.RemoveAll(e.Dir) })
