@@ -136,12 +136,15 @@ func startLocked(cmd *exec.Cmd) error {
 	return <-done
 }
 
-// waitChildReady polls the child's socket until it answers a data command
-// (before the first load it answers LOADING).
+// waitChildReady polls the child's socket, once it exists, until it answers
+// a data command (before the first load it answers LOADING).
 func (s *Sidecar) waitChildReady(ctx context.Context) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		err := s.Client.Exists(ctx, "demo:ready?").Err()
+		err := errors.New("no socket yet")
+		if _, serr := os.Stat(s.Socket); serr == nil { // else go-redis would log each failed dial
+			err = s.Client.Exists(ctx, "demo:ready?").Err()
+		}
 		if err == nil {
 			return nil
 		}
