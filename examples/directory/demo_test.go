@@ -32,5 +32,5 @@ func TestDemo(t *testing.T) {
 	if code := p.Interrupt(t, time.Minute); code != 0 {
 		t.Errorf("exit status %d after Ctrl-C", code)
 	}
-	demo.AssertNothingLeft(t, p.Out.String())
+	demo.AssertNothingLeft(t, p.Out.String(), p.PID())
 }

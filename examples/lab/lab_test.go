@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -49,7 +50,7 @@ func TestLabCounts(t *testing.T) {
 			t.Errorf("the output has no %q:\n%s", s, out)
 		}
 	}
-	demo.AssertNothingLeft(t, out.String())
+	demo.AssertNothingLeft(t, out.String(), os.Getpid())
 }
 
 // TestLabInterrupted: Ctrl-C while the lab runs stops it and leaves no
@@ -60,5 +61,5 @@ func TestLabInterrupted(t *testing.T) {
 	if code := p.Interrupt(t, 30*time.Second); code == 0 {
 		t.Logf("exit status 0: the lab had finished when the signal came")
 	}
-	demo.AssertNothingLeft(t, p.Out.String())
+	demo.AssertNothingLeft(t, p.Out.String(), p.PID())
 }

@@ -48,5 +48,5 @@ func TestLifecycleDemo(t *testing.T) {
 	if code := p.Interrupt(t, time.Minute); code != 0 {
 		t.Errorf("exit status %d after Ctrl-C", code)
 	}
-	demo.AssertNothingLeft(t, p.Out.String())
+	demo.AssertNothingLeft(t, p.Out.String(), p.PID())
 }

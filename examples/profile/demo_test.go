@@ -60,5 +60,5 @@ func TestDemo(t *testing.T) {
 	if !strings.Contains(p.Out.String(), "demo: stopped; removed") {
 		t.Errorf("the output does not say it stopped")
 	}
-	demo.AssertNothingLeft(t, p.Out.String())
+	demo.AssertNothingLeft(t, p.Out.String(), p.PID())
 }

@@ -66,6 +66,7 @@ func Start(ctx context.Context, out io.Writer) (e *Env, err error) {
 			e = nil
 		}
 	}()
+	e.onClose(func() error { pgtest.Release(); return nil }) // the initdb template Start keeps, after the cluster
 	if e.PG, err = pgtest.Start(pgtest.Options{}); err != nil {
 		return e, fmt.Errorf("demo: start Postgres: %w", err)
 	}

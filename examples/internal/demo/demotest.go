@@ -102,18 +102,20 @@ func (p *Proc) Interrupt(t testing.TB, timeout time.Duration) int {
 
 var startedLine = regexp.MustCompile(`demo: Postgres ready in (\S+) \(data directory (\S+)\), migrated; sockets and logs in (\S+)`)
 
-// AssertNothingLeft checks, once the demo exited, that the directories it
-// announced (Postgres's, with its data directory and socket, and the
-// sidecars' sockets and logs) are gone and that no process runs with one of
-// them on its command line (postgres -D, a child sidecar's --socket).
-func AssertNothingLeft(t testing.TB, out string) {
+// AssertNothingLeft checks, once the demo of process pid exited, that the
+// directories it announced (Postgres's, with its data directory and socket,
+// and the sidecars' sockets and logs) are gone, that no other throwaway
+// cluster directory of pid is left (the initdb template), and that no
+// process runs with one of them on its command line (postgres -D, a child
+// sidecar's --socket).
+func AssertNothingLeft(t testing.TB, out string, pid int) {
 	t.Helper()
 	m := startedLine.FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("the output does not say where Postgres and the sockets were:\n%s", out)
 	}
 	dirs := []string{m[1], m[3]}
-	for _, d := range dirs {
+	for _, d := range append(append([]string(nil), dirs...), pgtestDirsOf(pid)...) {
 		if _, err := os.Stat(d); !os.IsNotExist(err) {
 			t.Errorf("%s is still there (stat: %v)", d, err)
 		}
@@ -125,6 +127,27 @@ func AssertNothingLeft(t testing.TB, out string) {
 		return true, ""
 	})
 }
+
+// pgtestDirsOf returns internal/pgtest's temporary directories made by pid.
+func pgtestDirsOf(pid int) []string {
+	var out []string
+	for _, base := range []string{os.TempDir(), "/tmp"} {
+		matches, _ := filepath.Glob(filepath.Join(base, "pgmirror-pgtest-*", "owner"))
+		for _, owner := range matches {
+			b, err := os.ReadFile(owner)
+			if f := strings.Fields(string(b)); err == nil && len(f) > 0 && f[0] == strconv.Itoa(pid) {
+				out = append(out, filepath.Dir(owner))
+			}
+		}
+		if base == "/tmp" {
+			break
+		}
+	}
+	return out
+}
+
+// PID is the demo's process id.
+func (p *Proc) PID() int { return p.Cmd.Process.Pid }
 
 // processesUsing returns the processes with one of dirs on their command line.
 func processesUsing(dirs []string) []int {
