@@ -7,7 +7,7 @@ PKGS      := ./...
 STATICCHECK_VERSION := v0.8.2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build test compat e2e check bench bench-quick bench-fanout bench-fanout-quick fuzz run clean
+.PHONY: help setup build test compat e2e check bench bench-quick bench-fanout bench-fanout-quick fuzz run clean demo-lab demo-lifecycle demo-profile demo-directory
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,6 +57,22 @@ fuzz: ## run the fuzz tests (payload decoder, RESP parser, command layer) for a 
 
 run: setup build ## the demo: pgmirror on ./pgmirror.sock over a throwaway Postgres in ./.pgdata (or PGMIRROR_DSN); Ctrl-C stops both
 	@scripts/run-demo
+
+demo-lab: setup ## the cache-aside lab's scenarios on pgmirror, printing the Postgres queries of each step (own throwaway Postgres; exits when done)
+	$(GO) build -o bin/demo-lab ./examples/lab
+	@bin/demo-lab
+
+demo-profile: setup ## examples/profile with nothing else to start: throwaway Postgres, schema, watch, sidecar and the app on 127.0.0.1:8080 (PROFILE_ADDR); open it in two windows; Ctrl-C stops all
+	$(GO) build -o bin/demo-profile ./examples/profile
+	@bin/demo-profile -demo
+
+demo-directory: setup ## examples/directory with nothing else to start: throwaway Postgres, sample rows, watches, sidecar; asks who manages an employee before and after an SQL UPDATE; Ctrl-C stops all
+	$(GO) build -o bin/demo-directory ./examples/directory
+	@bin/demo-directory demo
+
+demo-lifecycle: setup ## the seed's Postgres cache design live: three sidecars, a slow report refreshed ahead once across them, a stale refresh lock reclaimed after its holder is killed, cleanup; Ctrl-C stops all
+	$(GO) build -o bin/demo-lifecycle ./examples/lifecycle
+	@bin/demo-lifecycle
 
 clean: ## remove build output and the demo's database
 	rm -rf bin .pgdata .pgdata.initdb.log pgmirror.sock

@@ -13,13 +13,17 @@ import (
 	"testing"
 	"time"
 
+	"pgmirror/examples/internal/demo"
 	"pgmirror/internal/pgtest"
 	"pgmirror/internal/sidecartest"
 	"pgmirror/internal/testdb"
 	"pgmirror/internal/testutil"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	demo.RunMainIfAsked(main) // demo_test.go runs `directory demo` as make demo-directory does
+	pgtest.Main(m)
+}
 
 // The sample rows of schema.sql.
 const (

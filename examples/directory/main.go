@@ -96,6 +96,9 @@ func (quiet) Printf(context.Context, string, ...any) {}
 
 func main() {
 	redis.SetLogger(quiet{})
+	if len(os.Args) == 2 && os.Args[1] == "demo" { // make demo-directory: demo.go
+		os.Exit(runDemo(os.Stdout, os.Stderr))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	cancel()
@@ -108,7 +111,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	socket := fs.String("socket", "./pgmirror.sock", "the pgmirror sidecar's Unix socket")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: directory [-socket PATH] manager-of EMPLOYEE_ID")
+		fmt.Fprintln(stderr, "usage: directory [-socket PATH] manager-of EMPLOYEE_ID\n       directory demo   (a throwaway Postgres and sidecar with the sample rows; Ctrl-C stops them)")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

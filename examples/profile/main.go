@@ -168,7 +168,18 @@ func run() error {
 	dsn := flag.String("dsn", env("PGMIRROR_DSN", makeRunDSN), "Postgres connection (env PGMIRROR_DSN; default: the cluster of `make run` when run from the repository root)")
 	socket := flag.String("socket", env("PGMIRROR_SOCKET", "./pgmirror.sock"), "the pgmirror sidecar's Unix socket (env PGMIRROR_SOCKET)")
 	addr := flag.String("addr", env("PROFILE_ADDR", "127.0.0.1:8080"), "HTTP listen address (env PROFILE_ADDR)")
+	demoMode := flag.Bool("demo", false, "first start a throwaway Postgres with schema.sql, the watch and a sidecar, and use them (make demo-profile); Ctrl-C stops all")
 	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *demoMode {
+		stopDemo, err := startDemo(ctx, dsn, socket)
+		if err != nil {
+			return err
+		}
+		defer stopDemo()
+	}
 
 	db, err := sql.Open("postgres", *dsn)
 	if err != nil {
@@ -178,8 +189,6 @@ func run() error {
 	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: *socket})
 	defer rdb.Close()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	checkCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := db.PingContext(checkCtx); err != nil {
@@ -212,6 +221,7 @@ func run() error {
 		srv.Shutdown(shutdownCtx)
 	}()
 	log.Printf("listening on http://%s/?user=ada", ln.Addr())
+	demoHints(ln.Addr().String())
 	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

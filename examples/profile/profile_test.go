@@ -16,13 +16,17 @@ import (
 	"testing"
 	"time"
 
+	"pgmirror/examples/internal/demo"
 	"pgmirror/internal/pgtest"
 	"pgmirror/internal/sidecartest"
 	"pgmirror/internal/testdb"
 	"pgmirror/internal/testutil"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	demo.RunMainIfAsked(main) // demo_test.go runs the app as make demo-profile does
+	pgtest.Main(m)
+}
 
 // applySchema creates table profile (schema.sql) and watches it as README.md
 // says: pgmirror_watch is the SQL function behind `pgmirror watch`.
