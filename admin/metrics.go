@@ -82,6 +82,7 @@ type instruments struct {
 	reloadRows     prometheus.Counter
 	lag            prometheus.Histogram
 	writeBatch     *prometheus.HistogramVec
+	driftStreak    prometheus.Gauge
 }
 
 func newInstruments() *instruments {
@@ -113,6 +114,11 @@ func newInstruments() *instruments {
 				"to this mirror (ok), failed with nothing written (unavailable), or commit outcome unknown (unknown).",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"result"}),
+		driftStreak: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "reload_drift_streak",
+			Help: "Consecutive successful reloads that found drift (keys to correct), not counting those after a reconnect " +
+				"or a notification queue overflow, where drift is expected; 0 after one that found none.",
+		}),
 	}
 	// Export the usual series at 0, so rate() and increase() see their first event.
 	for _, reason := range resyncReasons {
@@ -128,8 +134,12 @@ func newInstruments() *instruments {
 }
 
 func (in *instruments) collectors() []prometheus.Collector {
-	return []prometheus.Collector{in.resyncs, in.reloadDuration, in.reloadRows, in.lag, in.writeBatch}
+	return []prometheus.Collector{in.resyncs, in.reloadDuration, in.reloadRows, in.lag, in.writeBatch, in.driftStreak}
 }
+
+// driftExpected are the reload reasons after which drift is no surprise:
+// notifications were lost, or there was nothing yet to drift from.
+var driftExpected = map[string]bool{ReasonConnected: true, ReasonReconnected: true, ReasonGap: true}
 
 // ObserveReload records a reload's end, as the mirror reports it (an event of kind mirror.KindReload).
 func (s *Server) ObserveReload(reason string, res mirror.ReloadResult, err error) {
@@ -140,8 +150,16 @@ func (s *Server) ObserveReload(reason string, res mirror.ReloadResult, err error
 	case err != nil:
 		result = ResultError
 	}
-	s.inst.resyncs.WithLabelValues(NormalizeReason(reason), result).Inc()
+	normalized := NormalizeReason(reason)
+	s.inst.resyncs.WithLabelValues(normalized, result).Inc()
 	s.inst.reloadRows.Add(float64(max(res.Rows, 0)))
+	if err == nil && !driftExpected[normalized] {
+		if res.Drift > 0 {
+			s.inst.driftStreak.Inc()
+		} else {
+			s.inst.driftStreak.Set(0)
+		}
+	}
 	if err == nil {
 		mode := "full"
 		if res.Ranges > 0 {

@@ -1,12 +1,14 @@
 package admin_test
 
 import (
+	"errors"
 	"math"
 	"testing"
 	"time"
 
 	"pgmirror/admin"
 	"pgmirror/jobs"
+	"pgmirror/mirror"
 	"pgmirror/pgstore"
 )
 
@@ -67,4 +69,33 @@ func fakeSourcesUnsampled() admin.Sources {
 	src := fakeSources()
 	src.Jobs = statsFunc[jobs.Stats](func() jobs.Stats { return jobs.Stats{LoaderRuns: 1} })
 	return src
+}
+
+// The drift streak counts consecutive reloads that found drift, leaving out
+// those where drift is expected (after a reconnect or lost notifications),
+// and starts again at a reload that found none.
+func TestDriftStreak(t *testing.T) {
+	srv := admin.New(local(), admin.Sources{})
+	base := serve(t, srv)
+	drift := mirror.ReloadResult{Drift: 3}
+	for _, step := range []struct {
+		reason string
+		res    mirror.ReloadResult
+		err    error
+		want   float64
+	}{
+		{"connected", drift, nil, 0},
+		{"periodic", drift, nil, 1},
+		{"reconnected", mirror.ReloadResult{}, nil, 1}, // expected: neither counts nor resets
+		{"notification queue overflow", drift, nil, 1},
+		{"periodic", drift, errors.New("boom"), 1}, // failed: no verdict
+		{"SIGHUP", drift, nil, 2},
+		{"periodic", mirror.ReloadResult{}, nil, 0},
+		{"periodic", drift, nil, 1},
+	} {
+		srv.ObserveReload(step.reason, step.res, step.err)
+		if got := scrape(t, base).value(t, "pgmirror_reload_drift_streak"); got != step.want {
+			t.Fatalf("after %s (drift %d, err %v): streak %v, want %v", step.reason, step.res.Drift, step.err, got, step.want)
+		}
+	}
 }
