@@ -97,3 +97,46 @@ func TestQueueUsageAndScrapeWithPostgresDown(t *testing.T) {
 		t.Errorf("the queue's last reading is gone while Postgres is down")
 	}
 }
+
+// A Postgres that hangs (every process stopped: connections accepted and
+// never answered) does not hold up a scrape, and the queue's reading resumes
+// once it answers again.
+func TestScrapeWithPostgresHung(t *testing.T) {
+	srv := pgtest.New(t)
+	dsn := srv.CreateDB(t)
+	testdb.Migrate(t, dsn).Close()
+	sc := sidecartest.Start(t, dsn, sidecartest.Config{
+		HTTPAddr: "127.0.0.1:0",
+		Jobs:     jobs.Config{QueueSampleInterval: 100 * time.Millisecond},
+	})
+	url := "http://" + sc.Admin.ListenAddr()
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
+		_, ok := scrape(t, url).lookup("pgmirror_notification_queue_usage_timestamp_seconds")
+		return ok, "no reading of the queue yet"
+	})
+	thaw, err := srv.Freeze()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(thaw) // before the sidecar stops (cleanups run last first)
+	frozen := time.Now()
+	quick := &http.Client{Timeout: time.Second}
+	scrapes := 0
+	for time.Since(frozen) < 2*time.Second { // many sample intervals, each reading hung
+		resp, err := quick.Get(url + "/metrics")
+		if err != nil {
+			t.Fatalf("scrape %d with Postgres hung: %v", scrapes, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("scrape %d with Postgres hung answered %d", scrapes, resp.StatusCode)
+		}
+		scrapes++
+	}
+	t.Logf("%d scrapes answered within 1 s each while Postgres hung", scrapes)
+	thaw()
+	testutil.Eventually(t, 15*time.Second, func() (bool, string) {
+		ts := scrape(t, url).value(t, "pgmirror_notification_queue_usage_timestamp_seconds")
+		return ts > float64(frozen.Add(2*time.Second).UnixNano())/1e9, "the queue's reading has not resumed"
+	})
+}
