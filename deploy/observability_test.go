@@ -37,6 +37,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 const (
 	dashboardFile = "grafana/pgmirror.json"
 	rulesFile     = "prometheus/rules.yaml"
+	rulesTestFile = "prometheus/rules_test.yaml"
 	runbookFile   = "../docs/operations.md"
 )
 
@@ -396,8 +397,8 @@ func checkPanelQueries(t *testing.T, name string, p panel, vars map[string]templ
 	}
 }
 
-// promtool accepts the rules; every alert has a severity, a summary and a
-// runbook that docs/operations.md has.
+// promtool accepts the rules and passes their unit tests; every alert has a
+// severity, a summary and a runbook that docs/operations.md has.
 func TestAlertRules(t *testing.T) {
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
@@ -406,10 +407,21 @@ func TestAlertRules(t *testing.T) {
 	if out, err := exec.Command(promtool, "check", "rules", rulesFile).CombinedOutput(); err != nil {
 		t.Fatalf("promtool check rules %s: %v\n%s", rulesFile, err, out)
 	}
+	// When each alert fires, and that one full queue alerts once (rules_test.yaml).
+	if out, err := exec.Command(promtool, "test", "rules", rulesTestFile).CombinedOutput(); err != nil {
+		t.Errorf("promtool test rules %s: %v\n%s", rulesTestFile, err, out)
+	}
 	anchors := markdownAnchors(t, runbookFile)
+	tests, err := os.ReadFile(rulesTestFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range loadRules(t) {
 		if r.Alert == "" {
 			continue
+		}
+		if !strings.Contains(string(tests), "alertname: "+r.Alert+"\n") {
+			t.Errorf("alert %s has no test in %s", r.Alert, rulesTestFile)
 		}
 		if r.Labels["severity"] == "" || r.Annotations["summary"] == "" {
 			t.Errorf("alert %s: want a severity label and a summary", r.Alert)
