@@ -153,7 +153,7 @@ func checkExpr(t *testing.T, where, expr string, ex exported) []string {
 
 func checkMatcher(t *testing.T, where, metric string, m *labels.Matcher, series map[string]map[string]bool) {
 	t.Helper()
-	if m.Name == labels.MetricName || slices.Contains(targetLabels, m.Name) {
+	if m.Name == model.MetricNameLabel || slices.Contains(targetLabels, m.Name) {
 		return
 	}
 	values, ok := series[m.Name]
@@ -163,11 +163,11 @@ func checkMatcher(t *testing.T, where, metric string, m *labels.Matcher, series 
 	case m.Type == labels.MatchEqual && len(values) > 0 && !values[m.Value]:
 		t.Errorf("%s: %s{%s} matches no series: %s=%q is not exported", where, metric, m, m.Name, m.Value)
 	case m.Type == labels.MatchRegexp && len(values) > 0:
-		any := false
+		matched := false
 		for v := range values {
-			any = any || m.Matches(v)
+			matched = matched || m.Matches(v)
 		}
-		if !any {
+		if !matched {
 			t.Errorf("%s: %s{%s} matches no exported value of %s", where, metric, m, m.Name)
 		}
 	}
