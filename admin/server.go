@@ -6,8 +6,12 @@
 // time (a custom prometheus.Collector), so nothing is counted twice; only
 // what has no counter of its own is observed as it happens: reload
 // durations and resyncs (ObserveReload, which New registers for the
-// mirror's reload events) and propagation lag (ObserveLag, which New
-// registers with the listener).
+// mirror's reload events), propagation lag (ObserveLag, which New
+// registers with the listener) and write-batch durations
+// (ObserveWriteBatch, which New registers with the writer). Nothing is read
+// from Postgres at scrape time: the notification queue's usage is what the
+// jobs last read in the background, so a scrape answers at once even when
+// Postgres hangs.
 package admin
 
 import (
