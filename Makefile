@@ -12,7 +12,7 @@ STATICCHECK_VERSION := v0.8.2
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-19s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: ## install what a fresh Debian machine lacks (PostgreSQL, Redis, the compatibility suite's client libraries); no-op when present
+setup: ## install what a fresh Debian machine lacks (PostgreSQL, Redis, the compatibility suite's client libraries, promtool); no-op when present
 	@scripts/setup
 
 build: ## build bin/pgmirror

@@ -87,6 +87,14 @@ type fakeListener struct {
 
 func (l *fakeListener) HandleLag(h func(time.Duration)) { l.lag = append(l.lag, h) }
 
+// fakeWriter is a writer source; it keeps the batch observers registered with it.
+type fakeWriter struct {
+	statsFunc[pgstore.WriterStats]
+	batch []func(pgstore.BatchDone)
+}
+
+func (w *fakeWriter) HandleBatch(h func(pgstore.BatchDone)) { w.batch = append(w.batch, h) }
+
 // fakeSources has every source, with fixed counters.
 func fakeSources() admin.Sources {
 	down := time.Now().Add(-2 * time.Second)
@@ -95,11 +103,11 @@ func fakeSources() admin.Sources {
 			return mirror.Stats{State: mirror.StateStale, Entries: 42, Tombstones: 3, IndexBytes: 5000, InlineBytes: 2500, InlineEvicted: 4, ValueBytes: 7000,
 				ValueBudget: 1 << 20, Hits: 11, Misses: 12, Loads: 10, Fetches: 13, FetchedKeys: 14, Batches: 15,
 				Applied: map[string]int64{"set": 16, "fetch": 17, "delete": 18, "truncate": 19}, Skipped: 20,
-				SetsDropped: 21, SetsRejected: 22, Evicted: 23, Drift: 24, Forged: 25, Replays: 26, LastReload: time.Unix(1700000000, 0),
+				SetsDropped: 21, SetsRejected: 22, Evicted: 23, Drift: 24, Forged: 25, Replays: 26, Contested: 27, LastReload: time.Unix(1700000000, 0),
 				DownSince: down, ClockLead: 5 * time.Millisecond}
 		}),
 		Listener: &fakeListener{statsFunc: func() listener.Stats {
-			return listener.Stats{Received: 31, DecodeErrors: 32, Overflows: 33, Reconnects: 34,
+			return listener.Stats{Received: 31, DecodeErrors: 32, Overflows: 33, Reconnects: 34, GenuineDrops: 36,
 				Rejected:         map[string]int64{listener.RejectMalformed: 32, listener.RejectBadMAC: 35},
 				LastNotification: time.Now().Add(-3 * time.Second)}
 		}},
@@ -108,12 +116,12 @@ func fakeSources() admin.Sources {
 				EvictedOutput: 46, SubscribersDropped: 47, ClientBuffers: 48, MaxClientBuffers: 49, KeyEventsDropped: 81, AcceptErrors: 82}
 		}),
 		Commands: func() map[string]int64 { return map[string]int64{"get": 51, "set": 52, "unknown": 53} },
-		Writer: statsFunc[pgstore.WriterStats](func() pgstore.WriterStats {
+		Writer: &fakeWriter{statsFunc: func() pgstore.WriterStats {
 			return pgstore.WriterStats{Batches: 61, Ops: 62, Unavailable: 63, Unknown: 64}
-		}),
+		}},
 		Jobs: statsFunc[jobs.Stats](func() jobs.Stats {
 			return jobs.Stats{LoaderRuns: 71, LoaderFailures: 76, AccessFlushes: 72, AccessRows: 77,
-				Refreshed: 73, RefreshFailed: 74, CleanupDeleted: 75}
+				Refreshed: 73, RefreshFailed: 74, CleanupDeleted: 75, QueueUsage: 0.25, QueueSampled: time.Unix(1700000100, 0)}
 		}),
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"pgmirror/jobs"
 	"pgmirror/listener"
 	"pgmirror/mirror"
+	"pgmirror/pgstore"
 	"pgmirror/unixsock"
 )
 
@@ -80,6 +81,8 @@ type instruments struct {
 	reloadDuration *prometheus.HistogramVec
 	reloadRows     prometheus.Counter
 	lag            prometheus.Histogram
+	writeBatch     *prometheus.HistogramVec
+	driftStreak    prometheus.Gauge
 }
 
 func newInstruments() *instruments {
@@ -105,6 +108,17 @@ func newInstruments() *instruments {
 				"(clocks of different hosts may differ; negative values count as 0).",
 			Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}),
+		writeBatch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "write_batch_duration_seconds",
+			Help: "Time from a write batch (group commit) being taken from the queue to its outcome: committed and applied " +
+				"to this mirror (ok), failed with nothing written (unavailable), or commit outcome unknown (unknown).",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"result"}),
+		driftStreak: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "reload_drift_streak",
+			Help: "Consecutive successful reloads that found drift (keys to correct), not counting those after a reconnect " +
+				"or a notification queue overflow, where drift is expected; 0 after one that found none.",
+		}),
 	}
 	// Export the usual series at 0, so rate() and increase() see their first event.
 	for _, reason := range resyncReasons {
@@ -113,12 +127,19 @@ func newInstruments() *instruments {
 	}
 	in.reloadDuration.WithLabelValues("full")
 	in.reloadDuration.WithLabelValues("ranges")
+	for _, r := range []string{pgstore.BatchCommitted, pgstore.BatchUnavailable, pgstore.BatchUnknown} {
+		in.writeBatch.WithLabelValues(r)
+	}
 	return in
 }
 
 func (in *instruments) collectors() []prometheus.Collector {
-	return []prometheus.Collector{in.resyncs, in.reloadDuration, in.reloadRows, in.lag}
+	return []prometheus.Collector{in.resyncs, in.reloadDuration, in.reloadRows, in.lag, in.writeBatch, in.driftStreak}
 }
+
+// driftExpected are the reload reasons after which drift is no surprise:
+// notifications were lost, or there was nothing yet to drift from.
+var driftExpected = map[string]bool{ReasonConnected: true, ReasonReconnected: true, ReasonGap: true}
 
 // ObserveReload records a reload's end, as the mirror reports it (an event of kind mirror.KindReload).
 func (s *Server) ObserveReload(reason string, res mirror.ReloadResult, err error) {
@@ -129,8 +150,16 @@ func (s *Server) ObserveReload(reason string, res mirror.ReloadResult, err error
 	case err != nil:
 		result = ResultError
 	}
-	s.inst.resyncs.WithLabelValues(NormalizeReason(reason), result).Inc()
+	normalized := NormalizeReason(reason)
+	s.inst.resyncs.WithLabelValues(normalized, result).Inc()
 	s.inst.reloadRows.Add(float64(max(res.Rows, 0)))
+	if err == nil && !driftExpected[normalized] {
+		if res.Drift > 0 {
+			s.inst.driftStreak.Inc()
+		} else {
+			s.inst.driftStreak.Set(0)
+		}
+	}
 	if err == nil {
 		mode := "full"
 		if res.Ranges > 0 {
@@ -145,6 +174,13 @@ func (s *Server) ObserveReload(reason string, res mirror.ReloadResult, err error
 // on the apply path.
 func (s *Server) ObserveLag(lag time.Duration) {
 	s.inst.lag.Observe(max(lag, 0).Seconds())
+}
+
+// ObserveWriteBatch records a write batch's duration by its result; New
+// registers it with the writer (Writer.HandleBatch). It runs on the write
+// path: it is cheap.
+func (s *Server) ObserveWriteBatch(b pgstore.BatchDone) {
+	s.inst.writeBatch.WithLabelValues(b.Result).Observe(b.Took.Seconds())
 }
 
 func registerRuntimeCollectors(reg *prometheus.Registry) {
@@ -185,6 +221,9 @@ var (
 	descSetsDropped   = desc("value_cache_sets_dropped_total", "Value-cache sets dropped by ristretto's buffers under contention (the value is fetched again when read).")
 	descSetsRejected  = desc("value_cache_sets_rejected_total", "Value-cache sets rejected by ristretto's admission policy.")
 	descEvicted       = desc("value_cache_evictions_total", "Values evicted from the value cache to stay within its budget.")
+	descMaxMemory     = desc("max_memory_bytes", "--max-memory: the budget of the whole mirror (index_bytes + value_bytes stay within it).")
+	descMaxStaleness  = desc("max_staleness_seconds", "--max-staleness: how long the listener may be down before the sidecar stops being ready.")
+	descDeferred      = desc("own_writes_deferred_total", "Changes of this sidecar's own writes not applied at commit but left to their notification, because another of its writes on the key could not be ordered against them (the writer waits up to 2 s for that notification before answering).")
 	descClockLead     = desc("clock_lead_seconds", "Estimated lead of this host's clock over the database clock (used to judge expiry).")
 
 	// listener
@@ -197,6 +236,7 @@ var (
 		"or older than the last reload's snapshot). All but replayed schedule a coalesced, rate-limited repair reload.", "reason")
 	descOverflows    = desc("notification_queue_overflows_total", "Notifications dropped because the listener's queue was full (causes a resync).")
 	descReconnects   = desc("listener_reconnects_total", "Reconnections of the LISTEN connection (each causes a resync).")
+	descGenuineDrops = desc("notifications_genuine_drops_total", "Notifications dropped as unverifiable (unknown key) that proved authentic once the key was read: each caused an immediate resync.")
 	descLastNotifAge = desc("last_notification_age_seconds", "Seconds since the last notification was received; absent before the first.")
 
 	// socket server
@@ -223,18 +263,23 @@ var (
 	descAccessRows     = desc("access_rows_updated_total", "Rows whose last_accessed_at the access flushes advanced.")
 	descRefreshes      = desc("refreshes_total", "Refreshes of expiring keys, by result: ok (stored), removed (the loader found no row), fenced (the claim was lost; not stored), error.", "result")
 	descCleanup        = desc("cleanup_deleted_rows_total", "Rows deleted by the cleanup (unused past --retention, or long expired).")
+	descQueueUsage     = desc("notification_queue_usage_ratio", "Postgres's pg_notification_queue_usage() (0 to 1), read in the background every 15 s (never at the scrape); "+
+		"absent before the first reading. When the queue is full every write that notifies fails.")
+	descQueueSampled = desc("notification_queue_usage_timestamp_seconds", "Unix time of the last successful reading of notification_queue_usage_ratio; absent before the first.")
 )
 
 var allDescs = []*prometheus.Desc{
 	descBuildInfo, descReady, descState,
 	descHits, descMisses, descLoads, descFetches, descFetchedKeys, descNotifications, descChanges, descSkipped,
 	descDrift, descForged, descLastReload, descEntries, descTombstones, descIndexBytes, descInlineBytes, descInlineEvicted, descValueBytes,
-	descValueBudget, descSetsDropped, descSetsRejected, descEvicted, descClockLead,
+	descValueBudget, descSetsDropped, descSetsRejected, descEvicted, descClockLead, descMaxMemory, descMaxStaleness, descDeferred,
 	descConnected, descDownSeconds, descReceived, descUndecodable, descNotifDropped, descOverflows, descReconnects, descLastNotifAge,
+	descGenuineDrops,
 	descClients, descConnections, descRejected, descProtocolErrors, descCommands,
 	descClientEvicted, descClientBuffers, descClientBudget, descKeyEventsDrop, descAcceptErrors,
 	descWriterBatches, descWriterOps, descWriterErrors,
 	descLoaderRuns, descLoaderFailures, descAccessFlushes, descAccessRows, descRefreshes, descCleanup,
+	descQueueUsage, descQueueSampled,
 }
 
 // collector reads the sources of a Server at scrape time.
@@ -254,6 +299,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		version = "unknown"
 	}
 	e.gauge(descBuildInfo, 1, version, runtime.Version())
+	if s.cfg.MaxMemory > 0 {
+		e.gauge(descMaxMemory, float64(s.cfg.MaxMemory))
+	}
+	e.gauge(descMaxStaleness, s.cfg.MaxStaleness.Seconds())
 	if s.src.Mirror != nil {
 		e.mirror(s.src.Mirror.Stats(), s.cfg.MaxStaleness)
 	} else {
@@ -327,6 +376,7 @@ func (e emitter) mirror(st mirror.Stats, maxStaleness time.Duration) {
 		}
 	}
 	e.counter(descSkipped, float64(st.Skipped))
+	e.counter(descDeferred, float64(st.Contested))
 	e.counter(descDrift, float64(st.Drift))
 	e.counter(descForged, float64(st.Forged))
 	e.counter(descNotifDropped, float64(st.Replays), "replayed")
@@ -361,6 +411,7 @@ func (e emitter) listener(st listener.Stats) {
 	}
 	e.counter(descOverflows, float64(st.Overflows))
 	e.counter(descReconnects, float64(st.Reconnects))
+	e.counter(descGenuineDrops, float64(st.GenuineDrops))
 	if !st.LastNotification.IsZero() {
 		e.gauge(descLastNotifAge, max(e.now.Sub(st.LastNotification), 0).Seconds())
 	}
@@ -392,4 +443,8 @@ func (e emitter) jobs(st jobs.Stats) {
 	e.counter(descRefreshes, float64(st.RefreshFenced), "fenced")
 	e.counter(descRefreshes, float64(st.RefreshFailed), "error")
 	e.counter(descCleanup, float64(st.CleanupDeleted))
+	if !st.QueueSampled.IsZero() {
+		e.gauge(descQueueUsage, st.QueueUsage)
+		e.gauge(descQueueSampled, float64(st.QueueSampled.UnixNano())/1e9)
+	}
 }

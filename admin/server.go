@@ -6,8 +6,12 @@
 // time (a custom prometheus.Collector), so nothing is counted twice; only
 // what has no counter of its own is observed as it happens: reload
 // durations and resyncs (ObserveReload, which New registers for the
-// mirror's reload events) and propagation lag (ObserveLag, which New
-// registers with the listener).
+// mirror's reload events), propagation lag (ObserveLag, which New
+// registers with the listener) and write-batch durations
+// (ObserveWriteBatch, which New registers with the writer). Nothing is read
+// from Postgres at scrape time: the notification queue's usage is what the
+// jobs last read in the background, so a scrape answers at once even when
+// Postgres hangs.
 package admin
 
 import (
@@ -55,6 +59,9 @@ type Config struct {
 	// MaxStaleness is how long the listener may be down before the sidecar
 	// stops being ready (--max-staleness); 0 means not at all.
 	MaxStaleness time.Duration
+	// MaxMemory is the mirror's byte budget (--max-memory), exported as
+	// pgmirror_max_memory_bytes; 0 leaves it out.
+	MaxMemory int64
 	// Version is reported by pgmirror_build_info.
 	Version string
 	// ShutdownTimeout bounds how long Close waits for requests in flight;
@@ -99,8 +106,12 @@ type ListenerSource interface {
 // SocketSource is what the server reads of the socket server.
 type SocketSource interface{ Stats() unixsock.Stats }
 
-// WriterSource is what the server reads of the writer.
-type WriterSource interface{ Stats() pgstore.WriterStats }
+// WriterSource is what the server reads of the writer, and where it
+// registers ObserveWriteBatch.
+type WriterSource interface {
+	Stats() pgstore.WriterStats
+	HandleBatch(func(pgstore.BatchDone))
+}
 
 // JobsSource is what the server reads of the background jobs.
 type JobsSource interface{ Stats() jobs.Stats }
@@ -138,8 +149,9 @@ type Server struct {
 }
 
 // New builds the admin server over its sources and registers its
-// observers with them: ObserveLag with the listener and ObserveReload for
-// the mirror's reload events (so New must run before they open).
+// observers with them: ObserveLag with the listener, ObserveWriteBatch
+// with the writer and ObserveReload for the mirror's reload events (so New
+// must run before they open).
 func New(cfg Config, src Sources) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
@@ -155,6 +167,9 @@ func New(cfg Config, src Sources) *Server {
 	s.handler = s.newHandler()
 	if src.Listener != nil {
 		src.Listener.HandleLag(s.ObserveLag)
+	}
+	if src.Writer != nil {
+		src.Writer.HandleBatch(s.ObserveWriteBatch)
 	}
 	if src.Mirror != nil {
 		src.Mirror.Handle(s.handleMirrorEvent)

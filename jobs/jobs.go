@@ -10,6 +10,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,7 @@ const (
 	DefaultCleanupInterval     = time.Minute
 	DefaultRetention           = 7 * 24 * time.Hour
 	DefaultExpiredGrace        = time.Hour
+	DefaultQueueSampleInterval = 15 * time.Second
 	refreshBatch               = 100
 	cleanupBatch               = 500
 	accessBatch                = 10000
@@ -45,6 +47,9 @@ type Config struct {
 	CleanupInterval     time.Duration
 	Retention           time.Duration
 	ExpiredGrace        time.Duration
+	// QueueSampleInterval is how often Postgres's notification queue usage
+	// is read (Stats.QueueUsage; the first reading is at Open).
+	QueueSampleInterval time.Duration
 	Logger              hclog.Logger
 }
 
@@ -62,6 +67,7 @@ func (c *Config) defaults() {
 	def(&c.CleanupInterval, DefaultCleanupInterval)
 	def(&c.Retention, DefaultRetention)
 	def(&c.ExpiredGrace, DefaultExpiredGrace)
+	def(&c.QueueSampleInterval, DefaultQueueSampleInterval)
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
@@ -89,6 +95,10 @@ type Stats struct {
 	LoaderRuns      int64 // loader computations (reads and refreshes)
 	LoaderFailures  int64
 	LastAccessFlush time.Time
+	// QueueUsage is the last reading of pg_notification_queue_usage() (0 to
+	// 1), taken at QueueSampled (zero before the first reading succeeded).
+	QueueUsage   float64
+	QueueSampled time.Time
 }
 
 // Jobs runs the background work between Open and Close.
@@ -110,6 +120,8 @@ type Jobs struct {
 	refreshed, removed, fenced, failed, cleanups atomic.Int64
 	loaderReloads                                atomic.Int64
 	lastFlush                                    atomic.Int64
+	queueUsage                                   atomic.Uint64 // math.Float64bits
+	queueSampled                                 atomic.Int64  // unix nanos
 }
 
 // New returns the jobs over the mirror mir, and registers with it for its
@@ -150,10 +162,15 @@ func (j *Jobs) Open() error {
 			j.every(job.every, job.run)
 		}()
 	}
-	j.wg.Add(1)
+	j.wg.Add(2)
 	go func() {
 		defer j.wg.Done()
 		j.loaderReloadLoop()
+	}()
+	go func() {
+		defer j.wg.Done()
+		j.sampleQueue(j.ctx)
+		j.every(j.cfg.QueueSampleInterval, j.sampleQueue)
 	}()
 	return nil
 }
@@ -232,6 +249,10 @@ func (j *Jobs) Stats() Stats {
 	}
 	if n := j.lastFlush.Load(); n != 0 {
 		s.LastAccessFlush = time.Unix(0, n)
+	}
+	if n := j.queueSampled.Load(); n != 0 {
+		s.QueueUsage = math.Float64frombits(j.queueUsage.Load())
+		s.QueueSampled = time.Unix(0, n)
 	}
 	return s
 }

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"math"
 	"slices"
 	"time"
 
@@ -103,5 +104,24 @@ func (j *Jobs) cleanup(ctx context.Context) {
 	}
 	if total > 0 {
 		j.log.Info("cleanup deleted keys", "keys", total)
+	}
+}
+
+// sampleQueue reads Postgres's notification queue usage for Stats, so that
+// a scrape never waits for Postgres. A failed reading keeps the last one
+// (its time tells its age); Postgres down is the listener's to report.
+func (j *Jobs) sampleQueue(ctx context.Context) {
+	usage, err := j.store.NotificationQueueUsage(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			j.log.Debug("reading the notification queue's usage failed", "error", err)
+		}
+		return
+	}
+	j.queueUsage.Store(math.Float64bits(usage))
+	j.queueSampled.Store(time.Now().UnixNano())
+	if usage >= 0.5 {
+		j.log.Warn("Postgres's notification queue is over half full: a listener is not reading; "+
+			"when it is full, every write fails (docs/operations.md)", "usage", usage)
 	}
 }

@@ -128,6 +128,48 @@ type Writer struct {
 
 	batches, ops, unavailable, unknown atomic.Uint64
 	stuck                              atomic.Int32 // batches given up on, still running
+
+	batchHandlers []func(BatchDone) // HandleBatch; fixed once Open ran
+}
+
+// BatchDone is what HandleBatch tells of a finished batch.
+type BatchDone struct {
+	Ops  int           // commands in the batch
+	Took time.Duration // from taking the batch to its outcome (the mirror applied, or the failure known)
+	// Result: BatchCommitted, BatchUnavailable (nothing was written) or
+	// BatchUnknown (the commit's outcome is unknown).
+	Result string
+}
+
+// The results of BatchDone.
+const (
+	BatchCommitted   = "ok"
+	BatchUnavailable = "unavailable"
+	BatchUnknown     = "unknown"
+)
+
+// HandleBatch registers h to be told of every batch once its outcome is
+// known, before its callers are answered. h runs on the write path: keep
+// it fast. Register before Open: registering after it is a wiring bug,
+// and panics.
+func (w *Writer) HandleBatch(h func(BatchDone)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.opened {
+		panic("pgstore: HandleBatch after Open")
+	}
+	w.batchHandlers = append(w.batchHandlers, h)
+}
+
+// batchDone tells the HandleBatch handlers of a finished batch.
+func (w *Writer) batchDone(ops int, start time.Time, result string) {
+	if len(w.batchHandlers) == 0 {
+		return
+	}
+	d := BatchDone{Ops: ops, Took: time.Since(start), Result: result}
+	for _, h := range w.batchHandlers {
+		h(d)
+	}
 }
 
 var _ mirror.Writer = (*Writer)(nil)
@@ -454,6 +496,7 @@ func (w *Writer) run(batch []*writeReq) {
 		} else {
 			w.apply.AbandonWrite(ticket)
 		}
+		w.batchDone(len(batch), start, BatchCommitted)
 		for i, r := range batch {
 			r.done <- writeAns{res: out.results[i]}
 		}
@@ -465,11 +508,13 @@ func (w *Writer) run(batch []*writeReq) {
 	reason := oneLine(out.err.Error())
 	var err error
 	if out.unknown {
+		w.batchDone(len(batch), start, BatchUnknown)
 		w.unknown.Add(1)
 		w.log.Warn("write outcome unknown; re-reading the keys", "ops", len(batch), "error", reason)
 		w.reread(batch)
 		err = &writeError{kind: mirror.ErrWriteUnknown, reason: "connection to Postgres failed after the write was sent: " + reason}
 	} else {
+		w.batchDone(len(batch), start, BatchUnavailable)
 		w.unavailable.Add(1)
 		w.log.Warn("write batch failed; nothing was written", "ops", len(batch), "error", reason)
 		err = &writeError{kind: mirror.ErrWriteUnavailable, reason: reason}

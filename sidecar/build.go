@@ -99,6 +99,7 @@ func (s *Sidecar) build() error {
 		Addr:            c.HTTPAddr,
 		Logger:          s.log.Named("http"),
 		MaxStaleness:    c.MaxStaleness,
+		MaxMemory:       c.MaxMemory,
 		Version:         s.opts.Version,
 		ShutdownTimeout: adminShutdownTimeout,
 	}, admin.Sources{Mirror: mir, Listener: s.Listener, Socket: s.Server, Commands: s.Server.CommandCalls,
