@@ -19,6 +19,7 @@ type Lookup struct {
 	Size    int   // value length
 	digest  uint64
 	value   []byte // the value when the index holds it (non-nil then)
+	stamp   uint32 // the access stamp (idle.go)
 }
 
 // lookup reads the index; expired and deleted keys are not found (but for
@@ -45,8 +46,9 @@ func (m *Mirror) lookup(key string, now int64, touch bool) Lookup {
 			l.digest = e.digest()
 		}
 		if touch {
-			e.markAccessed()
+			e.touch(fineStamp(now / 1e6))
 		}
+		l.stamp = e.meta.Load() & stampMask
 	case m.handled() && e.meta.Load()&flagExpiredSent == 0 && e.meta.Or(flagExpiredSent)&flagExpiredSent == 0:
 		// Queued under the shard's lock: before any later change of the key.
 		m.emitChange(key, EventExpired, mergeExpired)
@@ -163,8 +165,9 @@ func (m *Mirror) Get(ctx context.Context, key string) (value []byte, found bool,
 		return nil, false, err
 	}
 	deadline := time.Now().Add(m.opts.CatchUpWait)
+	touch := touches(ctx)
 	for {
-		l := m.lookup(key, m.clock.dbNow(), true)
+		l := m.lookup(key, m.clock.dbNow(), touch)
 		if !l.Found {
 			if !l.Absent && m.opts.Loader != nil && m.opts.Loader.Covers(key) {
 				return m.load(ctx, key)
@@ -216,7 +219,7 @@ func (m *Mirror) GetMulti(ctx context.Context, keys []string, valueBound int64, 
 	if err := m.readable(); err != nil {
 		return err
 	}
-	hits, slow := m.lookupMulti(keys)
+	hits, slow := m.lookupMulti(keys, touches(ctx))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -291,17 +294,18 @@ type slowRead struct {
 	done chan struct{} // closed when v and err are set
 }
 
-// lookupMulti answers what it can of keys from the mirror: hits holds the
+// lookupMulti answers what it can of keys from the mirror (touch: the
+// reads count as accesses): hits holds the
 // values the mirror holds (nil for a miss and for a key in slow), slow
 // lists, in order, the indexes of the keys that need Postgres (a value to
 // fetch again, or a loader).
-func (m *Mirror) lookupMulti(keys []string) (hits [][]byte, slow []int) {
+func (m *Mirror) lookupMulti(keys []string, touch bool) (hits [][]byte, slow []int) {
 	m.view.RLock()
 	defer m.view.RUnlock()
 	now := m.clock.dbNow()
 	hits = make([][]byte, len(keys))
 	for i, k := range keys {
-		l := m.lookup(k, now, true)
+		l := m.lookup(k, now, touch)
 		switch v, ok := m.heldValue(k, l); {
 		case ok && l.Found:
 			m.stats.hits.Add(1)

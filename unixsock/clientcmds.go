@@ -15,7 +15,7 @@ type clientInfo struct {
 	active  atomic.Int64              // unix nanoseconds of the last batch read
 	last    atomic.Pointer[command]   // the last command run
 	noEvict atomic.Bool               // CLIENT NO-EVICT: not disconnected by --max-client-buffers
-	noTouch atomic.Bool               // CLIENT NO-TOUCH (shown; reads still count as accesses)
+	noTouch atomic.Bool               // CLIENT NO-TOUCH: reads are not accesses (ctx)
 	lib     atomic.Pointer[[2]string] // CLIENT SETINFO: library name and version
 	authed  bool                      // AUTH or HELLO AUTH succeeded (command loop only)
 }

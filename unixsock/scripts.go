@@ -167,6 +167,7 @@ type scriptCaller struct {
 func (c *client) newScriptCaller(keys [][]byte, ro bool, tx *txView) *scriptCaller {
 	k := &scriptCaller{c: c, sc: &client{s: c.s, id: c.id, proto: 2, capture: true},
 		keys: script.NewKeySet(keys), ro: ro, tx: tx}
+	k.sc.info.noTouch.Store(c.info.noTouch.Load()) // a script's reads are its caller's (CLIENT NO-TOUCH)
 	if tx != nil {
 		srv := &Server{ctx: tx.ctx, Namespace: c.s.Namespace, MaxValueSize: c.s.MaxValueSize,
 			MaxClients: c.s.MaxClients, Mirror: tx, Writer: tx, Logger: c.s.Logger}

@@ -45,6 +45,8 @@ type Mirror interface {
 	// ClockLead and Touch serve TIME and TOUCH (simple.go).
 	ClockLead() time.Duration
 	Touch(key string) (bool, error)
+	// IdleTime serves OBJECT IDLETIME (keyspace.go).
+	IdleTime(key string) (int64, bool, error)
 }
 
 var _ Mirror = (*mirror.Mirror)(nil)
