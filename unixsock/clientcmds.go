@@ -43,6 +43,12 @@ func cmdClient(c *client, a [][]byte) {
 		clientList(c, a)
 	case "kill":
 		clientKill(c, a)
+	case "help":
+		if len(a) != 2 {
+			wrongSubArity(c, "client", sub)
+			return
+		}
+		helpReply(c, clientHelp) // introspect.go
 	case "no-evict", "no-touch":
 		if len(a) != 3 {
 			c.errorReply(fmt.Sprintf("ERR wrong number of arguments for 'client|%s' command", sub))

@@ -5,7 +5,8 @@ import (
 	"strings"
 )
 
-// COMMAND, COMMAND COUNT, INFO, LIST and DOCS describe the command table
+// COMMAND, COMMAND COUNT, INFO, LIST and DOCS (and GETKEYS, HELP:
+// introspect.go) describe the command table
 // in Redis 7's shapes, for clients that introspect: names, arity, key
 // positions, and flags derived from the table's.
 
@@ -22,11 +23,20 @@ func cmdCommand(c *client, a [][]byte) {
 	switch {
 	case sub == "count" && len(a) == 2:
 		c.integer(int64(len(t.list)))
-	case sub == "list" && len(a) == 2:
-		c.array(len(t.list))
-		for _, cmd := range t.list {
-			c.bulkString(cmd.name)
+	case sub == "list":
+		commandList(c, t, a) // introspect.go
+	case sub == "getkeys" || sub == "getkeysandflags":
+		if len(a) < 4 {
+			wrongSubArity(c, "command", sub)
+			return
 		}
+		commandGetKeys(c, t, a[2:], sub == "getkeysandflags")
+	case sub == "help":
+		if len(a) != 2 {
+			wrongSubArity(c, "command", sub)
+			return
+		}
+		helpReply(c, commandHelp)
 	case sub == "info":
 		cmds := t.list
 		if len(a) > 2 {
@@ -45,7 +55,7 @@ func cmdCommand(c *client, a [][]byte) {
 		}
 	case sub == "docs":
 		commandDocs(c, t, a[2:])
-	case sub == "count" || sub == "list":
+	case sub == "count":
 		c.errorReply(fmt.Sprintf("ERR wrong number of arguments for 'command|%s' command", sub))
 	default:
 		c.errorReply(fmt.Sprintf("ERR unknown subcommand '%s'. Try COMMAND HELP.", clip(a[1])))
