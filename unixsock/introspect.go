@@ -74,6 +74,35 @@ NO-TOUCH (ON|OFF)
 HELP
     Prints this help.`
 
+// configHelp is Redis's CONFIG HELP but for REWRITE, which pgmirror
+// refuses.
+const configHelp = `CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:
+GET <pattern>
+    Return parameters matching the glob-like <pattern> and their values.
+SET <directive> <value>
+    Set the configuration <directive> to <value>.
+RESETSTAT
+    Reset statistics reported by the INFO command.
+HELP
+    Prints this help.`
+
+// scriptHelp is Redis's SCRIPT HELP but for DEBUG, which pgmirror refuses.
+const scriptHelp = `SCRIPT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:
+EXISTS <sha1> [<sha1> ...]
+    Return information about the existence of the scripts in the script cache.
+FLUSH [ASYNC|SYNC]
+    Flush the Lua scripts cache. Very dangerous on replicas.
+    When called without the optional mode argument, the behavior is determined by the
+    lazyfree-lazy-user-flush configuration directive. Valid modes are:
+    * ASYNC: Asynchronously flush the scripts cache.
+    * SYNC: Synchronously flush the scripts cache.
+KILL
+    Kill the currently executing Lua script.
+LOAD <script>
+    Load a script into the scripts cache without executing it.
+HELP
+    Prints this help.`
+
 // keyFlags are the flags Redis's key specs give a command's keys: the
 // first key's, then the others' ("" for the same). SET's depend on GET.
 var keyFlags = map[string][2]string{

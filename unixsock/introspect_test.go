@@ -54,25 +54,25 @@ func TestGetKeysMatchesRedis(t *testing.T) {
 	}
 }
 
-// TestHelpMatchesRedis: COMMAND HELP and OBJECT HELP are Redis's; CLIENT
-// HELP is Redis's for the subcommands pgmirror answers (in its order),
-// with Redis 7.2's SETINFO and NO-TOUCH; HELP with an argument is an
-// arity error.
+// TestHelpMatchesRedis: COMMAND HELP and OBJECT HELP are Redis's; CLIENT,
+// CONFIG and SCRIPT HELP are Redis's for the subcommands pgmirror answers
+// (in its order), with Redis 7.2's SETINFO and NO-TOUCH; HELP with an
+// argument is an arity error.
 func TestHelpMatchesRedis(t *testing.T) {
 	red := client(t, startRedis(t))
 	dsn, _ := testdb.New(t)
 	pgm := client(t, startSidecar(t, dsn, config{}).socket)
-	for _, cmd := range []string{"COMMAND", "OBJECT", "CLIENT"} {
+	for _, cmd := range []string{"COMMAND", "OBJECT", "CLIENT", "CONFIG", "SCRIPT"} {
 		for _, args := range [][]any{{cmd, "HELP"}, {cmd, "help", "x"}} {
 			want, got := do(red, args...), do(pgm, args...)
-			if cmd != "CLIENT" || len(args) == 3 {
+			if cmd == "COMMAND" || cmd == "OBJECT" || len(args) == 3 {
 				if got != want {
 					t.Errorf("%q:\n redis    %s\n pgmirror %s", args, want, got)
 				}
 				continue
 			}
-			if !inOrder(helpLines(t, pgm), helpLines(t, red)) {
-				t.Errorf("CLIENT HELP not Redis's lines in Redis's order:\n redis    %s\n pgmirror %s", want, got)
+			if !inOrder(helpLines(t, pgm, cmd), helpLines(t, red, cmd)) {
+				t.Errorf("%s HELP not Redis's lines in Redis's order:\n redis    %s\n pgmirror %s", cmd, want, got)
 			}
 		}
 	}
@@ -80,8 +80,8 @@ func TestHelpMatchesRedis(t *testing.T) {
 
 // helpLines returns a HELP reply's lines but for Redis 7.2's SETINFO and
 // NO-TOUCH (the Redis the tests run is 7.0).
-func helpLines(t *testing.T, c *redis.Client) []string {
-	v, err := c.Do(context.Background(), "CLIENT", "HELP").StringSlice()
+func helpLines(t *testing.T, c *redis.Client, cmd string) []string {
+	v, err := c.Do(context.Background(), cmd, "HELP").StringSlice()
 	if err != nil {
 		t.Fatal(err)
 	}
