@@ -63,6 +63,9 @@ func TestWithoutTouch(t *testing.T) {
 	if err := m.GetMulti(quiet, []string{"k", "other"}, 1<<20, func([]byte) {}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := m.StrLen(quiet, "k"); err != nil {
+		t.Fatal(err)
+	}
 	if got := m.TakeAccessed(); len(got) != 0 {
 		t.Fatalf("reads without touch marked %q accessed", got)
 	}
@@ -91,6 +94,12 @@ func TestWithoutTouch(t *testing.T) {
 	}
 	if got := m.TakeAccessed(); !slices.Equal(got, []string{"k"}) {
 		t.Fatalf("accessed %q, want [k]", got)
+	}
+	if _, err := m.StrLen(ctx, "k"); err != nil { // as in Redis, STRLEN is an access
+		t.Fatal(err)
+	}
+	if got := m.TakeAccessed(); !slices.Equal(got, []string{"k"}) {
+		t.Fatalf("STRLEN: accessed %q, want [k]", got)
 	}
 	age(70)
 	src.apply(m, 3, "k", []byte("w")) // a new state is an access, as SET in Redis

@@ -141,11 +141,15 @@ func subSaturating(a, b int64) int64 {
 
 // StrLen returns the length of key's value, 0 for a missing key (STRLEN).
 // The index knows the length of every value it has seen; a value that came
-// as a fetch marker and was never fetched is fetched to measure it.
+// as a fetch marker and was never fetched is fetched to measure it. It is
+// an access, as in Redis (unless ctx is WithoutTouch).
 func (m *Mirror) StrLen(ctx context.Context, key string) (int64, error) {
-	l, err := m.Exists(key)
-	if err != nil || !l.Found {
+	if err := m.readable(); err != nil {
 		return 0, err
+	}
+	l := m.lookup(key, m.clock.dbNow(), touches(ctx))
+	if !l.Found {
+		return 0, nil
 	}
 	if l.value != nil || l.digest != 0 {
 		return int64(l.Size), nil

@@ -76,8 +76,14 @@ func commandEntry(c *client, cmd *command) {
 	c.integer(int64(cmd.keys.first))
 	c.integer(int64(cmd.keys.last))
 	c.integer(int64(cmd.keys.step))
-	c.array(1)
-	c.status("@" + commandGroup(cmd))
+	cats := strings.Fields(aclCategories[cmd.name]) // Redis's (introspect.go)
+	if len(cats) == 0 {
+		cats = []string{commandGroup(cmd)}
+	}
+	c.array(len(cats))
+	for _, cat := range cats {
+		c.status("@" + cat)
+	}
 	c.array(0)
 	c.array(0)
 	c.array(0)

@@ -154,3 +154,25 @@ func TestCommandListMatchesRedis(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandInfoACLCategories: COMMAND INFO reports Redis's ACL
+// categories for every command pgmirror has.
+func TestCommandInfoACLCategories(t *testing.T) {
+	red := client(t, startRedis(t))
+	dsn, _ := testdb.New(t)
+	pgm := client(t, startSidecar(t, dsn, config{}).socket)
+	ctx := context.Background()
+	ours, err := pgm.Command(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := red.Command(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, o := range ours {
+		if r := theirs[name]; r != nil && !slices.Equal(o.ACLFlags, r.ACLFlags) {
+			t.Errorf("%s: ACL categories %q, Redis %q", name, o.ACLFlags, r.ACLFlags)
+		}
+	}
+}
