@@ -46,11 +46,12 @@ func cmdCommand(c *client, a [][]byte) {
 			}
 		}
 		c.array(len(cmds))
-		for _, cmd := range cmds {
-			if cmd == nil {
-				c.null()
-			} else {
+		for i, cmd := range cmds {
+			switch {
+			case cmd != nil:
 				commandEntry(c, cmd)
+			case !subcommandEntry(c, lower(a[2+i])): // introspect.go
+				c.null()
 			}
 		}
 	case sub == "docs":
@@ -86,7 +87,11 @@ func commandEntry(c *client, cmd *command) {
 	}
 	c.array(0)
 	c.array(0)
-	c.array(0)
+	subs := subcommands[cmd.name] // introspect.go
+	c.array(len(subs))
+	for _, sub := range subs {
+		subcommandEntry(c, cmd.name+"|"+sub)
+	}
 }
 
 // commandFlags are Redis's flag names for cmd.

@@ -134,6 +134,65 @@ var subcommands = map[string][]string{
 	"script":  {"load", "exists", "flush", "kill", "help"},
 }
 
+// subInfo is what COMMAND INFO reports of a subcommand, as Redis 7 does:
+// arity (the command's name and the subcommand's included), flags, keys.
+type subInfo struct {
+	arity int
+	flags string
+	keys  keyRange
+}
+
+var objectSub = subInfo{3, "readonly", keyRange{2, 2, 1}}
+
+// subcommandInfo describes the subcommands pgmirror answers.
+var subcommandInfo = map[string]subInfo{
+	"object|encoding": objectSub, "object|freq": objectSub, "object|idletime": objectSub,
+	"object|refcount": objectSub, "object|help": {2, "loading stale", noKeys},
+	"client|setname": {3, "noscript loading stale", noKeys}, "client|getname": {2, "noscript loading stale", noKeys},
+	"client|id": {2, "noscript loading stale", noKeys}, "client|setinfo": {4, "noscript loading stale", noKeys},
+	"client|info": {2, "noscript loading stale", noKeys}, "client|list": {-2, "admin noscript loading stale", noKeys},
+	"client|kill": {-3, "admin noscript loading stale", noKeys}, "client|no-evict": {3, "admin noscript loading stale", noKeys},
+	"client|no-touch": {3, "noscript loading stale", noKeys}, "client|help": {2, "loading stale", noKeys},
+	"config|get": {-3, "admin noscript loading stale", noKeys}, "config|set": {-4, "admin noscript loading stale", noKeys},
+	"config|resetstat": {2, "admin noscript loading stale", noKeys}, "config|help": {2, "loading stale", noKeys},
+	"command|count": {2, "loading stale", noKeys}, "command|list": {-2, "loading stale", noKeys},
+	"command|info": {-2, "loading stale", noKeys}, "command|docs": {-2, "loading stale", noKeys},
+	"command|getkeys": {-4, "loading stale", noKeys}, "command|getkeysandflags": {-4, "loading stale", noKeys},
+	"command|help": {2, "loading stale", noKeys}, "script|load": {3, "noscript stale", noKeys},
+	"script|exists": {-3, "noscript", noKeys}, "script|flush": {-2, "noscript", noKeys},
+	"script|kill": {2, "noscript allow_busy", noKeys}, "script|help": {2, "loading stale", noKeys},
+}
+
+// subcommandEntry is COMMAND INFO's entry of a subcommand (name
+// "container|sub"), without key specs or tips; false if pgmirror has no
+// such subcommand.
+func subcommandEntry(c *client, name string) bool {
+	info, ok := subcommandInfo[name]
+	if !ok {
+		return false
+	}
+	c.array(10)
+	c.bulkString(name)
+	c.integer(int64(info.arity))
+	flags := strings.Fields(info.flags)
+	c.array(len(flags))
+	for _, f := range flags {
+		c.status(f)
+	}
+	c.integer(int64(info.keys.first))
+	c.integer(int64(info.keys.last))
+	c.integer(int64(info.keys.step))
+	cats := strings.Fields(aclCategories[name])
+	c.array(len(cats))
+	for _, cat := range cats {
+		c.status("@" + cat)
+	}
+	c.array(0)
+	c.array(0)
+	c.array(0)
+	return true
+}
+
 // aclCategories are Redis 7's ACL categories of the commands and
 // subcommands pgmirror has (COMMAND LIST FILTERBY ACLCAT).
 var aclCategories = map[string]string{

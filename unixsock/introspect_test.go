@@ -176,3 +176,42 @@ func TestCommandInfoACLCategories(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandInfoSubcommands: COMMAND INFO of a container lists the
+// subcommands pgmirror answers, and COMMAND INFO container|sub reports
+// Redis's arity, flags, key positions and ACL categories for each.
+func TestCommandInfoSubcommands(t *testing.T) {
+	red := client(t, startRedis(t))
+	dsn, _ := testdb.New(t)
+	pgm := client(t, startSidecar(t, dsn, config{}).socket)
+	ctx := context.Background()
+	list, err := pgm.Do(ctx, "COMMAND", "LIST", "FILTERBY", "PATTERN", "*|*").StringSlice()
+	if err != nil || len(list) < 20 {
+		t.Fatalf("COMMAND LIST of subcommands: %q, %v", list, err)
+	}
+	for _, name := range list {
+		if name == "client|setinfo" || name == "client|no-touch" {
+			continue // Redis 7.2's
+		}
+		w, err1 := red.Do(ctx, "COMMAND", "INFO", name).Slice()
+		g, err2 := pgm.Do(ctx, "COMMAND", "INFO", name).Slice()
+		if err1 != nil || err2 != nil || len(w) != 1 || len(g) != 1 || w[0] == nil || g[0] == nil {
+			t.Errorf("COMMAND INFO %s: redis %v %v, pgmirror %v %v", name, w, err1, g, err2)
+			continue
+		}
+		// Up to the ACL categories: pgmirror reports no tips or key specs.
+		if want, got := render(w[0].([]any)[:7]), render(g[0].([]any)[:7]); want != got {
+			t.Errorf("COMMAND INFO %s:\n redis    %s\n pgmirror %s", name, want, got)
+		}
+	}
+	v, err := pgm.Do(ctx, "COMMAND", "INFO", "client").Slice()
+	if err != nil || len(v) != 1 {
+		t.Fatalf("COMMAND INFO client: %v, %v", v, err)
+	}
+	if subs, _ := v[0].([]any)[9].([]any); len(subs) != 10 {
+		t.Errorf("COMMAND INFO client: %d subcommands, want 10", len(subs))
+	}
+	if got := do(pgm, "COMMAND", "INFO", "client|pause"); got != "[nil]" {
+		t.Errorf("COMMAND INFO client|pause = %s, want [nil]", got)
+	}
+}
