@@ -403,6 +403,7 @@ func (m *Mirror) setLocked(sh *shard, h uint64, key string, e *entry, st state, 
 			m.entries.Add(-1)
 		}
 	}
+	ne.meta.Or(fineStamp(m.clock.dbNow() / 1e6)) // a new state resets the idle time
 	sh.put(m.ix, h, ne)
 	m.entries.Add(1)
 	if own {
@@ -447,7 +448,7 @@ func (m *Mirror) evictInline(sh *shard, e *entry) {
 	key, value := e.key(), e.value()
 	ne := newEntry(key, e.version, e.expires(), e.xid(), digestLen, 0)
 	ne.size, ne.owned, ne.seen = e.size, e.owned, e.seen
-	ne.meta.Or(e.meta.Load() & (flagEcho | flagAccessed | flagExpiredSent))
+	ne.meta.Or(e.meta.Load() & (flagEcho | flagAccessed | flagExpiredSent | stampMask))
 	d := RowHash(key, e.version, e.expires(), value)
 	ne.setDigest(d)
 	sh.put(m.ix, keyHash(key), ne)
@@ -466,7 +467,7 @@ func (m *Mirror) installValue(sh *shard, h uint64, e *entry, value []byte, d uin
 		old := e.digest()
 		ne := newInline(key, &st)
 		ne.owned, ne.seen = e.owned, e.seen
-		ne.meta.Or(e.meta.Load() & (flagEcho | flagAccessed | flagExpiredSent))
+		ne.meta.Or(e.meta.Load() & (flagEcho | flagAccessed | flagExpiredSent | stampMask))
 		sh.put(m.ix, h, ne)
 		if old != 0 {
 			m.values.Del(ne.key())

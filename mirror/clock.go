@@ -39,7 +39,7 @@ func (c *clock) sample(ctx context.Context, src Source, fresh bool) (time.Durati
 
 // clockLoop measures the clock at start and every ClockInterval (best of a
 // few samples each time); it also keeps the value budget and the
-// collector's target up to date.
+// collector's target up to date, and the access stamps decodable.
 func (m *Mirror) clockLoop(ctx context.Context) {
 	measure := func() {
 		for i := 0; i < 3; i++ {
@@ -54,10 +54,14 @@ func (m *Mirror) clockLoop(ctx context.Context) {
 	measure()
 	t := time.NewTicker(m.opts.ClockInterval)
 	defer t.Stop()
+	age := time.NewTicker(ageInterval)
+	defer age.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-age.C:
+			m.ageStamps() // idle.go
 		case <-t.C:
 			measure()
 			m.updateBudget()

@@ -32,9 +32,10 @@ type entry struct {
 	owned   uint32 // reload epoch whose snapshot installed this state; later visible changes are older
 	seen    uint32 // reload epoch whose snapshot contained this key
 	size    uint32 // value length in bytes
-	// meta holds the key's length (low 24 bits) and the flags (high 8).
-	// accessed, expiredSent and echo change under a read lock, or with
-	// readers about: hence atomic.
+	// meta holds the key's length (low 12 bits), the access stamp (the
+	// next 12, idle.go) and the flags (high 8). The stamp, accessed,
+	// expiredSent and echo change under a read lock, or with readers
+	// about: hence atomic.
 	meta atomic.Uint32
 }
 
@@ -43,7 +44,7 @@ const entryHeader = int(unsafe.Sizeof(entry{}))
 
 // The flags of entry.meta.
 const (
-	keyLenMask uint32 = 1<<24 - 1
+	keyLenMask uint32 = 1<<12 - 1 // MaxKeyBytes fits (idle.go)
 	// flagDeleted: a tombstone, kept only while a reload is in flight or
 	// this sidecar's delete awaits its echo.
 	flagDeleted uint32 = 1 << 24
@@ -69,8 +70,8 @@ const digestLen = 8
 // newEntry allocates an entry for key, with tail bytes after the key, and
 // the given flags (flagDeleted, flagInline or none).
 func newEntry(key string, version, expires int64, xid uint64, tail int, flags uint32) *entry {
-	if uint32(len(key)) > keyLenMask { // Postgres's btree keeps keys under 3 kB
-		panic("mirror: key longer than 16 MiB")
+	if uint32(len(key)) > keyLenMask { // cache_entries' check constraint keeps keys within MaxKeyBytes
+		panic("mirror: key longer than 4095 bytes")
 	}
 	if xid != 0 {
 		flags |= flagXid
@@ -177,13 +178,6 @@ func (e *entry) digest() uint64 {
 func (e *entry) setDigest(d uint64) {
 	k := e.keyLen()
 	binary.LittleEndian.PutUint64(e.rest(k + digestLen)[k:], d)
-}
-
-// markAccessed records a read.
-func (e *entry) markAccessed() {
-	if e.meta.Load()&flagAccessed == 0 {
-		e.meta.Or(flagAccessed)
-	}
 }
 
 // allocBytes is the memory the entry occupies.

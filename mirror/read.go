@@ -19,6 +19,7 @@ type Lookup struct {
 	Size    int   // value length
 	digest  uint64
 	value   []byte // the value when the index holds it (non-nil then)
+	stamp   uint32 // the access stamp (idle.go)
 }
 
 // lookup reads the index; expired and deleted keys are not found (but for
@@ -45,8 +46,9 @@ func (m *Mirror) lookup(key string, now int64, touch bool) Lookup {
 			l.digest = e.digest()
 		}
 		if touch {
-			e.markAccessed()
+			e.touch(fineStamp(now / 1e6))
 		}
+		l.stamp = e.meta.Load() & stampMask
 	case m.handled() && e.meta.Load()&flagExpiredSent == 0 && e.meta.Or(flagExpiredSent)&flagExpiredSent == 0:
 		// Queued under the shard's lock: before any later change of the key.
 		m.emitChange(key, EventExpired, mergeExpired)
@@ -139,11 +141,15 @@ func subSaturating(a, b int64) int64 {
 
 // StrLen returns the length of key's value, 0 for a missing key (STRLEN).
 // The index knows the length of every value it has seen; a value that came
-// as a fetch marker and was never fetched is fetched to measure it.
+// as a fetch marker and was never fetched is fetched to measure it. It is
+// an access, as in Redis (unless ctx is WithoutTouch).
 func (m *Mirror) StrLen(ctx context.Context, key string) (int64, error) {
-	l, err := m.Exists(key)
-	if err != nil || !l.Found {
+	if err := m.readable(); err != nil {
 		return 0, err
+	}
+	l := m.lookup(key, m.clock.dbNow(), touches(ctx))
+	if !l.Found {
+		return 0, nil
 	}
 	if l.value != nil || l.digest != 0 {
 		return int64(l.Size), nil
@@ -163,8 +169,9 @@ func (m *Mirror) Get(ctx context.Context, key string) (value []byte, found bool,
 		return nil, false, err
 	}
 	deadline := time.Now().Add(m.opts.CatchUpWait)
+	touch := touches(ctx)
 	for {
-		l := m.lookup(key, m.clock.dbNow(), true)
+		l := m.lookup(key, m.clock.dbNow(), touch)
 		if !l.Found {
 			if !l.Absent && m.opts.Loader != nil && m.opts.Loader.Covers(key) {
 				return m.load(ctx, key)
@@ -216,7 +223,7 @@ func (m *Mirror) GetMulti(ctx context.Context, keys []string, valueBound int64, 
 	if err := m.readable(); err != nil {
 		return err
 	}
-	hits, slow := m.lookupMulti(keys)
+	hits, slow := m.lookupMulti(keys, touches(ctx))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -291,17 +298,18 @@ type slowRead struct {
 	done chan struct{} // closed when v and err are set
 }
 
-// lookupMulti answers what it can of keys from the mirror: hits holds the
+// lookupMulti answers what it can of keys from the mirror (touch: the
+// reads count as accesses): hits holds the
 // values the mirror holds (nil for a miss and for a key in slow), slow
 // lists, in order, the indexes of the keys that need Postgres (a value to
 // fetch again, or a loader).
-func (m *Mirror) lookupMulti(keys []string) (hits [][]byte, slow []int) {
+func (m *Mirror) lookupMulti(keys []string, touch bool) (hits [][]byte, slow []int) {
 	m.view.RLock()
 	defer m.view.RUnlock()
 	now := m.clock.dbNow()
 	hits = make([][]byte, len(keys))
 	for i, k := range keys {
-		l := m.lookup(k, now, true)
+		l := m.lookup(k, now, touch)
 		switch v, ok := m.heldValue(k, l); {
 		case ok && l.Found:
 			m.stats.hits.Add(1)

@@ -15,7 +15,7 @@ type clientInfo struct {
 	active  atomic.Int64              // unix nanoseconds of the last batch read
 	last    atomic.Pointer[command]   // the last command run
 	noEvict atomic.Bool               // CLIENT NO-EVICT: not disconnected by --max-client-buffers
-	noTouch atomic.Bool               // CLIENT NO-TOUCH (shown; reads still count as accesses)
+	noTouch atomic.Bool               // CLIENT NO-TOUCH: reads are not accesses (ctx)
 	lib     atomic.Pointer[[2]string] // CLIENT SETINFO: library name and version
 	authed  bool                      // AUTH or HELLO AUTH succeeded (command loop only)
 }
@@ -43,6 +43,12 @@ func cmdClient(c *client, a [][]byte) {
 		clientList(c, a)
 	case "kill":
 		clientKill(c, a)
+	case "help":
+		if len(a) != 2 {
+			wrongSubArity(c, "client", sub)
+			return
+		}
+		helpReply(c, clientHelp) // introspect.go
 	case "no-evict", "no-touch":
 		if len(a) != 3 {
 			c.errorReply(fmt.Sprintf("ERR wrong number of arguments for 'client|%s' command", sub))

@@ -5,7 +5,8 @@ import (
 	"strings"
 )
 
-// COMMAND, COMMAND COUNT, INFO, LIST and DOCS describe the command table
+// COMMAND, COMMAND COUNT, INFO, LIST and DOCS (and GETKEYS, HELP:
+// introspect.go) describe the command table
 // in Redis 7's shapes, for clients that introspect: names, arity, key
 // positions, and flags derived from the table's.
 
@@ -22,11 +23,20 @@ func cmdCommand(c *client, a [][]byte) {
 	switch {
 	case sub == "count" && len(a) == 2:
 		c.integer(int64(len(t.list)))
-	case sub == "list" && len(a) == 2:
-		c.array(len(t.list))
-		for _, cmd := range t.list {
-			c.bulkString(cmd.name)
+	case sub == "list":
+		commandList(c, t, a) // introspect.go
+	case sub == "getkeys" || sub == "getkeysandflags":
+		if len(a) < 4 {
+			wrongSubArity(c, "command", sub)
+			return
 		}
+		commandGetKeys(c, t, a[2:], sub == "getkeysandflags")
+	case sub == "help":
+		if len(a) != 2 {
+			wrongSubArity(c, "command", sub)
+			return
+		}
+		helpReply(c, commandHelp)
 	case sub == "info":
 		cmds := t.list
 		if len(a) > 2 {
@@ -36,16 +46,17 @@ func cmdCommand(c *client, a [][]byte) {
 			}
 		}
 		c.array(len(cmds))
-		for _, cmd := range cmds {
-			if cmd == nil {
-				c.null()
-			} else {
+		for i, cmd := range cmds {
+			switch {
+			case cmd != nil:
 				commandEntry(c, cmd)
+			case !subcommandEntry(c, lower(a[2+i])): // introspect.go
+				c.null()
 			}
 		}
 	case sub == "docs":
 		commandDocs(c, t, a[2:])
-	case sub == "count" || sub == "list":
+	case sub == "count":
 		c.errorReply(fmt.Sprintf("ERR wrong number of arguments for 'command|%s' command", sub))
 	default:
 		c.errorReply(fmt.Sprintf("ERR unknown subcommand '%s'. Try COMMAND HELP.", clip(a[1])))
@@ -66,11 +77,21 @@ func commandEntry(c *client, cmd *command) {
 	c.integer(int64(cmd.keys.first))
 	c.integer(int64(cmd.keys.last))
 	c.integer(int64(cmd.keys.step))
-	c.array(1)
-	c.status("@" + commandGroup(cmd))
+	cats := strings.Fields(aclCategories[cmd.name]) // Redis's (introspect.go)
+	if len(cats) == 0 {
+		cats = []string{commandGroup(cmd)}
+	}
+	c.array(len(cats))
+	for _, cat := range cats {
+		c.status("@" + cat)
+	}
 	c.array(0)
 	c.array(0)
-	c.array(0)
+	subs := subcommands[cmd.name] // introspect.go
+	c.array(len(subs))
+	for _, sub := range subs {
+		subcommandEntry(c, cmd.name+"|"+sub)
+	}
 }
 
 // commandFlags are Redis's flag names for cmd.

@@ -2,6 +2,7 @@ package unixsock_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"pgmirror/internal/testdb"
@@ -43,8 +44,14 @@ func TestCommandIntrospection(t *testing.T) {
 		t.Errorf("COMMAND COUNT = %d, %v; COMMAND has %d", n, err, len(ours))
 	}
 	list, err := pgm.CommandList(ctx, nil).Result()
-	if err != nil || len(list) != len(ours) {
-		t.Errorf("COMMAND LIST: %d names, %v", len(list), err)
+	top := 0 // as Redis, LIST names the subcommands too (container|sub): TestCommandListMatchesRedis
+	for _, name := range list {
+		if !strings.Contains(name, "|") {
+			top++
+		}
+	}
+	if err != nil || top != len(ours) {
+		t.Errorf("COMMAND LIST: %d names of commands, %v; COMMAND has %d", top, err, len(ours))
 	}
 	if got := do(pgm, "COMMAND", "INFO", "GET", "nosuch"); got[:8] != `[["get" ` || got[len(got)-5:] != " nil]" {
 		t.Errorf("COMMAND INFO GET nosuch = %s", got)

@@ -174,7 +174,14 @@ func (c *client) readErr(err error) {
 	}
 }
 
-func (c *client) ctx() context.Context { return c.s.ctx }
+// ctx is the context of c's commands; under CLIENT NO-TOUCH its reads do
+// not count as accesses (TOUCH still does).
+func (c *client) ctx() context.Context {
+	if c.info.noTouch.Load() {
+		return mirror.WithoutTouch(c.s.ctx)
+	}
+	return c.s.ctx
+}
 
 func parseInt(b []byte) (int64, bool) {
 	n, err := strconv.ParseInt(string(b), 10, 64)

@@ -144,8 +144,16 @@ func cmdConfig(c *client, a [][]byte) {
 		configGet(c, a)
 	case "set":
 		configSet(c, a)
-	case "resetstat":
-		c.ok()
+	case "resetstat", "help":
+		sub := lower(a[1])
+		switch {
+		case len(a) != 2:
+			wrongSubArity(c, "config", sub) // introspect.go
+		case sub == "help":
+			helpReply(c, configHelp)
+		default:
+			c.ok()
+		}
 	default:
 		c.errorReply(fmt.Sprintf("ERR unknown subcommand '%s'. Try CONFIG HELP.", clip(a[1])))
 	}

@@ -31,13 +31,14 @@ func (fakeMirror) StrLen(context.Context, string) (int64, error) { return 1, nil
 func (fakeMirror) Scan(uint64, int, func(string) bool) (uint64, []string) {
 	return 0, []string{"a", "b"}
 }
-func (fakeMirror) State() mirror.State        { return mirror.StateReady }
-func (fakeMirror) Stats() mirror.Stats        { return mirror.Stats{} }
-func (fakeMirror) RequestResync(string)       {}
-func (fakeMirror) Handle(func(mirror.Event))  {}
-func (fakeMirror) ClockLead() time.Duration   { return 0 }
-func (fakeMirror) ViewSeq() uint64            { return 0 }
-func (fakeMirror) Touch(string) (bool, error) { return true, nil }
+func (fakeMirror) State() mirror.State                  { return mirror.StateReady }
+func (fakeMirror) Stats() mirror.Stats                  { return mirror.Stats{} }
+func (fakeMirror) RequestResync(string)                 {}
+func (fakeMirror) Handle(func(mirror.Event))            {}
+func (fakeMirror) ClockLead() time.Duration             { return 0 }
+func (fakeMirror) Touch(string) (bool, error)           { return true, nil }
+func (fakeMirror) IdleTime(string) (int64, bool, error) { return 0, true, nil }
+func (fakeMirror) ViewSeq() uint64                      { return 0 }
 func (fakeWriter) Write(context.Context, mirror.WriteOp) (mirror.WriteResult, error) {
 	return mirror.WriteResult{Reply: mirror.ReplyInt, Int: 1}, nil
 }

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+
+	"pgmirror/mirror"
 )
 
 // RANDOMKEY and OBJECT, answered from the mirror.
@@ -43,29 +45,37 @@ func cmdRandomKey(c *client, _ [][]byte) {
 	}
 }
 
+// objectHelp is Redis 7's OBJECT HELP.
 const objectHelp = `OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:
 ENCODING <key>
-    Return the kind of internal representation Redis would use for the value (pgmirror stores strings).
+    Return the kind of internal representation used in order to store the value
+    associated with a <key>.
 FREQ <key>
-    Not tracked: pgmirror evicts no keys (no LFU policy).
+    Return the access frequency index of the <key>. The returned integer is
+    proportional to the logarithm of the recent access frequency of the key.
 IDLETIME <key>
-    Not tracked: pgmirror evicts no keys (reads are recorded as last_accessed_at in Postgres).
+    Return the idle time of the <key>, that is the approximated number of
+    seconds elapsed since the last access to the key.
 REFCOUNT <key>
-    Return the number of references Redis would hold to the value.
+    Return the number of references of the value associated with the specified
+    <key>.
 HELP
-    Print this help.`
+    Prints this help.`
 
+// cmdObject answers OBJECT as Redis 7 does for strings, under its default
+// policy (no LFU: FREQ is an error). IDLETIME is this sidecar's: the
+// seconds since it last read the key or applied a new state of it (the
+// mirror's access stamps). No subcommand counts as an access.
 func cmdObject(c *client, a [][]byte) {
 	sub := lower(a[1])
-	if sub == "help" && len(a) == 2 {
-		lines := strings.Split(objectHelp, "\n")
-		c.array(len(lines))
-		for _, l := range lines {
-			c.status(l)
-		}
-		return
-	}
 	switch sub {
+	case "help":
+		if len(a) != 2 {
+			c.errorReply("ERR wrong number of arguments for 'object|help' command")
+			return
+		}
+		helpReply(c, objectHelp)
+		return
 	case "encoding", "freq", "idletime", "refcount":
 	default:
 		c.errorReply(fmt.Sprintf("ERR unknown subcommand '%s'. Try OBJECT HELP.", clip(a[1])))
@@ -75,20 +85,53 @@ func cmdObject(c *client, a [][]byte) {
 		c.errorReply(fmt.Sprintf("ERR wrong number of arguments for 'object|%s' command", sub))
 		return
 	}
-	v, found, ok := c.valueOf(a[2])
+	if sub == "idletime" || sub == "freq" {
+		objectIdle(c, sub, a[2])
+		return
+	}
+	k, ok := c.readKey(a[2])
+	if !ok {
+		return
+	}
+	v, found, err := c.s.Mirror.Get(mirror.WithoutTouch(c.ctx()), k)
 	switch {
-	case !ok:
+	case err != nil:
+		c.readErr(err)
 	case !found:
 		c.null()
 	case sub == "encoding":
 		c.bulkString(stringEncoding(v))
-	case sub == "refcount":
+	default:
 		c.integer(refCount(v))
-	case sub == "freq":
+	}
+}
+
+// objectIdle answers OBJECT IDLETIME and FREQ, which need no value.
+func objectIdle(c *client, sub string, key []byte) {
+	k, ok := c.readKey(key)
+	if !ok {
+		return
+	}
+	secs, found, err := c.s.Mirror.IdleTime(k)
+	switch {
+	case err != nil:
+		c.readErr(err)
+	case !found:
+		c.null()
+	case sub == "idletime":
+		c.integer(secs)
+	default:
 		c.errorReply("ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that " +
 			"when switching between policies at runtime LRU and LFU data will take some time to adjust.")
-	default:
-		c.errorReply("ERR pgmirror does not track idle time: it evicts no keys (reads set last_accessed_at in Postgres)")
+	}
+}
+
+// helpReply answers a HELP subcommand: text's lines as status replies.
+func helpReply(c *client, text string) {
+	lines := strings.Split(text, "\n")
+	c.array(len(lines))
+	for _, l := range lines {
+		c.status(l)
 	}
 }
 

@@ -98,7 +98,7 @@ func (c *client) eval(a [][]byte, bySHA, ro bool) {
 func cmdScript(c *client, a [][]byte) {
 	e := c.s.scriptEngine()
 	sub := strings.ToLower(string(a[1]))
-	arity := map[string]int{"load": 3, "exists": -3, "flush": -2, "kill": 2}[sub]
+	arity := map[string]int{"load": 3, "exists": -3, "flush": -2, "kill": 2, "help": 2}[sub]
 	switch {
 	case arity == 0:
 		c.errorReply(fmt.Sprintf("ERR unknown subcommand '%s'. Try SCRIPT HELP.", clip(a[1])))
@@ -108,6 +108,8 @@ func cmdScript(c *client, a [][]byte) {
 		return
 	}
 	switch sub {
+	case "help":
+		helpReply(c, scriptHelp) // introspect.go
 	case "load":
 		sha, rep := e.Load(a[2])
 		if sha == "" {
@@ -167,6 +169,7 @@ type scriptCaller struct {
 func (c *client) newScriptCaller(keys [][]byte, ro bool, tx *txView) *scriptCaller {
 	k := &scriptCaller{c: c, sc: &client{s: c.s, id: c.id, proto: 2, capture: true},
 		keys: script.NewKeySet(keys), ro: ro, tx: tx}
+	k.sc.info.noTouch.Store(c.info.noTouch.Load()) // a script's reads are its caller's (CLIENT NO-TOUCH)
 	if tx != nil {
 		srv := &Server{ctx: tx.ctx, Namespace: c.s.Namespace, MaxValueSize: c.s.MaxValueSize,
 			MaxClients: c.s.MaxClients, Mirror: tx, Writer: tx, Logger: c.s.Logger}

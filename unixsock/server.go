@@ -47,6 +47,8 @@ type Mirror interface {
 	Touch(key string) (bool, error)
 	// ViewSeq lets a block of reads check it read one state (exec.go).
 	ViewSeq() uint64
+	// IdleTime serves OBJECT IDLETIME (keyspace.go).
+	IdleTime(key string) (int64, bool, error)
 }
 
 var _ Mirror = (*mirror.Mirror)(nil)
