@@ -160,3 +160,31 @@ func TestLimitPool(t *testing.T) {
 		t.Fatalf("MaxOpenConnections = %d", got)
 	}
 }
+
+// TestLimitPoolKeepsItsConnections: connections a burst opened stay open
+// for the next (database/sql would keep 2 and close the rest; each new one
+// pays a connect and compiling pgmirror_write's PL/pgSQL on first use).
+func TestLimitPoolKeepsItsConnections(t *testing.T) {
+	dsn, _ := testdb.New(t)
+	db := testdb.Open(t, dsn)
+	if _, err := pgstore.LimitPool(db, 8, 1); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	conns := make([]*sql.Conn, 6)
+	for i := range conns {
+		c, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	for _, c := range conns {
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := db.Stats(); st.Idle != 6 || st.MaxIdleClosed != 0 {
+		t.Fatalf("after a burst of 6: %d idle, %d closed as surplus; want 6 and 0", st.Idle, st.MaxIdleClosed)
+	}
+}
