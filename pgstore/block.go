@@ -112,7 +112,7 @@ type watchJSON struct {
 func (br *blockReq) encode(req int, ops []opJSON, refs []opRef, vals *[]byte) ([]opJSON, []opRef) {
 	head := opJSON{K: "watch", Keys: br.keys, W: []watchJSON{}}
 	for _, k := range br.b.Watch {
-		head.W = append(head.W, watchJSON{Key: k.Key, Found: k.Found, Version: k.Version})
+		head.W = append(head.W, watchJSON(k))
 	}
 	at := len(ops)
 	ops = append(ops, head)

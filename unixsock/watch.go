@@ -1,12 +1,10 @@
 package unixsock
 
 import (
-	"context"
 	"sync"
 	"sync/atomic"
 
 	"pgmirror/mirror"
-	"pgmirror/pgstore"
 )
 
 // WATCH records, per key, what the mirror held (existence, version,
@@ -139,31 +137,4 @@ func (s *Server) handleWatchEvent(ev mirror.Event) {
 			}
 		}
 	}
-}
-
-// watchChanged checks the watched keys under the transaction's locks:
-// true if EXEC must abort.
-func (c *client) watchChanged(ctx context.Context, tx *pgstore.Tx) (bool, error) {
-	if len(c.txn.watched) == 0 {
-		return false, nil
-	}
-	keys := make([]string, 0, len(c.txn.watched))
-	for k := range c.txn.watched {
-		keys = append(keys, k)
-	}
-	rows, err := tx.Rows(ctx, keys)
-	if err != nil {
-		return false, err
-	}
-	for k, w := range c.txn.watched {
-		r, ok := rows[k]
-		switch {
-		case w.found && (!ok || r.Version != w.version || !r.Live):
-			return true, nil
-		case !w.found && ok && r.Live:
-			return true, nil
-		}
-	}
-	// A change the mirror applied while the locks were awaited.
-	return c.watchDirty(), nil
 }
