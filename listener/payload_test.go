@@ -132,7 +132,7 @@ func TestDecodeSigned(t *testing.T) {
 func TestDecodeSkipsLaterKinds(t *testing.T) {
 	p := Payload{SentAt: 5, Xid: 9, Changes: []mirror.Change{{Op: mirror.OpDelete, Version: 1, Key: "a"}}}
 	signed := EncodeSigned(p, 1, testKey, 1, 1)
-	in := signed + "\nX 1 2 3\nq\nM some fields"
+	in := signed + "\nX 1 2 3\nq\nZ some fields"
 	got, h, err := DecodeFull(in)
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ var answeredSubcommands = map[string][]string{
 	"config":  {"config|get", "config|set", "config|resetstat"},
 	"command": {"command", "command|count", "command|list", "command|info", "command|docs"},
 	"object":  {"object|encoding", "object|freq", "object|idletime", "object|refcount", "object|help"},
+	"pubsub":  {"pubsub|channels", "pubsub|numsub", "pubsub|numpat", "pubsub|shardchannels", "pubsub|shardnumsub", "pubsub|help"},
 	"script":  {"script|load", "script|exists", "script|flush", "script|kill"},
 }
 

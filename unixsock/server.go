@@ -76,7 +76,10 @@ type Server struct {
 	NoFlush       bool   // refuse FLUSHDB and FLUSHALL
 	Mirror        Mirror
 	Writer        mirror.Writer
-	Logger        hclog.Logger
+	// Channels sends PUBLISH's messages through Postgres (channels.go);
+	// without it PUBLISH answers an error.
+	Channels ChannelPublisher
+	Logger   hclog.Logger
 	// Info adds lines to INFO's # Mirror section (e.g. the listener's state).
 	Info func() [][2]string
 	// Password, when set, is required of every client (AUTH, HELLO AUTH)
@@ -307,7 +310,7 @@ type Stats struct {
 	MaxClientBuffers   int64 // the budget
 	EvictedBudget      int64 // clients disconnected to keep ClientBuffers within MaxClientBuffers
 	EvictedOutput      int64 // clients disconnected for not reading their output within OutputTimeout
-	KeyEventsDropped   int64 // keyspace events not published: the publisher's queue was full
+	KeyEventsDropped   int64 // keyspace events and messages not published: the publisher's queue was full
 	AcceptErrors       int64 // accepts that failed and were retried (out of file descriptors, ...)
 }
 
