@@ -157,7 +157,9 @@ func cmdPubsub(c *client, a [][]byte) {
 		}
 	case sub == "numpat" && len(a) == 2:
 		c.integer(int64(h.uniquePatterns()))
-	case sub == "channels", sub == "shardchannels", sub == "numpat":
+	case sub == "channels", sub == "shardchannels":
+		c.errorReply(fmt.Sprintf("ERR unknown subcommand or wrong number of arguments for '%s'. Try PUBSUB HELP.", clip(a[1])))
+	case sub == "numpat", sub == "help":
 		c.errorReply(fmt.Sprintf("ERR wrong number of arguments for 'pubsub|%s' command", sub))
 	default:
 		c.errorReply(fmt.Sprintf("ERR unknown subcommand '%s'. Try PUBSUB HELP.", clip(a[1])))

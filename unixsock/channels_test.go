@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"pgmirror/internal/testdb"
+	"pgmirror/unixsock"
 )
 
 // subscribeOrFail subscribes (channels, or patterns when pattern) and
@@ -102,5 +103,56 @@ func TestPublishReachesEverySidecar(t *testing.T) {
 		if want := "|news=from sql |news=\x00\xff |news=last |news=last"; got != want {
 			t.Errorf("sidecar %s received %q from SQL, want %q", name, got, want)
 		}
+	}
+}
+
+// TestPublishLimitsAndNamespace: a message whose channel and bytes pass
+// the bound of one notification is refused with an error naming the bound
+// (less the namespace), and one at the bound is delivered; a channel that
+// is not valid UTF-8 is refused; under --namespace a channel is prefixed
+// like a key, so a sidecar of another namespace never delivers it and one
+// without a namespace sees the prefixed name; PUBLISH is refused inside
+// MULTI, as pub/sub commands are.
+func TestPublishLimitsAndNamespace(t *testing.T) {
+	dsn, db := testdb.New(t)
+	ns := func(p string) config { return config{server: func(s *unixsock.Server) { s.Namespace = p }} }
+	a, b, plain := startSidecar(t, dsn, ns("a:")), startSidecar(t, dsn, ns("b:")), startSidecar(t, dsn, config{})
+	ctx := context.Background()
+	ca, cb, cp := client(t, a.socket), client(t, b.socket), client(t, plain.socket)
+	subA := subscribeOrFail(t, ca, false, "news")
+	subB := subscribeOrFail(t, cb, true, "*")
+	subP := subscribeOrFail(t, cp, true, "*news")
+
+	room := 5840 - len("a:")
+	atBound := strings.Repeat("x", room-len("news"))
+	if err := ca.Publish(ctx, "news", atBound+"x").Err(); err == nil ||
+		err.Error() != fmt.Sprintf("ERR message too large: channel and message take %d bytes, at most %d (a message travels in one Postgres notification)", room+1, room) {
+		t.Fatalf("PUBLISH past the bound: %v", err)
+	}
+	if err := ca.Publish(ctx, "bad\xff", "x").Err(); err == nil || !strings.Contains(err.Error(), "invalid channel") {
+		t.Fatalf("PUBLISH on a channel that is not UTF-8: %v", err)
+	}
+	if err := ca.Publish(ctx, "news", atBound).Err(); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, db, `SELECT pgmirror_publish_channel('a:news', 'from sql')`)
+	if got := receive(t, subA, 2); got[0] != "|news="+atBound || got[1] != "|news=from sql" {
+		t.Fatalf("sidecar a: received %.80q", got)
+	}
+	if got := receive(t, subP, 2); got[0] != "*news|a:news="+atBound || got[1] != "*news|a:news=from sql" {
+		t.Fatalf("sidecar without a namespace: received %.80q", got)
+	}
+	// b sees nothing of a's: its first message is its own.
+	if err := cb.Publish(ctx, "mine", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, subB, 1); got[0] != "*|mine=1" {
+		t.Fatalf("sidecar b: received %.80q first, want its own message", got)
+	}
+
+	tx := ca.TxPipeline()
+	tx.Publish(ctx, "news", "in multi")
+	if _, err := tx.Exec(ctx); err == nil {
+		t.Fatal("PUBLISH was accepted inside MULTI")
 	}
 }
