@@ -121,8 +121,8 @@ func TestPublishChannelPrivileges(t *testing.T) {
 	flipped[5] = "10"[min(1, int(flipped[5]-'0'))]
 	forged := string(flipped)
 	for _, payload := range []string{
-		genuine, // a replay
-		forged,  // a made-up MAC
+		genuine,                                // a replay
+		forged,                                 // a made-up MAC
 		"pgm1 1 1\nM 999999 bmV3cw== Zm9yZ2Vk", // unsigned
 	} {
 		exec(t, nobody, `SELECT pg_notify('pgmirror', $1)`, payload)
