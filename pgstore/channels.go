@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/lib/pq"
+
+	"pgmirror/mirror"
 )
 
 // MaxMessageBytes bounds a pub/sub message: its channel and its bytes
@@ -55,4 +57,38 @@ func (s *Store) PublishChannel(ctx context.Context, channel string, message []by
 		return fmt.Errorf("publish: %s", pe.Message)
 	}
 	return fmt.Errorf("publish: %w", err)
+}
+
+// Publish records a pub/sub message of the transaction: Commit sends it,
+// after the transaction's changes (so a subscriber that reads a key when
+// the message arrives finds the transaction's state), with the
+// transaction's other messages in the order they were published; a
+// transaction rolled back sends none.
+func (t *Tx) Publish(channel string, message []byte) error {
+	if n := len(channel) + len(message); n > MaxMessageBytes {
+		return fmt.Errorf("%w: channel and message take %d bytes, at most %d (one notification carries a message)",
+			ErrMessageTooLarge, n, MaxMessageBytes)
+	}
+	if message == nil {
+		message = []byte{}
+	}
+	t.channels = append(t.channels, channel)
+	t.messages = append(t.messages, message)
+	return nil
+}
+
+// sendMessages sends the transaction's messages in one statement, in
+// order, before it commits.
+func (t *Tx) sendMessages(ctx context.Context) error {
+	if len(t.channels) == 0 {
+		return nil
+	}
+	_, err := t.tx.ExecContext(ctx, `SELECT pgmirror_publish_channel(m.channel, m.message)
+		  FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS m(channel, message, n) ORDER BY m.n`,
+		pq.Array(t.channels), pq.ByteaArray(t.messages))
+	if err != nil {
+		return &writeError{kind: mirror.ErrWriteUnavailable, reason: "transaction failed, nothing was written: " +
+			oneLine(failed(err).err.Error())}
+	}
+	return nil
 }

@@ -35,9 +35,11 @@ type ChannelPublisher interface {
 var _ ChannelPublisher = (*pgstore.Store)(nil)
 
 func registerChannels(t *commandTable) {
-	// As Redis: PUBLISH and PUBSUB may run in scripts and while loading;
-	// like the other pub/sub commands, they are refused in MULTI.
-	t.handle("publish", 3, noKeys, flagPostgres|flagScript, cmdPublish)
+	// As Redis 7.0: PUBLISH may run in MULTI, in scripts and while
+	// loading; PUBSUB, like the other pub/sub commands, is refused in
+	// MULTI. In a block or a script that runs in a Postgres transaction
+	// the message is sent when it commits, after its writes.
+	t.handle("publish", 3, noKeys, flagPostgres|flagScript|flagMulti, cmdPublish)
 	t.handle("pubsub", -2, noKeys, flagScript, cmdPubsub)
 }
 
@@ -57,6 +59,14 @@ func cmdPublish(c *client, a [][]byte) {
 	if n := len(channel) + len(message); n > room {
 		c.errorReply(fmt.Sprintf("ERR message too large: channel and message take %d bytes, at most %d "+
 			"(a message travels in one Postgres notification)", n, room))
+		return
+	}
+	if tx := c.txn.tx; tx != nil { // a block (or script) in a transaction: sent at its commit
+		if err := tx.Publish(c.s.Namespace+string(channel), message); err != nil {
+			c.errorReply("ERR " + err.Error())
+			return
+		}
+		c.integer(int64(c.s.hub.receivers(string(channel))))
 		return
 	}
 	ctx, cancel := context.WithTimeout(c.ctx(), writeTimeout)

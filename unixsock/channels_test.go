@@ -111,8 +111,7 @@ func TestPublishReachesEverySidecar(t *testing.T) {
 // (less the namespace), and one at the bound is delivered; a channel that
 // is not valid UTF-8 is refused; under --namespace a channel is prefixed
 // like a key, so a sidecar of another namespace never delivers it and one
-// without a namespace sees the prefixed name; PUBLISH is refused inside
-// MULTI, as pub/sub commands are.
+// without a namespace sees the prefixed name.
 func TestPublishLimitsAndNamespace(t *testing.T) {
 	dsn, db := testdb.New(t)
 	ns := func(p string) config { return config{server: func(s *unixsock.Server) { s.Namespace = p }} }
@@ -150,9 +149,66 @@ func TestPublishLimitsAndNamespace(t *testing.T) {
 		t.Fatalf("sidecar b: received %.80q first, want its own message", got)
 	}
 
-	tx := ca.TxPipeline()
-	tx.Publish(ctx, "news", "in multi")
-	if _, err := tx.Exec(ctx); err == nil {
-		t.Fatal("PUBLISH was accepted inside MULTI")
+}
+
+// TestPublishInTransactions: PUBLISH in a MULTI block that writes, and in a
+// script that writes, is sent when the transaction commits, after its
+// writes: a subscriber on another sidecar that reads the key on receiving
+// the message finds the new value. A block EXEC aborts (a watched key
+// changed) sends nothing; a script that publishes before its first write
+// (which makes it run again inside a transaction) sends the message once.
+func TestPublishInTransactions(t *testing.T) {
+	dsn, _ := testdb.New(t)
+	a, b := startSidecar(t, dsn, config{}), startSidecar(t, dsn, config{})
+	ctx := context.Background()
+	ca, cb := client(t, a.socket), client(t, b.socket)
+	sub := subscribeOrFail(t, cb, false, "news")
+	for i := 0; i < 20; i++ {
+		v := fmt.Sprint("v", i)
+		cmds, err := ca.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, "k", v, 0)
+			p.Publish(ctx, "news", v)
+			return nil
+		})
+		if err != nil || cmds[1].(*redis.IntCmd).Val() != 0 {
+			t.Fatalf("MULTI SET PUBLISH EXEC: %v, %v", cmds, err)
+		}
+		if got := receive(t, sub, 1); got[0] != "|news="+v {
+			t.Fatalf("received %q, want %q", got, v)
+		}
+		if got, err := cb.Get(ctx, "k").Result(); err != nil || got != v {
+			t.Fatalf("on receiving %q, sidecar b reads k = %q, %v: the message came before the write", v, got, err)
+		}
+	}
+	// A block aborted by WATCH publishes nothing.
+	watcher := client(t, a.socket)
+	err := watcher.Watch(ctx, func(tx *redis.Tx) error {
+		if err := ca.Set(ctx, "k", "changed", 0).Err(); err != nil {
+			return err
+		}
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, "k", "aborted", 0)
+			p.Publish(ctx, "news", "aborted")
+			return nil
+		})
+		return err
+	}, "k")
+	if err != redis.TxFailedErr {
+		t.Fatalf("WATCH block: %v, want the transaction to fail", err)
+	}
+	// A script that publishes, then writes: one message, after the write.
+	src := `redis.call('PUBLISH', 'news', 'from a script'); redis.call('SET', KEYS[1], 'scripted'); return 1`
+	if err := ca.Eval(ctx, src, []string{"k"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Eval(ctx, `return redis.call('PUBLISH', 'news', 'read-only script')`, nil).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got := receive(t, sub, 2)
+	if strings.Join(got, " ") != "|news=from a script |news=read-only script" {
+		t.Fatalf("received %q", got)
+	}
+	if v, err := cb.Get(ctx, "k").Result(); err != nil || v != "scripted" {
+		t.Fatalf("after the script's message, sidecar b reads k = %q, %v", v, err)
 	}
 }
