@@ -191,6 +191,7 @@ func FuzzDecode(f *testing.F) {
 		"pgm1 -1 77\nD 1 YQ==",
 		"pgm2 1\nD 1 YQ==",
 		"pgm1 5 77\nD 1 YQ\r==",
+		"pgm1 5 77\nM 3 bmV3cw== aGVsbG8=",
 		signed,
 		signed + "\nX 1\nL",
 		"pgm2 " + strings.Repeat("0", 64) + " 1 5 77 2/2\nD 1 YQ==",

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/unixsock"
 )
 
@@ -211,4 +212,28 @@ func TestPublishInTransactions(t *testing.T) {
 	if v, err := cb.Get(ctx, "k").Result(); err != nil || v != "scripted" {
 		t.Fatalf("after the script's message, sidecar b reads k = %q, %v", v, err)
 	}
+}
+
+// TestSlowChannelSubscriberIsCut: a subscriber of an application channel
+// that stops reading is disconnected at the bound keyspace subscribers
+// have (--subscriber-buffer), while another subscriber of the channel gets
+// every message.
+func TestSlowChannelSubscriberIsCut(t *testing.T) {
+	dsn, db := testdb.New(t)
+	sc := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.SubscriberBuffer = 64 }})
+	slow := dialResp(t, sc.socket)
+	slow.send("SUBSCRIBE", "bulk")
+	if got := slow.read(); !strings.Contains(got, "subscribe") {
+		t.Fatalf("confirmation %q", got)
+	}
+	fast := subscribeOrFail(t, client(t, sc.socket), false, "bulk")
+	exec(t, db, `SELECT pgmirror_publish_channel('bulk', i || repeat('x', 5000)) FROM generate_series(1, 300) i`)
+	got := receive(t, fast, 300)
+	if !strings.HasPrefix(got[299], "|bulk=300x") {
+		t.Fatalf("the reading subscriber's last message: %.20q", got[299])
+	}
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
+		n := sc.srv.Stats().SubscribersDropped
+		return n == 1, fmt.Sprintf("%d subscribers dropped, want 1 (the one that does not read)", n)
+	})
 }
