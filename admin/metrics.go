@@ -186,6 +186,8 @@ var (
 	descSetsRejected  = desc("value_cache_sets_rejected_total", "Value-cache sets rejected by ristretto's admission policy.")
 	descEvicted       = desc("value_cache_evictions_total", "Values evicted from the value cache to stay within its budget.")
 	descClockLead     = desc("clock_lead_seconds", "Estimated lead of this host's clock over the database clock (used to judge expiry).")
+	descMessages      = desc("pubsub_messages_total", "Application pub/sub messages received on the notification channel (PUBLISH on any sidecar, pgmirror_publish_channel in SQL).")
+	descMessagesDrop  = desc("pubsub_messages_dropped_total", "Application pub/sub messages dropped because the mirror's event handlers fell behind.")
 
 	// listener
 	descConnected    = desc("listener_connected", "1 while the LISTEN connection is up.")
@@ -229,7 +231,7 @@ var allDescs = []*prometheus.Desc{
 	descBuildInfo, descReady, descState,
 	descHits, descMisses, descLoads, descFetches, descFetchedKeys, descNotifications, descChanges, descSkipped,
 	descDrift, descForged, descLastReload, descEntries, descTombstones, descIndexBytes, descInlineBytes, descInlineEvicted, descValueBytes,
-	descValueBudget, descSetsDropped, descSetsRejected, descEvicted, descClockLead,
+	descValueBudget, descSetsDropped, descSetsRejected, descEvicted, descClockLead, descMessages, descMessagesDrop,
 	descConnected, descDownSeconds, descReceived, descUndecodable, descNotifDropped, descOverflows, descReconnects, descLastNotifAge,
 	descClients, descConnections, descRejected, descProtocolErrors, descCommands,
 	descClientEvicted, descClientBuffers, descClientBudget, descKeyEventsDrop, descAcceptErrors,
@@ -329,6 +331,8 @@ func (e emitter) mirror(st mirror.Stats, maxStaleness time.Duration) {
 	e.counter(descSkipped, float64(st.Skipped))
 	e.counter(descDrift, float64(st.Drift))
 	e.counter(descForged, float64(st.Forged))
+	e.counter(descMessages, float64(st.Messages))
+	e.counter(descMessagesDrop, float64(st.MessagesDropped))
 	e.counter(descNotifDropped, float64(st.Replays), "replayed")
 	if !st.LastReload.IsZero() {
 		e.gauge(descLastReload, float64(st.LastReload.UnixNano())/1e9)

@@ -201,3 +201,10 @@ func (h *hub) uniquePatterns() int {
 	}
 	return len(seen)
 }
+
+// channelCount counts the channels with a subscriber (INFO's pubsub_channels).
+func (h *hub) channelCount() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.channels)
+}

@@ -105,6 +105,10 @@ func TestPublishReachesEverySidecar(t *testing.T) {
 			t.Errorf("sidecar %s received %q from SQL, want %q", name, got, want)
 		}
 	}
+	info, err := cb.Info(ctx, "stats").Result()
+	if err != nil || !strings.Contains(info, "pubsub_channels:1\r\n") || !strings.Contains(info, "pubsub_patterns:1\r\n") {
+		t.Errorf("INFO stats of sidecar B: %v\n%s", err, info)
+	}
 }
 
 // TestPublishLimitsAndNamespace: a message whose channel and bytes pass
