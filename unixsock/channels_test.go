@@ -241,3 +241,53 @@ func TestSlowChannelSubscriberIsCut(t *testing.T) {
 		return n == 1, fmt.Sprintf("%d subscribers dropped, want 1 (the one that does not read)", n)
 	})
 }
+
+// TestPublishOrderPerConnection: ten connections, on two sidecars, each
+// pipeline 100 PUBLISHes to one channel at once; a subscriber on each
+// sidecar receives all 1000, and each connection's in the order it sent
+// them.
+func TestPublishOrderPerConnection(t *testing.T) {
+	dsn, _ := testdb.New(t)
+	a, b := startSidecar(t, dsn, config{}), startSidecar(t, dsn, config{})
+	ctx := context.Background()
+	subs := []*redis.PubSub{subscribeOrFail(t, client(t, a.socket), false, "ord"),
+		subscribeOrFail(t, client(t, b.socket), false, "ord")}
+	const conns, each = 10, 100
+	errs := make(chan error, conns)
+	start := time.Now()
+	for p := 0; p < conns; p++ {
+		sock := a.socket
+		if p%2 == 1 {
+			sock = b.socket
+		}
+		c := client(t, sock)
+		go func() {
+			_, err := c.Pipelined(ctx, func(pl redis.Pipeliner) error {
+				for i := 0; i < each; i++ {
+					pl.Publish(ctx, "ord", fmt.Sprintf("%d:%d", p, i))
+				}
+				return nil
+			})
+			errs <- err
+		}()
+	}
+	for p := 0; p < conns; p++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d PUBLISHes on %d pipelined connections committed in %v", conns*each, conns, time.Since(start))
+	for s, ps := range subs {
+		next := make([]int, conns)
+		for _, m := range receive(t, ps, conns*each) {
+			var p, i int
+			if _, err := fmt.Sscanf(strings.TrimPrefix(m, "|ord="), "%d:%d", &p, &i); err != nil {
+				t.Fatalf("message %q: %v", m, err)
+			}
+			if i != next[p] {
+				t.Fatalf("subscriber %d: connection %d's message %d arrived when %d was due", s, p, i, next[p])
+			}
+			next[p]++
+		}
+	}
+}
