@@ -68,46 +68,46 @@ type Stats struct {
 	Forged         int64 // of those, keys a forged notification had set (a transaction id no transaction had)
 	Replays        int64 // notifications dropped as replays: already applied, or older than the last reload's snapshot
 	Repairs        int64 // reloads asked for because notifications had to be dropped (RequestRepair)
+	LastReload     time.Time
+	LastReloadTook time.Duration
+	Connected      bool      // the listener is connected (and listening)
+	DownSince      time.Time // zero while the listener is connected
+	ClockLead      time.Duration
+
 	// Messages and MessagesDropped count application pub/sub messages
 	// received (OpMessage) and those dropped because the handlers fell behind.
 	Messages, MessagesDropped int64
-	LastReload                time.Time
-	LastReloadTook            time.Duration
-	Connected                 bool      // the listener is connected (and listening)
-	DownSince                 time.Time // zero while the listener is connected
-	ClockLead                 time.Duration
 }
 
 // Stats returns the current counters.
 func (m *Mirror) Stats() Stats {
 	s := Stats{
-		Entries:         m.entries.Load(),
-		Tombstones:      m.tombs.Load(),
-		IndexBytes:      m.IndexBytes(),
-		InlineBytes:     m.ix.inlineBytes.Load(),
-		ValueBudget:     m.lastMaxCost.Load(),
-		Hits:            m.stats.hits.Load(),
-		Misses:          m.stats.misses.Load(),
-		Loads:           m.stats.loads.Load(),
-		Fetches:         m.stats.fetches.Load(),
-		FetchedKeys:     m.stats.fetchedKeys.Load(),
-		Batches:         m.stats.batches.Load(),
-		Skipped:         m.stats.skipped.Load(),
-		Contested:       m.stats.contested.Load(),
-		InlineEvicted:   m.stats.inlineEvicted.Load(),
-		SetsDropped:     m.stats.setsDropped.Load(),
-		Reloads:         m.stats.reloads.Load(),
-		ReloadFailures:  m.stats.reloadFailures.Load(),
-		Drift:           m.stats.drift.Load(),
-		Forged:          m.stats.forged.Load(),
-		Replays:         m.stats.replays.Load(),
-		Repairs:         m.stats.repairs.Load(),
-		Messages:        m.stats.messages.Load(),
-		MessagesDropped: m.stats.messagesDropped.Load(),
-		LastReloadTook:  time.Duration(m.stats.lastReloadNanos.Load()),
-		ClockLead:       m.ClockLead(),
-		Applied:         map[string]int64{},
+		Entries:        m.entries.Load(),
+		Tombstones:     m.tombs.Load(),
+		IndexBytes:     m.IndexBytes(),
+		InlineBytes:    m.ix.inlineBytes.Load(),
+		ValueBudget:    m.lastMaxCost.Load(),
+		Hits:           m.stats.hits.Load(),
+		Misses:         m.stats.misses.Load(),
+		Loads:          m.stats.loads.Load(),
+		Fetches:        m.stats.fetches.Load(),
+		FetchedKeys:    m.stats.fetchedKeys.Load(),
+		Batches:        m.stats.batches.Load(),
+		Skipped:        m.stats.skipped.Load(),
+		Contested:      m.stats.contested.Load(),
+		InlineEvicted:  m.stats.inlineEvicted.Load(),
+		SetsDropped:    m.stats.setsDropped.Load(),
+		Reloads:        m.stats.reloads.Load(),
+		ReloadFailures: m.stats.reloadFailures.Load(),
+		Drift:          m.stats.drift.Load(),
+		Forged:         m.stats.forged.Load(),
+		Replays:        m.stats.replays.Load(),
+		Repairs:        m.stats.repairs.Load(),
+		LastReloadTook: time.Duration(m.stats.lastReloadNanos.Load()),
+		ClockLead:      m.ClockLead(),
+		Applied:        map[string]int64{},
 	}
+	s.Messages, s.MessagesDropped = m.stats.messages.Load(), m.stats.messagesDropped.Load()
 	for _, o := range []Op{OpSet, OpFetch, OpDelete, OpTruncate, OpFlush} {
 		s.Applied[o.String()] = m.stats.applied[opIndex(o)].Load()
 	}
