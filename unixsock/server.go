@@ -76,12 +76,12 @@ type Server struct {
 	NoFlush       bool   // refuse FLUSHDB and FLUSHALL
 	Mirror        Mirror
 	Writer        mirror.Writer
+	Logger        hclog.Logger
+	// Info adds lines to INFO's # Mirror section (e.g. the listener's state).
+	Info func() [][2]string
 	// Channels sends PUBLISH's messages through Postgres (channels.go);
 	// without it PUBLISH answers an error.
 	Channels ChannelPublisher
-	Logger   hclog.Logger
-	// Info adds lines to INFO's # Mirror section (e.g. the listener's state).
-	Info func() [][2]string
 	// Password, when set, is required of every client (AUTH, HELLO AUTH)
 	// before any other command, as Redis's requirepass.
 	Password string
