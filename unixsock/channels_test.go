@@ -45,7 +45,7 @@ func receive(t *testing.T, ps *redis.PubSub, n int) []string {
 		case m := <-ps.Channel():
 			got = append(got, m.Pattern+"|"+m.Channel+"="+m.Payload)
 		case <-deadline:
-			t.Fatalf("received %q of %d messages within 10s", got, n)
+			t.Fatalf("received %d of %d messages within 10s", len(got), n)
 		}
 	}
 	return got
@@ -220,18 +220,21 @@ func TestPublishInTransactions(t *testing.T) {
 
 // TestSlowChannelSubscriberIsCut: a subscriber of an application channel
 // that stops reading is disconnected at the bound keyspace subscribers
-// have (--subscriber-buffer), while another subscriber of the channel gets
-// every message.
+// have (--subscriber-buffer), while a subscriber of the channel on another
+// sidecar (default bounds) gets every message.
 func TestSlowChannelSubscriberIsCut(t *testing.T) {
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.SubscriberBuffer = 64 }})
+	other := startSidecar(t, dsn, config{})
 	slow := dialResp(t, sc.socket)
 	slow.send("SUBSCRIBE", "bulk")
 	if got := slow.read(); !strings.Contains(got, "subscribe") {
 		t.Fatalf("confirmation %q", got)
 	}
-	fast := subscribeOrFail(t, client(t, sc.socket), false, "bulk")
-	exec(t, db, `SELECT pgmirror_publish_channel('bulk', i || repeat('x', 5000)) FROM generate_series(1, 300) i`)
+	fast := subscribeOrFail(t, client(t, other.socket), false, "bulk")
+	// 300 messages of 2 KB: past the slow one's 64 messages, within the
+	// 1 MiB of output any subscriber may have waiting.
+	exec(t, db, `SELECT pgmirror_publish_channel('bulk', i || repeat('x', 2000)) FROM generate_series(1, 300) i`)
 	got := receive(t, fast, 300)
 	if !strings.HasPrefix(got[299], "|bulk=300x") {
 		t.Fatalf("the reading subscriber's last message: %.20q", got[299])
