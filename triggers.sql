@@ -31,6 +31,8 @@
 --            | "P " version " " prefix64 { " " kept64 }       -- FLUSHDB: every key under the prefix
 --                                                                 deleted but those under a kept prefix
 --            | "L"                                             -- cache_loaders changed
+--            | "M " id " " channel64 " " message64              -- a pub/sub message (migrations/0012,
+--                                                                 pgmirror_publish_channel): id unique
 --   expiry  := "-" (never) | epoch microseconds (integer, may be negative)
 --   prefix64 := "-" (the empty prefix: every key) | the prefix's UTF-8 bytes in base64
 --

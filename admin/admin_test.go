@@ -103,7 +103,7 @@ func fakeSources() admin.Sources {
 			return mirror.Stats{State: mirror.StateStale, Entries: 42, Tombstones: 3, IndexBytes: 5000, InlineBytes: 2500, InlineEvicted: 4, ValueBytes: 7000,
 				ValueBudget: 1 << 20, Hits: 11, Misses: 12, Loads: 10, Fetches: 13, FetchedKeys: 14, Batches: 15,
 				Applied: map[string]int64{"set": 16, "fetch": 17, "delete": 18, "truncate": 19}, Skipped: 20,
-				SetsDropped: 21, SetsRejected: 22, Evicted: 23, Drift: 24, Forged: 25, Replays: 26, Contested: 27, LastReload: time.Unix(1700000000, 0),
+				SetsDropped: 21, SetsRejected: 22, Evicted: 23, Drift: 24, Forged: 25, Replays: 26, Contested: 27, Messages: 28, MessagesDropped: 29, LastReload: time.Unix(1700000000, 0),
 				DownSince: down, ClockLead: 5 * time.Millisecond}
 		}),
 		Listener: &fakeListener{statsFunc: func() listener.Stats {
@@ -196,6 +196,8 @@ func TestMetricsFromSources(t *testing.T) {
 		{"pgmirror_client_buffers_bytes", nil, 48},
 		{"pgmirror_client_buffers_budget_bytes", nil, 49},
 		{"pgmirror_keyspace_events_dropped_total", nil, 81},
+		{"pgmirror_pubsub_messages_total", nil, 28},
+		{"pgmirror_pubsub_messages_dropped_total", nil, 29},
 		{"pgmirror_client_accept_errors_total", nil, 82},
 		{"pgmirror_commands_total", []string{"command", "get"}, 51},
 		{"pgmirror_commands_total", []string{"command", "set"}, 52},

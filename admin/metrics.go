@@ -225,6 +225,8 @@ var (
 	descMaxStaleness  = desc("max_staleness_seconds", "--max-staleness: how long the listener may be down before the sidecar stops being ready.")
 	descDeferred      = desc("own_writes_deferred_total", "Changes of this sidecar's own writes not applied at commit but left to their notification, because another of its writes on the key could not be ordered against them (the writer waits up to 2 s for that notification before answering).")
 	descClockLead     = desc("clock_lead_seconds", "Estimated lead of this host's clock over the database clock (used to judge expiry).")
+	descMessages      = desc("pubsub_messages_total", "Application pub/sub messages received on the notification channel (PUBLISH on any sidecar, pgmirror_publish_channel in SQL).")
+	descMessagesDrop  = desc("pubsub_messages_dropped_total", "Application pub/sub messages dropped because the mirror's event handlers fell behind.")
 
 	// listener
 	descConnected    = desc("listener_connected", "1 while the LISTEN connection is up.")
@@ -273,6 +275,7 @@ var allDescs = []*prometheus.Desc{
 	descHits, descMisses, descLoads, descFetches, descFetchedKeys, descNotifications, descChanges, descSkipped,
 	descDrift, descForged, descLastReload, descEntries, descTombstones, descIndexBytes, descInlineBytes, descInlineEvicted, descValueBytes,
 	descValueBudget, descSetsDropped, descSetsRejected, descEvicted, descClockLead, descMaxMemory, descMaxStaleness, descDeferred,
+	descMessages, descMessagesDrop,
 	descConnected, descDownSeconds, descReceived, descUndecodable, descNotifDropped, descOverflows, descReconnects, descLastNotifAge,
 	descGenuineDrops,
 	descClients, descConnections, descRejected, descProtocolErrors, descCommands,
@@ -379,6 +382,8 @@ func (e emitter) mirror(st mirror.Stats, maxStaleness time.Duration) {
 	e.counter(descDeferred, float64(st.Contested))
 	e.counter(descDrift, float64(st.Drift))
 	e.counter(descForged, float64(st.Forged))
+	e.counter(descMessages, float64(st.Messages))
+	e.counter(descMessagesDrop, float64(st.MessagesDropped))
 	e.counter(descNotifDropped, float64(st.Replays), "replayed")
 	if !st.LastReload.IsZero() {
 		e.gauge(descLastReload, float64(st.LastReload.UnixNano())/1e9)

@@ -230,7 +230,7 @@ func laterKind(line string) bool {
 	}
 	switch mirror.Op(c) {
 	case mirror.OpSet, mirror.OpFetch, mirror.OpDelete, mirror.OpTruncate, mirror.OpSentinel, mirror.OpLoaders,
-		mirror.OpFlush:
+		mirror.OpFlush, mirror.OpMessage:
 		return false
 	}
 	return true
@@ -265,6 +265,14 @@ func decodeRecord(line string) (mirror.Change, error) {
 		c.Key, c.Keep = f.flushPrefixes()
 	case mirror.OpSentinel:
 		c.Token = f.token()
+	case mirror.OpMessage:
+		// "M " id " " channel64 " " message64: id (a sequence's value)
+		// makes every message's payload unique, so that Postgres does not
+		// fold two equal messages of one transaction into one, nor the
+		// replay guard take the second for a replay.
+		c.Version = f.version()
+		c.Key = string(f.bytes("channel", false))
+		c.Value = f.bytes("message", true)
 	default:
 		return c, fmt.Errorf("unknown record type %q", line[0])
 	}
@@ -489,6 +497,12 @@ func writeRecords(b *strings.Builder, changes []mirror.Change) {
 			writeFlush(b, c)
 		case mirror.OpSentinel:
 			b.WriteString(c.Token)
+		case mirror.OpMessage:
+			b.WriteString(strconv.FormatInt(c.Version, 10))
+			b.WriteByte(' ')
+			b.WriteString(b64.EncodeToString([]byte(c.Key)))
+			b.WriteByte(' ')
+			b.WriteString(b64.EncodeToString(c.Value))
 		}
 	}
 }

@@ -132,7 +132,7 @@ func TestDecodeSigned(t *testing.T) {
 func TestDecodeSkipsLaterKinds(t *testing.T) {
 	p := Payload{SentAt: 5, Xid: 9, Changes: []mirror.Change{{Op: mirror.OpDelete, Version: 1, Key: "a"}}}
 	signed := EncodeSigned(p, 1, testKey, 1, 1)
-	in := signed + "\nX 1 2 3\nq\nM some fields"
+	in := signed + "\nX 1 2 3\nq\nZ some fields"
 	got, h, err := DecodeFull(in)
 	if err != nil {
 		t.Fatal(err)
@@ -191,6 +191,7 @@ func FuzzDecode(f *testing.F) {
 		"pgm1 -1 77\nD 1 YQ==",
 		"pgm2 1\nD 1 YQ==",
 		"pgm1 5 77\nD 1 YQ\r==",
+		"pgm1 5 77\nM 3 bmV3cw== aGVsbG8=",
 		signed,
 		signed + "\nX 1\nL",
 		"pgm2 " + strings.Repeat("0", 64) + " 1 5 77 2/2\nD 1 YQ==",

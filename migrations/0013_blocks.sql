@@ -17,6 +17,9 @@
 --   st_expires, st_deleted = expired by clock_timestamp(), reply_int = the
 --   milliseconds left, -1 for no expiry). The block's reads are answered
 --   from them, so they see the block's own earlier writes.
+-- * {"k":"pub","keys":[],"p":channel,"v":[[offset,length]]}: PUBLISH in a
+--   block; the messages are sent in order after the batch's changes are
+--   published (pgmirror_publish_channel, 0012), and answer 'ok'.
 -- Nothing else changes: a block's commands run as single commands do (each
 -- in its own subtransaction; plain SETs as one upsert), and the batch
 -- publishes everything it changed as one unit at its end, so every sidecar
@@ -65,6 +68,8 @@ DECLARE
     changed text[] := '{}';
     r       record;
     wk      jsonb;
+    pub_c   text[] := '{}';
+    pub_m   bytea[] := '{}';
     wrow    record;
     abort   boolean;
 BEGIN
@@ -132,6 +137,16 @@ BEGIN
             IF abort THEN
                 i := i + coalesce((ops->i->>'n')::int, 0);
             END IF;
+            i := i + 1;
+            CONTINUE;
+        END IF;
+        IF ops->i->>'k' = 'pub' THEN
+            -- PUBLISH inside a block: sent after the batch's changes.
+            pub_c := pub_c || (ops->i->>'p');
+            pub_m := pub_m || substring(vals FROM (ops->i->'v'->0->>0)::int FOR (ops->i->'v'->0->>1)::int);
+            cmd := i; rec := 'reply'; reply := 'ok'; reply_int := NULL; reply_bulk := NULL; reply_err := NULL;
+            st_key := NULL; st_version := NULL; st_expires := NULL; st_deleted := NULL; st_value := NULL; xact_id := NULL;
+            RETURN NEXT;
             i := i + 1;
             CONTINUE;
         END IF;
@@ -213,7 +228,7 @@ BEGIN
         END IF;
         IF j = i THEN
             WHILE j < nops AND NOT coalesce(plain[j + 1], false)
-                  AND coalesce(ops->j->>'k', '') NOT IN ('watch', 'read') LOOP
+                  AND coalesce(ops->j->>'k', '') NOT IN ('watch', 'read', 'pub') LOOP
                 j := j + 1;
             END LOOP;
         END IF;
@@ -251,6 +266,12 @@ BEGIN
               FROM (SELECT DISTINCT x AS key FROM unnest(changed) x) k
               LEFT JOIN cache_entries c ON c.key = k.key));
     END IF;
+
+    -- The block's messages, in order, after its changes: a subscriber that
+    -- reads a key when a message arrives finds the batch's state.
+    FOR ci IN 1 .. coalesce(cardinality(pub_c), 0) LOOP
+        PERFORM pgmirror_publish_channel(pub_c[ci], pub_m[ci]);
+    END LOOP;
 
     cmd := NULL; rec := 'xact';
     reply := NULL; reply_int := NULL; reply_bulk := NULL; reply_err := NULL;

@@ -41,6 +41,7 @@ func (m *Mirror) applyLocked(b Batch) {
 	rl := m.reload.Load()
 	sets := m.valueSets.Load()
 	truncated := false
+	var msgs []Message
 	m.lockView()
 	defer m.unlockView() // after settle: the values are readable
 	for i := range b.Changes {
@@ -55,11 +56,14 @@ func (m *Mirror) applyLocked(b Batch) {
 			truncated = true
 		case OpFlush:
 			m.applyFlush(b.Xid, c, rl)
+		case OpMessage:
+			msgs = append(msgs, Message{Channel: c.Key, Data: c.Value})
 		default:
 			m.applyChange(b.Xid, c, rl, nil)
 		}
 	}
 	m.endBatch(truncated)
+	m.emitMessages(msgs)
 	for t := range m.tickets {
 		t.seen = append(t.seen, b.Xid)
 	}

@@ -30,6 +30,11 @@ const (
 	// OpFlush: every key that starts with Key was deleted (FLUSHDB), but
 	// for the keys under a prefix in Keep (copy-mode watches' entries).
 	OpFlush Op = 'P'
+	// OpMessage: an application's pub/sub message (PUBLISH, or
+	// pgmirror_publish_channel from SQL): Key is the channel, Value the
+	// message. It changes no key; the mirror hands it to its handlers
+	// (KindMessage) once the batch is applied.
+	OpMessage Op = 'M'
 )
 
 // String names the op for logs and metrics.
@@ -49,6 +54,8 @@ func (o Op) String() string {
 		return "loaders"
 	case OpFlush:
 		return "flush"
+	case OpMessage:
+		return "message"
 	}
 	return "unknown"
 }

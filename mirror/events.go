@@ -28,6 +28,12 @@ const (
 	// (after every reload, since notifications may have been lost): the
 	// loaders are to be read again.
 	KindLoaders
+	// KindMessage: Messages holds the application pub/sub messages of one
+	// applied batch (OpMessage records), in the order they were published;
+	// it follows the batch's KindChanges event. Messages are dropped
+	// (counted in Stats.MessagesDropped), never queued past the bound of
+	// the event queue.
+	KindMessage
 )
 
 // FlushCause says why everything may have changed (KindFlush).
@@ -87,6 +93,42 @@ type Event struct {
 	Reason  string       // KindFlush: the detail; KindReload: the reload's reason
 	Reload  ReloadResult // KindReload
 	Err     error        // KindReload: nil when the reload succeeded
+	// Messages: KindMessage; handlers must neither keep nor modify it.
+	Messages []Message
+}
+
+// Message is one application pub/sub message: the channel (a key's view:
+// the namespace, if any, included) and the message's bytes.
+type Message struct {
+	Channel string
+	Data    []byte
+}
+
+// messageCost is what a queued message costs beyond its bytes.
+const messageCost = 64
+
+// emitMessages queues the messages of an applied batch as one event, or
+// drops them (counted) when the queue is at its bound.
+func (m *Mirror) emitMessages(msgs []Message) {
+	if len(msgs) == 0 || !m.handled() {
+		return
+	}
+	m.stats.messages.Add(int64(len(msgs)))
+	var cost int64
+	for i := range msgs {
+		cost += int64(len(msgs[i].Channel)+len(msgs[i].Data)) + messageCost
+	}
+	q := &m.ev
+	q.mu.Lock()
+	if q.bytes > 0 && q.bytes+cost > maxQueuedEventBytes {
+		q.mu.Unlock()
+		m.stats.messagesDropped.Add(int64(len(msgs)))
+		return
+	}
+	q.queue = append(q.queue, queuedEvent{ev: Event{Kind: KindMessage, Messages: msgs}})
+	q.bytes += cost
+	q.mu.Unlock()
+	m.wakeDispatcher()
 }
 
 // maxQueuedEventBytes bounds the key changes waiting for the handlers

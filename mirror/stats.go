@@ -20,6 +20,8 @@ type counters struct {
 	forged               atomic.Int64
 	replays              atomic.Int64
 	repairs              atomic.Int64
+	messages             atomic.Int64 // pub/sub messages handed to the handlers
+	messagesDropped      atomic.Int64 // pub/sub messages dropped: the event queue was full
 	lastReloadNanos      atomic.Int64
 }
 
@@ -71,6 +73,10 @@ type Stats struct {
 	Connected      bool      // the listener is connected (and listening)
 	DownSince      time.Time // zero while the listener is connected
 	ClockLead      time.Duration
+
+	// Messages and MessagesDropped count application pub/sub messages
+	// received (OpMessage) and those dropped because the handlers fell behind.
+	Messages, MessagesDropped int64
 }
 
 // Stats returns the current counters.
@@ -101,6 +107,7 @@ func (m *Mirror) Stats() Stats {
 		ClockLead:      m.ClockLead(),
 		Applied:        map[string]int64{},
 	}
+	s.Messages, s.MessagesDropped = m.stats.messages.Load(), m.stats.messagesDropped.Load()
 	for _, o := range []Op{OpSet, OpFetch, OpDelete, OpTruncate, OpFlush} {
 		s.Applied[o.String()] = m.stats.applied[opIndex(o)].Load()
 	}

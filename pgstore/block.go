@@ -5,6 +5,7 @@ package pgstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 
 	"pgmirror/mirror"
@@ -24,10 +25,18 @@ type Block struct {
 	Watch []WatchedKey
 }
 
-// BlockStep is one command of a Block: a write (Op), or the keys of a read.
+// BlockStep is one command of a Block: a write (Op), a PUBLISH (Publish:
+// sent after the batch's changes, in order), or the keys of a read.
 type BlockStep struct {
-	Op   *mirror.WriteOp
-	Read []string
+	Op      *mirror.WriteOp
+	Publish *Message
+	Read    []string
+}
+
+// Message is a pub/sub message on an application channel.
+type Message struct {
+	Channel string
+	Data    []byte
 }
 
 // WatchedKey is a watched key's state at WATCH.
@@ -83,6 +92,13 @@ func (w *Writer) WriteBlock(ctx context.Context, b Block) (BlockResult, error) {
 			for _, v := range s.Op.Values {
 				r.size += len(v)
 			}
+		case s.Publish != nil:
+			if n := len(s.Publish.Channel) + len(s.Publish.Data); n > MaxMessageBytes {
+				br.res.Steps[i].Res.Err = fmt.Errorf("ERR %w: channel and message take %d bytes, at most %d",
+					ErrMessageTooLarge, n, MaxMessageBytes)
+				continue
+			}
+			r.size += len(s.Publish.Data)
 		default:
 			br.keys = append(br.keys, s.Read...)
 		}
@@ -123,6 +139,11 @@ func (br *blockReq) encode(req int, ops []opJSON, refs []opRef, vals *[]byte) ([
 			continue
 		case s.Op != nil:
 			ops = append(ops, encodeOp(s.Op, vals))
+		case s.Publish != nil:
+			ch := s.Publish.Channel
+			ops = append(ops, opJSON{K: "pub", Keys: []string{}, P: &ch,
+				V: [][2]int64{{int64(len(*vals)) + 1, int64(len(s.Publish.Data))}}})
+			*vals = append(*vals, s.Publish.Data...)
 		default:
 			ops = append(ops, opJSON{K: "read", Keys: append([]string{}, s.Read...)})
 		}
@@ -173,7 +194,7 @@ func (br *blockReq) ended() error {
 		return nil
 	}
 	for i, s := range br.b.Steps {
-		if s.Op != nil && br.sent[i] && !br.replied[i] {
+		if (s.Op != nil || s.Publish != nil) && br.sent[i] && !br.replied[i] {
 			br.res.Steps[i].Res = mirror.WriteResult{Err: errors.New("ERR internal error: no reply for the command")}
 		}
 	}

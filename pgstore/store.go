@@ -35,6 +35,8 @@ type Store struct {
 	// (0: DefaultLoaderTimeout) for a slot.
 	Gate     *Gate
 	GateWait time.Duration
+
+	pubq publishQueue // PublishChannel's statements (channels.go)
 }
 
 var _ mirror.Source = (*Store)(nil)

@@ -40,6 +40,10 @@ type Tx struct {
 	ticket  *mirror.WriteTicket // taken before the locks, as a batch takes it before its statement
 	dead    error               // a statement failed: the transaction is rolled back
 	done    bool
+	// channels and messages are the pub/sub messages of the transaction
+	// (Publish), sent at Commit after its changes (channels.go).
+	channels []string
+	messages [][]byte
 }
 
 // TxRow is a key's row as a Tx reads it.
@@ -238,6 +242,9 @@ func (t *Tx) Commit(ctx context.Context) error {
 	if len(t.changed) == 0 {
 		t.w.apply.AbandonWrite(t.ticket)
 		t.ticket = nil
+		if err := t.sendMessages(ctx); err != nil {
+			return err
+		}
 		if err := t.tx.Commit(); err != nil {
 			return &writeError{kind: mirror.ErrWriteUnavailable, reason: oneLine(err.Error())}
 		}
@@ -251,6 +258,10 @@ func (t *Tx) Commit(ctx context.Context) error {
 		t.w.apply.AbandonWrite(ticket)
 		return &writeError{kind: mirror.ErrWriteUnavailable, reason: "transaction failed, nothing was written: " +
 			oneLine(failed(err).err.Error())}
+	}
+	if err := t.sendMessages(ctx); err != nil {
+		t.w.apply.AbandonWrite(ticket)
+		return err
 	}
 	if err := t.tx.Commit(); err != nil {
 		t.w.apply.AbandonWrite(ticket)

@@ -86,6 +86,7 @@ func (s *Sidecar) build() error {
 		Password:         c.RequirePass,
 		Mirror:           mir,
 		Writer:           s.Writer,
+		Channels:         s.Store,
 		Logger:           s.log.Named("socket"),
 		Info:             s.Listener.Info,
 		Version:          s.opts.Version,

@@ -117,7 +117,7 @@ type blockWriter interface {
 // rows the block read at its place (view).
 type blockRun struct {
 	collecting bool
-	ops        []mirror.WriteOp
+	steps      []pgstore.BlockStep // collected by the command being run
 	next       *mirror.WriteResult
 	view       *blockView
 }
@@ -137,7 +137,7 @@ func (c *client) blockWrite(op mirror.WriteOp) (mirror.WriteResult, bool) {
 	b := c.txn.blk
 	switch {
 	case b.collecting:
-		b.ops = append(b.ops, op)
+		b.steps = append(b.steps, pgstore.BlockStep{Op: &op})
 		return mirror.WriteResult{}, false
 	case b.next == nil:
 		return mirror.WriteResult{Err: errors.New("ERR internal error: a write of the block that was not collected")}, true
@@ -145,6 +145,30 @@ func (c *client) blockWrite(op mirror.WriteOp) (mirror.WriteResult, bool) {
 	r := *b.next
 	b.next = nil
 	return r, true
+}
+
+// blockPublish handles a PUBLISH of a block in EXEC or of a script that
+// writes: true if it was collected or answered (receivers: the reply).
+func (c *client) blockPublish(channel string, data []byte, receivers func() int) bool {
+	if v := c.txn.script; v != nil {
+		v.pubs = append(v.pubs, pgstore.Message{Channel: channel, Data: data})
+		c.integer(int64(receivers()))
+		return true
+	}
+	b := c.txn.blk
+	switch {
+	case b == nil:
+		return false
+	case b.collecting:
+		b.steps = append(b.steps, pgstore.BlockStep{Publish: &pgstore.Message{Channel: channel, Data: data}})
+	case b.next == nil:
+		c.errorReply("ERR internal error: a PUBLISH of the block that was not collected")
+	case b.next.Err != nil:
+		c.errorReply(b.next.Err.Error())
+	default:
+		c.integer(int64(receivers()))
+	}
+	return true
 }
 
 // execBlock runs a block in the group commit (pgstore.Block): one
@@ -188,13 +212,12 @@ func (c *client) blockSteps(cmds []queuedCmd) ([]pgstore.BlockStep, []int) {
 	for i, q := range cmds {
 		at[i] = -1
 		switch {
-		case q.cmd.has(flagWrite):
-			b.ops = b.ops[:0]
+		case q.cmd.has(flagWrite) || q.cmd.name == "publish":
+			b.steps = b.steps[:0]
 			q.cmd.fn(c, q.args)
-			if len(b.ops) == 1 {
+			if len(b.steps) == 1 {
 				at[i] = len(steps)
-				op := b.ops[0]
-				steps = append(steps, pgstore.BlockStep{Op: &op})
+				steps = append(steps, b.steps[0])
 			}
 		default:
 			if keys := c.cmdKeys(q); len(keys) > 0 {
@@ -238,7 +261,7 @@ func (c *client) replayBlock(cmds []queuedCmd, at []int, res pgstore.BlockResult
 	for i, q := range cmds {
 		b.next, b.view = nil, nil
 		if s := at[i]; s >= 0 {
-			if st := &res.Steps[s]; q.cmd.has(flagWrite) {
+			if st := &res.Steps[s]; q.cmd.has(flagWrite) || q.cmd.name == "publish" {
 				b.next = &st.Res
 			} else {
 				b.view = &blockView{Mirror: c.s.Mirror, rows: st.Rows}

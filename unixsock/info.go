@@ -72,6 +72,8 @@ func (s *Server) infoSections() []infoSection {
 			{"client_output_timeouts", fmt.Sprint(s.stats.evictedOutput.Load())},
 			{"subscribers_dropped", fmt.Sprint(s.stats.subscribersDropped.Load())},
 			{"keyspace_events_dropped", fmt.Sprint(s.pub.dropped.Load())},
+			{"pubsub_channels", fmt.Sprint(s.hub.channelCount())},
+			{"pubsub_patterns", fmt.Sprint(s.hub.uniquePatterns())},
 			{"accept_errors", fmt.Sprint(s.stats.acceptErrors.Load())},
 			{"keyspace_hits", fmt.Sprint(st.Hits)},
 			{"keyspace_misses", fmt.Sprint(st.Misses)},

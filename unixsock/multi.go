@@ -32,6 +32,7 @@ type txnState struct {
 	multi   *multiState
 	watched map[string]watchedKey // namespaced key -> state at WATCH
 	blk     *blockRun             // during EXEC of a block in the group commit (exec.go)
+	script  *txView               // a PUBLISH of a script that writes: sent with its writes
 	hold    bool                  // EXEC in progress: replies are built but not sent
 }
 
@@ -142,8 +143,8 @@ func cmdExec(c *client, _ [][]byte) {
 
 func hasWrite(cmds []queuedCmd) bool {
 	for _, q := range cmds {
-		if q.cmd.has(flagWrite) {
-			return true
+		if q.cmd.has(flagWrite) || q.cmd.name == "publish" {
+			return true // PUBLISH is sent at the block's commit, after its writes
 		}
 	}
 	return false

@@ -73,8 +73,20 @@ type patternRoute struct {
 	lit     string // the pattern's literal start (before any of *?[\): a cheap first test
 }
 
-// keyEvent is one change waiting for the publisher.
-type keyEvent struct{ key, event string }
+// keyEvent is one change waiting for the publisher, or (message set) an
+// application's message: key is then the channel and event the message.
+type keyEvent struct {
+	key, event string
+	message    bool
+}
+
+// size is what e counts against publishQueueBytes.
+func (e *keyEvent) size() int64 {
+	if e.message {
+		return int64(len(e.key)+len(e.event)) + 32
+	}
+	return int64(len(e.key)) + 32
+}
 
 // publisher is the queue between the mirror's apply path and publishLoop.
 type publisher struct {
@@ -91,28 +103,37 @@ func (p *publisher) start() { p.events = make(chan keyEvent, publishQueue) }
 // never blocks: a change is queued for the publisher, or dropped and
 // counted when the queue is full.
 func (s *Server) handleMirrorEvent(ev mirror.Event) {
-	if ev.Kind != mirror.KindChanges || s.hub.n.Load() == 0 {
+	if s.hub.n.Load() == 0 {
 		return
 	}
-	for i := range ev.Changes {
-		s.keyEvent(ev.Changes[i].Key, ev.Changes[i].Event)
+	switch ev.Kind {
+	case mirror.KindChanges:
+		for i := range ev.Changes {
+			s.queueEvent(keyEvent{key: ev.Changes[i].Key, event: ev.Changes[i].Event})
+		}
+	case mirror.KindMessage: // channels.go
+		for i := range ev.Messages {
+			m := &ev.Messages[i]
+			s.queueEvent(keyEvent{key: m.Channel, event: string(m.Data), message: true})
+		}
 	}
 }
 
-// keyEvent queues one key change for the publisher.
-func (s *Server) keyEvent(key, event string) {
-	if s.hub.n.Load() == 0 || !strings.HasPrefix(key, s.Namespace) {
+// queueEvent queues one key change or message for the publisher; one
+// outside the namespace is nobody's here.
+func (s *Server) queueEvent(e keyEvent) {
+	if s.hub.n.Load() == 0 || !strings.HasPrefix(e.key, s.Namespace) {
 		return
 	}
 	p := &s.pub
-	size := int64(len(key)) + 32
+	size := e.size()
 	if p.bytes.Add(size) > publishQueueBytes {
 		p.bytes.Add(-size)
 		p.dropped.Add(1)
 		return
 	}
 	select {
-	case p.events <- keyEvent{key, event}:
+	case p.events <- e:
 	default:
 		p.bytes.Add(-size)
 		p.dropped.Add(1)
@@ -147,8 +168,12 @@ func (s *Server) publishLoop() {
 			p.hook()
 		}
 		for i, ev := range batch {
-			p.bytes.Add(-int64(len(ev.key)) - 32)
-			s.publish(ev.key[len(s.Namespace):], ev.event, touched)
+			p.bytes.Add(-ev.size())
+			if ev.message {
+				s.publishMessage(ev.key[len(s.Namespace):], ev.event, touched)
+			} else {
+				s.publish(ev.key[len(s.Namespace):], ev.event, touched)
+			}
 			batch[i] = keyEvent{}
 		}
 		for c := range touched {
@@ -156,7 +181,7 @@ func (s *Server) publishLoop() {
 			delete(touched, c)
 		}
 		if d := p.dropped.Load(); d != reported && time.Since(lastLog) >= 10*time.Second {
-			s.Logger.Warn("keyspace events dropped: the publisher's queue was full (too many events, or subscribers with many patterns)",
+			s.Logger.Warn("keyspace events or messages dropped: the publisher's queue was full (too many events, or subscribers with many patterns)",
 				"dropped", d-reported, "dropped_total", d, "queue", publishQueue)
 			reported, lastLog = d, time.Now()
 		}

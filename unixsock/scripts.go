@@ -195,8 +195,10 @@ func (k *scriptCaller) Call(_ context.Context, args [][]byte) (script.Reply, err
 	if key, bad := k.keys.Undeclared(args, cmd.keys.first, cmd.keys.last, cmd.keys.step); bad {
 		return script.UndeclaredKeyError(key), nil
 	}
-	if cmd.has(flagWrite) {
+	if cmd.has(flagWrite) || cmd.name == "publish" && !k.ro {
 		if k.tx == nil {
+			// A PUBLISH too: the run on the mirror must not send what
+			// the run in the transaction sends again (channels.go).
 			return script.Reply{}, errScriptWrites
 		}
 		if rep, ok := k.countWrite(args); !ok {
@@ -217,6 +219,10 @@ func (k *scriptCaller) Call(_ context.Context, args [][]byte) (script.Reply, err
 		}
 	}
 	sc.wbuf = sc.wbuf[:0]
+	if k.tx != nil && cmd.name == "publish" {
+		sc.txn.script = k.tx // sent with the script's writes (scripttx.go)
+		defer func() { sc.txn.script = nil }()
+	}
 	cmd.fn(sc, args)
 	if k.tx != nil && k.tx.failed != nil {
 		return script.Reply{}, k.tx.failed // the transaction is lost: stop the run

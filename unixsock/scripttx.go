@@ -95,11 +95,20 @@ func (c *client) evalInTx(e *script.Engine, s *script.Script, req script.Request
 		return rep, false // rolled back
 	}
 	if commit || len(view.steps) == 0 || view.failed != nil {
+		for _, m := range view.pubs {
+			if err = tx.Publish(m.Channel, m.Data); err != nil {
+				return script.ErrorReply("ERR " + flatErr(err)), false
+			}
+		}
 		err = tx.Commit(ctx) // a lost transaction fails here
 	} else {
 		tx.Rollback()
+		steps := view.steps
+		for i := range view.pubs {
+			steps = append(steps, pgstore.BlockStep{Publish: &view.pubs[i]})
+		}
 		var res pgstore.BlockResult
-		res, err = c.s.Writer.(blockWriter).WriteBlock(ctx, pgstore.Block{Steps: view.steps, Watch: watch})
+		res, err = c.s.Writer.(blockWriter).WriteBlock(ctx, pgstore.Block{Steps: steps, Watch: watch})
 		if err == nil && res.Aborted {
 			return rep, true
 		}
@@ -147,9 +156,11 @@ type txView struct {
 	// the script wrote since is read from the transaction again.
 	read    map[string]pgstore.TxRow
 	written map[string]bool
-	// steps are the writes the script made, and results what they gave.
+	// steps are the writes the script made, and results what they gave;
+	// pubs its PUBLISHes, sent after them.
 	steps   []pgstore.BlockStep
 	results []mirror.WriteResult
+	pubs    []pgstore.Message
 }
 
 // readAll reads every declared key under the locks: the state the script
@@ -172,8 +183,8 @@ func (v *txView) readAll(keys []string) ([]pgstore.WatchedKey, error) {
 // one the script was given (it would mean the commands are not
 // deterministic on one state).
 func (v *txView) compare(c *client, res pgstore.BlockResult) {
-	for i, r := range res.Steps {
-		want := v.results[i]
+	for i, want := range v.results {
+		r := res.Steps[i]
 		if r.Res.Reply != want.Reply || r.Res.Int != want.Int || string(r.Res.Bulk) != string(want.Bulk) ||
 			(r.Res.Err == nil) != (want.Err == nil) {
 			c.s.Logger.Warn("a script's write gave another result in the group commit than in its transaction",

@@ -83,6 +83,9 @@ type Server struct {
 	Logger        hclog.Logger
 	// Info adds lines to INFO's # Mirror section (e.g. the listener's state).
 	Info func() [][2]string
+	// Channels sends PUBLISH's messages through Postgres (channels.go);
+	// without it PUBLISH answers an error.
+	Channels ChannelPublisher
 	// Password, when set, is required of every client (AUTH, HELLO AUTH)
 	// before any other command, as Redis's requirepass.
 	Password string
@@ -311,7 +314,7 @@ type Stats struct {
 	MaxClientBuffers   int64 // the budget
 	EvictedBudget      int64 // clients disconnected to keep ClientBuffers within MaxClientBuffers
 	EvictedOutput      int64 // clients disconnected for not reading their output within OutputTimeout
-	KeyEventsDropped   int64 // keyspace events not published: the publisher's queue was full
+	KeyEventsDropped   int64 // keyspace events and messages not published: the publisher's queue was full
 	AcceptErrors       int64 // accepts that failed and were retried (out of file descriptors, ...)
 }
 

@@ -1,9 +1,10 @@
 // Command profile is the Twitter-like profile counters of the reactive-cache
 // article, on pgmirror: a POST increments a counter in Postgres with one SQL
 // statement; a watch in copy mode puts the row into the cache in the same
-// transaction; pgmirror publishes the change as a keyspace notification, and
-// every open /stream/{user} pushes the new value to its browser (Server-Sent
-// Events). The app never polls and never reads counters with SQL.
+// transaction, and a trigger publishes the row from SQL on the pub/sub
+// channel profile:{user} of every pgmirror sidecar; every open
+// /stream/{user} pushes each message to its browser (Server-Sent Events).
+// The app never polls and never reads counters with SQL.
 //
 // See README.md beside this file for how to run it against `make run`.
 package main
@@ -109,9 +110,13 @@ func dbFailureStatus(err error) int {
 }
 
 // stream pushes the user's counters as Server-Sent Events: the current value
-// once subscribed (and again after go-redis resubscribes), then the value
-// after each keyspace notification of the key. Each event carries the
-// cached JSON, or null while the user has no row.
+// from the cache once subscribed (and again after go-redis resubscribes),
+// then each message on channel profile:{user}, which the table's trigger
+// publishes from SQL (schema.sql) with the row as the cached JSON, or null
+// once it is deleted. Messages arrive in commit order, each after its
+// transaction's change of the cache entry, so the stream ends on the
+// latest value (a change committed just as the stream subscribes may show
+// its message after the GET of a newer value, then that value's own).
 func (a *app) stream(w http.ResponseWriter, r *http.Request) {
 	user := r.PathValue("user")
 	if !validUser.MatchString(user) {
@@ -119,7 +124,7 @@ func (a *app) stream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx, key := r.Context(), keyPrefix+user
-	sub := a.rdb.Subscribe(ctx, "__keyspace@0__:"+key)
+	sub := a.rdb.Subscribe(ctx, key) // the channel has the key's name
 	defer sub.Close()
 	events := sub.ChannelWithSubscriptions() // *redis.Subscription or *redis.Message
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -127,21 +132,25 @@ func (a *app) stream(w http.ResponseWriter, r *http.Request) {
 	flusher := http.NewResponseController(w)
 	last := ""
 	for {
+		var value string
 		select {
 		case <-ctx.Done():
 			return
-		case _, ok := <-events:
+		case ev, ok := <-events:
 			if !ok {
 				return
 			}
-		}
-		value, err := a.rdb.Get(ctx, key).Result()
-		if errors.Is(err, redis.Nil) {
-			value, err = "null", nil
-		}
-		if err != nil {
-			log.Printf("stream %s: GET %s: %v", user, key, err)
-			continue // the next notification or resubscription tries again
+			if m, isMessage := ev.(*redis.Message); isMessage {
+				value = m.Payload
+				break
+			}
+			var err error
+			if value, err = a.rdb.Get(ctx, key).Result(); errors.Is(err, redis.Nil) {
+				value = "null"
+			} else if err != nil {
+				log.Printf("stream %s: GET %s: %v", user, key, err)
+				continue // the next message or resubscription tries again
+			}
 		}
 		if value == last {
 			continue

@@ -169,6 +169,8 @@ func TestDatabaseRefuses(t *testing.T) {
 	for _, q := range []string{
 		`CREATE ROLE ` + role + ` LOGIN`, // left behind: the cluster is thrown away
 		`GRANT SELECT, INSERT, UPDATE ON profile TO ` + role,
+		// The table's trigger publishes each change (schema.sql).
+		`GRANT EXECUTE ON FUNCTION pgmirror_publish_channel(text, text) TO ` + role,
 		// The watch lets the roles that may write profile when it runs
 		// update the cache (docs/security.md): run it after the grants.
 		`SELECT pgmirror_watch('profile', 'username', 'profile:', '{likes,followers,followings}', 'copy')`,
@@ -324,5 +326,51 @@ func TestStream(t *testing.T) {
 	// A stream opened later starts with the current value.
 	if e, want := openStream(t, url+"/stream/ada").next(t, 5*time.Second), `{"likes":1,"followers":42,"followings":0}`; e != want {
 		t.Fatalf("first event of a new stream: %q; want %s", e, want)
+	}
+}
+
+// TestStreamOnPublishFromSQL: the stream is fed by the messages the table's
+// trigger publishes from SQL on channel profile:{user} through every
+// sidecar, not by reading the cache: a message published by hand reaches
+// it, a second sidecar's stream gets the POSTs made through the first
+// app's database, and a DELETE of the row sends null.
+func TestStreamOnPublishFromSQL(t *testing.T) {
+	t.Parallel()
+	dsn, db := testdb.New(t)
+	applySchema(t, db)
+	one := sidecartest.Start(t, dsn, sidecartest.Config{})
+	two := sidecartest.Start(t, dsn, sidecartest.Config{})
+	url := serve(t, &app{db: db, rdb: one.Client})
+	other := serve(t, &app{db: db, rdb: two.Client})
+	s1, s2 := openStream(t, url+"/stream/ada"), openStream(t, other+"/stream/ada")
+	for _, s := range []*sse{s1, s2} {
+		if e := s.next(t, 5*time.Second); e != "null" {
+			t.Fatalf("first event: %q; want null", e)
+		}
+	}
+	if code, body := post(t, url+"/v1/profile/ada?action=inc_likes"); code != 200 {
+		t.Fatalf("POST: %d %q", code, body)
+	}
+	for _, s := range []*sse{s1, s2} {
+		if e, want := s.next(t, 5*time.Second), `{"likes":1,"followers":0,"followings":0}`; e != want {
+			t.Fatalf("event after the POST: %q; want %s", e, want)
+		}
+	}
+	// A message that is no change of the cache: only PUBLISH can bring it.
+	if _, err := db.Exec(`SELECT pgmirror_publish_channel('profile:ada', '{"likes":7,"followers":7,"followings":7}')`); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*sse{s1, s2} {
+		if e, want := s.next(t, 5*time.Second), `{"likes":7,"followers":7,"followings":7}`; e != want {
+			t.Fatalf("event after a message published in SQL: %q; want %s", e, want)
+		}
+	}
+	if _, err := db.Exec(`DELETE FROM profile WHERE username = 'ada'`); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*sse{s1, s2} {
+		if e := s.next(t, 5*time.Second); e != "null" {
+			t.Fatalf("event after the DELETE: %q; want null", e)
+		}
 	}
 }
