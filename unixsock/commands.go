@@ -91,6 +91,7 @@ func registerCommands(t *commandTable) {
 
 	registerSimple(t)
 	registerScripts(t)
+	registerTracking(t)
 }
 
 // key validates a client key and adds the namespace; ok is false after an

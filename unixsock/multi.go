@@ -163,6 +163,7 @@ func (c *client) runQueued(q queuedCmd) {
 		c.errorReply(errLoading)
 		return
 	}
+	c.trackKeys(q.cmd, q.args) // tracking.go
 	if c.txn.tx != nil {
 		if f := txReads[q.cmd.name]; f != nil {
 			f(c, q.args)
