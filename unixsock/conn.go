@@ -72,8 +72,8 @@ type client struct {
 	used    atomic.Int64 // bytes counted against --max-client-buffers
 	evicted atomic.Bool
 
-	txn   txnState  // MULTI, WATCH (multi.go; command loop only)
-	watch watchFlag // set when a watched key changes (watch.go)
+	txn   txnState   // MULTI, WATCH (multi.go; command loop only)
+	watch watchFlag  // set when a watched key changes (watch.go)
 	trk   trackState // CLIENT TRACKING (tracking.go; command loop only)
 
 	mu   sync.Mutex
