@@ -23,6 +23,10 @@ type trackingClient struct {
 	c      *client
 	opts   trackOpts
 	broken bool // the redirect target disconnected
+	// NOLOOP: keys the client is writing, and invalidations held until
+	// its write ends (tracking.go's beginOwnWrite).
+	writing map[string]int
+	held    map[string]bool
 }
 
 // keyTrack is one tracked key: the clients that read it since its last
@@ -228,6 +232,10 @@ func (t *tracker) invalidateLocked(key string, origin uint64, out *deliveries) {
 func (t *tracker) to(id int64, key string, origin uint64, out *deliveries) {
 	tc := t.clients[id]
 	if tc == nil || tc.opts.bcast || tc.opts.noloop && origin == uint64(id) {
+		return
+	}
+	if origin == 0 && tc.writing[key] > 0 {
+		tc.held[key] = true // maybe the client's own write, notified first
 		return
 	}
 	out.add(t, tc, []string{key}, false)
@@ -453,4 +461,74 @@ type TrackingStats struct {
 func (t *tracker) stats() TrackingStats {
 	return TrackingStats{Keys: t.tracked.Load(), Clients: int(t.n.Load()),
 		Invalidations: t.sent.Load(), Evicted: t.evicted.Load()}
+}
+
+// beginOwnWrite marks keys as being written by a NOLOOP client: a change
+// of them reported without its origin (the notification of the write came
+// before the write's own apply) is held until the write ends. It reports
+// whether endOwnWrite must follow.
+func (c *client) beginOwnWrite(keys []string) bool {
+	tc := c.trk.tc
+	if tc == nil || !tc.opts.noloop || c.txn.tx != nil {
+		return false
+	}
+	t := &c.s.trk
+	t.mu.Lock()
+	if tc.writing == nil {
+		tc.writing, tc.held = map[string]int{}, map[string]bool{}
+	}
+	for _, k := range keys {
+		tc.writing[k]++
+	}
+	t.mu.Unlock()
+	return true
+}
+
+// endOwnWrite sends the invalidations held during the write, but of keys
+// whose mirror state is still the one the write left: those changes were
+// the write itself, or older than it.
+func (c *client) endOwnWrite(keys []string, states []mirror.Change) {
+	tc := c.trk.tc
+	t := &c.s.trk
+	t.mu.Lock()
+	var held []string
+	for _, k := range keys {
+		if tc.writing[k]--; tc.writing[k] <= 0 {
+			delete(tc.writing, k)
+			if tc.held[k] {
+				delete(tc.held, k)
+				held = append(held, k)
+			}
+		}
+	}
+	t.mu.Unlock()
+	var out deliveries
+	for _, k := range held {
+		if c.wroteLast(k, states) {
+			continue
+		}
+		t.mu.Lock()
+		out.add(t, tc, []string{k}, false)
+		t.mu.Unlock()
+	}
+	out.send(c.s, t)
+}
+
+// wroteLast reports whether the mirror holds key as states left it.
+func (c *client) wroteLast(key string, states []mirror.Change) bool {
+	for i := range states {
+		st := &states[i]
+		if st.Key != key {
+			continue
+		}
+		l, err := c.s.Mirror.Exists(key)
+		if err != nil {
+			return false
+		}
+		if st.Op == mirror.OpDelete {
+			return !l.Found
+		}
+		return l.Found && l.Version == st.Version
+	}
+	return false
 }

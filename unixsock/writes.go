@@ -25,6 +25,9 @@ func (c *client) write(op mirror.WriteOp, reply func(mirror.WriteResult)) {
 	)
 	if tx := c.txn.tx; tx != nil { // in EXEC (multi.go)
 		res, err = tx.Write(c.txn.txCtx, op)
+	} else if c.trk.tc != nil && c.beginOwnWrite(op.Keys) { // NOLOOP (tracktable.go)
+		res, err = c.s.Writer.Write(ctx, op)
+		c.endOwnWrite(op.Keys, res.States)
 	} else {
 		res, err = c.s.Writer.Write(ctx, op)
 	}
