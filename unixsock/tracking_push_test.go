@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/unixsock"
 )
 
@@ -79,12 +80,29 @@ func TestTrackingPushesMatchRedis(t *testing.T) {
 		w.do("SET", "k2", "v")
 		got[i] = append(got[i], sub.next(5*time.Second))
 		got[i] = append(got[i], r2.do("PING"))
+		got[i] = append(got[i], redirBroken(t, socket, w))
 	}
 	for j := range got[0] {
 		if got[0][j] != got[1][j] {
 			t.Errorf("message %d:\n redis    %q\n pgmirror %q", j, got[0][j], got[1][j])
 		}
 	}
+}
+
+// redirBroken: a RESP3 client whose redirect target left is told so when
+// one of its keys changes; its message is returned with the id replaced.
+func redirBroken(t *testing.T, socket string, w *rawConn) string {
+	target := dialRaw(t, socket)
+	id := intReply(target.do("CLIENT", "ID"))
+	c := tracking(t, socket, "redirect", id)
+	c.do("GET", "k3")
+	target.nc.Close()
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
+		r := w.do("CLIENT", "LIST", "ID", id)
+		return !strings.Contains(r, "id="+id+" "), r
+	})
+	w.do("SET", "k3", "v")
+	return strings.ReplaceAll(c.next(5*time.Second)+c.do("CLIENT", "TRACKINGINFO"), ":"+id+"\r\n", ":ID\r\n")
 }
 
 // TestTrackingInvalidatesEveryRoute: keys read every way (absent, present,
