@@ -364,7 +364,7 @@ func (d delivery) encode(s *Server) []byte {
 	switch {
 	case d.target.push3.Load():
 		b = appendBulkString(appendNumber(nil, '>', 2), "invalidate")
-	case d.target != d.tc.c && d.target.subscribed():
+	case d.target != d.tc.c && subscribedAny(d.target):
 		b = appendNumber(nil, '*', 3)
 		b = appendBulkString(appendBulkString(b, "message"), "__redis__:invalidate")
 	default:
@@ -381,6 +381,13 @@ func (d delivery) encode(s *Server) []byte {
 		b = appendBulkString(b, k[len(s.Namespace):])
 	}
 	return b
+}
+
+// subscribedAny reports whether c is in subscribe mode, from another
+// goroutine than c's command loop (hub.mu orders it with SUBSCRIBE).
+func subscribedAny(c *client) bool {
+	sub, psub := c.subscriptions()
+	return sub+psub > 0
 }
 
 // expiryEntry is a tracked key's expiry: at is when to invalidate it (the
