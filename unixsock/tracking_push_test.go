@@ -3,6 +3,7 @@ package unixsock_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -215,4 +216,33 @@ func TestTrackingUnderNamespace(t *testing.T) {
 	bc := tracking(t, sc.socket, "bcast")
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('x', 'outside'), ('ns:x', 'v')`)
 	bc.expect(invalidation("x"), 5*time.Second)
+}
+
+// TestInvalidationNeverOvertakesAReply: a change applied while the
+// tracking client's batch is still being answered (a GET of the old value,
+// then a slow script) is invalidated after the GET's reply, never before:
+// the client would cache the old value for good.
+func TestInvalidationNeverOvertakesAReply(t *testing.T) {
+	dsn, db := testdb.New(t)
+	sc := startSidecar(t, dsn, config{})
+	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('k', 'old')`)
+	w := dialRaw(t, sc.socket)
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
+		r := w.do("GET", "k")
+		return r == "$3\r\nold\r\n", r
+	})
+	c := tracking(t, sc.socket)
+	busy := "local i = 0 while i < 20000000 do i = i + 1 end return 1"
+	batch := fmt.Sprintf("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*3\r\n$4\r\nEVAL\r\n$%d\r\n%s\r\n$1\r\n0\r\n", len(busy), busy)
+	if _, err := c.nc.Write([]byte(batch)); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, db, `UPDATE cache_entries SET value = 'new' WHERE key = 'k'`)
+	got := []string{c.next(10 * time.Second), c.next(10 * time.Second), c.next(10 * time.Second)}
+	if got[0] != "$3\r\nold\r\n" && got[0] != "$3\r\nnew\r\n" {
+		t.Fatalf("first %q, want the GET's reply", got[0])
+	}
+	if got[0] == "$3\r\nold\r\n" && !slices.Contains(got[1:], invalidation("k")) {
+		t.Fatalf("after the old value %q, want an invalidation", got[1:])
+	}
 }
