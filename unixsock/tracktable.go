@@ -14,10 +14,6 @@ import (
 // tracking-table-max-keys.
 const DefaultTrackingTableMaxKeys = 1_000_000
 
-// trackedKeyCost is what one tracked key costs beyond its name (for the
-// documentation of the bound; the table is bounded in keys).
-const trackedKeyCost = 96
-
 // trackingClient is one tracking connection's mode; tracker.mu guards it.
 type trackingClient struct {
 	c      *client
