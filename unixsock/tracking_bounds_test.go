@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"pgmirror/internal/pgtest"
 	"pgmirror/internal/testdb"
 	"pgmirror/internal/testutil"
+	"pgmirror/mirror"
 	"pgmirror/unixsock"
 )
 
@@ -168,5 +170,26 @@ func TestTrackingClientThatStopsReadingIsCut(t *testing.T) {
 	}
 	if r := dialRaw(t, sc.socket).do("GET", long+"1"); r != "$1\r\nv\r\n" {
 		t.Fatalf("another client after the cut: %q", r)
+	}
+}
+
+// TestTrackingStalenessBoundFlushes: with --stale-reads=error, when
+// Postgres goes away the clients get a flush-everything invalidation at
+// the gap, and another once the staleness bound passed (what they read
+// meanwhile may be stale, and reads no longer refresh it).
+func TestTrackingStalenessBoundFlushes(t *testing.T) {
+	pg := pgtest.New(t)
+	dsn := pg.CreateDB(t)
+	testdb.Migrate(t, dsn)
+	sc := startSidecar(t, dsn, config{mirror: mirror.Options{MaxStaleness: 500 * time.Millisecond, StaleError: true}})
+	c := tracking(t, sc.socket)
+	c.do("GET", "x")
+	if err := pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(flushAll, 10*time.Second)
+	c.expect(flushAll, 10*time.Second)
+	if r := dialRaw(t, sc.socket).do("GET", "x"); !strings.HasPrefix(r, "-ERR pgmirror: notifications lost") {
+		t.Fatalf("GET past the staleness bound: %q", r)
 	}
 }

@@ -2,6 +2,7 @@ package unixsock
 
 import (
 	"container/heap"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -46,6 +47,7 @@ type tracker struct {
 	exp     expiryHeap
 	wake    chan struct{}
 	n       atomic.Int32 // len(clients): zero makes the mirror's events free
+	gap     atomic.Bool  // notifications were lost: expiryLoop watches for the staleness bound
 	sent    atomic.Int64 // invalidation messages sent
 	evicted atomic.Int64 // keys evicted by the bound
 	tracked atomic.Int64 // len(keys)
@@ -203,10 +205,7 @@ func (t *tracker) watchExpiry(s *Server, key string) {
 	}
 	t.mu.Unlock()
 	if first {
-		select {
-		case t.wake <- struct{}{}:
-		default:
-		}
+		wakeUp(t.wake)
 	}
 }
 
@@ -255,15 +254,57 @@ func (s *Server) handleTrackingEvent(ev mirror.Event) {
 		}
 		t.broadcastLocked(s, ev.Changes, &out)
 	case mirror.KindFlush:
-		clear(t.keys)
-		t.exp = nil
-		for _, tc := range t.clients {
-			out.add(t, tc, nil, true)
+		t.flushLocked(&out)
+		if ev.Flush == mirror.FlushGap && t.gap.CompareAndSwap(false, true) {
+			wakeUp(t.wake)
+		}
+	case mirror.KindReload:
+		if ev.Err == nil {
+			t.gap.Store(false)
 		}
 	}
 	t.tracked.Store(int64(len(t.keys)))
 	t.mu.Unlock()
 	out.send(s, t)
+}
+
+// flushLocked empties the table and queues a flush-everything
+// invalidation for every tracking client.
+func (t *tracker) flushLocked(out *deliveries) {
+	clear(t.keys)
+	t.exp = nil
+	for _, tc := range t.clients {
+		out.add(t, tc, nil, true)
+	}
+}
+
+func wakeUp(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default: // awake already, or will look again
+	}
+}
+
+// staleFlush sends a flush-everything invalidation once reads fail past
+// the staleness bound (--stale-reads=error) after notifications were
+// lost: what the clients read since the gap may be stale, and reads can
+// no longer refresh it. It reports whether the gap is still watched.
+func (s *Server) staleFlush() bool {
+	t := &s.trk
+	if !t.gap.Load() {
+		return false
+	}
+	if _, err := s.Mirror.Exists(""); !errors.Is(err, mirror.ErrStale) {
+		return true
+	}
+	var out deliveries
+	t.mu.Lock()
+	if t.gap.CompareAndSwap(true, false) {
+		t.flushLocked(&out)
+	}
+	t.mu.Unlock()
+	out.send(s, t)
+	return false
 }
 
 // broadcastLocked queues, for each BCAST client, the changed keys of its
@@ -420,7 +461,12 @@ func (h *expiryHeap) compact(keys map[string]*keyTrack) {
 	heap.Init(h)
 }
 
-// expiryLoop invalidates tracked keys as they expire, until Close.
+// staleCheck is how often expiryLoop checks the staleness bound while
+// notifications are lost.
+const staleCheck = 20 * time.Millisecond
+
+// expiryLoop invalidates tracked keys as they expire, and everything when
+// the staleness bound passes (staleFlush), until Close.
 func (s *Server) expiryLoop() {
 	defer s.helpers.Done()
 	t := &s.trk
@@ -443,6 +489,9 @@ func (s *Server) expiryLoop() {
 		t.tracked.Store(int64(len(t.keys)))
 		t.mu.Unlock()
 		out.send(s, t)
+		if s.staleFlush() {
+			wait = min(wait, staleCheck)
+		}
 		timer.Reset(wait)
 		select {
 		case <-s.stop:
