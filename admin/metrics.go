@@ -435,6 +435,7 @@ func (e emitter) socket(st unixsock.Stats) {
 	e.gauge(descClientBudget, float64(st.MaxClientBuffers))
 	e.counter(descKeyEventsDrop, float64(st.KeyEventsDropped))
 	e.counter(descAcceptErrors, float64(st.AcceptErrors))
+	e.tracking(st.Tracking) // metrics_tracking.go
 }
 
 // jobs sends the background jobs' counters.

@@ -11,22 +11,24 @@ import (
 
 // Defaults of the settings, named so that tests and other packages can refer to them.
 const (
-	DefaultSocket              = "./pgmirror.sock"
-	DefaultSocketMode          = os.FileMode(0o660)
-	DefaultNamespace           = ""
-	DefaultHTTPAddr            = "127.0.0.1:9187"
-	DefaultReloadInterval      = 5 * time.Minute
-	DefaultMaxMemory           = 256 * MiB
-	DefaultMaxStaleness        = 30 * time.Second
-	DefaultStaleReads          = StaleReadsServe
-	DefaultMaxClients          = 10000
-	DefaultSubscriberBuffer    = 4096
-	DefaultMaxClientBuffers    = 0 // auto: see AutoMaxClientBuffers
-	DefaultClientOutputTimeout = 30 * time.Second
-	DefaultWriteInFlight       = 1
-	DefaultMaxDBConns          = pgstore.DefaultMaxConns
-	DefaultLoaderTimeout       = pgstore.DefaultLoaderTimeout
-	DefaultScriptTimeout       = unixsock.DefaultScriptTimeout
+	DefaultSocket           = "./pgmirror.sock"
+	DefaultSocketMode       = os.FileMode(0o660)
+	DefaultNamespace        = ""
+	DefaultHTTPAddr         = "127.0.0.1:9187"
+	DefaultReloadInterval   = 5 * time.Minute
+	DefaultMaxMemory        = 256 * MiB
+	DefaultMaxStaleness     = 30 * time.Second
+	DefaultStaleReads       = StaleReadsServe
+	DefaultMaxClients       = 10000
+	DefaultSubscriberBuffer = 4096
+	// DefaultTrackingTableMaxKeys is Redis's tracking-table-max-keys default.
+	DefaultTrackingTableMaxKeys = unixsock.DefaultTrackingTableMaxKeys
+	DefaultMaxClientBuffers     = 0 // auto: see AutoMaxClientBuffers
+	DefaultClientOutputTimeout  = 30 * time.Second
+	DefaultWriteInFlight        = 1
+	DefaultMaxDBConns           = pgstore.DefaultMaxConns
+	DefaultLoaderTimeout        = pgstore.DefaultLoaderTimeout
+	DefaultScriptTimeout        = unixsock.DefaultScriptTimeout
 	// MaxScriptTimeout keeps a script's time limit below the write path's
 	// (pgstore.DefaultWriteTimeout), so a batch waiting on a script's keys
 	// does not fail for it.
@@ -140,6 +142,9 @@ type Config struct {
 	// SubscriberBuffer is how many keyspace notifications may wait for one
 	// subscriber before it is disconnected.
 	SubscriberBuffer int
+	// TrackingTableMaxKeys bounds the keys CLIENT TRACKING remembers; past
+	// it keys are evicted by invalidating them.
+	TrackingTableMaxKeys int
 	// MaxClientBuffers is the budget of all clients' buffers together (commands being read,
 	// replies and pushes waiting); past it the largest consumers are disconnected. 0 is "auto":
 	// see ClientBuffers.
@@ -183,37 +188,38 @@ type Config struct {
 // DefaultConfig returns the configuration used when no flag or environment variable is set.
 func DefaultConfig() Config {
 	return Config{
-		Socket:              DefaultSocket,
-		SocketMode:          DefaultSocketMode,
-		Namespace:           DefaultNamespace,
-		HTTPAddr:            DefaultHTTPAddr,
-		ReloadInterval:      DefaultReloadInterval,
-		MaxMemory:           DefaultMaxMemory,
-		MaxStaleness:        DefaultMaxStaleness,
-		StaleReads:          DefaultStaleReads,
-		MaxClients:          DefaultMaxClients,
-		SubscriberBuffer:    DefaultSubscriberBuffer,
-		MaxClientBuffers:    DefaultMaxClientBuffers,
-		ClientOutputTimeout: DefaultClientOutputTimeout,
-		WriteInFlight:       DefaultWriteInFlight,
-		MaxDBConns:          DefaultMaxDBConns,
-		LoaderTimeout:       DefaultLoaderTimeout,
-		ScriptTimeout:       DefaultScriptTimeout,
-		MaxValueSize:        DefaultMaxValueSize,
-		AccessFlushInterval: DefaultAccessFlushInterval,
-		RefreshInterval:     DefaultRefreshInterval,
-		RefreshAhead:        DefaultRefreshAhead,
-		RefreshWindow:       DefaultRefreshWindow,
-		RefreshLockStale:    DefaultRefreshLockStale,
-		ServeStale:          DefaultServeStale,
-		CleanupInterval:     DefaultCleanupInterval,
-		Retention:           DefaultRetention,
-		ExpiredGrace:        DefaultExpiredGrace,
-		UnsignedPayloads:    DefaultUnsignedPayloads,
-		Migrate:             DefaultMigrate,
-		AllowSharedSchema:   DefaultAllowSharedSchema,
-		LogLevel:            DefaultLogLevel,
-		LogJSON:             DefaultLogJSON,
+		Socket:               DefaultSocket,
+		SocketMode:           DefaultSocketMode,
+		Namespace:            DefaultNamespace,
+		HTTPAddr:             DefaultHTTPAddr,
+		ReloadInterval:       DefaultReloadInterval,
+		MaxMemory:            DefaultMaxMemory,
+		MaxStaleness:         DefaultMaxStaleness,
+		StaleReads:           DefaultStaleReads,
+		MaxClients:           DefaultMaxClients,
+		SubscriberBuffer:     DefaultSubscriberBuffer,
+		TrackingTableMaxKeys: DefaultTrackingTableMaxKeys,
+		MaxClientBuffers:     DefaultMaxClientBuffers,
+		ClientOutputTimeout:  DefaultClientOutputTimeout,
+		WriteInFlight:        DefaultWriteInFlight,
+		MaxDBConns:           DefaultMaxDBConns,
+		LoaderTimeout:        DefaultLoaderTimeout,
+		ScriptTimeout:        DefaultScriptTimeout,
+		MaxValueSize:         DefaultMaxValueSize,
+		AccessFlushInterval:  DefaultAccessFlushInterval,
+		RefreshInterval:      DefaultRefreshInterval,
+		RefreshAhead:         DefaultRefreshAhead,
+		RefreshWindow:        DefaultRefreshWindow,
+		RefreshLockStale:     DefaultRefreshLockStale,
+		ServeStale:           DefaultServeStale,
+		CleanupInterval:      DefaultCleanupInterval,
+		Retention:            DefaultRetention,
+		ExpiredGrace:         DefaultExpiredGrace,
+		UnsignedPayloads:     DefaultUnsignedPayloads,
+		Migrate:              DefaultMigrate,
+		AllowSharedSchema:    DefaultAllowSharedSchema,
+		LogLevel:             DefaultLogLevel,
+		LogJSON:              DefaultLogJSON,
 	}
 }
 

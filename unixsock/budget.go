@@ -119,7 +119,9 @@ func (s *Server) evict(c *client, reason, why string) {
 func (s *Server) startHelpers() {
 	s.budget.kick = make(chan struct{}, 1)
 	s.pub.start()
-	s.helpers.Add(2)
+	s.trk.wake = make(chan struct{}, 1)
+	s.helpers.Add(3)
 	go s.evictLoop()
 	go s.publishLoop()
+	go s.expiryLoop() // tracktable.go
 }

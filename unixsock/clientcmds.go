@@ -69,7 +69,9 @@ func cmdClient(c *client, a [][]byte) {
 		}
 		c.ok()
 	default:
-		c.errorReply(fmt.Sprintf("ERR unknown subcommand '%s'. Try CLIENT HELP.", clip(a[1])))
+		if !clientTracking(c, sub, a) { // tracking.go
+			c.errorReply(fmt.Sprintf("ERR unknown subcommand '%s'. Try CLIENT HELP.", clip(a[1])))
+		}
 	}
 }
 

@@ -15,7 +15,8 @@ import (
 // SETINFO and NO-TOUCH are newer than the Redis the tests run.)
 var answeredSubcommands = map[string][]string{
 	"client": {"client|setname", "client|getname", "client|id", "client|info", "client|list", "client|kill",
-		"client|no-evict"},
+		"client|no-evict", "client|tracking", "client|caching", "client|getredir", "client|trackinginfo"},
+	"cluster": {"cluster|slots", "cluster|info", "cluster|nodes"},
 	"config":  {"config|get", "config|set", "config|resetstat"},
 	"command": {"command", "command|count", "command|list", "command|info", "command|docs"},
 	"object":  {"object|encoding", "object|freq", "object|idletime", "object|refcount", "object|help"},

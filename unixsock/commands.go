@@ -92,6 +92,7 @@ func registerCommands(t *commandTable) {
 	registerSimple(t)
 	registerScripts(t)
 	registerChannels(t)
+	registerTracking(t)
 }
 
 // key validates a client key and adds the namespace; ok is false after an

@@ -72,8 +72,9 @@ type client struct {
 	used    atomic.Int64 // bytes counted against --max-client-buffers
 	evicted atomic.Bool
 
-	txn   txnState  // MULTI, WATCH (multi.go; command loop only)
-	watch watchFlag // set when a watched key changes (watch.go)
+	txn   txnState   // MULTI, WATCH (multi.go; command loop only)
+	watch watchFlag  // set when a watched key changes (watch.go)
+	trk   trackState // CLIENT TRACKING (tracking.go; command loop only)
 
 	mu   sync.Mutex
 	name string
@@ -141,7 +142,7 @@ func (c *client) serve() {
 		cmds, used, perr := c.p.Parse(in, c.cmds[:0], maxBatch)
 		in = in[used:]
 		c.setInput(c.p.Buffered() + c.p.Returned())
-		if c.sub != nil {
+		if c.sub != nil || c.trk.tc != nil {
 			c.holdOutput()
 		}
 		for i, args := range cmds {
@@ -175,6 +176,7 @@ func (c *client) serve() {
 // writer's deadline bounds the wait.
 func (c *client) close() {
 	c.leave()
+	c.s.trk.gone(c)
 	c.endMulti()
 	c.unwatchAll()
 	c.out.drain()

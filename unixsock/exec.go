@@ -48,6 +48,7 @@ func (c *client) execOnMirror(cmds []queuedCmd) {
 	}
 	var keys []string
 	for _, q := range cmds {
+		c.trackKeys(q.cmd, q.args) // before the read (tracking.go)
 		keys = append(keys, c.cmdKeys(q)...)
 	}
 	view, ok := c.mirrorSnapshot(keys)
@@ -181,6 +182,9 @@ func (c *client) execBlock(cmds []queuedCmd) {
 		return
 	}
 	steps, at := c.blockSteps(cmds)
+	for _, q := range cmds {
+		c.trackKeys(q.cmd, q.args) // before the block reads (tracking.go)
+	}
 	c.loadMisses(steps)
 	ctx, cancel := context.WithTimeout(c.ctx(), writeTimeout)
 	defer cancel()

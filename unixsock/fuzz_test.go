@@ -61,6 +61,7 @@ func FuzzCommands(f *testing.F) {
 		"\xff\xfe\r\n",
 		"\r*1\r\n$40\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000000000\r\n",
 		"HELLO 3\r\nSUBSCRIBE a\r\nPSUBSCRIBE *\r\nGET k\r\nUNSUBSCRIBE\r\n",
+		"HELLO 3\r\nCLIENT TRACKING on\r\nGET k\r\nMGET a b\r\nSET k v\r\nCLIENT TRACKING on bcast prefix a\r\n",
 	} {
 		f.Add([]byte(s))
 	}

@@ -157,6 +157,7 @@ func (c *client) runQueued(q queuedCmd) {
 		c.errorReply(errLoading)
 		return
 	}
+	c.trackKeys(q.cmd, q.args) // tracking.go
 	q.cmd.fn(c, q.args)
 }
 

@@ -209,6 +209,7 @@ func (k *scriptCaller) Call(_ context.Context, args [][]byte) (script.Reply, err
 		return script.ErrorReply(errLoading), nil
 	}
 	cmd.calls.Add(1)
+	k.c.trackKeys(cmd, args) // tracking.go
 	sc := k.sc
 	if k.tx != nil && cmd.has(flagMirror) {
 		sc = k.txc

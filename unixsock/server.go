@@ -97,6 +97,10 @@ type Server struct {
 	ShutdownTimeout time.Duration
 	// ScriptTimeout bounds one script run (EVAL); 0 means DefaultScriptTimeout.
 	ScriptTimeout time.Duration
+	// TrackingTableMaxKeys bounds the keys CLIENT TRACKING remembers; past
+	// it keys are evicted by invalidating them. 0 means
+	// DefaultTrackingTableMaxKeys.
+	TrackingTableMaxKeys int
 
 	ln       net.Listener
 	sockFile os.FileInfo     // the socket file Open created: Close removes only it
@@ -121,6 +125,7 @@ type Server struct {
 	notify   atomic.Uint32 // notify-keyspace-events (configcmds.go); 0: the default
 	scr      scripts       // the script engine (scriptEngine())
 	watches  watchRegistry
+	trk      tracker // client-side caching (tracktable.go)
 }
 
 type serverStats struct {
@@ -172,6 +177,7 @@ func (s *Server) Open() error {
 	}
 	s.Mirror.Handle(s.handleMirrorEvent)
 	s.Mirror.Handle(s.handleWatchEvent)
+	s.Mirror.Handle(s.handleTrackingEvent)
 	errc := s.errChan()
 	s.accepter.Add(1)
 	go func() {
@@ -316,6 +322,7 @@ type Stats struct {
 	EvictedOutput      int64 // clients disconnected for not reading their output within OutputTimeout
 	KeyEventsDropped   int64 // keyspace events and messages not published: the publisher's queue was full
 	AcceptErrors       int64 // accepts that failed and were retried (out of file descriptors, ...)
+	Tracking           TrackingStats
 }
 
 // Stats returns the server's counters.
@@ -334,6 +341,7 @@ func (s *Server) Stats() Stats {
 		EvictedOutput:      s.stats.evictedOutput.Load(),
 		KeyEventsDropped:   s.pub.dropped.Load(),
 		AcceptErrors:       s.stats.acceptErrors.Load(),
+		Tracking:           s.trk.stats(),
 	}
 }
 

@@ -169,6 +169,9 @@ func (c *client) dispatch(args [][]byte) {
 		c.errorReply(errLoading)
 		return
 	}
+	if c.trk.tc != nil {
+		c.beforeCommand(cmd, args) // tracking.go: registers a read's keys first
+	}
 	cmd.fn(c, args)
 }
 

@@ -28,6 +28,9 @@ func (c *client) write(op mirror.WriteOp, reply func(mirror.WriteResult)) {
 		if res, answer = c.blockWrite(op); !answer {
 			return
 		}
+	} else if c.trk.tc != nil && c.beginOwnWrite(op.Keys) { // NOLOOP (tracktable.go)
+		res, err = c.s.Writer.Write(ctx, op)
+		c.endOwnWrite(op.Keys, res.States)
 	} else {
 		res, err = c.s.Writer.Write(ctx, op)
 	}
