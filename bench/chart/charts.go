@@ -63,7 +63,8 @@ func throughput(dir, out, mode string) (chart, error) {
 			names = append(names, b.name)
 		}
 		p.NominalX(names...)
-		p.X.Tick.Label.Font.Size = vg.Points(8)
+		p.X.Tick.Label.Font.Size = vg.Points(7.5)
+		p.Y.Tick.Marker = plainTicks{}
 		p.Y.Min = 0
 		panels = append(panels, p)
 	}
@@ -125,7 +126,9 @@ func propagationChart(dir, out string) (chart, error) {
 		}
 		x := float64(pr.Sidecars)
 		for i, v := range []float64{pr.Probed.Visible.P99, pr.Probed.Visible.P50, pr.Probed.FloorProbes.P99, pr.Probed.FloorProbes.P50} {
-			lines[names[i]] = append(lines[names[i]], plotter.XY{X: x, Y: v / 1000})
+			if v > 0 { // a log scale: a figure the run lacks is left out
+				lines[names[i]] = append(lines[names[i]], plotter.XY{X: x, Y: v / 1000})
+			}
 		}
 	}
 	if !ok || len(lines) == 0 {
@@ -135,7 +138,9 @@ func propagationChart(dir, out string) (chart, error) {
 	p := plot.New()
 	p.Title.Text = "Propagation: commit → visible in every sidecar vs the NOTIFY floor"
 	p.X.Label.Text = "sidecars"
-	p.Y.Label.Text = "ms after the trigger's sent_at"
+	p.Y.Label.Text = "ms after sent_at, log scale"
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = plainTicks{plot.LogTicks{Prec: -1}}
 	p.Legend.Top = true
 	p.Legend.Left = true
 	for i, name := range names {
@@ -143,7 +148,6 @@ func propagationChart(dir, out string) (chart, error) {
 			return c, err
 		}
 	}
-	p.Y.Min = 0
 	return c, save(p, out, c.file)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -99,3 +100,20 @@ func useSans() {
 func upper(s string) string { return strings.ToUpper(s) }
 
 func init() { useSans() }
+
+// plainTicks labels ticks as numbers without trailing zeros (25, not 25.00).
+type plainTicks struct{ plot.Ticker }
+
+func (t plainTicks) Ticks(min, max float64) []plot.Tick {
+	inner := t.Ticker
+	if inner == nil {
+		inner = plot.DefaultTicks{}
+	}
+	ticks := inner.Ticks(min, max)
+	for i := range ticks {
+		if ticks[i].Label != "" {
+			ticks[i].Label = strconv.FormatFloat(ticks[i].Value, 'g', -1, 64)
+		}
+	}
+	return ticks
+}
