@@ -22,6 +22,7 @@ test: setup ## vet, the race-enabled test suite against throwaway PostgreSQL clu
 	$(GO) vet $(PKGS)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o /dev/null .
 	$(GO) test -race -count=1 -timeout 8m $(PKGS)
+	cd bench/chart && $(GO) vet ./... && $(GO) test -count=1 ./... # its own module (gonum's plot), outside ./...
 	$(GO) test -run '^$$' -fuzz FuzzCommands -fuzztime 10s ./unixsock/
 	$(GO) test -run '^$$' -fuzz FuzzParser -fuzztime 10s ./unixsock/
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 10s ./listener/
@@ -37,6 +38,7 @@ check: ## gofmt, go vet and staticcheck
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
+	cd bench/chart && $(GO) vet ./... && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 bench: setup build ## pgmirror side by side with Redis and pgbench (SPEC §8, ~10 min); rewrites BENCHMARKS.md's results
 	@bench/run.sh

@@ -12,7 +12,9 @@
 # sidecars (group commit) against the same writes one per transaction.
 #
 # The table is printed; a full run replaces the section "make bench-fanout
-# results" of BENCHMARKS.md. Every process is stopped on exit (trap); the
+# results" of BENCHMARKS.md and bench/chart draws the cost law with its
+# measured points from the same fanout.json into bench/charts/fanout.svg,
+# linked at the top of that section. Every process is stopped on exit (trap); the
 # temporary directory is removed after a successful run and kept after a
 # failure, for its logs.
 #
@@ -96,6 +98,7 @@ logcmd "make bench-fanout  # make build (bin/pgmirror), then bench/fanout.sh, wh
 log "building bench/cmd/fanout"
 logcmd go build -o "$work/bin/" ./bench/cmd/fanout
 go build -o "$work/bin/" ./bench/cmd/fanout
+(cd bench/chart && go build -o "$work/bin/chart" .) # its own module: gonum's plot stays out of the sidecar's
 
 # --- Postgres ---------------------------------------------------------------
 log "starting PostgreSQL in $work/pg (max_connections $max_connections)"
@@ -130,4 +133,12 @@ log "fan-out with $sidecars sidecars"
 child=$!
 wait "$child"
 child=
+# The chart of the cost law, from the same fanout.json; a run that updated
+# BENCHMARKS.md writes it to bench/charts/ and links it under its section.
+if [ "$update_bench" = 1 ]; then
+    "$work/bin/chart" fanout -json "$res/fanout.json" -out bench/charts -benchmarks BENCHMARKS.md
+else
+    "$work/bin/chart" fanout -json "$res/fanout.json" -out "$res/charts"
+    log "chart of this run in $res/charts (BENCH_KEEP=1 keeps it)"
+fi
 log "done in $(($(date +%s) - started)) s"

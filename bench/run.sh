@@ -22,7 +22,8 @@
 #   6. a perf CPU profile of the sidecar under GET -c 50, when perf works.
 #
 # bench/cmd/report then prints one table and replaces the section "make bench
-# results" of BENCHMARKS.md. Every process is stopped on exit (trap); the
+# results" of BENCHMARKS.md, and bench/chart draws the charts of the same
+# result files into bench/charts/ and links them at the top of that section. Every process is stopped on exit (trap); the
 # temporary directory is removed after a successful run and kept after a
 # failure, for its logs.
 #
@@ -114,6 +115,7 @@ logcmd() {
 # --- build ------------------------------------------------------------------
 log "building the bench tools"
 go build -o "$work/bin/" ./bench/cmd/propagation ./bench/cmd/warmstart ./bench/cmd/report ./bench/cmd/txbench
+(cd bench/chart && go build -o "$work/bin/chart" .) # its own module: gonum's plot stays out of the sidecar's
 # The profile needs symbols; bin/pgmirror is stripped (-s -w).
 go build -trimpath -o "$work/bin/pgmirror-symbols" .
 
@@ -353,4 +355,10 @@ fg "${cmd[@]}" 2> >(tee "$work/warmstart.log" | sed 's/^/bench: /' >&2) ||
 update=(-benchmarks BENCHMARKS.md)
 [ "$quick" = 1 ] && update=()
 "$work/bin/report" -dir "$res" "${update[@]}"
+# The charts, from the same result files; a full run writes them to
+# bench/charts/ and links them under the section it just wrote.
+charts=bench/charts
+[ "$quick" = 1 ] && charts=$res/charts
+"$work/bin/chart" bench -dir "$res" -out "$charts" "${update[@]}"
+[ "$quick" = 1 ] && log "charts of this smoke run in $charts (BENCH_KEEP=1 keeps them)"
 log "done in $(($(date +%s) - started)) s"
