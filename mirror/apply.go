@@ -40,7 +40,7 @@ func (m *Mirror) applyLocked(b Batch) {
 	}
 	rl := m.reload.Load()
 	sets := m.valueSets.Load()
-	truncated := false
+	truncated, flushed := false, false
 	var msgs []Message
 	m.lockView()
 	defer m.unlockView() // after settle: the values are readable
@@ -56,13 +56,14 @@ func (m *Mirror) applyLocked(b Batch) {
 			truncated = true
 		case OpFlush:
 			m.applyFlush(b.Xid, c, rl)
+			flushed = true
 		case OpMessage:
 			msgs = append(msgs, Message{Channel: c.Key, Data: c.Value})
 		default:
 			m.applyChange(b.Xid, c, rl, nil)
 		}
 	}
-	m.endBatch(truncated)
+	m.endBatch(truncated, flushed)
 	m.emitMessages(msgs)
 	for t := range m.tickets {
 		t.seen = append(t.seen, b.Xid)
@@ -181,7 +182,7 @@ func (m *Mirror) ApplyWrite(t *WriteTicket, xid uint64, changes []Change) {
 		t.m, t.xid, t.echoed = m, xid, make(chan struct{})
 		m.awaiting[xid] = t.echoed
 	}
-	m.endBatch(false)
+	m.endBatch(false, false)
 	m.settle(sets)
 	m.signalApplied()
 }

@@ -54,6 +54,10 @@ const (
 	// FlushOverflow: the handlers fell so far behind that key changes
 	// were dropped instead of queued.
 	FlushOverflow
+	// FlushDB: FLUSHDB/FLUSHALL (a flush record) deleted every key of a
+	// namespace, or all. The batch's event lists the deletes, and comes
+	// just before.
+	FlushDB
 )
 
 func (c FlushCause) String() string {
@@ -66,6 +70,8 @@ func (c FlushCause) String() string {
 		return "drift"
 	case FlushOverflow:
 		return "overflow"
+	case FlushDB:
+		return "flushdb"
 	}
 	return "unknown"
 }
@@ -259,14 +265,17 @@ func (m *Mirror) changed(key, event string, origin uint64) {
 }
 
 // endBatch queues the changes of the batch just applied (applyMu held),
-// then the flush of a truncate in it.
-func (m *Mirror) endBatch(truncated bool) {
+// then the flush of a truncate or FLUSHDB in it.
+func (m *Mirror) endBatch(truncated, flushed bool) {
 	if len(m.batch) > 0 {
 		m.emitChanges(m.batch, mergeNone)
 		m.batch = nil
 	}
-	if truncated {
+	switch {
+	case truncated:
 		m.emit(Event{Kind: KindFlush, Flush: FlushTruncate, Reason: "truncate"})
+	case flushed:
+		m.emit(Event{Kind: KindFlush, Flush: FlushDB, Reason: "flushdb"})
 	}
 }
 

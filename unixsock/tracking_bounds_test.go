@@ -15,7 +15,7 @@ import (
 	"pgmirror/unixsock"
 )
 
-// TestTrackingFlushes: a TRUNCATE, a cut of the listener's connection and
+// TestTrackingFlushes: a TRUNCATE, a FLUSHDB, a cut of the listener's connection and
 // a reload that repairs drift each send a flush-everything invalidation.
 func TestTrackingFlushes(t *testing.T) {
 	dsn, db := testdb.New(t)
@@ -23,6 +23,10 @@ func TestTrackingFlushes(t *testing.T) {
 	c := tracking(t, sc.socket)
 	c.do("GET", "x")
 	exec(t, db, `TRUNCATE cache_entries`)
+	c.expect(flushAll, 5*time.Second)
+
+	c.do("GET", "x")
+	dialRaw(t, sc.socket).do("FLUSHDB")
 	c.expect(flushAll, 5*time.Second)
 
 	c.do("GET", "x")

@@ -131,6 +131,9 @@ func (s *Server) handleWatchEvent(ev mirror.Event) {
 			}
 		}
 	case mirror.KindFlush:
+		if ev.Flush == mirror.FlushDB {
+			break // its deletes came as key changes: as in Redis, they touch the keys that existed
+		}
 		for _, w := range r.watchers {
 			for c := range w {
 				c.watch.dirty.Store(true)
