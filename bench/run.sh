@@ -17,6 +17,10 @@
 #      (bench/cmd/txbench; redis-benchmark cannot send a MULTI block);
 #   4. propagation commit -> visible in 1, 10, 50 sidecars at 1,000 writes/s
 #      next to a bare pq.Listener (bench/cmd/propagation);
+#   4b. client-side caching: commit -> invalidation received by a CLIENT
+#      TRACKING client on each of 1 and 10 sidecars next to the raw NOTIFY
+#      floor of the same run, and rueidis DoCache hits/s against plain GETs
+#      (bench/cmd/invalidation);
 #   5. warm start of 1,000,000 rows of 100 bytes: time to ready and VmRSS
 #      (bench/cmd/warmstart);
 #   6. a perf CPU profile of the sidecar under GET -c 50, when perf works.
@@ -38,9 +42,11 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 quick=${BENCH_QUICK:-0}
 if [ "$quick" = 1 ]; then
     reps=1 pgbench_t=3 tx_secs=3s prop_sidecars=1,10 prop_quiet=3s prop_probed=5s warm_runs=1 warm_rows=200000 prof_secs=3
+    inv_probes=100 inv_hits_for=1s
     n_get_c1=20000 n_get_c50=100000 n_get_p16=400000 n_set_c1=2000 n_set_c50=10000 n_set_p16=20000
 else
     reps=3 pgbench_t=10 tx_secs=10s prop_sidecars=1,10,50 prop_quiet=10s prop_probed=15s warm_runs=3 warm_rows=1000000 prof_secs=8
+    inv_probes=300 inv_hits_for=3s
     n_get_c1=100000 n_get_c50=500000 n_get_p16=2000000 n_set_c1=5000 n_set_c50=50000 n_set_p16=30000
 fi
 keys=100000 # preloaded keys, key:000000000000 .. key:000000099999, as redis-benchmark -r 100000 names them
@@ -114,7 +120,8 @@ logcmd() {
 
 # --- build ------------------------------------------------------------------
 log "building the bench tools"
-go build -o "$work/bin/" ./bench/cmd/propagation ./bench/cmd/warmstart ./bench/cmd/report ./bench/cmd/txbench
+go build -o "$work/bin/" ./bench/cmd/propagation ./bench/cmd/warmstart ./bench/cmd/report ./bench/cmd/txbench \
+    ./bench/cmd/invalidation
 (cd bench/chart && go build -o "$work/bin/chart" .) # its own module: gonum's plot stays out of the sidecar's
 # The profile needs symbols; bin/pgmirror is stripped (-s -w).
 go build -trimpath -o "$work/bin/pgmirror-symbols" .
@@ -124,7 +131,7 @@ log "starting PostgreSQL in $work/pg"
 start_postgres "make bench" 55432 400 "shared_preload_libraries = 'pg_stat_statements'" "pg_stat_statements.track = all"
 dsn() { echo "host=$work/pg port=$port user=postgres dbname=$1 sslmode=disable"; }
 sql() { local db=$1; shift; "$pgbin/psql" -X -q -v ON_ERROR_STOP=1 -At "$(dsn "$db")" "$@"; }
-for db in bench prop warm; do sql postgres -c "CREATE DATABASE $db"; done
+for db in bench prop inv warm; do sql postgres -c "CREATE DATABASE $db"; done
 
 # --- the 100,000 keys, in Postgres and Redis ---------------------------------
 # key:%012d and a 100-byte value: 88 'v' then the key's 12 digits.
@@ -318,6 +325,17 @@ cmd=("$work/bin/propagation" -bin bin/pgmirror -dsn "$(dsn prop)" -dir "$work/pr
 logcmd "${cmd[@]}"
 fg "${cmd[@]}" 2> >(tee "$work/propagation.log" | sed 's/^/bench: /' >&2) ||
     die "propagation failed; see $work/propagation.log and $work/prop/"
+
+# --- invalidation (client-side caching) -------------------------------------------
+# Its own database: the program empties cache_entries, and no other sidecar listens there.
+logcmd bin/pgmirror migrate --dsn "$(dsn inv)"
+bin/pgmirror migrate --dsn "$(dsn inv)" >/dev/null 2>&1 || die "pgmirror migrate (inv) failed"
+log "invalidation with 1 and 10 sidecars, $inv_probes probes each"
+cmd=("$work/bin/invalidation" -bin bin/pgmirror -dsn "$(dsn inv)" -dir "$work/inv" -sidecars 1,10
+    -probes "$inv_probes" -hits-for "$inv_hits_for" -out "$res/invalidation.json")
+logcmd "${cmd[@]}"
+fg "${cmd[@]}" 2> >(tee "$work/invalidation.log" | sed 's/^/bench: /' >&2) ||
+    die "invalidation failed; see $work/invalidation.log and $work/inv/"
 
 # --- warm start ------------------------------------------------------------------
 log "warm start: inserting $warm_rows rows of 100 bytes"

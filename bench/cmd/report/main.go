@@ -375,6 +375,10 @@ func (r *report) build() string {
 		}
 	}
 
+	// Client-side caching (bench/cmd/invalidation).
+	invs := r.invalidations()
+	rows = append(rows, invRows(invs)...)
+
 	// Warm start.
 	var ws warmstart
 	if readJSON(r.path("warmstart.json"), &ws) {
@@ -479,6 +483,7 @@ func (r *report) build() string {
 			return strings.Join(parts, "; ")
 		}())
 	}
+	r.invDetails(invs)
 	if len(ws.Runs) > 0 {
 		r.printf("\nWarm start (`--max-memory %s`; %d rows, %s MiB of keys and values):\n\n", ws.MaxMemory, ws.Rows, mib(ws.RawBytes))
 		r.printf("| run | ready s | load_took | VmRSS at ready MiB | VmRSS 3 s later MiB | VmHWM MiB |\n|---|---|---|---|---|---|\n")
