@@ -234,6 +234,10 @@ var aclCategories = map[string]string{
 	"touch": "keyspace read fast", "ttl": "keyspace read fast", "type": "keyspace read fast",
 	"unlink": "keyspace write fast", "unsubscribe": "pubsub slow", "unwatch": "fast transaction",
 	"wait": "slow connection", "watch": "fast transaction", "pgmirror.resync": "admin slow dangerous",
+	"publish": "pubsub fast", "pubsub": "slow", "pubsub|channels": "pubsub slow", "pubsub|numsub": "pubsub slow",
+	"pubsub|numpat": "pubsub slow", "pubsub|shardchannels": "pubsub slow", "pubsub|shardnumsub": "pubsub slow",
+	"pubsub|help": "slow", "cluster": "slow", "client|tracking": "slow connection", "client|caching": "slow connection",
+	"client|getredir": "slow connection", "client|trackinginfo": "slow connection",
 }
 
 // commandGetKeys answers COMMAND GETKEYS and GETKEYSANDFLAGS full-command.
