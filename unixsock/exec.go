@@ -236,7 +236,8 @@ func (c *client) blockSteps(cmds []queuedCmd) ([]pgstore.BlockStep, []int) {
 
 // loadMisses runs the loaders of the keys the block reads before it writes
 // them and the mirror lacks, as a GET outside the block would: the block
-// then reads the rows they stored.
+// then reads the rows they stored. A watched key is left alone: the row
+// its loader stored would abort the block's own WATCH.
 func (c *client) loadMisses(steps []pgstore.BlockStep) {
 	written := map[string]bool{}
 	for _, s := range steps {
@@ -247,7 +248,7 @@ func (c *client) loadMisses(steps []pgstore.BlockStep) {
 			continue
 		}
 		for _, k := range s.Read {
-			if !written[k] {
+			if _, watched := c.txn.watched[k]; !written[k] && !watched {
 				if l, err := c.s.Mirror.Exists(k); err == nil && !l.Found {
 					_, _, _ = c.s.Mirror.Get(c.ctx(), k)
 				}
