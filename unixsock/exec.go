@@ -53,9 +53,14 @@ func (c *client) execOnMirror(cmds []queuedCmd) {
 	}
 	view, ok := c.mirrorSnapshot(keys)
 	if !ok {
+		bw, ok := c.s.Writer.(blockWriter)
+		if !ok {
+			c.errorReply("ERR transactions need pgmirror's Postgres writer")
+			return
+		}
 		ctx, cancel := context.WithTimeout(c.ctx(), writeTimeout)
 		defer cancel()
-		res, err := c.s.Writer.(blockWriter).WriteBlock(ctx, pgstore.Block{Steps: []pgstore.BlockStep{{Read: keys}}})
+		res, err := bw.WriteBlock(ctx, pgstore.Block{Steps: []pgstore.BlockStep{{Read: keys}}})
 		if err != nil {
 			c.errorReply("ERR transaction failed: " + err.Error())
 			return

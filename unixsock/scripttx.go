@@ -36,7 +36,8 @@ type txBeginner interface {
 }
 
 func (c *client) evalWrites(e *script.Engine, s *script.Script, req script.Request) (script.Reply, error) {
-	if _, ok := c.s.Writer.(txBeginner); !ok {
+	_, tb := c.s.Writer.(txBeginner)
+	if _, bw := c.s.Writer.(blockWriter); !tb || !bw {
 		return script.ErrorReply("ERR pgmirror: scripts that write need transactions, which this server's writer lacks"), nil
 	}
 	if len(req.Keys) > maxScriptKeys {
