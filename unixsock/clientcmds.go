@@ -140,6 +140,8 @@ func (c *client) describe() string {
 	if c.info.noTouch.Load() {
 		flags += "T"
 	}
+	tflags, redir := c.s.trk.listed(c.id)
+	flags += tflags
 	cmd := "NULL"
 	if last := c.info.last.Load(); last != nil {
 		cmd = last.name
@@ -159,9 +161,9 @@ func (c *client) describe() string {
 	addr := c.s.Socket + ":0"
 	return fmt.Sprintf("id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=%d flags=%s db=0 sub=%d psub=%d ssub=0 "+
 		"multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=%d events=r "+
-		"cmd=%s user=default redir=-1 resp=%d lib-name=%s lib-ver=%s\n",
+		"cmd=%s user=default redir=%d resp=%d lib-name=%s lib-ver=%s\n",
 		c.id, addr, addr, c.fd(), name, int64(now.Sub(c.info.created).Seconds()), idle, flags, sub, psub,
-		c.used.Load(), cmd, resp, lib[0], lib[1])
+		c.used.Load(), cmd, redir, resp, lib[0], lib[1])
 }
 
 // subscriptions counts c's channels and patterns.

@@ -63,6 +63,26 @@ func (t *tracker) initLocked() {
 	}
 }
 
+// listed is what CLIENT LIST shows of client id's tracking: its flags
+// (t tracking, B broadcast, R redirect target gone) and redir (-1 when not
+// tracking, 0 when pushes go to the client itself), as Redis shows them.
+func (t *tracker) listed(id int64) (flags string, redir int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tc := t.clients[id]
+	if tc == nil {
+		return "", -1
+	}
+	flags = "t"
+	if tc.broken {
+		flags += "R"
+	}
+	if tc.opts.bcast {
+		flags += "B"
+	}
+	return flags, tc.opts.redirect
+}
+
 // enable records c's tracking mode and returns it.
 func (t *tracker) enable(c *client, o trackOpts) *trackingClient {
 	tc := &trackingClient{c: c, opts: o}
