@@ -55,6 +55,7 @@ func demoHints(addr string) {
 	e.Printf("demo: or, in another terminal:")
 	e.Printf("  curl -X POST 'http://%s/v1/profile/ada?action=inc_likes'", addr)
 	e.Printf("  curl -N http://%s/stream/ada", addr)
+	e.Printf("  curl -i http://%s/v1/counters/ada   # from the app's client-side cache (X-Cache: hit)", addr)
 	e.Printf("  psql %q -c \"UPDATE profile SET followers = 1000 WHERE username = 'ada'\"   # every window shows 1000", e.DSN)
 	e.Printf("  redis-cli -s %s GET profile:ada", demoSocket)
 	e.Printf("demo: Ctrl-C stops the app, the sidecar and Postgres")

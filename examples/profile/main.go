@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	_ "embed"
 	"encoding/json"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/lib/pq"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
 )
 
 //go:embed index.html
@@ -58,6 +60,16 @@ func incrementSQL(column string) string {
 type app struct {
 	db  *sql.DB       // the write path only
 	rdb *redis.Client // the pgmirror sidecar's socket: reads and notifications
+	// csc reads counters through rueidis's client-side cache: the values
+	// live in this process, and the sidecar invalidates them (CLIENT
+	// TRACKING) when Postgres changes the row, whoever changed it.
+	csc rueidis.Client
+}
+
+// newCSC connects rueidis, with its client-side caching on, to the sidecar's socket.
+func newCSC(socket string) (rueidis.Client, error) {
+	return rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{socket},
+		DialFn: func(_ string, d *net.Dialer, _ *tls.Config) (net.Conn, error) { return d.Dial("unix", socket) }})
 }
 
 func (a *app) routes() http.Handler {
@@ -67,6 +79,7 @@ func (a *app) routes() http.Handler {
 		w.Write(indexHTML)
 	})
 	mux.HandleFunc("POST /v1/profile/{user}", a.increment)
+	mux.HandleFunc("GET /v1/counters/{user}", a.read)
 	mux.HandleFunc("GET /stream/{user}", a.stream)
 	return mux
 }
@@ -97,6 +110,33 @@ func (a *app) increment(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(c)
+}
+
+// read (GET /v1/counters/{user}) answers the user's counters from the
+// client-side cache (X-Cache: hit when they came from this process's
+// memory, miss when from the sidecar), "null" when there are none.
+func (a *app) read(w http.ResponseWriter, r *http.Request) {
+	user := r.PathValue("user")
+	if !validUser.MatchString(user) {
+		http.Error(w, "bad user name: want 1 to 64 letters, digits, '_' or '-'", http.StatusBadRequest)
+		return
+	}
+	if a.csc == nil {
+		http.Error(w, "no client-side cache configured", http.StatusServiceUnavailable)
+		return
+	}
+	res := a.csc.DoCache(r.Context(), a.csc.B().Get().Key(keyPrefix+user).Cache(), time.Hour)
+	value, err := res.ToString()
+	switch {
+	case rueidis.IsRedisNil(err):
+		value = "null"
+	case err != nil:
+		http.Error(w, "reading the cache: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("X-Cache", map[bool]string{true: "hit", false: "miss"}[res.IsCacheHit()])
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintln(w, value)
 }
 
 // dbFailureStatus is 503 when Postgres could not be reached or is shutting
@@ -197,6 +237,11 @@ func run() error {
 	defer db.Close()
 	rdb := redis.NewClient(&redis.Options{Network: "unix", Addr: *socket})
 	defer rdb.Close()
+	csc, err := newCSC(*socket)
+	if err != nil {
+		return fmt.Errorf("no pgmirror sidecar answers rueidis on %s (-socket; is `make run` running?): %w", *socket, err)
+	}
+	defer csc.Close()
 
 	checkCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -221,7 +266,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("-addr: %w", err)
 	}
-	srv := &http.Server{Handler: (&app{db: db, rdb: rdb}).routes(), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: (&app{db: db, rdb: rdb, csc: csc}).routes(), ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(_ net.Listener) context.Context { return ctx }} // a signal ends the streams too
 	go func() {
 		<-ctx.Done()

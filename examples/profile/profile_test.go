@@ -374,3 +374,53 @@ func TestStreamOnPublishFromSQL(t *testing.T) {
 		}
 	}
 }
+
+// TestReadFromClientSideCache: GET /v1/counters/{user} answers from
+// rueidis's client-side cache (a second read is a hit, no trip to the
+// sidecar), and a change Postgres makes — a POST's UPDATE, an UPDATE and a
+// DELETE in plain SQL — reaches that cache within a second.
+func TestReadFromClientSideCache(t *testing.T) {
+	t.Parallel()
+	dsn, db := testdb.New(t)
+	applySchema(t, db)
+	sc := sidecartest.Start(t, dsn, sidecartest.Config{})
+	csc, err := newCSC(sc.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(csc.Close)
+	url := serve(t, &app{db: db, rdb: sc.Client, csc: csc})
+	read := func() (string, string) {
+		resp, err := http.Get(url + "/v1/counters/ada")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return strings.TrimSpace(string(body)), resp.Header.Get("X-Cache")
+	}
+	if code, _ := post(t, url+"/v1/profile/ada?action=inc_likes"); code != http.StatusOK {
+		t.Fatalf("POST: %d", code)
+	}
+	want := `{"likes":1,"followers":0,"followings":0}`
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
+		v, _ := read()
+		return v == want, fmt.Sprintf("read %s, want %s", v, want)
+	})
+	if v, cache := read(); v != want || cache != "hit" {
+		t.Fatalf("second read: %s (%s), want %s from the client-side cache", v, cache, want)
+	}
+	steps := []struct{ sql, want string }{
+		{`UPDATE profile SET likes = 41 WHERE username = 'ada'`, `{"likes":41,"followers":0,"followings":0}`},
+		{`DELETE FROM profile WHERE username = 'ada'`, `null`},
+	}
+	for _, s := range steps {
+		if _, err := db.Exec(s.sql); err != nil {
+			t.Fatal(err)
+		}
+		testutil.Eventually(t, time.Second, func() (bool, string) {
+			v, _ := read()
+			return v == s.want, fmt.Sprintf("after %s: read %s, want %s", s.sql, v, s.want)
+		})
+	}
+}
