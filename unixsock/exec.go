@@ -49,7 +49,7 @@ func (c *client) execOnMirror(cmds []queuedCmd) {
 	var keys []string
 	for _, q := range cmds {
 		c.trackKeys(q.cmd, q.args) // before the read (tracking.go)
-		keys = append(keys, c.cmdKeys(q)...)
+		keys = append(keys, c.cmdKeys(q.cmd, q.args)...)
 	}
 	view, ok := c.mirrorSnapshot(keys)
 	if !ok {
@@ -221,7 +221,7 @@ func (c *client) blockSteps(cmds []queuedCmd) ([]pgstore.BlockStep, []int) {
 	for i, q := range cmds {
 		at[i] = -1
 		switch {
-		case q.cmd.has(flagWrite) || q.cmd.name == "publish":
+		case inBlockStep(q.cmd):
 			b.steps = b.steps[:0]
 			q.cmd.fn(c, q.args)
 			if len(b.steps) == 1 {
@@ -229,7 +229,7 @@ func (c *client) blockSteps(cmds []queuedCmd) ([]pgstore.BlockStep, []int) {
 				steps = append(steps, b.steps[0])
 			}
 		default:
-			if keys := c.cmdKeys(q); len(keys) > 0 {
+			if keys := c.cmdKeys(q.cmd, q.args); len(keys) > 0 {
 				at[i] = len(steps)
 				steps = append(steps, pgstore.BlockStep{Read: keys})
 			}
@@ -271,7 +271,7 @@ func (c *client) replayBlock(cmds []queuedCmd, at []int, res pgstore.BlockResult
 	for i, q := range cmds {
 		b.next, b.view = nil, nil
 		if s := at[i]; s >= 0 {
-			if st := &res.Steps[s]; q.cmd.has(flagWrite) || q.cmd.name == "publish" {
+			if st := &res.Steps[s]; inBlockStep(q.cmd) {
 				b.next = &st.Res
 			} else {
 				b.view = &blockView{Mirror: c.s.Mirror, rows: st.Rows}
@@ -290,27 +290,32 @@ func (c *client) watchedKeys() []pgstore.WatchedKey {
 	return ws
 }
 
-// cmdKeys returns the namespaced keys of a queued command, as the table's
-// key positions name them; keys invalid for pgmirror are left out (their
+// cmdKeys returns the namespaced keys a command names, as the table's key
+// positions name them; keys invalid for pgmirror are left out (their
 // command answers the error).
-func (c *client) cmdKeys(q queuedCmd) []string {
-	kr := q.cmd.keys
+func (c *client) cmdKeys(cmd *command, args [][]byte) []string {
+	kr := cmd.keys
 	if kr.first == 0 {
 		return nil
 	}
 	last := kr.last
 	if last < 0 {
-		last = len(q.args) + last
+		last += len(args)
 	}
 	var keys []string
-	for i := kr.first; i <= last && i < len(q.args); i += max(kr.step, 1) {
-		b := q.args[i]
+	for i := kr.first; i <= last && i < len(args); i += max(kr.step, 1) {
+		b := args[i]
 		if utf8.Valid(b) && strings.IndexByte(string(b), 0) < 0 && len(c.s.Namespace)+len(b) <= mirror.MaxKeyBytes {
 			keys = append(keys, c.s.Namespace+string(b))
 		}
 	}
 	return keys
 }
+
+// inBlockStep reports whether a command of a block is a step of its own
+// in the group commit: a write, or a PUBLISH (sent at the commit, after
+// the block's writes).
+func inBlockStep(cmd *command) bool { return cmd.has(flagWrite) || cmd.name == "publish" }
 
 // txError words a failed transaction's error.
 func txError(err error) string {

@@ -143,8 +143,8 @@ func cmdExec(c *client, _ [][]byte) {
 
 func hasWrite(cmds []queuedCmd) bool {
 	for _, q := range cmds {
-		if q.cmd.has(flagWrite) || q.cmd.name == "publish" {
-			return true // PUBLISH is sent at the block's commit, after its writes
+		if inBlockStep(q.cmd) {
+			return true
 		}
 	}
 	return false

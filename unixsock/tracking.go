@@ -16,9 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
-
-	"pgmirror/mirror"
 )
 
 // trackOpts is one client's tracking mode, as CLIENT TRACKING ON set it.
@@ -329,17 +326,6 @@ func (c *client) trackKeys(cmd *command, args [][]byte) {
 	if tc.opts.optin && !c.trk.caching || tc.opts.optout && c.trk.caching {
 		return
 	}
-	kr := cmd.keys
-	last := kr.last
-	if last < 0 {
-		last += len(args)
-	}
-	keys := make([]string, 0, last-kr.first+1)
-	for i := kr.first; i <= last && i < len(args); i += max(kr.step, 1) {
-		b := args[i]
-		if utf8.Valid(b) && strings.IndexByte(string(b), 0) < 0 && len(c.s.Namespace)+len(b) <= mirror.MaxKeyBytes {
-			keys = append(keys, c.s.Namespace+string(b))
-		}
-	}
+	keys := c.cmdKeys(cmd, args) // exec.go
 	c.s.trk.remember(c.s, tc, keys)
 }
