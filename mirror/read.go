@@ -199,6 +199,29 @@ func (m *Mirror) Get(ctx context.Context, key string) (value []byte, found bool,
 	}
 }
 
+// GetNow is Get for a caller that must not wait (the socket server's event
+// loop): done is false, and nothing is counted, when the answer needs
+// Postgres (a loader's key, a value the mirror no longer holds, a state
+// the notifications have not caught up with); the caller then asks Get.
+func (m *Mirror) GetNow(ctx context.Context, key string) (value []byte, found, done bool, err error) {
+	if err := m.readable(); err != nil {
+		return nil, false, true, err
+	}
+	l := m.lookup(key, m.clock.dbNow(), touches(ctx))
+	if !l.Found {
+		if !l.Absent && m.opts.Loader != nil && m.opts.Loader.Covers(key) {
+			return nil, false, false, nil
+		}
+		m.stats.misses.Add(1)
+		return nil, false, true, nil
+	}
+	if v, ok := m.heldValue(key, l); ok {
+		m.stats.hits.Add(1)
+		return v, true, true, nil
+	}
+	return nil, false, false, nil
+}
+
 // mgetParallel bounds the keys one GetMulti reads from Postgres at once
 // (loaders, and values the cache dropped); the store's connection limit
 // bounds them across all callers.

@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Accept backoff, as net/http's Server: a failing accept (out of file
@@ -22,8 +25,9 @@ const (
 func (s *Server) serve() error {
 	var delay time.Duration
 	var lastLog time.Time
+	next := 0
 	for {
-		nc, err := s.ln.Accept()
+		fd, err := acceptFD(s.ln)
 		if err != nil {
 			if s.draining.Load() {
 				return nil
@@ -46,27 +50,54 @@ func (s *Server) serve() error {
 		}
 		delay = 0
 		s.stats.connections.Add(1)
-		c := s.newClient(nc)
-		s.mu.Lock()
-		full := len(s.conns) >= s.MaxClients
-		if !full {
-			s.conns[c] = struct{}{}
-			s.wg.Add(1)
-		}
-		s.mu.Unlock()
-		if full {
-			s.stats.rejected.Add(1)
-			_, _ = nc.Write([]byte("-ERR max number of clients reached\r\n"))
-			nc.Close()
-			continue
-		}
-		go func() {
-			defer s.wg.Done()
-			c.serve()
-			s.mu.Lock()
-			delete(s.conns, c)
-			s.mu.Unlock()
-		}()
+		next++
+		s.admit(fd, s.loops[next%len(s.loops)])
+	}
+}
+
+// acceptFD accepts a connection on the listener and returns its socket,
+// non-blocking, for an event loop alone: a duplicate of the descriptor Go
+// accepted, which is closed (and so leaves Go's poller, which would
+// otherwise wake for every request too).
+func acceptFD(ln net.Listener) (int, error) {
+	nc, err := ln.Accept()
+	if err != nil {
+		return -1, err
+	}
+	defer nc.Close()
+	raw, err := nc.(*net.UnixConn).SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd, derr := -1, error(nil)
+	if err := raw.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, os.NewSyscallError("fcntl", derr)
+	}
+	return nfd, nil
+}
+
+// admit gives a new connection to loop l, or refuses it past --max-clients.
+func (s *Server) admit(fd int, l *loop) {
+	c := s.newClient(fd)
+	s.mu.Lock()
+	full := len(s.conns) >= s.MaxClients
+	if !full {
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+	}
+	s.mu.Unlock()
+	if full {
+		s.stats.rejected.Add(1)
+		_, _ = unix.Write(fd, []byte("-ERR max number of clients reached\r\n"))
+		_ = unix.Close(fd)
+		return
+	}
+	if err := l.add(c); err != nil {
+		s.Logger.Error("event loop: cannot watch a new client; disconnecting it", "error", err)
+		c.finish()
 	}
 }
 

@@ -111,7 +111,7 @@ func (s *Server) evict(c *client, reason, why string) {
 	s.Logger.Warn("disconnecting a client: "+why, "client", c.id, "name", name, "reason", reason,
 		"client_bytes", c.used.Load(), "all_clients_bytes", s.budget.total.Load(),
 		"max_client_buffers", s.MaxClientBuffers, "output_timeout", s.OutputTimeout.String())
-	_ = c.nc.Close()
+	c.kill()
 }
 
 // startHelpers starts the goroutines Close stops: the keyspace

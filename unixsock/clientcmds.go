@@ -162,7 +162,7 @@ func (c *client) describe() string {
 	return fmt.Sprintf("id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=%d flags=%s db=0 sub=%d psub=%d ssub=0 "+
 		"multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=%d events=r "+
 		"cmd=%s user=default redir=%d resp=%d lib-name=%s lib-ver=%s\n",
-		c.id, addr, addr, c.fd(), name, int64(now.Sub(c.info.created).Seconds()), idle, flags, sub, psub,
+		c.id, addr, addr, c.sockFD(), name, int64(now.Sub(c.info.created).Seconds()), idle, flags, sub, psub,
 		c.used.Load(), cmd, redir, resp, lib[0], lib[1])
 }
 
@@ -177,13 +177,12 @@ func (c *client) subscriptions() (int, int) {
 	return len(c.sub.channels), len(c.sub.patterns)
 }
 
-// fd is the connection's file descriptor, or -1.
-func (c *client) fd() int {
-	fd := -1
-	if c.raw != nil {
-		_ = c.raw.Control(func(d uintptr) { fd = int(d) })
+// sockFD is the connection's file descriptor, or -1.
+func (c *client) sockFD() int {
+	if c.lp == nil {
+		return -1
 	}
-	return fd
+	return c.fd
 }
 
 // clientType is c's type as CLIENT LIST TYPE and CLIENT KILL TYPE name it.
@@ -291,7 +290,7 @@ func clientKill(c *client, a [][]byte) {
 		if o == c {
 			c.quit = true // after this reply
 		} else if o.evicted.CompareAndSwap(false, true) {
-			_ = o.nc.Close()
+			o.kill()
 		}
 	}
 	switch {

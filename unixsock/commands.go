@@ -93,6 +93,19 @@ func registerCommands(t *commandTable) {
 	registerScripts(t)
 	registerChannels(t)
 	registerTracking(t)
+	registerOnLoop(t)
+}
+
+// registerOnLoop names the commands the event loop answers itself: those
+// that never wait and cost about a lookup. GET runs there when the mirror
+// holds the value; everything else is handed off.
+func registerOnLoop(t *commandTable) {
+	t.byName["get"].now = cmdGetNow
+	for _, name := range []string{"ping", "echo", "exists", "ttl", "pttl", "type", "select"} {
+		cmd := t.byName[name]
+		fn := cmd.fn
+		cmd.now = func(c *client, a [][]byte) bool { fn(c, a); return true }
+	}
 }
 
 // key validates a client key and adds the namespace; ok is false after an

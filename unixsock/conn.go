@@ -15,12 +15,6 @@ import (
 
 // Sizes of the connection loop.
 const (
-	// An idle connection waits with a small read buffer; a read that
-	// fills it switches to a large one (pooled) until reads are short
-	// again, so a pipeline is read in large pieces and ten thousand idle
-	// clients hold little.
-	smallReadBuffer = 1 << 10
-	largeReadBuffer = 16 << 10 // as Redis's PROTO_IOBUF_LEN
 	// maxBatch bounds the commands parsed before they run: with one read's
 	// bytes, it bounds what a batch holds.
 	maxBatch = 256
@@ -40,17 +34,25 @@ const (
 	accountFrom = 4 << 10
 )
 
-// client is one connection. Its command loop reads with a Parser, runs
-// the commands, and builds their replies in wbuf; flush hands them to the
-// outbox, which writes them or queues what the socket does not take.
+// client is one connection. Its event loop reads what it sends and parses
+// it with the client's Parser; the commands run on the loop or, handed
+// off, on a goroutine of the client's (loopconn.go), building their
+// replies in wbuf; flush hands them to the outbox, which writes them or
+// queues what the socket does not take.
 type client struct {
-	s   *Server
-	nc  net.Conn
-	raw syscall.RawConn // nc's descriptor, for writes that must not block; nil if nc has none
-	nb  nonblockingWrite
-	// nbWrite is nb.write, bound once: raw.Write takes it without an
-	// allocation per call.
-	nbWrite func(fd uintptr) bool
+	s  *Server
+	fd int   // the socket, non-blocking; -1 for a client without one (a script's scratch client)
+	lp *loop // the event loop that watches fd
+
+	// The loop's view of the client (loopconn.go).
+	pollMu  sync.Mutex
+	wantIn  bool   // read from: armed in the loop
+	wantOut bool   // output waits for the socket to be writable
+	polled  uint32 // the events registered with the loop's epoll; 0: none
+	fdGone  bool   // fd is closed: no more epoll_ctl or shutdown on it
+	handed  atomic.Bool // a goroutine runs the client's commands: the loop does not read
+	onLoop  bool        // the loop runs the client's commands: nothing may wait
+
 	id      int64
 	proto   int           // 2, or 3 after HELLO 3 (the command loop's copy)
 	push3   atomic.Bool   // proto == 3, for the publisher
@@ -78,98 +80,16 @@ type client struct {
 
 	mu   sync.Mutex
 	name string
-	busy bool // executing commands (not blocked reading)
 
 	info clientInfo // CLIENT LIST's view (clientcmds.go)
 }
 
-// largeBuffers holds the large read buffers of connections between bursts.
-var largeBuffers = sync.Pool{New: func() any {
-	b := make([]byte, largeReadBuffer)
-	return &b
-}}
-
-func putLarge(b []byte) { largeBuffers.Put(&b) }
-
-func (s *Server) newClient(nc net.Conn) *client {
-	c := &client{s: s, nc: nc, id: s.nextID.Add(1), proto: 2, p: *NewParser(s.MaxValueSize)}
+// newClient returns the client of socket fd (-1: none).
+func (s *Server) newClient(fd int) *client {
+	c := &client{s: s, fd: fd, id: s.nextID.Add(1), proto: 2, p: *NewParser(s.MaxValueSize)}
 	c.out.cond.L = &c.out.mu
 	c.info.created = time.Now()
-	if sc, ok := nc.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			c.raw, c.nbWrite = raw, c.nb.write
-		}
-	}
 	return c
-}
-
-// serve reads batches of commands and answers them until the client
-// quits, breaks the protocol, fails, or the server drains.
-func (c *client) serve() {
-	defer c.close()
-	small := make([]byte, smallReadBuffer)
-	buf := small
-	defer func() {
-		if len(buf) == largeReadBuffer {
-			putLarge(buf)
-		}
-	}()
-	var in []byte // read, not parsed yet (a batch stopped at maxBatch)
-	for {
-		if len(in) == 0 {
-			if !c.setBusy(false) {
-				return // draining, and nothing read is left unanswered
-			}
-			n, err := c.nc.Read(buf)
-			if n == 0 {
-				c.readFailed(err)
-				return
-			}
-			in = buf[:n]
-			c.setBusy(true)
-			switch {
-			case n == len(small) && len(buf) == len(small):
-				buf = *largeBuffers.Get().(*[]byte)
-				copy(buf, in)
-				in = buf[:n]
-			case n < len(small) && len(buf) == largeReadBuffer:
-				copy(small, in)
-				in = small[:n]
-				putLarge(buf)
-				buf = small
-			}
-		}
-		cmds, used, perr := c.p.Parse(in, c.cmds[:0], maxBatch)
-		in = in[used:]
-		c.setInput(c.p.Buffered() + c.p.Returned())
-		if c.sub != nil || c.trk.tc != nil {
-			c.holdOutput()
-		}
-		for i, args := range cmds {
-			c.s.stats.commands.Add(1)
-			c.dispatch(args)
-			cmds[i] = nil
-			if c.quit || c.werr != nil {
-				break
-			}
-			if len(c.wbuf) >= flushThreshold || len(c.segs) > 0 {
-				_ = c.flush()
-			}
-		}
-		c.cmds = cmds[:0]
-		if perr != nil && c.werr == nil {
-			c.protocolError(perr)
-		}
-		err := c.flush()
-		if c.holding {
-			c.holding = false
-			c.out.release(c)
-		}
-		c.setInput(c.p.Buffered())
-		if err != nil || c.quit || perr != nil {
-			return
-		}
-	}
 }
 
 // close ends the connection once its output is written (or failed): the
@@ -181,14 +101,15 @@ func (c *client) close() {
 	c.unwatchAll()
 	c.out.drain()
 	c.out.closeOutput(c)
-	_ = c.nc.Close()
+	c.closeFD()
 	c.account(-c.inBytes)
 	c.inBytes = 0
 }
 
 // readFailed reports a read error that is not the client leaving.
 func (c *client) readFailed(err error) {
-	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || c.s.draining.Load() || c.evicted.Load() {
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) ||
+		c.s.draining.Load() || c.evicted.Load() {
 		return
 	}
 	c.s.Logger.Debug("client read failed", "client", c.id, "error", err)
@@ -255,30 +176,6 @@ func (c *client) setInput(n int64) {
 	if d := n - c.inBytes; d != 0 {
 		c.inBytes = n
 		c.account(d)
-	}
-}
-
-// setBusy records whether the client is executing commands; going idle it
-// reports false when the server is draining, so the loop ends.
-func (c *client) setBusy(busy bool) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.busy = busy
-	if busy {
-		c.info.active.Store(time.Now().UnixNano())
-	}
-	if !busy && c.s.draining.Load() {
-		return false
-	}
-	return true
-}
-
-// wakeIdle ends a blocking read of an idle client so it sees the drain.
-func (c *client) wakeIdle() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.busy {
-		_ = c.nc.SetReadDeadline(time.Now())
 	}
 }
 

@@ -5,8 +5,9 @@ import (
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Output sizes.
@@ -18,9 +19,9 @@ const (
 	// DefaultOutputTimeout disconnects a client whose output has not
 	// drained for this long.
 	DefaultOutputTimeout = 30 * time.Second
-	// writeChunk is the most one write of the writer goroutine sends, so
-	// its deadline measures progress, not the size of a reply.
+	// writeChunk and writeSegs bound one write of the queue.
 	writeChunk = 256 << 10
+	writeSegs  = 64
 )
 
 // segKind says who owns the bytes of a segment.
@@ -40,10 +41,11 @@ type segment struct {
 
 // outbox is a client's output queue: the replies the socket did not take
 // at once, and pushes (keyspace messages) from the publisher, in order.
-// One goroutine at a time holds the write side (writing): the command loop
-// or the publisher, which only ever try a write that does not block, or
-// the writer goroutine they start when the socket is full, which writes
-// with a deadline per chunk and exits when the queue is empty.
+// Every write is one that does not block, by whoever holds the write side
+// (writing) for its duration: the goroutine answering the client's
+// commands, the publisher, or the event loop, which writes what is queued
+// when the socket is writable again and disconnects a client whose output
+// has not moved for --client-output-timeout.
 //
 // It is bounded: the command loop waits while more than the client's
 // output bound is pending (the value it shares included), so a client that
@@ -62,6 +64,8 @@ type outbox struct {
 	pushes  int    // messages queued since the queue was last empty
 	writing bool   // a goroutine holds the write side
 	err     error  // the connection failed or is closing: nothing more is written
+	waitOut bool      // segs wait for the loop to see the socket writable
+	moved   time.Time // when the queue last made progress (or started waiting)
 }
 
 // hold makes pushes wait until release, so none splits a reply.
@@ -111,14 +115,10 @@ func (o *outbox) send(c *client, segs []segment, limit int64) error {
 	switch {
 	case len(segs) == 0:
 	case o.writing || len(o.segs) > 0:
+		// Behind what waits (pushes queued before the batch held the
+		// output, whose kick the hold skipped, included): the loop writes
+		// it all in order (settleLocked).
 		o.queueLocked(c, segs, false)
-		if !o.writing {
-			// Pushes queued before the batch held the output, whose kick
-			// the hold skipped: nobody writes them, so start the writer,
-			// or the wait below never ends.
-			o.writing = true
-			go o.run(c)
-		}
 	default:
 		o.writing = true
 		o.mu.Unlock()
@@ -137,13 +137,13 @@ func (o *outbox) send(c *client, segs []segment, limit int64) error {
 			segs[0].b = segs[0].b[n:]
 			o.queueLocked(c, segs, true) // before any push queued meanwhile
 		}
-		if len(o.segs) == 0 {
-			o.writing = false
-		} else {
-			go o.run(c)
-		}
+		o.writing = false
+		o.cond.Broadcast()
 	}
-	for o.pending > limit && o.err == nil {
+	o.settleLocked(c)
+	// The event loop never waits: it stops reading the client instead
+	// (loopconn.go).
+	for o.pending > limit && o.err == nil && !c.onLoop {
 		o.cond.Wait()
 	}
 	return o.err
@@ -230,63 +230,97 @@ func (o *outbox) kickLocked(c *client) {
 	o.mu.Unlock()
 	n, err := c.writeNow(segs)
 	o.mu.Lock()
+	o.writing = false
 	o.advanceLocked(c, n)
+	o.cond.Broadcast()
 	if err != nil {
-		o.writing = false
 		o.failLocked(c, err)
 		return
 	}
-	if len(o.segs) == 0 {
-		o.writing = false
-		o.cond.Broadcast()
-		return
-	}
-	go o.run(c)
+	o.settleLocked(c)
 }
 
-// run is the writer goroutine: it writes the queue with a deadline per
-// chunk until the queue is empty, and disconnects a client whose output
-// did not drain within the deadline.
-func (o *outbox) run(c *client) {
-	var bufs net.Buffers
-	for {
-		o.mu.Lock()
-		if o.err != nil || len(o.segs) == 0 {
-			if o.err == nil {
-				_ = c.nc.SetWriteDeadline(time.Time{}) // the next holder may write without blocking
-			}
-			o.writing = false
-			o.cond.Broadcast()
-			o.mu.Unlock()
-			return
-		}
-		bufs = bufs[:0]
-		size := 0
-		for i, s := range o.segs {
-			b := s.b
-			if i == 0 {
-				b = b[o.head:]
-			}
-			if size+len(b) > writeChunk {
-				b = b[:writeChunk-size]
-			}
-			bufs = append(bufs, b)
-			if size += len(b); size >= writeChunk {
-				break
-			}
-		}
-		o.mu.Unlock()
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.OutputTimeout))
-		w := bufs
-		n, err := w.WriteTo(c.nc)
-		o.mu.Lock()
-		o.advanceLocked(c, int(n))
-		if err != nil {
-			o.failLocked(c, err)
-		}
-		o.cond.Broadcast()
-		o.mu.Unlock()
+// writable writes what is queued, as much as the socket takes: the event
+// loop calls it when the socket is writable.
+func (o *outbox) writable(c *client) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.writing || o.err != nil {
+		return // the holder settles the queue when it is done
 	}
+	if len(o.segs) == 0 {
+		o.settleLocked(c)
+		return
+	}
+	bufs := make([]segment, 0, min(len(o.segs), writeSegs))
+	size := 0
+	for i, s := range o.segs {
+		b := s.b
+		if i == 0 {
+			b = b[o.head:]
+		}
+		b = b[:min(len(b), writeChunk-size)]
+		bufs = append(bufs, segment{b, segShared})
+		if size += len(b); size >= writeChunk || len(bufs) == writeSegs {
+			break
+		}
+	}
+	o.writing = true
+	o.mu.Unlock()
+	n, err := c.writeNow(bufs)
+	o.mu.Lock()
+	o.writing = false
+	o.advanceLocked(c, n)
+	if n > 0 {
+		o.moved = time.Now()
+	}
+	o.cond.Broadcast()
+	if err != nil {
+		o.failLocked(c, err)
+		return
+	}
+	o.settleLocked(c)
+}
+
+// settleLocked registers the client with its loop for writability while
+// its queue holds output, and takes it off when it does not.
+func (o *outbox) settleLocked(c *client) {
+	want := len(o.segs) > 0 && o.err == nil
+	if want == o.waitOut {
+		return
+	}
+	o.waitOut = want
+	if want {
+		o.moved = time.Now()
+	}
+	c.setWantOut(want)
+}
+
+// stalledSince returns how long the queue has waited without progress.
+func (o *outbox) stalledSince(now time.Time) time.Duration {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.waitOut || o.writing {
+		return 0
+	}
+	return now.Sub(o.moved)
+}
+
+// timedOut disconnects the client whose output did not move for
+// --client-output-timeout.
+func (o *outbox) timedOut(c *client) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.waitOut && !o.writing && o.err == nil && time.Since(o.moved) > c.s.OutputTimeout {
+		o.failLocked(c, os.ErrDeadlineExceeded)
+	}
+}
+
+// over reports whether more than limit bytes wait.
+func (o *outbox) over(limit int64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.pending > limit && o.err == nil
 }
 
 // advanceLocked drops n written bytes from the front of the queue.
@@ -332,10 +366,11 @@ func (o *outbox) failLocked(c *client, err error) {
 	c.account(-o.owned)
 	o.segs, o.side, o.head, o.pending, o.owned = nil, nil, 0, 0, 0
 	o.cond.Broadcast()
+	o.settleLocked(c)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		c.s.evict(c, reasonOutputTimeout, "output not drained within --client-output-timeout")
 	}
-	_ = c.nc.Close()
+	c.kill()
 }
 
 // closeOutput makes further writes fail (the connection is closing).
@@ -343,56 +378,50 @@ func (o *outbox) closeOutput(c *client) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.failLocked(c, net.ErrClosed)
+	for o.writing { // a write in progress: the socket is closed after it
+		o.cond.Wait()
+	}
 }
 
 // writeNow writes as much of segs as the socket takes without blocking
-// and returns how many bytes that was. A connection that is not a socket
-// takes nothing here: the writer goroutine writes it all. Only the holder
-// of the write side calls it.
+// and returns how many bytes that was. A client without a socket takes
+// nothing. Only the holder of the write side calls it.
 func (c *client) writeNow(segs []segment) (int, error) {
-	if c.raw == nil {
+	if c.lp == nil {
 		return 0, nil
 	}
-	c.nb = nonblockingWrite{segs: segs}
-	err := c.raw.Write(c.nbWrite)
-	n, werr := c.nb.total, c.nb.err
-	c.nb = nonblockingWrite{}
-	if werr != nil {
-		return n, werr
-	}
-	return n, err
-}
-
-// nonblockingWrite is one call of writeNow: the segments, and what the
-// write did.
-type nonblockingWrite struct {
-	segs  []segment
-	total int
-	err   error
-}
-
-// write is the syscall.RawConn callback of writeNow: it writes until the
-// socket would block, and never asks to wait.
-func (w *nonblockingWrite) write(fd uintptr) bool {
-	for _, s := range w.segs {
-		b := s.b
-		for len(b) > 0 {
-			n, err := syscall.Write(int(fd), b)
-			if n > 0 {
-				w.total += n
-				b = b[n:]
-			}
-			switch {
-			case err == syscall.EINTR:
-			case err == syscall.EAGAIN:
-				return true
-			case err != nil:
-				w.err = err
-				return true
-			case n <= 0:
-				return true
-			}
+	var iov [writeSegs][]byte
+	total := 0
+	for len(segs) > 0 {
+		k := 0
+		for ; k < len(segs) && k < writeSegs; k++ {
+			iov[k] = segs[k].b
+		}
+		var n int
+		var err error
+		if k == 1 {
+			n, err = unix.Write(c.fd, iov[0])
+		} else {
+			n, err = unix.Writev(c.fd, iov[:k])
+		}
+		if n > 0 {
+			total += n
+		}
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return total, nil
+		case err != nil:
+			return total, err
+		}
+		for len(segs) > 0 && n >= len(segs[0].b) {
+			n -= len(segs[0].b)
+			segs = segs[1:]
+		}
+		if n > 0 {
+			return total, nil // a short write: the socket is full
 		}
 	}
-	return true
+	return total, nil
 }

@@ -4,34 +4,51 @@ import (
 	"bytes"
 	"io"
 	"net"
-	"path/filepath"
+	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // socketClient returns a client of a fresh Server on one end of a Unix
-// socket connection, and the other end.
+// socket pair, watched by an event loop for its output but not read (as
+// while its goroutine runs its commands: the test plays that goroutine),
+// and the other end.
 func socketClient(t *testing.T) (*client, net.Conn) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "s")
-	ln, err := net.Listen("unix", path)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	peer, err := net.Dial("unix", path)
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fds[1]), "peer")
+	peer, err := net.FileConn(f)
+	f.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { peer.Close() })
-	nc, err := ln.Accept()
+	s := &Server{}
+	s.defaults()
+	l, err := newLoop(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{}
-	s.defaults()
-	c := s.newClient(nc)
-	t.Cleanup(func() { nc.Close() })
+	s.loops = []*loop{l}
+	go l.run()
+	c := s.newClient(fds[0])
+	if err := l.add(c); err != nil {
+		t.Fatal(err)
+	}
+	c.disarm()
+	t.Cleanup(func() {
+		c.out.closeOutput(c)
+		c.closeFD()
+		s.stopLoops()
+	})
 	return c, peer
 }
 

@@ -1,6 +1,7 @@
 package unixsock
 
 import (
+	"context"
 	"strconv"
 	"strings"
 )
@@ -21,6 +22,37 @@ func cmdGet(c *client, a [][]byte) {
 	default:
 		c.bulk(v)
 	}
+}
+
+// nowReader is a Mirror that answers GET without waiting when it can
+// (*mirror.Mirror does).
+type nowReader interface {
+	GetNow(ctx context.Context, key string) (value []byte, found, done bool, err error)
+}
+
+// cmdGetNow is GET on the event loop: answered when the mirror holds the
+// value (or knows the key is missing), left to cmdGet otherwise.
+func cmdGetNow(c *client, a [][]byte) bool {
+	g, ok := c.s.Mirror.(nowReader)
+	if !ok {
+		return false
+	}
+	k, ok := c.readKey(a[1])
+	if !ok {
+		return true // answered: an invalid key
+	}
+	v, found, done, err := g.GetNow(c.ctx(), k)
+	switch {
+	case !done:
+		return false
+	case err != nil:
+		c.readErr(err)
+	case !found:
+		c.null()
+	default:
+		c.bulk(v)
+	}
+	return true
 }
 
 // cmdMGet reads the keys as GET does: hits from the mirror, and the keys

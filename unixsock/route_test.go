@@ -12,7 +12,7 @@ import (
 func TestPublishRoutes(t *testing.T) {
 	s := &Server{}
 	s.defaults()
-	c := s.newClient(nil)
+	c := s.newClient(-1)
 	c.subscribe(bs("__keyspace@0__:user:1", "__keyevent@0__:set", "__keyspace@0__:user:10"), false)
 	c.subscribe(bs("__keyspace@0__:user:*", "__key*__:*", "*", "__keyevent@0__:s?t", "nomatch:*", `__keyspace@0__:\u*`), true)
 	c.wbuf, c.holding, c.out.held = nil, false, false // the confirmations, as if sent

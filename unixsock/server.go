@@ -101,6 +101,9 @@ type Server struct {
 	// it keys are evicted by invalidating them. 0 means
 	// DefaultTrackingTableMaxKeys.
 	TrackingTableMaxKeys int
+	// Loops is the number of event loops serving the clients; 0 means one
+	// per two processors (GOMAXPROCS), at least one.
+	Loops int
 
 	ln       net.Listener
 	sockFile os.FileInfo     // the socket file Open created: Close removes only it
@@ -109,6 +112,8 @@ type Server struct {
 	stop     chan struct{} // closed by Close: ends the accept backoff and the helpers
 	draining atomic.Bool
 	wg       sync.WaitGroup // client connections
+	handoffs sync.WaitGroup // clients' goroutines running their commands off the loop
+	loops    []*loop
 	helpers  sync.WaitGroup // publisher and evictor
 	accepter sync.WaitGroup // the accept loop
 	errOnce  sync.Once
@@ -223,6 +228,11 @@ func (s *Server) listen() error {
 	}
 	s.ln, s.sockFile = ln, fi
 	s.conns = map[*client]struct{}{}
+	if err := s.startLoops(); err != nil {
+		ln.Close()
+		os.Remove(s.Socket)
+		return err
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.stop = make(chan struct{})
 	s.started = time.Now()
@@ -279,11 +289,9 @@ func (s *Server) shutdown(ctx context.Context) error {
 	close(s.stop)
 	err := s.ln.Close()
 	s.accepter.Wait()
-	s.mu.Lock()
-	for c := range s.conns {
-		c.wakeIdle()
+	for _, l := range s.loops {
+		l.wake() // each ends its idle clients (drainIdle)
 	}
-	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -292,11 +300,13 @@ func (s *Server) shutdown(ctx context.Context) error {
 		s.cancel()
 		s.mu.Lock()
 		for c := range s.conns {
-			c.nc.Close()
+			c.kill()
 		}
 		s.mu.Unlock()
 		<-done
 	}
+	s.handoffs.Wait()
+	s.stopLoops()
 	s.cancel()
 	s.helpers.Wait()
 	if fi, lerr := os.Lstat(s.Socket); lerr == nil && os.SameFile(fi, s.sockFile) {

@@ -63,7 +63,17 @@ type command struct {
 	keys  keyRange
 	flags cmdFlags
 	fn    func(c *client, args [][]byte)
+	// now, when set, runs the command on the event loop: it answers and
+	// returns true, or answers nothing and returns false when the command
+	// must wait (it is then handed off and fn runs). Only commands that
+	// cost about a lookup have one.
+	now   func(c *client, args [][]byte) bool
 	calls atomic.Int64
+}
+
+// arityOK reports whether n arguments (the name included) suit the command.
+func (cmd *command) arityOK(n int) bool {
+	return cmd.arity > 0 && n == cmd.arity || cmd.arity < 0 && n >= -cmd.arity
 }
 
 // has reports whether the command has every flag of f.
@@ -141,7 +151,7 @@ func (c *client) dispatch(args [][]byte) {
 	cmd.calls.Add(1)
 	c.info.last.Store(cmd)
 	name := cmd.name
-	if cmd.arity > 0 && len(args) != cmd.arity || cmd.arity < 0 && len(args) < -cmd.arity {
+	if !cmd.arityOK(len(args)) {
 		c.errorReply(fmt.Sprintf("ERR wrong number of arguments for '%s' command", name))
 		return
 	}
