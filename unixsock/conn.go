@@ -46,10 +46,10 @@ type client struct {
 
 	// The loop's view of the client (loopconn.go).
 	pollMu  sync.Mutex
-	wantIn  bool   // read from: armed in the loop
-	wantOut bool   // output waits for the socket to be writable
-	polled  uint32 // the events registered with the loop's epoll; 0: none
-	fdGone  bool   // fd is closed: no more epoll_ctl or shutdown on it
+	wantIn  bool        // read from: armed in the loop
+	wantOut bool        // output waits for the socket to be writable
+	polled  uint32      // the events registered with the loop's epoll; 0: none
+	fdGone  bool        // fd is closed: no more epoll_ctl or shutdown on it
 	handed  atomic.Bool // a goroutine runs the client's commands: the loop does not read
 	onLoop  bool        // the loop runs the client's commands: nothing may wait
 

@@ -61,8 +61,8 @@ type loop struct {
 	done   chan struct{}
 
 	mu      sync.Mutex
-	clients map[int32]*client // every client of this loop, armed or handed off
-	closed  bool              // the loop stopped: a client coming back is closed instead
+	clients map[int32]*client    // every client of this loop, armed or handed off
+	closed  bool                 // the loop stopped: a client coming back is closed instead
 	waiting map[*client]struct{} // clients whose output waits for EPOLLOUT (deadline checks)
 }
 

@@ -57,13 +57,13 @@ type outbox struct {
 	cond    sync.Cond // signalled when bytes are written or the queue fails
 	segs    []segment // waiting, in order; head bytes of segs[0] are written
 	head    int
-	pending int64  // bytes of segs not yet written, shared values included
-	owned   int64  // bytes of the copies the outbox holds (segs and side)
-	held    bool   // the command loop is answering: pushes wait in side
-	side    []byte // pushes that arrived while held
-	pushes  int    // messages queued since the queue was last empty
-	writing bool   // a goroutine holds the write side
-	err     error  // the connection failed or is closing: nothing more is written
+	pending int64     // bytes of segs not yet written, shared values included
+	owned   int64     // bytes of the copies the outbox holds (segs and side)
+	held    bool      // the command loop is answering: pushes wait in side
+	side    []byte    // pushes that arrived while held
+	pushes  int       // messages queued since the queue was last empty
+	writing bool      // a goroutine holds the write side
+	err     error     // the connection failed or is closing: nothing more is written
 	waitOut bool      // segs wait for the loop to see the socket writable
 	moved   time.Time // when the queue last made progress (or started waiting)
 }
