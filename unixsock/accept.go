@@ -21,15 +21,31 @@ const (
 // serve accepts clients until Close. It returns nil after Close. A failing
 // accept that may pass (too many open files, out of memory or buffers, an
 // aborted connection) is retried with a backoff while the connected
-// clients are served.
+// clients are served; so is taking the socket of an accepted connection
+// for the event loop, which needs a descriptor too: the connection waits,
+// accepted, until it can.
 func (s *Server) serve() error {
 	var delay time.Duration
 	var lastLog time.Time
+	var nc net.Conn // accepted, its socket not yet taken
 	next := 0
 	for {
-		fd, err := acceptFD(s.ln)
+		var err error
+		if nc == nil {
+			nc, err = s.ln.Accept()
+		}
+		fd := -1
+		if err == nil {
+			if fd, err = takeFD(nc); err == nil || !acceptRetryable(err) {
+				nc.Close()
+				nc = nil
+			}
+		}
 		if err != nil {
 			if s.draining.Load() {
+				if nc != nil {
+					nc.Close()
+				}
 				return nil
 			}
 			if !acceptRetryable(err) {
@@ -55,16 +71,11 @@ func (s *Server) serve() error {
 	}
 }
 
-// acceptFD accepts a connection on the listener and returns its socket,
-// non-blocking, for an event loop alone: a duplicate of the descriptor Go
-// accepted, which is closed (and so leaves Go's poller, which would
-// otherwise wake for every request too).
-func acceptFD(ln net.Listener) (int, error) {
-	nc, err := ln.Accept()
-	if err != nil {
-		return -1, err
-	}
-	defer nc.Close()
+// takeFD returns the socket of an accepted connection, non-blocking, for
+// an event loop alone: a duplicate of the descriptor Go accepted, which the
+// caller closes (so it leaves Go's poller, which would otherwise wake for
+// every request too).
+func takeFD(nc net.Conn) (int, error) {
 	raw, err := nc.(*net.UnixConn).SyscallConn()
 	if err != nil {
 		return -1, err

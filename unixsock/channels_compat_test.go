@@ -139,8 +139,10 @@ func pubsubScript(t *testing.T, socket string, proto int) []string {
 	} {
 		out = append(out, strings.Join(cmd, " ")+" -> "+pub.do(cmd...))
 	}
-	// The messages: news to the channel and the pattern, xy to x?.
-	for i := 0; i < 3; i++ {
+	// The messages: news to the channel and to n*, nobody to n*, xy to
+	// x?. All four are read before the subscriber's next command: a
+	// sidecar delivers them through Postgres, after PUBLISH's reply.
+	for i := 0; i < 4; i++ {
 		out = append(out, "message "+sub.read())
 	}
 	if proto == 2 {

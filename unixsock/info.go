@@ -75,6 +75,8 @@ func (s *Server) infoSections() []infoSection {
 			{"pubsub_channels", fmt.Sprint(s.hub.channelCount())},
 			{"pubsub_patterns", fmt.Sprint(s.hub.uniquePatterns())},
 			{"accept_errors", fmt.Sprint(s.stats.acceptErrors.Load())},
+			{"loop_commands", fmt.Sprint(s.stats.loopCommands.Load())},
+			{"loop_handoffs", fmt.Sprint(s.stats.handoffs.Load())},
 			{"keyspace_hits", fmt.Sprint(st.Hits)},
 			{"keyspace_misses", fmt.Sprint(st.Misses)},
 			{"evicted_keys", "0"},

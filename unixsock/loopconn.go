@@ -94,6 +94,7 @@ func (c *client) runOnLoop(args [][]byte) bool {
 		return false
 	}
 	c.s.stats.commands.Add(1)
+	c.s.stats.loopCommands.Add(1)
 	cmd.calls.Add(1)
 	c.info.last.Store(cmd)
 	return true
@@ -112,9 +113,11 @@ type handoff struct {
 func (c *client) handoff(cmds [][][]byte, in []byte, perr error) {
 	c.onLoop = false
 	h := handoff{cmds: append([][][]byte(nil), cmds...), in: bytes.Clone(in), perr: perr}
+	c.account(int64(len(h.in))) // at most one read: work gives it back
 	clear(cmds)
 	c.cmds = c.cmds[:0]
 	c.disarm()
+	c.s.stats.handoffs.Add(1)
 	c.s.handoffs.Add(1)
 	go c.work(h)
 }
@@ -133,6 +136,7 @@ func (c *client) work(h handoff) {
 		c.runAll(cmds)
 		c.cmds = cmds[:0]
 	}
+	c.account(-int64(len(h.in)))
 	if perr != nil && c.werr == nil {
 		c.protocolError(perr)
 	}

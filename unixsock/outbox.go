@@ -399,6 +399,7 @@ func (c *client) writeNow(segs []segment) (int, error) {
 		}
 		var n int
 		var err error
+		c.s.stats.writes.Add(1)
 		if k == 1 {
 			n, err = unix.Write(c.fd, iov[0])
 		} else {

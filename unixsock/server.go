@@ -138,6 +138,7 @@ type serverStats struct {
 	subscribersDropped                              atomic.Int64
 	evictedBudget, evictedOutput                    atomic.Int64
 	acceptErrors                                    atomic.Int64
+	handoffs, loopCommands, writes                  atomic.Int64
 }
 
 func (s *Server) defaults() {
@@ -332,6 +333,9 @@ type Stats struct {
 	EvictedOutput      int64 // clients disconnected for not reading their output within OutputTimeout
 	KeyEventsDropped   int64 // keyspace events and messages not published: the publisher's queue was full
 	AcceptErrors       int64 // accepts that failed and were retried (out of file descriptors, ...)
+	LoopCommands       int64 // commands the event loops answered themselves
+	Handoffs           int64 // times a client left its loop for its goroutine (a command that may wait)
+	Writes             int64 // writes to client sockets (system calls)
 	Tracking           TrackingStats
 }
 
@@ -351,6 +355,9 @@ func (s *Server) Stats() Stats {
 		EvictedOutput:      s.stats.evictedOutput.Load(),
 		KeyEventsDropped:   s.pub.dropped.Load(),
 		AcceptErrors:       s.stats.acceptErrors.Load(),
+		LoopCommands:       s.stats.loopCommands.Load(),
+		Handoffs:           s.stats.handoffs.Load(),
+		Writes:             s.stats.writes.Load(),
 		Tracking:           s.trk.stats(),
 	}
 }

@@ -37,8 +37,15 @@ func TestRueidisClientSideCaching(t *testing.T) {
 	sc := startSidecar(t, dsn, config{})
 	sc2 := startSidecar(t, dsn, config{})
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('profile:1', 'v1')`)
-	c := rueidisClient(t, sc.socket)
 	ctx := context.Background()
+	// The row reaches the mirror through its notification: wait for it,
+	// so the first DoCache is a read of it (a miss of rueidis's cache).
+	plain := client(t, sc.socket)
+	testutil.Eventually(t, 10*time.Second, func() (bool, string) {
+		v, err := plain.Get(ctx, "profile:1").Result()
+		return v == "v1", fmt.Sprintf("GET profile:1 = %q, %v", v, err)
+	})
+	c := rueidisClient(t, sc.socket)
 	get := func() (string, bool, error) {
 		r := c.DoCache(ctx, c.B().Get().Key("profile:1").Cache(), time.Minute)
 		v, err := r.ToString()

@@ -1,0 +1,193 @@
+package unixsock_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"pgmirror/internal/testdb"
+)
+
+// loopConn dials the sidecar's socket for tests that write the protocol
+// themselves.
+func loopConn(t *testing.T, socket string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	nc, err := net.Dial("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	_ = nc.SetDeadline(time.Now().Add(60 * time.Second))
+	return nc, bufio.NewReaderSize(nc, 1<<20)
+}
+
+// multibulk encodes one command.
+func multibulk(args ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	return b.String()
+}
+
+// TestLoopAnswersHitsInOneWrite: a pipeline of reads the mirror answers
+// (GET of held values, EXISTS, TTL, PING) is answered on the event loop,
+// without a handoff, and its replies leave in one write.
+func TestLoopAnswersHitsInOneWrite(t *testing.T) {
+	dsn, _ := testdb.New(t)
+	sc := startSidecar(t, dsn, config{})
+	ctx := context.Background()
+	rc := client(t, sc.socket)
+	if err := rc.Set(ctx, "k", "value", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	nc, r := loopConn(t, sc.socket)
+	var req, want strings.Builder
+	for range 100 {
+		req.WriteString(multibulk("GET", "k"))
+		want.WriteString("$5\r\nvalue\r\n")
+	}
+	req.WriteString(multibulk("EXISTS", "k", "nokey") + multibulk("TTL", "k") + multibulk("GET", "nokey") + multibulk("PING"))
+	want.WriteString(":1\r\n:-1\r\n$-1\r\n+PONG\r\n")
+	// A first PING, so the connection is accepted and watched before the
+	// counters are read.
+	if _, err := io.WriteString(nc, multibulk("PING")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := r.ReadString('\n'); err != nil || line != "+PONG\r\n" {
+		t.Fatalf("PING: %q, %v", line, err)
+	}
+	before := sc.srv.Stats()
+	if _, err := io.WriteString(nc, req.String()); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, want.Len())
+	if _, err := io.ReadFull(r, got); err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want.String() {
+		t.Fatalf("replies differ:\n got %q\nwant %q", got, want.String())
+	}
+	after := sc.srv.Stats()
+	if d := after.Handoffs - before.Handoffs; d != 0 {
+		t.Errorf("%d handoffs for reads the mirror answers; want 0", d)
+	}
+	if d := after.LoopCommands - before.LoopCommands; d != 104 {
+		t.Errorf("the loop answered %d commands; want 104", d)
+	}
+	if d := after.Writes - before.Writes; d != 1 {
+		t.Errorf("the replies of one pipeline took %d writes; want 1", d)
+	}
+}
+
+// TestHandoffKeepsOrder: commands that wait (writes) are handed off, and
+// the replies of the reads around them still come in command order, each
+// read seeing the writes before it.
+func TestHandoffKeepsOrder(t *testing.T) {
+	dsn, _ := testdb.New(t)
+	sc := startSidecar(t, dsn, config{})
+	nc, r := loopConn(t, sc.socket)
+	var req, want strings.Builder
+	for i := range 50 {
+		v := fmt.Sprint(i)
+		req.WriteString(multibulk("GET", "k") + multibulk("SET", "k", v) + multibulk("GET", "k") +
+			multibulk("INCR", "n") + multibulk("PING"))
+		if i == 0 {
+			want.WriteString("$-1\r\n")
+		} else {
+			prev := fmt.Sprint(i - 1)
+			fmt.Fprintf(&want, "$%d\r\n%s\r\n", len(prev), prev)
+		}
+		fmt.Fprintf(&want, "+OK\r\n$%d\r\n%s\r\n:%d\r\n+PONG\r\n", len(v), v, i+1)
+	}
+	before := sc.srv.Stats()
+	if _, err := io.WriteString(nc, req.String()); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, want.Len())
+	if _, err := io.ReadFull(r, got); err != nil {
+		t.Fatalf("%v after %q", err, got)
+	}
+	if string(got) != want.String() {
+		t.Fatalf("replies differ:\n got %q\nwant %q", got, want.String())
+	}
+	if d := sc.srv.Stats().Handoffs - before.Handoffs; d < 1 || d > 100 {
+		t.Errorf("%d handoffs for 100 writes; want between 1 and 100", d)
+	}
+}
+
+// TestSlowSenderIsNotRead: while a client's command waits on Postgres, the
+// socket is not read: a client that goes on sending is held back by its
+// socket, and the sidecar holds a bounded part of what it sent. Once the
+// command completes everything is answered, in order.
+func TestSlowSenderIsNotRead(t *testing.T) {
+	dsn, db := testdb.New(t)
+	sc := startSidecar(t, dsn, config{writeTimeout: 30 * time.Second})
+	ctx := context.Background()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec("LOCK TABLE cache_entries IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	nc, r := loopConn(t, sc.socket)
+	const pings = 500_000 // 7 MB of PINGs after a SET that waits for the lock
+	chunk := []byte(strings.Repeat(multibulk("PING"), 10_000))
+	var sent atomic.Int64
+	go func() {
+		if _, err := io.WriteString(nc, multibulk("SET", "k", "v")); err != nil {
+			return
+		}
+		for range pings / 10_000 {
+			n, err := nc.Write(chunk)
+			sent.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	// Wait until the sender is held: no progress for half a second.
+	deadline := time.Now().Add(20 * time.Second)
+	last, since := int64(-1), time.Now()
+	for time.Since(since) < 500*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatalf("the sender was never held back: %d bytes sent", sent.Load())
+		}
+		if n := sent.Load(); n != last {
+			last, since = n, time.Now()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := sent.Load(); n >= 4<<20 {
+		t.Fatalf("the sidecar took %d MiB from a client whose command waits", n>>20)
+	}
+	if b := sc.srv.Stats().ClientBuffers; b > 1<<20 {
+		t.Fatalf("client buffers %d bytes while the sender is held; want at most 1 MiB", b)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := r.ReadString('\n'); err != nil || line != "+OK\r\n" {
+		t.Fatalf("SET: %q, %v", line, err)
+	}
+	pong := []byte("+PONG\r\n")
+	buf := make([]byte, len(pong)*10_000)
+	for i := 0; i < pings/10_000; i++ {
+		if _, err := io.ReadFull(r, buf); err != nil {
+			t.Fatalf("after %d PONGs: %v", i*10_000, err)
+		}
+		if !bytes.Equal(buf, bytes.Repeat(pong, 10_000)) {
+			t.Fatalf("replies %d-%d are not PONGs", i*10_000, (i+1)*10_000)
+		}
+	}
+}
