@@ -6,7 +6,9 @@
 # the same 100,000 keys of 100 bytes into both, and measures in one run:
 #
 #   1. redis-benchmark GET and SET at -c 1, -c 50, -c 50 -P 16 against pgmirror
-#      and Redis, interleaved, REPS repetitions (medians);
+#      and Redis, interleaved, REPS repetitions (medians), with the CPU the
+#      server process (and the Postgres cluster) used in each run, from
+#      /proc/PID/stat just before and after it;
 #   2. Postgres statements touching cache_entries during the pgmirror GET runs
 #      (pg_stat_statements before/after);
 #   3. pgbench: the direct primary-key SELECT at 1 and 50 clients, and
@@ -25,7 +27,8 @@
 #      (bench/cmd/warmstart);
 #   6. a perf CPU profile of the sidecar under GET -c 50, when perf works.
 #
-# bench/cmd/report then prints one table and replaces the section "make bench
+# bench/cmd/report then prints the acceptance block of the current step
+# (each figure met or not) and one table, and replaces the section "make bench
 # results" of BENCHMARKS.md, and bench/chart draws the charts of the same
 # result files into bench/charts/ and links them at the top of that section. Every process is stopped on exit (trap); the
 # temporary directory is removed after a successful run and kept after a
