@@ -380,6 +380,9 @@ fg "${cmd[@]}" 2> >(tee "$work/warmstart.log" | sed 's/^/bench: /' >&2) ||
     printf 'redis-benchmark\t%s\n' "$(redis-benchmark --version 2>/dev/null | head -n 1)"
     printf 'pgconf\t%s\n' "$pgconf"
     printf 'quick\t%s\n' "$quick"
+    # What the SETs and pgbench's upserts committed with: both connect as
+    # postgres to bench, and neither sets synchronous_commit in its session.
+    printf 'synchronous_commit\t%s\n' "$(sql bench -c "SELECT current_setting('synchronous_commit')")"
     printf 'reps\t%s\n' "$reps"
     printf 'date\t%s\n' "$(date -u +'%Y-%m-%d %H:%M UTC')"
     printf 'load_start\t%s\n' "$load_start"

@@ -313,7 +313,7 @@ func (r *report) build() string {
 		machine["elapsed"])
 	r.printf("Postgres: %s. Load average (1, 5, 15 min) at the start: %s; at the end: %s — other work on the host "+
 		"shares the CPUs and the disk.\n\n", machine["pgconf"], machine["load_start"], machine["load_end"])
-	r.acceptBlock(acceptance(rb, plain, st), reps, machine["quick"] == "1")
+	r.acceptBlock(acceptance(rb, plain, st, machine["synchronous_commit"]), reps, machine["quick"] == "1")
 	r.printf("### All figures\n\n")
 	r.printf("| measurement | pgmirror | baseline | ratio | SPEC §8 target | verdict |\n|---|---|---|---|---|---|\n")
 	for _, x := range rows {

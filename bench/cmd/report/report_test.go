@@ -16,13 +16,13 @@ func TestBuildWithCPUAndAcceptance(t *testing.T) {
 	for _, want := range []string{
 		"### Acceptance: GET at Redis's speed and cost",
 		"Medians of 3 interleaved repetitions. CPU is the server process's utime+stime from `/proc/PID/stat`",
-		"- GET -c 1 ≥ 1.0x Redis: pgmirror 26.0k/s, Redis 24.5k/s = 1.06x — met\n",
+		"- GET -c 1 ≥ 1.0x Redis: pgmirror 26.0k/s, Redis 24.5k/s = 1.06x (p99 0.063 ms vs 0.063 ms = 1.00x) — met\n",
 		"- GET -c 50 ≥ 0.9x Redis with p99 ≤ 1.2x Redis's: pgmirror 75.0k/s, Redis 118.0k/s = 0.64x; " +
 			"p99 1.2 ms vs 1 ms = 1.20x — **NOT met**\n",
-		"- GET -c 50 -P 16 ≥ 1.1x Redis: pgmirror 682.0k/s, Redis 813.0k/s = 0.84x — **NOT met**\n",
+		"- GET -c 50 -P 16 ≥ 1.1x Redis: pgmirror 682.0k/s, Redis 813.0k/s = 0.84x (p99 5.695 ms vs 2.223 ms = 2.56x) — **NOT met**\n",
 		"- CPU per GET at -c 50 ≤ 1.3x Redis's (pgmirror: the sidecar process only): pgmirror 10.0 µs, " +
 			"Redis 5.90 µs = 1.69x — **NOT met**\n",
-		"(synchronous_commit=on for both): pgmirror 9.52k/s, pgbench 6.59k/s = 1.45x — met\n",
+		"both with synchronous_commit on: pgmirror 9.52k/s, pgbench 6.59k/s = 1.45x; synchronous_commit on for both — met\n",
 		"- no SELECT on cache_entries during the GET runs (pg_stat_statements; background jobs aside): 7800000 hits, " +
 			"0 misses: 0 SELECTs on cache_entries outside the background jobs, 0 other statements on it, 0 value fetches; " +
 			"background jobs: access-time flush 142, refresh scan 3, cleanup 1 (of which 3 SELECTs",
@@ -70,7 +70,7 @@ func TestAcceptanceThresholds(t *testing.T) {
 	}
 	plain := pgbenchResult{tps: 50}
 	st := statements{kinds: map[string]int64{}}
-	for i, x := range acceptance(base(), plain, st) {
+	for i, x := range acceptance(base(), plain, st, "on") {
 		if !x.met {
 			t.Errorf("line %d at its threshold: not met: %+v", i, x)
 		}
@@ -92,18 +92,24 @@ func TestAcceptanceThresholds(t *testing.T) {
 		x := rb[c.key]
 		c.mutate(&x)
 		rb[c.key] = x
-		got := acceptance(rb, plain, st)[c.line]
+		got := acceptance(rb, plain, st, "on")[c.line]
 		if got.met {
 			t.Errorf("%s changed: line %d still met: %+v", c.key, c.line, got)
 		}
 	}
-	if got := acceptance(base(), plain, st)[4].figures; got != "pgmirror 50/s, pgbench 50/s = 1.00x" {
+	if got := acceptance(base(), plain, st, "on")[4].figures; got != "pgmirror 50/s, pgbench 50/s = 1.00x; synchronous_commit on for both" {
 		t.Errorf("SET figures: %q", got)
+	}
+	// Commits that were not durable do not count, nor an unknown setting.
+	for _, sc := range []string{"off", "local", ""} {
+		if got := acceptance(base(), plain, st, sc)[4]; got.met {
+			t.Errorf("synchronous_commit %q: SET line met: %+v", sc, got)
+		}
 	}
 	// 0.8995x prints as 0.90x with two decimals: the third tells it from the threshold.
 	rb := base()
 	rb["getc50pgmirror"] = rbResult{rps: 89.95, p99: 1, cpu: 10}
-	if got := acceptance(rb, plain, st)[1]; got.met || !strings.Contains(got.figures, "= 0.900x") {
+	if got := acceptance(rb, plain, st, "on")[1]; got.met || !strings.Contains(got.figures, "= 0.900x") {
 		t.Errorf("just under 0.9x: %+v", got)
 	}
 }
@@ -128,7 +134,7 @@ func TestStatementsSelectOnCacheEntries(t *testing.T) {
 	if st.selects != 2 || st.jobSelects != 3 || st.kinds["access-time flush"] != 5 {
 		t.Fatalf("selects %d (want 2), refresh-scan selects %d (want 3), kinds %v", st.selects, st.jobSelects, st.kinds)
 	}
-	last := acceptance(map[string]rbResult{}, pgbenchResult{}, st)[5]
+	last := acceptance(map[string]rbResult{}, pgbenchResult{}, st, "on")[5]
 	if last.met || !strings.Contains(last.figures, "2 SELECTs on cache_entries outside the background jobs") {
 		t.Errorf("acceptance line: %+v", last)
 	}
@@ -160,7 +166,7 @@ func TestRedisBenchmarkWithoutCPU(t *testing.T) {
 			t.Errorf("a CPU row without CPU figures: %+v", x)
 		}
 	}
-	if got := acceptance(rb, pgbenchResult{}, statements{kinds: map[string]int64{}})[3]; got.met ||
+	if got := acceptance(rb, pgbenchResult{}, statements{kinds: map[string]int64{}}, "on")[3]; got.met ||
 		got.figures != "no CPU figures in this run" {
 		t.Errorf("CPU line: %+v", got)
 	}
