@@ -69,8 +69,8 @@ func (st statements) figures() string {
 	if len(jobs) > 0 {
 		s += "; background jobs: " + strings.Join(jobs, ", ")
 		if st.jobSelects > 0 {
-			s += fmt.Sprintf(" (of which %d SELECTs: the refresh scan's reads of the keys due for refresh, not a GET's)",
-				st.jobSelects)
+			s += fmt.Sprintf(" (of which %s: the refresh scan's reads of the keys due for refresh, not a GET's)",
+				plural(st.jobSelects, "SELECT"))
 		}
 	}
 	return s
