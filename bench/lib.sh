@@ -66,3 +66,35 @@ machine_lines() {
     printf 'go\t%s\n' "$(go version | awk '{ print $3, $4 }')"
     printf 'pgmirror\t%s\n' "$(bin/pgmirror version 2>/dev/null | head -n 1)"
 }
+
+# proc_ticks PID: the CPU time PID has used, user plus system, in clock
+# ticks (getconf CLK_TCK), from /proc/PID/stat; empty when PID is gone.
+# With "all" as a second argument it adds the time of the children PID has
+# reaped (cutime, cstime), so a parent counts its exited children too.
+# The fields are counted after the last ')', as the command name may hold
+# spaces: utime, stime, cutime, cstime are the 12th to 15th from there.
+proc_ticks() {
+    local s f
+    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    read -ra f <<<"${s##*) }"
+    if [ "${2:-}" = all ]; then
+        echo $((f[11] + f[12] + f[13] + f[14]))
+    else
+        echo $((f[11] + f[12]))
+    fi
+}
+
+# postgres_ticks: the CPU time of the whole cluster in $work/pg, in clock
+# ticks: the postmaster with the children it has reaped (exited backends,
+# autovacuum workers) plus every live child (backends, the WAL writer, the
+# checkpointer...). A pgmirror SET's cost is mostly here, not in the sidecar.
+postgres_ticks() {
+    local pm c t total
+    pm=$(head -n 1 "$work/pg/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+    total=$(proc_ticks "$pm" all)
+    for c in $(pgrep -P "$pm"); do
+        t=$(proc_ticks "$c")
+        total=$((total + ${t:-0}))
+    done
+    echo "${total:-0}"
+}

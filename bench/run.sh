@@ -6,7 +6,9 @@
 # the same 100,000 keys of 100 bytes into both, and measures in one run:
 #
 #   1. redis-benchmark GET and SET at -c 1, -c 50, -c 50 -P 16 against pgmirror
-#      and Redis, interleaved, REPS repetitions (medians);
+#      and Redis, interleaved, REPS repetitions (medians), with the CPU the
+#      server process (and the Postgres cluster) used in each run, from
+#      /proc/PID/stat just before and after it;
 #   2. Postgres statements touching cache_entries during the pgmirror GET runs
 #      (pg_stat_statements before/after);
 #   3. pgbench: the direct primary-key SELECT at 1 and 50 clients, and
@@ -25,7 +27,8 @@
 #      (bench/cmd/warmstart);
 #   6. a perf CPU profile of the sidecar under GET -c 50, when perf works.
 #
-# bench/cmd/report then prints one table and replaces the section "make bench
+# bench/cmd/report then prints the acceptance block of the current step
+# (each figure met or not) and one table, and replaces the section "make bench
 # results" of BENCHMARKS.md, and bench/chart draws the charts of the same
 # result files into bench/charts/ and links them at the top of that section. Every process is stopped on exit (trap); the
 # temporary directory is removed after a successful run and kept after a
@@ -195,18 +198,32 @@ for s in "$pgm_sock" "$redis_sock"; do
 done
 
 # --- redis-benchmark ----------------------------------------------------------
-# rb mode cfg target rep n: one redis-benchmark run, its CSV in results/.
+# rb mode cfg target rep n: one redis-benchmark run, its CSV in results/,
+# and beside it (.cpu) the CPU the server process and the whole Postgres
+# cluster used during the run, read from /proc just before and after it.
+# The server is one process: for pgmirror the sidecar alone, without the
+# Postgres backends it talks to (those are postgres_ticks).
 rb() {
-    local mode=$1 cfg=$2 target=$3 rep=$4 n=$5 sock args
-    case $target in pgmirror) sock=$pgm_sock ;; redis) sock=$redis_sock ;; esac
+    local mode=$1 cfg=$2 target=$3 rep=$4 n=$5 sock pid args s0 s1 p0 p1
+    case $target in pgmirror) sock=$pgm_sock pid=$pgm_pid ;; redis) sock=$redis_sock pid=$redis_pid ;; esac
     case $cfg in c1) args=(-c 1) ;; c50) args=(-c 50) ;; c50p16) args=(-c 50 -P 16) ;; esac
     local cmd=(redis-benchmark -s "$sock" -t "$mode" -n "$n" -r "$keys" -d 100 "${args[@]}" --csv)
+    local out=$res/rb_${mode}_${cfg}_${target}_${rep}
     [ "$rep" != 1 ] || logcmd "${cmd[@]}"
-    fg "${cmd[@]}" >"$res/rb_${mode}_${cfg}_${target}_${rep}.csv" 2>>"$work/redis-benchmark.log" ||
+    s0=$(proc_ticks "$pid") p0=$(postgres_ticks)
+    [ -n "$s0" ] || die "$target (pid $pid) is gone; see $work/*.log"
+    fg "${cmd[@]}" >"$out.csv" 2>>"$work/redis-benchmark.log" ||
         die "redis-benchmark $mode $cfg against $target failed"
-    grep -q '^"'"${mode^^}"'"' "$res/rb_${mode}_${cfg}_${target}_${rep}.csv" ||
+    s1=$(proc_ticks "$pid") p1=$(postgres_ticks)
+    [ -n "$s1" ] || die "$target (pid $pid) exited during redis-benchmark $mode $cfg; see $work/*.log"
+    printf 'server_ticks\t%d\npostgres_ticks\t%d\nclk_tck\t%d\nrequests\t%d\n' \
+        $((s1 - s0)) $((p1 - p0)) "$clk_tck" "$n" >"$out.cpu"
+    grep -q '^"'"${mode^^}"'"' "$out.csv" ||
         die "redis-benchmark $mode $cfg against $target printed no result; see $work/redis-benchmark.log"
 }
+clk_tck=$(getconf CLK_TCK)
+logcmd "# around each redis-benchmark run: utime+stime (fields 14 and 15) of /proc/<server pid>/stat, and of the" \
+    "postmaster (with cutime+cstime) and its live children, in ticks of $clk_tck/s (getconf CLK_TCK)"
 # matrix mode: every configuration, REPS times, pgmirror and Redis alternating.
 matrix() {
     local mode=$1 rep cfg n
@@ -363,6 +380,9 @@ fg "${cmd[@]}" 2> >(tee "$work/warmstart.log" | sed 's/^/bench: /' >&2) ||
     printf 'redis-benchmark\t%s\n' "$(redis-benchmark --version 2>/dev/null | head -n 1)"
     printf 'pgconf\t%s\n' "$pgconf"
     printf 'quick\t%s\n' "$quick"
+    # What the SETs and pgbench's upserts committed with: both connect as
+    # postgres to bench, and neither sets synchronous_commit in its session.
+    printf 'synchronous_commit\t%s\n' "$(sql bench -c "SELECT current_setting('synchronous_commit')")"
     printf 'reps\t%s\n' "$reps"
     printf 'date\t%s\n' "$(date -u +'%Y-%m-%d %H:%M UTC')"
     printf 'load_start\t%s\n' "$load_start"

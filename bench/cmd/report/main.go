@@ -6,7 +6,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/csv"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -55,54 +54,6 @@ type report struct {
 func (r *report) path(name string) string { return filepath.Join(r.dir, name) }
 
 func (r *report) printf(format string, args ...any) { fmt.Fprintf(&r.b, format, args...) }
-
-// rbResult is the median of one redis-benchmark configuration.
-type rbResult struct {
-	rps, p50, p99 float64 // requests/s, ms, ms
-	runs          []string
-}
-
-// redisBenchmark reads the CSVs of mode, cfg and target and takes medians.
-func (r *report) redisBenchmark(mode, cfg, target string) rbResult {
-	files, _ := filepath.Glob(r.path(fmt.Sprintf("rb_%s_%s_%s_*.csv", mode, cfg, target)))
-	slices.Sort(files)
-	var rps, p50, p99 []float64
-	var res rbResult
-	for _, f := range files {
-		fh, err := os.Open(f)
-		if err != nil {
-			log.Fatal(err)
-		}
-		rows, err := csv.NewReader(fh).ReadAll()
-		fh.Close()
-		if err != nil || len(rows) < 2 {
-			log.Fatalf("%s: no CSV result", f)
-		}
-		col := map[string]int{}
-		for i, h := range rows[0] {
-			col[h] = i
-		}
-		row := rows[1]
-		get := func(name string) float64 {
-			i, ok := col[name]
-			if !ok {
-				return 0
-			}
-			v, _ := strconv.ParseFloat(row[i], 64)
-			return v
-		}
-		rps = append(rps, get("rps"))
-		p50 = append(p50, get("p50_latency_ms"))
-		p99 = append(p99, get("p99_latency_ms"))
-		res.runs = append(res.runs, fmt.Sprintf("%s (p50 %s, p99 %s ms)", kilo(get("rps")),
-			trimFloat(get("p50_latency_ms")), trimFloat(get("p99_latency_ms"))))
-	}
-	if len(rps) == 0 {
-		log.Fatalf("no redis-benchmark results for %s %s %s", mode, cfg, target)
-	}
-	res.rps, res.p50, res.p99 = median(rps), median(p50), median(p99)
-	return res
-}
 
 // pgbenchResult is one pgbench run.
 type pgbenchResult struct {
@@ -272,28 +223,8 @@ func (r *report) build() string {
 	add := func(x row) { rows = append(rows, x) }
 
 	// redis-benchmark.
-	cfgName := map[string]string{"c1": "-c 1", "c50": "-c 50", "c50p16": "-c 50 -P 16"}
 	rb := map[string]rbResult{}
-	for _, mode := range []string{"get", "set"} {
-		for _, cfg := range []string{"c1", "c50", "c50p16"} {
-			p, q := r.redisBenchmark(mode, cfg, "pgmirror"), r.redisBenchmark(mode, cfg, "redis")
-			rb[mode+cfg+"pgmirror"], rb[mode+cfg+"redis"] = p, q
-			name := strings.ToUpper(mode) + " " + cfgName[cfg]
-			tput, lat := row{}, row{}
-			tput.what = name + ": requests/s (median of " + reps + ")"
-			tput.pgm, tput.base, tput.ratio = kilo(p.rps), kilo(q.rps)+" Redis", ratio(p.rps, q.rps)
-			lat.what = name + ": p50 / p99 latency, ms"
-			lat.pgm = trimFloat(p.p50) + " / " + trimFloat(p.p99)
-			lat.base = trimFloat(q.p50) + " / " + trimFloat(q.p99) + " Redis"
-			lat.ratio = "p99 " + ratio(p.p99, q.p99)
-			if mode == "get" {
-				tput.target, tput.verdict = "≥ 1.0x Redis", verdict(p.rps >= q.rps)
-				lat.target, lat.verdict = "p99 ≤ 1.1x Redis", verdict(p.p99 <= 1.1*q.p99)
-			}
-			add(tput)
-			add(lat)
-		}
-	}
+	rows = append(rows, r.rbRows(reps, rb)...)
 
 	// MULTI/EXEC and EVALSHA (bench/cmd/txbench).
 	rows = append(rows, r.txRows(reps)...)
@@ -314,38 +245,8 @@ func (r *report) build() string {
 	}
 
 	// Statements during the GET runs.
-	before, after := r.pgss("pgss_before.tsv"), r.pgss("pgss_after.tsv")
-	hits := r.tsv("get_hits.tsv")
-	type delta struct {
-		statement
-		id string
-	}
-	var deltas []delta
-	var onTable int64
-	kinds := map[string]int64{}
-	for id, a := range after {
-		b := before[id]
-		if d := a.calls - b.calls; d > 0 {
-			deltas = append(deltas, delta{statement{d, a.rows - b.rows, a.query}, id})
-			if strings.Contains(strings.ToLower(a.query), "cache_entries") {
-				onTable += d
-				kinds[jobOf(a.query)] += d
-			}
-		}
-	}
-	slices.SortFunc(deltas, func(x, y delta) int { return int(y.calls - x.calls) })
-	nHits, _ := strconv.ParseFloat(hits["hits"], 64)
-	fetches, _ := strconv.ParseInt(hits["fetches"], 10, 64)
-	var kindList []string
-	for k, v := range kinds {
-		kindList = append(kindList, fmt.Sprintf("%s %d", k, v))
-	}
-	slices.Sort(kindList)
-	perHit := float64(onTable) / max(nHits, 1)
-	add(row{what: "Postgres statements on cache_entries during all pgmirror GET runs (" + hits["hits"] + " hits, " +
-		hits["misses"] + " misses)",
-		pgm:    fmt.Sprintf("%d = %.1g per hit (%s); value fetches %d", onTable, perHit, strings.Join(kindList, ", "), fetches),
-		target: "0 per hit", verdict: verdict(fetches == 0 && kinds["other"] == 0)})
+	st := r.getStatements()
+	add(st.row())
 
 	// Propagation.
 	var props []propagation
@@ -412,6 +313,8 @@ func (r *report) build() string {
 		machine["elapsed"])
 	r.printf("Postgres: %s. Load average (1, 5, 15 min) at the start: %s; at the end: %s — other work on the host "+
 		"shares the CPUs and the disk.\n\n", machine["pgconf"], machine["load_start"], machine["load_end"])
+	r.acceptBlock(acceptance(rb, plain, st, machine["synchronous_commit"]), reps, machine["quick"] == "1")
+	r.printf("### All figures\n\n")
 	r.printf("| measurement | pgmirror | baseline | ratio | SPEC §8 target | verdict |\n|---|---|---|---|---|---|\n")
 	for _, x := range rows {
 		r.printf("| %s | %s | %s | %s | %s | %s |\n", x.what, dash(x.pgm), dash(x.base), dash(x.ratio), dash(x.target), dash(x.verdict))
@@ -436,7 +339,7 @@ func (r *report) build() string {
 	r.printf("\nStatements Postgres ran in database `bench` while the pgmirror GET runs went on " +
 		"(pg_stat_statements, after minus before; includes the harness's own queries):\n\n")
 	r.printf("| calls | rows | statement |\n|---|---|---|\n")
-	for _, d := range deltas {
+	for _, d := range st.deltas {
 		q := d.query
 		if len(q) > 160 {
 			q = q[:160] + "…"
