@@ -38,7 +38,8 @@ const (
 // it with the client's Parser; the commands run on the loop or, handed
 // off, on a goroutine of the client's (loopconn.go), building their
 // replies in wbuf; flush hands them to the outbox, which writes them or
-// queues what the socket does not take.
+// queues what the socket does not take. "The command loop" below is
+// whichever of the two runs the client's commands: never both at once.
 type client struct {
 	s  *Server
 	fd int   // the socket, non-blocking; -1 for a client without one (a script's scratch client)
@@ -135,10 +136,11 @@ func (c *client) holdOutput() {
 }
 
 // flush sends the replies built so far: written at once when the socket
-// takes them, else queued for the writer goroutine. Then, while more than
-// the client's output bound is pending, it waits: a client that does not
-// read its replies is not read from, and holds at most one reply beyond
-// the bound.
+// takes them, else queued for the event loop to write when the socket is
+// writable. Then, off the loop, while more than the client's output bound
+// is pending, it waits: a client that does not read its replies is not
+// read from, and holds at most one reply beyond the bound. (The loop does
+// not wait: it hands the client off instead.)
 func (c *client) flush() error {
 	if c.werr != nil || c.txn.hold {
 		return c.werr

@@ -40,6 +40,7 @@ func (c *client) readable(buf []byte) {
 		c.setInput(c.p.Buffered() + c.p.Returned())
 		for i, args := range cmds {
 			if !c.runOnLoop(args) {
+				_ = c.flush() // the replies so far leave now, not after the command that waits
 				c.handoff(cmds[i:], in, perr)
 				return
 			}
