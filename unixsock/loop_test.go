@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"pgmirror/internal/testdb"
+	"pgmirror/unixsock"
 )
 
 // loopConn dials the sidecar's socket for tests that write the protocol
@@ -189,5 +190,46 @@ func TestSlowSenderIsNotRead(t *testing.T) {
 		if !bytes.Equal(buf, bytes.Repeat(pong, 10_000)) {
 			t.Fatalf("replies %d-%d are not PONGs", i*10_000, (i+1)*10_000)
 		}
+	}
+}
+
+// TestCostlyCommandDoesNotStallTheLoop: KEYS over many keys is handed off
+// like a command that waits, so a GET another client sends meanwhile is
+// answered before it.
+func TestCostlyCommandDoesNotStallTheLoop(t *testing.T) {
+	dsn, db := testdb.New(t)
+	if _, err := db.Exec(`INSERT INTO cache_entries(key, value)
+		SELECT 'k' || i, 'v' FROM generate_series(1, 100000) i`); err != nil {
+		t.Fatal(err)
+	}
+	sc := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.Loops = 1 }})
+	a, ra := loopConn(t, sc.socket)
+	b, rb := loopConn(t, sc.socket)
+	if _, err := io.WriteString(b, multibulk("PING")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := rb.ReadString('\n'); err != nil || line != "+PONG\r\n" {
+		t.Fatalf("PING: %q, %v", line, err)
+	}
+	order := make(chan string, 2)
+	go func() {
+		line, err := ra.ReadString('\n')
+		if err != nil || line != "*100000\r\n" {
+			line = fmt.Sprintf("KEYS: %q, %v", line, err)
+		}
+		order <- line
+	}()
+	if _, err := io.WriteString(a, multibulk("KEYS", "*")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(b, multibulk("GET", "k1")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := rb.ReadString('\n'); err != nil || line != "$1\r\n" {
+		t.Fatalf("GET: %q, %v", line, err)
+	}
+	order <- "GET"
+	if first := <-order; first != "GET" {
+		t.Fatalf("the GET was answered after KEYS (%s): KEYS stalled the loop", first)
 	}
 }
