@@ -233,3 +233,43 @@ func TestCostlyCommandDoesNotStallTheLoop(t *testing.T) {
 		t.Fatalf("the GET was answered after KEYS (%s): KEYS stalled the loop", first)
 	}
 }
+
+// TestUnreadLargeRepliesStopTheClient: a client that pipelines GETs of a
+// large value and reads nothing has its commands run only until its
+// output passes the bound (1 MiB): the loop does not run the rest of what
+// it read, each holding a value for the client.
+func TestUnreadLargeRepliesStopTheClient(t *testing.T) {
+	dsn, _ := testdb.New(t)
+	sc := startSidecar(t, dsn, config{})
+	ctx := context.Background()
+	if err := client(t, sc.socket).Set(ctx, "big", strings.Repeat("v", 512<<10), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := net.Dial("unix", sc.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.(*net.UnixConn).SetReadBuffer(4096)
+	gets := func() int64 { return sc.srv.CommandCalls()["get"] }
+	before := gets()
+	if _, err := io.WriteString(nc, strings.Repeat(multibulk("GET", "big"), 1000)); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the GETs stop running: no new one for half a second.
+	deadline := time.Now().Add(20 * time.Second)
+	last, since := int64(-1), time.Now()
+	for time.Since(since) < 500*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatalf("GETs kept running: %d", gets()-before)
+		}
+		if n := gets(); n != last {
+			last, since = n, time.Now()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The bound, what the sockets hold (a few hundred KiB), and one reply.
+	if ran := last - before; ran < 2 || ran > 8 {
+		t.Fatalf("%d of 1000 GETs of 512 KiB ran for a client that reads nothing; want 2 to 8", ran)
+	}
+}

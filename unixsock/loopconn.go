@@ -46,14 +46,19 @@ func (c *client) readable(buf []byte) {
 			}
 			cmds[i] = nil
 			if len(c.wbuf) >= flushThreshold || len(c.segs) > 0 {
-				if c.flush() != nil {
-					break
+				// A long reply, or a large value sent from the mirror's
+				// memory: past the client's output bound the rest waits
+				// off the loop for the output to drain, so a pipeline of
+				// large GETs holds one value at a time beyond the bound.
+				if c.flush() != nil || c.out.over(c.s.MaxClientOutput) {
+					c.handoff(cmds[i+1:], in, perr)
+					return
 				}
 			}
 		}
 		clear(cmds)
 		c.cmds = cmds[:0]
-		if perr != nil || c.werr != nil {
+		if perr != nil {
 			c.handoff(nil, nil, perr) // answers the protocol error, then closes
 			return
 		}
@@ -126,6 +131,9 @@ func (c *client) handoff(cmds [][][]byte, in []byte, perr error) {
 // work runs a handoff and gives the client back to its loop, or ends it.
 func (c *client) work(h handoff) {
 	defer c.s.handoffs.Done()
+	if err := c.flush(); err != nil { // waits for the output the loop left over the bound
+		h.cmds, h.in, h.perr = nil, nil, nil
+	}
 	c.runAll(h.cmds)
 	in, perr := h.in, h.perr
 	for len(in) > 0 && perr == nil && !c.quit && c.werr == nil {
