@@ -251,6 +251,8 @@ var (
 	descClientBudget   = desc("client_buffers_budget_bytes", "--max-client-buffers.")
 	descKeyEventsDrop  = desc("keyspace_events_dropped_total", "Keyspace events not published because the publisher's queue was full (subscribers miss them).")
 	descAcceptErrors   = desc("client_accept_errors_total", "Accepts of client connections that failed and were retried with a backoff (out of file descriptors, ...).")
+	descLoopCommands   = desc("client_loop_commands_total", "Commands the event loops answered themselves (reads the mirror holds, PING, ...), without a handoff.")
+	descHandoffs       = desc("client_handoffs_total", "Times a client left its event loop for a goroutine of its own, to run a command that may wait (writes, loader misses, transactions, scripts) or costs more than a lookup.")
 	descCommands       = desc("commands_total", "Client commands run, by command name (lower case; unknown commands as \"unknown\").", "command")
 
 	// writer
@@ -279,7 +281,7 @@ var allDescs = []*prometheus.Desc{
 	descConnected, descDownSeconds, descReceived, descUndecodable, descNotifDropped, descOverflows, descReconnects, descLastNotifAge,
 	descGenuineDrops,
 	descClients, descConnections, descRejected, descProtocolErrors, descCommands,
-	descClientEvicted, descClientBuffers, descClientBudget, descKeyEventsDrop, descAcceptErrors,
+	descClientEvicted, descClientBuffers, descClientBudget, descKeyEventsDrop, descAcceptErrors, descLoopCommands, descHandoffs,
 	descWriterBatches, descWriterOps, descWriterErrors,
 	descLoaderRuns, descLoaderFailures, descAccessFlushes, descAccessRows, descRefreshes, descCleanup,
 	descQueueUsage, descQueueSampled,
@@ -435,6 +437,8 @@ func (e emitter) socket(st unixsock.Stats) {
 	e.gauge(descClientBudget, float64(st.MaxClientBuffers))
 	e.counter(descKeyEventsDrop, float64(st.KeyEventsDropped))
 	e.counter(descAcceptErrors, float64(st.AcceptErrors))
+	e.counter(descLoopCommands, float64(st.LoopCommands))
+	e.counter(descHandoffs, float64(st.Handoffs))
 	e.tracking(st.Tracking) // metrics_tracking.go
 }
 
