@@ -69,6 +69,7 @@ type client struct {
 	segs    []segment
 	cut     int
 	holding bool  // the outbox is held: pushes wait until the batch is answered
+	sent    bool  // flush sent something (the event loop checks the output bound then)
 	werr    error // writing failed: the connection is closing
 
 	inBytes int64        // input accounted (command loop only)
@@ -150,6 +151,7 @@ func (c *client) flush() error {
 	}
 	c.werr = c.out.send(c, c.segs, c.s.MaxClientOutput)
 	if len(c.segs) > 0 {
+		c.sent = true
 		clear(c.segs)
 		c.segs = c.segs[:0]
 		if cap(c.wbuf) > keptReplyBuffer {

@@ -46,11 +46,15 @@ func (c *client) readable(buf []byte) {
 			}
 			cmds[i] = nil
 			if len(c.wbuf) >= flushThreshold || len(c.segs) > 0 {
-				// A long reply, or a large value sent from the mirror's
-				// memory: past the client's output bound the rest waits
-				// off the loop for the output to drain, so a pipeline of
-				// large GETs holds one value at a time beyond the bound.
-				if c.flush() != nil || c.out.over(c.s.MaxClientOutput) {
+				_ = c.flush()
+			}
+			// A long reply, or a large value sent from the mirror's memory,
+			// was sent: past the client's output bound the rest waits off
+			// the loop for the output to drain, so a pipeline of large GETs
+			// holds one value at a time beyond the bound.
+			if c.sent {
+				c.sent = false
+				if c.werr != nil || c.out.over(c.s.MaxClientOutput) {
 					c.handoff(cmds[i+1:], in, perr)
 					return
 				}
