@@ -59,6 +59,7 @@ type loop struct {
 	wakefd int
 	buf    []byte
 	done   chan struct{}
+	now    int64 // Unix nanoseconds when the last wait returned (the loop's clock)
 
 	mu      sync.Mutex
 	clients map[int32]*client    // every client of this loop, armed or handed off
@@ -154,6 +155,7 @@ func (l *loop) add(c *client) error {
 func (l *loop) run() {
 	defer close(l.done)
 	events := make([]unix.EpollEvent, loopEvents)
+	n := 0
 	for {
 		timeout := -1
 		l.mu.Lock()
@@ -165,11 +167,13 @@ func (l *loop) run() {
 		if closed {
 			return
 		}
-		n, err := unix.EpollWait(l.epfd, events, timeout)
+		var err error
+		n, err = epollWait(l.epfd, events, timeout, n > 1)
 		if err != nil && err != unix.EINTR {
 			l.s.Logger.Error("event loop: epoll_wait failed; clients of this loop are no longer served", "error", err)
 			return
 		}
+		l.now = time.Now().UnixNano()
 		for i := range n {
 			l.event(&events[i])
 		}

@@ -3,7 +3,6 @@ package unixsock
 import (
 	"bytes"
 	"io"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -18,7 +17,7 @@ import (
 // readable reads what the client sent (the loop calls it, with the loop's
 // buffer) and answers it, or hands it off.
 func (c *client) readable(buf []byte) {
-	n, err := unix.Read(c.fd, buf)
+	n, err := rawRead(c.fd, buf)
 	if err == unix.EAGAIN || err == unix.EINTR {
 		return
 	}
@@ -31,7 +30,7 @@ func (c *client) readable(buf []byte) {
 		go c.finish()
 		return
 	}
-	c.info.active.Store(nanotime())
+	c.info.active.Store(c.lp.now)
 	c.onLoop = true
 	in := buf[:n]
 	for len(in) > 0 {
@@ -320,6 +319,3 @@ func (c *client) closeFD() {
 	c.fdGone = true
 	_ = unix.Close(c.fd)
 }
-
-// nanotime is the wall clock in Unix nanoseconds (CLIENT LIST's idle).
-func nanotime() int64 { return time.Now().UnixNano() }

@@ -390,21 +390,23 @@ func (c *client) writeNow(segs []segment) (int, error) {
 	if c.lp == nil {
 		return 0, nil
 	}
-	var iov [writeSegs][]byte
+	var bufs [writeSegs][]byte
+	var iov [writeSegs]unix.Iovec
 	total := 0
 	for len(segs) > 0 {
 		k := 0
 		for ; k < len(segs) && k < writeSegs; k++ {
-			iov[k] = segs[k].b
+			bufs[k] = segs[k].b
 		}
 		var n int
 		var err error
 		c.s.stats.writes.Add(1)
 		if k == 1 {
-			n, err = unix.Write(c.fd, iov[0])
+			n, err = rawWrite(c.fd, bufs[0])
 		} else {
-			n, err = unix.Writev(c.fd, iov[:k])
+			n, err = rawWritev(c.fd, bufs[:k], iov[:])
 		}
+		clear(bufs[:k])
 		if n > 0 {
 			total += n
 		}
