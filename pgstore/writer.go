@@ -99,7 +99,7 @@ type WriterStats struct {
 	// StaleConns counts pooled connections found closed by Postgres before
 	// a batch was sent on them (with WriterOptions.DSN), and replaced.
 	StaleConns uint64
-	Queued      int    // commands waiting now (not yet in a batch)
+	Queued     int // commands waiting now (not yet in a batch)
 }
 
 // Writer runs write commands in Postgres by group commit: concurrent
