@@ -240,10 +240,15 @@ func (c *wireConn) Close() error {
 	return c.Conn.Close()
 }
 
+// peek is peerClosed; the tests turn it off to reach the failed writes it
+// would have spared.
+var peek = peerClosed
+
 // closedByPeer tells whether Postgres has closed this idle connection: on a
-// connection between statements nothing is due from Postgres, so any byte
-// or end of file waiting on it is its goodbye (a FATAL message). It looks
-// without reading or blocking; false when it cannot tell.
+// connection between statements nothing is due from Postgres, so a byte or
+// an end of file waiting on it is its goodbye (a FATAL message, then the
+// close); at worst a connection that got an unprompted notice is replaced.
+// It looks without reading or blocking; false when it cannot tell.
 func (c *wireConn) closedByPeer() bool {
 	sc, ok := c.Conn.(interface {
 		SyscallConn() (syscall.RawConn, error)
@@ -256,7 +261,7 @@ func (c *wireConn) closedByPeer() bool {
 		return false
 	}
 	closed := false
-	if err := rc.Control(func(fd uintptr) { closed = peerClosed(fd) }); err != nil {
+	if err := rc.Control(func(fd uintptr) { closed = peek(fd) }); err != nil {
 		return true // the socket is closed already
 	}
 	return closed

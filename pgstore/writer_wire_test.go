@@ -122,3 +122,32 @@ func writeAcrossRestarts(t *testing.T, srv *pgtest.Server, db *sql.DB, dsn strin
 		t.Errorf("n = %q in Postgres, want 3", v)
 	}
 }
+
+// TestWriteRetriedAfterFailedSend: with the look at idle connections
+// turned off, a batch after a restart is written to the closed connection;
+// over a unix socket that write fails (the peer is gone), so the statement
+// never reached Postgres whole and runs on another connection: committed
+// once, no unknown outcome.
+func TestWriteRetriedAfterFailedSend(t *testing.T) {
+	pgstore.NoPeek(t)
+	srv := pgtest.New(t)
+	dsn := srv.CreateDB(t)
+	db := testdb.Migrate(t, dsn)
+	w := newWriter(t, db, newFakeApplier(), pgstore.WriterOptions{DSN: dsn, Timeout: 10 * time.Second})
+	incr := mirror.WriteOp{Kind: mirror.WriteIncrBy, Keys: ks("n"), Int: 1}
+	if res, err := w.Write(ctx(t), incr); err != nil || res.Int != 1 {
+		t.Fatalf("first INCRBY: %v %+v", err, res)
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := w.Write(ctx(t), incr); err != nil || res.Err != nil || res.Int != 2 {
+		t.Fatalf("after the restart: %v %+v, want 2", err, res)
+	}
+	if st := w.Stats(); st.Unknown != 0 || st.Unavailable != 0 || st.StaleConns != 0 {
+		t.Errorf("stats %+v: want no failure, and no connection found closed before sending", st)
+	}
+	if v := readRows(t, db)["n"].value; string(v) != "2" {
+		t.Errorf("n = %q in Postgres, want 2", v)
+	}
+}
