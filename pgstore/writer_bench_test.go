@@ -3,8 +3,10 @@ package pgstore_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"pgmirror/internal/testdb"
 	"pgmirror/mirror"
@@ -59,5 +61,49 @@ func benchWriteSet(b *testing.B, clients int, async, own bool) {
 	b.ReportMetric(float64(st.Ops)/float64(st.Batches), "ops/batch")
 	if own {
 		b.ReportMetric(float64(st.RoundTrips)/float64(st.Batches), "trips/batch")
+	}
+}
+
+// BenchmarkWriteLatency: one SET at a time, alternately through a Writer on
+// its own pool and one sharing the sidecar's, so that both see the same
+// load on a busy machine; reports each one's median and 90th percentile
+// latency of a write (one batch).
+func BenchmarkWriteLatency(b *testing.B) {
+	for _, commit := range []string{"sync", "async"} {
+		b.Run("commit="+commit, func(b *testing.B) {
+			dsn, db := testdb.New(b)
+			if commit == "async" {
+				dsn += " synchronous_commit=off"
+				db = testdb.Open(b, dsn)
+			}
+			writers := []*pgstore.Writer{
+				pgstore.NewWriter(db, newFakeApplier(), pgstore.WriterOptions{DSN: dsn}),
+				pgstore.NewWriter(db, newFakeApplier(), pgstore.WriterOptions{}),
+			}
+			took := make([][]time.Duration, len(writers))
+			for _, w := range writers {
+				if err := w.Open(); err != nil {
+					b.Fatal(err)
+				}
+				defer w.Close()
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				for j, w := range writers {
+					op := mirror.WriteOp{Kind: mirror.WriteSet, Keys: []string{fmt.Sprintf("k%d-%d", j, i%1000)}, Values: [][]byte{[]byte("value-of-some-bytes")}}
+					start := time.Now()
+					if res, err := w.Write(context.Background(), op); err != nil || res.Err != nil {
+						b.Fatal(err, res.Err)
+					}
+					took[j] = append(took[j], time.Since(start))
+				}
+			}
+			for j, name := range []string{"own", "shared"} {
+				slices.Sort(took[j])
+				n := len(took[j])
+				b.ReportMetric(float64(took[j][n/2].Microseconds()), name+"-p50-µs")
+				b.ReportMetric(float64(took[j][n*9/10].Microseconds()), name+"-p90-µs")
+			}
+		})
 	}
 }
