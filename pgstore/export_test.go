@@ -10,3 +10,10 @@ var ParseSnapshot = parseSnapshot
 func (s *Store) CheckPrimaryQuery(ctx context.Context, query string) error {
 	return s.checkPrimary(ctx, query)
 }
+
+// NoPeek makes the Writer's own pool send on pooled connections without
+// looking whether Postgres closed them, until the test ends.
+func NoPeek(t interface{ Cleanup(func()) }) {
+	peek = func(uintptr) bool { return false }
+	t.Cleanup(func() { peek = peerClosed })
+}

@@ -73,7 +73,7 @@ func (w *Writer) Begin(ctx context.Context, keys []string) (*Tx, error) {
 	}
 	w.hold(ks, 1)
 	t.ticket = w.apply.BeginWrite()
-	conn, err := w.conn(ctx)
+	conn, err := w.pingedConn(ctx)
 	if err != nil {
 		w.hold(ks, -1)
 		w.apply.AbandonWrite(t.ticket)

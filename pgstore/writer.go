@@ -49,6 +49,14 @@ type WriterOptions struct {
 	// (Redis's proto-max-bulk-len error); 0 means no bound. The values a
 	// client sends are checked by the caller.
 	MaxValueSize int64
+	// DSN, when set, gives the Writer a pool of its own on it (InFlight
+	// connections, a few more while batches given up on still hold theirs)
+	// where each batch costs one round trip: lib/pq's binary-parameters
+	// mode sends the statement's parse, bind and execute in one write, and
+	// a connection Postgres closed while it was idle is found without a
+	// round trip and replaced. Empty: the batches run on the db given to
+	// NewWriter, each after a ping, and take three round trips.
+	DSN string
 	// Log; nil logs nothing.
 	Log hclog.Logger
 }
@@ -84,7 +92,14 @@ type WriterStats struct {
 	Ops         uint64 // commands in those batches
 	Unavailable uint64 // batches that did not commit (Postgres unreachable or the statement failed)
 	Unknown     uint64 // batches whose commit outcome is unknown
-	Queued      int    // commands waiting now (not yet in a batch)
+	// RoundTrips counts the round trips to Postgres of the batches'
+	// statements (with WriterOptions.DSN; 0 without): one per batch, a
+	// statement retried on another connection more.
+	RoundTrips uint64
+	// StaleConns counts pooled connections found closed by Postgres before
+	// a batch was sent on them (with WriterOptions.DSN), and replaced.
+	StaleConns uint64
+	Queued     int // commands waiting now (not yet in a batch)
 }
 
 // Writer runs write commands in Postgres by group commit: concurrent
@@ -98,20 +113,22 @@ type WriterStats struct {
 // committed batch is applied to the mirror before any of its callers is
 // answered.
 //
-// Outcomes: if the batch could not be sent (no connection, the pool's
-// connection found dead by a ping before sending) or Postgres answered it
-// with an error (the statement, and so its transaction, was rolled back),
-// every command of it fails with an error wrapping
-// mirror.ErrWriteUnavailable. Once the statement was sent, any other
-// failure (connection lost, no answer within Timeout) leaves the outcome
-// unknown: the error wraps mirror.ErrWriteUnknown, and before answering the
-// Writer re-reads the batch's keys and waits (bounded) until the mirror
-// shows what Postgres holds.
+// Outcomes: if the batch could not be sent (no connection; a pooled
+// connection found closed before sending, or one whose write failed before
+// the statement was whole, is replaced and the batch sent again) or
+// Postgres answered it with an error (the statement, and so its
+// transaction, was rolled back), every command of it fails with an error
+// wrapping mirror.ErrWriteUnavailable. Once the statement was sent, any
+// other failure (connection lost, no answer within Timeout) leaves the
+// outcome unknown: the error wraps mirror.ErrWriteUnknown, and before
+// answering the Writer re-reads the batch's keys and waits (bounded) until
+// the mirror shows what Postgres holds.
 //
 // NewWriter starts nothing: Open starts the batch loop, and Close stops
 // accepting commands, runs those queued and waits for the batches in flight.
 type Writer struct {
 	db    *sql.DB
+	pool  *writePool // the batches' own pool (WriterOptions.DSN), or nil
 	apply Applier
 	opts  WriterOptions
 	log   hclog.Logger
@@ -127,6 +144,7 @@ type Writer struct {
 	wg        sync.WaitGroup // the batch loop, which waits for its batches
 
 	batches, ops, unavailable, unknown atomic.Uint64
+	roundTrips, staleConns             atomic.Uint64
 	stuck                              atomic.Int32 // batches given up on, still running
 
 	batchHandlers []func(BatchDone) // HandleBatch; fixed once Open ran
@@ -191,7 +209,8 @@ type writeAns struct {
 }
 
 // NewWriter returns a Writer on db, not started (see Open); apply receives
-// the committed writes.
+// the committed writes. With WriterOptions.DSN, db serves only the re-reads
+// after an unknown outcome.
 func NewWriter(db *sql.DB, apply Applier, opts WriterOptions) *Writer {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = DefaultWriteBatch
@@ -221,6 +240,13 @@ func (w *Writer) Open() error {
 	case w.opened:
 		return errors.New("pgstore: the writer is already open")
 	}
+	if w.opts.DSN != "" {
+		pool, err := openWritePool(w.opts.DSN, w.opts.InFlight+maxStuck)
+		if err != nil {
+			return err
+		}
+		w.pool = pool
+	}
 	w.opened = true
 	w.wg.Add(1)
 	go func() {
@@ -236,7 +262,8 @@ func (w *Writer) Stats() WriterStats {
 	queued := len(w.queue)
 	w.mu.Unlock()
 	return WriterStats{Batches: w.batches.Load(), Ops: w.ops.Load(),
-		Unavailable: w.unavailable.Load(), Unknown: w.unknown.Load(), Queued: queued}
+		Unavailable: w.unavailable.Load(), Unknown: w.unknown.Load(), Queued: queued,
+		RoundTrips: w.roundTrips.Load(), StaleConns: w.staleConns.Load()}
 }
 
 // Write implements mirror.Writer. A command cancelled (ctx) while it waits in
@@ -304,6 +331,11 @@ func (w *Writer) Close() error {
 	}
 	w.signal()
 	w.wg.Wait()
+	if w.pool != nil {
+		// A batch given up on still holds its connection: it is closed
+		// when the driver returns it.
+		_ = w.pool.db.Close()
+	}
 	return nil
 }
 

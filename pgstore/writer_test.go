@@ -68,7 +68,19 @@ func (f *fakeApplier) Calls() []applyCall {
 	return slices.Clone(f.calls)
 }
 
+// newWriter opens a Writer on a pool of its own (on db's DSN unless opts
+// names one), as the sidecar runs it.
 func newWriter(t *testing.T, db *sql.DB, apply pgstore.Applier, opts pgstore.WriterOptions) *pgstore.Writer {
+	t.Helper()
+	if opts.DSN == "" {
+		opts.DSN = testdb.DSN(t, db)
+	}
+	return newSharedWriter(t, db, apply, opts)
+}
+
+// newSharedWriter opens a Writer as opts say: without a DSN, its batches
+// share db (each after a ping).
+func newSharedWriter(t *testing.T, db *sql.DB, apply pgstore.Applier, opts pgstore.WriterOptions) *pgstore.Writer {
 	t.Helper()
 	w := pgstore.NewWriter(db, apply, opts)
 	if err := w.Open(); err != nil {
@@ -865,13 +877,24 @@ func TestTwoWritersNoDeadlock(t *testing.T) {
 }
 
 // TestWritePostgresDown: with the server stopped, writes fail as
-// unavailable within the timeout, and succeed again once it is back.
+// unavailable within the timeout, and succeed again once it is back; on the
+// Writer's own pool and sharing the sidecar's.
 func TestWritePostgresDown(t *testing.T) {
-	srv := pgtest.New(t)
-	dsn := srv.CreateDB(t)
-	db := testdb.Migrate(t, dsn)
-	const timeout = 2 * time.Second
-	w := newWriter(t, db, newFakeApplier(), pgstore.WriterOptions{Timeout: timeout})
+	for _, shared := range []bool{false, true} {
+		t.Run(fmt.Sprintf("shared=%v", shared), func(t *testing.T) {
+			srv := pgtest.New(t)
+			dsn := srv.CreateDB(t)
+			db := testdb.Migrate(t, dsn)
+			opts := pgstore.WriterOptions{Timeout: 2 * time.Second, DSN: dsn}
+			if shared {
+				opts.DSN = ""
+			}
+			writeWhilePostgresDown(t, srv, db, newSharedWriter(t, db, newFakeApplier(), opts), opts.Timeout)
+		})
+	}
+}
+
+func writeWhilePostgresDown(t *testing.T, srv *pgtest.Server, db *sql.DB, w *pgstore.Writer, timeout time.Duration) {
 	if res, err := w.Write(ctx(t), setOp("a", "1")); err != nil || res.Err != nil {
 		t.Fatalf("before the stop: %v %v", err, res.Err)
 	}

@@ -1,9 +1,10 @@
 package pgstore
 
 // The statement side of the Writer: a batch encoded as pgmirror_write's
-// arguments, run on a connection that answered a ping, within bounds that
-// hold even when the driver hangs, its rows decoded into replies and
-// mirror changes, and, after an unknown outcome, the keys re-read.
+// arguments, run on a connection Postgres has not closed (and again on
+// another one when it was not sent whole), within bounds that hold even when
+// the driver hangs, its rows decoded into replies and mirror changes, and,
+// after an unknown outcome, the keys re-read.
 
 import (
 	"context"
@@ -53,32 +54,74 @@ const writeQuery = `SELECT cmd, rec, reply, reply_int, reply_bulk, reply_err,
 	st_key, st_version, st_expires, st_deleted, st_value, xact_id
 	FROM pgmirror_write($1::jsonb, $2::bytea, $3::bigint)`
 
-// execute runs the batch's statement; sent is set just before it is sent.
+// writeArgs are writeQuery's arguments for one batch.
+type writeArgs struct {
+	ops      string // jsonb, sent as text: binary jsonb would need a version byte
+	vals     []byte // bytea: raw on the Writer's own pool, hex otherwise
+	maxValue any    // bigint or NULL
+	refs     []opRef
+}
+
+// execute runs the batch's statement; sent is set once a byte of it may
+// have left. A statement that surely did not reach Postgres whole is sent
+// again on another connection.
 func (w *Writer) execute(ctx context.Context, batch []*writeReq, sent *atomic.Bool) outcome {
-	ops, vals, refs, err := encodeBatch(batch)
-	if err != nil {
+	var (
+		a   writeArgs
+		err error
+	)
+	if a.ops, a.vals, a.refs, err = encodeBatch(batch); err != nil {
 		return outcome{err: err}
 	}
-	var maxValue any
 	if w.opts.MaxValueSize > 0 {
-		maxValue = w.opts.MaxValueSize
+		a.maxValue = w.opts.MaxValueSize
 	}
-	conn, err := w.conn(ctx)
-	if err != nil {
-		return outcome{err: err}
+	for attempt := 1; ; attempt++ {
+		conn, wire, err := w.conn(ctx)
+		if err != nil {
+			return outcome{err: err}
+		}
+		out, retry := w.send(ctx, conn, wire, sent, batch, &a)
+		if !retry || attempt >= connAttempts || ctx.Err() != nil {
+			return out
+		}
+		sent.Store(false)
+		w.log.Debug("a batch was not sent whole before its connection broke; sending it on another",
+			"error", oneLine(out.err.Error()))
 	}
+}
+
+// send runs the statement on conn, then returns conn to the pool; retry
+// tells that it failed without reaching Postgres whole (wire, nil outside
+// the Writer's own pool, says so).
+func (w *Writer) send(ctx context.Context, conn *sql.Conn, wire *wireConn, sent *atomic.Bool, batch []*writeReq,
+	a *writeArgs) (out outcome, retry bool) {
 	defer conn.Close()
-	sent.Store(true)
-	rows, err := conn.QueryContext(ctx, writeQuery, ops, vals, maxValue)
-	if err != nil {
-		return failed(err)
+	if wire != nil {
+		wire.arm(sent)
+	} else {
+		sent.Store(true)
 	}
-	defer rows.Close()
-	out, err := readOutcome(rows, batch, refs)
-	if err != nil {
-		return failed(err)
+	rows, err := conn.QueryContext(ctx, writeQuery, a.ops, a.vals, a.maxValue)
+	if err == nil {
+		out, err = readOutcome(rows, batch, a.refs)
+		_ = rows.Close()
 	}
-	return out
+	if wire == nil {
+		if err != nil {
+			return failed(err), false
+		}
+		return out, false
+	}
+	st := wire.disarm()
+	w.roundTrips.Add(uint64(st.trips))
+	switch {
+	case err == nil:
+		return out, false
+	case st.unsent():
+		return outcome{err: fmt.Errorf("connection lost before the batch was sent: %w", err)}, true
+	}
+	return failed(err), false
 }
 
 // writeRow is one row of writeQuery.
@@ -203,10 +246,27 @@ func failed(err error) outcome {
 	return outcome{err: err, unknown: true}
 }
 
-// conn returns a pooled connection that answered a ping, so that a batch is
-// only sent on a connection that was alive just before: a failure before
-// this point means the batch was surely not run.
-func (w *Writer) conn(ctx context.Context) (*sql.Conn, error) {
+// conn returns a connection for a batch that Postgres has not closed: on
+// the Writer's own pool, one whose socket has nothing waiting (and its
+// socket, to watch the statement); on db, one that answered a ping. A
+// failure before this point means the batch was surely not run.
+func (w *Writer) conn(ctx context.Context) (*sql.Conn, *wireConn, error) {
+	if w.pool == nil {
+		c, err := w.pingedConn(ctx)
+		return c, nil, err
+	}
+	c, wire, err := w.pool.take(ctx, &w.staleConns)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to Postgres: %w", err)
+	}
+	return c, wire, nil
+}
+
+// pingedConn returns a connection of db that answered a ping, for the
+// batches without a pool of their own and for transactions (which hold
+// their connection as long as a client keeps them open, so they do not
+// take the batches' own).
+func (w *Writer) pingedConn(ctx context.Context) (*sql.Conn, error) {
 	var err error
 	for range connAttempts {
 		var c *sql.Conn

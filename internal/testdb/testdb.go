@@ -5,6 +5,7 @@ package testdb
 import (
 	"context"
 	"database/sql"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,6 +44,23 @@ func Open(t testing.TB, dsn string) *sql.DB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
+	dsns.Store(db, dsn)
+	t.Cleanup(func() {
+		db.Close()
+		dsns.Delete(db)
+	})
 	return db
+}
+
+var dsns sync.Map // *sql.DB -> DSN, of the pools Open returned
+
+// DSN returns the DSN of a pool New, Migrate or Open returned, for code
+// that opens connections of its own beside it.
+func DSN(t testing.TB, db *sql.DB) string {
+	t.Helper()
+	dsn, ok := dsns.Load(db)
+	if !ok {
+		t.Fatal("testdb.DSN: not a pool of testdb")
+	}
+	return dsn.(string)
 }
