@@ -36,6 +36,9 @@ func OpenDB(cfg Config) (*sql.DB, *pgstore.Gate, error) {
 		db.Close()
 		return nil, nil, fmt.Errorf("--max-db-conns: %w", err)
 	}
+	// The writer's batches run on a pool of their own (WriterOptions.DSN:
+	// one round trip a batch), within the same budget.
+	db.SetMaxOpenConns(cfg.MaxDBConns - max(cfg.WriteInFlight, 1))
 	return db, gate, nil
 }
 
@@ -64,6 +67,7 @@ func (s *Sidecar) build() error {
 		tune.Listener(s.Listener)
 	}
 	wopts := pgstore.WriterOptions{
+		DSN:          c.DSN,
 		MaxValueSize: c.MaxValueSize,
 		InFlight:     c.WriteInFlight,
 		Linger:       c.WriteLinger,
