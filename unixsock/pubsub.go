@@ -1,7 +1,9 @@
 package unixsock
 
 import (
+	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -382,6 +384,10 @@ func (c *client) unsubscribe(names [][]byte, pattern bool) {
 				names = append(names, []byte(n))
 			}
 		}
+		// In name order, not the map's random one: the same session gets
+		// the same confirmations (Redis confirms patterns in subscription
+		// order, channels in its dictionary's).
+		slices.SortFunc(names, bytes.Compare)
 	}
 	counts := make([]int, len(names))
 	freed := int64(0)
