@@ -40,6 +40,11 @@ func (s *Server) serve() error {
 				nc.Close()
 				nc = nil
 			}
+			if err != nil && !acceptRetryable(err) {
+				// This connection only: the others are still accepted.
+				s.Logger.Warn("dropping a client whose socket could not be taken", "error", err)
+				continue
+			}
 		}
 		if err != nil {
 			if s.draining.Load() {
@@ -93,6 +98,7 @@ func takeFD(nc net.Conn) (int, error) {
 // admit gives a new connection to loop l, or refuses it past --max-clients.
 func (s *Server) admit(fd int, l *loop) {
 	c := s.newClient(fd)
+	c.lp = l // before others can see it (CLIENT KILL, CLIENT LIST)
 	s.mu.Lock()
 	full := len(s.conns) >= s.MaxClients
 	if !full {

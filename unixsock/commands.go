@@ -96,6 +96,9 @@ func registerCommands(t *commandTable) {
 	registerOnLoop(t)
 }
 
+// maxLoopArgs bounds the arguments of a command the loop runs itself.
+const maxLoopArgs = 17
+
 // registerOnLoop names the commands the event loop answers itself: those
 // that never wait and cost about a lookup. GET runs there when the mirror
 // holds the value; everything else is handed off.
@@ -104,7 +107,13 @@ func registerOnLoop(t *commandTable) {
 	for _, name := range []string{"ping", "echo", "exists", "ttl", "pttl", "type", "select"} {
 		cmd := t.byName[name]
 		fn := cmd.fn
-		cmd.now = func(c *client, a [][]byte) bool { fn(c, a); return true }
+		cmd.now = func(c *client, a [][]byte) bool {
+			if len(a) > maxLoopArgs { // EXISTS of many keys: off the loop
+				return false
+			}
+			fn(c, a)
+			return true
+		}
 	}
 }
 

@@ -54,12 +54,13 @@ const (
 // loop is one event loop: its epoll instance, the clients it watches by
 // descriptor, and an eventfd that wakes it.
 type loop struct {
-	s      *Server
-	epfd   int
-	wakefd int
-	buf    []byte
-	done   chan struct{}
-	now    int64 // Unix nanoseconds when the last wait returned (the loop's clock)
+	s       *Server
+	epfd    int
+	wakefd  int
+	buf     []byte
+	done    chan struct{}
+	now     int64 // Unix nanoseconds when the last wait returned (the loop's clock)
+	checked int64 // when checkOutput last looked
 
 	mu      sync.Mutex
 	clients map[int32]*client    // every client of this loop, armed or handed off
@@ -170,7 +171,7 @@ func (l *loop) run() {
 		var err error
 		n, err = epollWait(l.epfd, events, timeout, n > 1)
 		if err != nil && err != unix.EINTR {
-			l.s.Logger.Error("event loop: epoll_wait failed; clients of this loop are no longer served", "error", err)
+			l.fail(err)
 			return
 		}
 		l.now = time.Now().UnixNano()
@@ -208,6 +209,10 @@ func (l *loop) event(ev *unix.EpollEvent) {
 // checkOutput disconnects the clients whose output has not moved for
 // --client-output-timeout.
 func (l *loop) checkOutput() {
+	if l.now-l.checked < int64(outputCheck) {
+		return
+	}
+	l.checked = l.now
 	l.mu.Lock()
 	if len(l.waiting) == 0 {
 		l.mu.Unlock()
@@ -226,8 +231,9 @@ func (l *loop) checkOutput() {
 	}
 }
 
-// setWaiting records whether c's output waits for EPOLLOUT.
-func (l *loop) setWaiting(c *client, on bool) {
+// setWaiting records whether c's output waits for EPOLLOUT; wake: the
+// caller is not the loop, which may sleep without a timeout.
+func (l *loop) setWaiting(c *client, on, wake bool) {
 	l.mu.Lock()
 	if on {
 		l.waiting[c] = struct{}{}
@@ -235,8 +241,8 @@ func (l *loop) setWaiting(c *client, on bool) {
 		delete(l.waiting, c)
 	}
 	l.mu.Unlock()
-	if on {
-		l.wake() // the loop may sleep without a timeout
+	if on && wake {
+		l.wake()
 	}
 }
 
@@ -255,6 +261,27 @@ func (l *loop) drainIdle() {
 	for _, c := range idle {
 		c.disarm()
 		go c.finish()
+	}
+}
+
+// fail ends a loop whose epoll_wait failed for good: its clients are
+// disconnected (their output cannot be written any more), so that none
+// waits for it and the server can still close.
+func (l *loop) fail(err error) {
+	l.s.Logger.Error("event loop: epoll_wait failed; disconnecting its clients", "error", err)
+	l.mu.Lock()
+	l.closed = true
+	clients := make([]*client, 0, len(l.clients))
+	for _, c := range l.clients {
+		clients = append(clients, c)
+	}
+	l.mu.Unlock()
+	for _, c := range clients {
+		c.out.closeOutput(c)
+		if c.armed() {
+			c.disarm()
+			go c.finish()
+		}
 	}
 }
 

@@ -5,8 +5,6 @@ import (
 	"io"
 
 	"golang.org/x/sys/unix"
-
-	"pgmirror/mirror"
 )
 
 // A client's life between its event loop and its handoffs: the loop reads
@@ -96,9 +94,8 @@ func (c *client) runOnLoop(args [][]byte) bool {
 	if cmd == nil || cmd.now == nil || !cmd.arityOK(len(args)) {
 		return false
 	}
-	if cmd.has(flagMirror) && c.s.Mirror.State() == mirror.StateLoading {
-		return false
-	}
+	// A command the loop runs answers LOADING itself while the mirror
+	// loads (its reads do): no look at the mirror's state here.
 	if !cmd.now(c, args) {
 		return false
 	}
@@ -134,7 +131,8 @@ func (c *client) handoff(cmds [][][]byte, in []byte, perr error) {
 // work runs a handoff and gives the client back to its loop, or ends it.
 func (c *client) work(h handoff) {
 	defer c.s.handoffs.Done()
-	if err := c.flush(); err != nil { // waits for the output the loop left over the bound
+	defer c.account(-int64(len(h.in))) // the input handoff counted
+	if err := c.flush(); err != nil {  // waits for the output the loop left over the bound
 		h.cmds, h.in, h.perr = nil, nil, nil
 	}
 	c.runAll(h.cmds)
@@ -148,7 +146,6 @@ func (c *client) work(h handoff) {
 		c.runAll(cmds)
 		c.cmds = cmds[:0]
 	}
-	c.account(-int64(len(h.in)))
 	if perr != nil && c.werr == nil {
 		c.protocolError(perr)
 	}
@@ -216,13 +213,15 @@ func (c *client) rearm() bool {
 	}
 	c.pollMu.Lock()
 	defer c.pollMu.Unlock()
-	c.handed.Store(false)
 	c.wantIn = true
 	if err := c.pollLocked(); err != nil {
-		c.handed.Store(true)
+		c.wantIn = false
 		c.pollErr(err)
 		return false
 	}
+	// Only once registered: until then the loop may not read the client
+	// (a failed registration leaves it to this goroutine to end).
+	c.handed.Store(false)
 	return true
 }
 
@@ -241,7 +240,7 @@ func (c *client) setWantOut(on bool) {
 	}
 	c.pollMu.Unlock()
 	if changed {
-		c.lp.setWaiting(c, on)
+		c.lp.setWaiting(c, on, !c.onLoop) // the loop itself looks again before it waits
 	}
 }
 

@@ -271,9 +271,6 @@ func (o *outbox) writable(c *client) {
 	o.mu.Lock()
 	o.writing = false
 	o.advanceLocked(c, n)
-	if n > 0 {
-		o.moved = time.Now()
-	}
 	o.cond.Broadcast()
 	if err != nil {
 		o.failLocked(c, err)
@@ -327,6 +324,9 @@ func (o *outbox) over(limit int64) bool {
 func (o *outbox) advanceLocked(c *client, n int) {
 	if o.err != nil {
 		return // the queue was dropped
+	}
+	if n > 0 {
+		o.moved = time.Now() // progress, whoever wrote
 	}
 	o.pending -= int64(n)
 	for n > 0 && len(o.segs) > 0 {

@@ -227,13 +227,13 @@ func (s *Server) listen() error {
 		os.Remove(s.Socket)
 		return fmt.Errorf("chmod %s to %#o: %w", s.Socket, s.SocketMode, err)
 	}
-	s.ln, s.sockFile = ln, fi
-	s.conns = map[*client]struct{}{}
 	if err := s.startLoops(); err != nil {
 		ln.Close()
 		os.Remove(s.Socket)
 		return err
 	}
+	s.ln, s.sockFile = ln, fi
+	s.conns = map[*client]struct{}{}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.stop = make(chan struct{})
 	s.started = time.Now()
