@@ -87,7 +87,7 @@ func (c *client) runOnLoop(args [][]byte) bool {
 	if len(args) == 0 {
 		return true
 	}
-	if c.txn.multi != nil || c.sub != nil || c.trk.tc != nil || c.s.Password != "" && !c.info.authed {
+	if c.txn.multi != nil || c.subscribed() || c.trk.tc != nil || c.s.Password != "" && !c.info.authed {
 		return false
 	}
 	cmd := c.s.commands().lookup(args[0])
