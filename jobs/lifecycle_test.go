@@ -17,6 +17,7 @@ import (
 )
 
 func TestAccessTracking(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	exec(t, db, `INSERT INTO cache_entries(key, value) SELECT 'k' || i, 'v' FROM generate_series(1, 100) i`)
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('cold', 'v')`)
@@ -94,6 +95,7 @@ func refreshConfig() jobs.Config {
 }
 
 func TestRefreshOncePerKeyAcrossSidecars(t *testing.T) {
+	t.Parallel()
 	dsn, db := refreshDB(t)
 	runs := calls(t, db, "json_build_object")
 	for i := 0; i < 3; i++ {
@@ -114,6 +116,7 @@ func TestRefreshOncePerKeyAcrossSidecars(t *testing.T) {
 // TestFencedRefresh: a refresher whose lock was reclaimed (it looked stale)
 // computes on, but cannot overwrite what the new holder stored.
 func TestFencedRefresh(t *testing.T) {
+	t.Parallel()
 	dsn, db := refreshDB(t)
 	computed, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
@@ -167,6 +170,7 @@ func TestFencedRefresh(t *testing.T) {
 }
 
 func TestCrashedLockAndFailingLoader(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	exec(t, db, `INSERT INTO cache_loaders(prefix, query, ttl) VALUES ('f:', 'SELECT v FROM flaky WHERE k = $1', '1 day')`)
 	exec(t, db, `INSERT INTO cache_entries(key, value, expires_at) VALUES
@@ -195,6 +199,7 @@ func TestCrashedLockAndFailingLoader(t *testing.T) {
 }
 
 func TestCleanup(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	exec(t, db, `INSERT INTO cache_entries(key, value) SELECT 'unused' || i, 'v' FROM generate_series(1, 1500) i`)
 	exec(t, db, `UPDATE cache_entries SET last_accessed_at = now() - interval '8 days'`)

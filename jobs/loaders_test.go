@@ -60,6 +60,7 @@ func calls(t testing.TB, db *sql.DB, fragment string) int64 {
 func allQueries(t testing.TB, db *sql.DB) int64 { return calls(t, db, "") }
 
 func TestLoaderCacheAside(t *testing.T) {
+	t.Parallel()
 	dsn, db := usersDB(t, "1 hour")
 	sc := sidecartest.Start(t, dsn, sidecartest.Config{Jobs: longIntervals()})
 	ctx := context.Background()
@@ -107,6 +108,7 @@ func TestLoaderCacheAside(t *testing.T) {
 }
 
 func TestLoaderOnceAcrossSidecars(t *testing.T) {
+	t.Parallel()
 	dsn, db := usersDB(t, "1 hour")
 	var sidecars []*sidecartest.Sidecar
 	for i := 0; i < 3; i++ {
@@ -150,6 +152,7 @@ func TestLoaderOnceAcrossSidecars(t *testing.T) {
 }
 
 func TestLoaderNegativeAndFailures(t *testing.T) {
+	t.Parallel()
 	dsn, db := usersDB(t, "1 hour")
 	sc := sidecartest.Start(t, dsn, sidecartest.Config{Jobs: longIntervals(), Mirror: mirror.Options{NegativeTTL: 500 * time.Millisecond}})
 	ctx := context.Background()
@@ -203,6 +206,7 @@ func TestLoaderNegativeAndFailures(t *testing.T) {
 // under the key's lock, as watch invalidation does). The invalidation waits
 // for the computation's commit, so the stale value cannot outlive it.
 func TestComputationNeverStoredAfterInvalidation(t *testing.T) {
+	t.Parallel()
 	dsn, db := usersDB(t, "1 hour")
 	computed := make(chan struct{})
 	release := make(chan struct{})
@@ -266,6 +270,7 @@ func longIntervals() (c jobs.Config) {
 // TestServeStale: with --serve-stale, an expired value of a key with a
 // loader is served for at most that long; after it, the loader recomputes.
 func TestServeStale(t *testing.T) {
+	// Not parallel: it reads an expired key within a bound of its expiry.
 	for _, stale := range []time.Duration{0, 1500 * time.Millisecond} {
 		t.Run(fmt.Sprint("serve-stale=", stale), func(t *testing.T) {
 			dsn, db := usersDB(t, "1 hour")

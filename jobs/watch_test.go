@@ -69,6 +69,7 @@ func onlyMarker(t *testing.T, db *sql.DB, sidecars []*sidecartest.Sidecar, befor
 }
 
 func TestWatchCopy(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	exec(t, db, `CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price numeric NOT NULL, note text)`)
 	exec(t, db, `SELECT pgmirror_watch('items', 'id', 'item:', '{id,name,price}')`)
@@ -152,6 +153,7 @@ func TestWatchCopy(t *testing.T) {
 }
 
 func TestWatchInvalidate(t *testing.T) {
+	t.Parallel()
 	dsn, db := usersDB(t, "1 hour")
 	exec(t, db, `SELECT pgmirror_watch('users', 'id', 'user:', '{plan}', 'invalidate')`)
 	sidecars := []*sidecartest.Sidecar{
@@ -200,6 +202,7 @@ func TestWatchInvalidate(t *testing.T) {
 // invalidation waits for the lock, so it deletes what the loader stored, and
 // every sidecar ends with the new plan.
 func TestWatchInvalidationWaitsForComputation(t *testing.T) {
+	t.Parallel()
 	dsn, db := usersDB(t, "1 hour")
 	exec(t, db, `SELECT pgmirror_watch('users', 'id', 'user:', NULL, 'invalidate')`)
 	computed := make(chan struct{})
@@ -260,6 +263,7 @@ func TestWatchInvalidationWaitsForComputation(t *testing.T) {
 // TestWatchLongKey: an application insert whose key would pass 4000 bytes
 // commits; nothing is cached for it, and the skip is counted.
 func TestWatchLongKey(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []string{"copy", "invalidate"} {
 		t.Run(mode, func(t *testing.T) {
 			dsn, db := testdb.New(t)
@@ -301,6 +305,7 @@ func TestWatchLongKey(t *testing.T) {
 // TestWatchTruncateAndCleanup: TRUNCATE of a watched table removes its
 // prefix; cleanup never removes copy-mode keys, and removes the others.
 func TestWatchTruncateAndCleanup(t *testing.T) {
+	t.Parallel()
 	dsn, db := usersDB(t, "1 hour")
 	exec(t, db, `CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL)`)
 	exec(t, db, `INSERT INTO items SELECT i, 'n' || i FROM generate_series(1, 300) i`)
@@ -355,6 +360,7 @@ func TestWatchTruncateAndCleanup(t *testing.T) {
 // pgmirror.watch_lock_budget keys of the transaction (default 1000) and
 // every entry is deleted.
 func TestWatchInvalidateBulk(t *testing.T) {
+	t.Parallel()
 	dsn, db := usersDB(t, "1 hour")
 	exec(t, db, `INSERT INTO users SELECT i, 'u' || i, 'free' FROM generate_series(6, 20000) i`)
 	exec(t, db, `SELECT pgmirror_watch('users', 'id', 'user:', '{plan}', 'invalidate')`)

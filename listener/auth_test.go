@@ -24,6 +24,7 @@ func currentKey(t *testing.T, r *recorder) mirror.Key {
 // payloads reaches the sink as one batch, all its changes together, when
 // its last part arrives.
 func TestStatementAppliedAsOneBatch(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	const rows = 3000
 	exec(t, db, `INSERT INTO cache_entries(key, value)
@@ -77,6 +78,7 @@ func TestStatementAppliedAsOneBatch(t *testing.T) {
 // TestHeldPartsAreBounded: past MaxHeldBytes, held parts are applied as they
 // are, and the rest of the publish follows; nothing is lost or dropped.
 func TestHeldPartsAreBounded(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	exec(t, db, `INSERT INTO cache_entries(key, value)
 		SELECT 'k' || i, convert_to(repeat(md5(i::text), 2), 'UTF8') FROM generate_series(1, 3000) i`)
@@ -109,6 +111,7 @@ func TestHeldPartsAreBounded(t *testing.T) {
 // a later version adds is skipped, parts in sequence make one batch, a part
 // out of sequence and an incomplete publish are dropped and reported.
 func TestPartsAndLaterKinds(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	r := &recorder{db: db}
 	l := &Listener{DSN: dsn, Sink: r}

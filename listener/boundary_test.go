@@ -20,6 +20,7 @@ import (
 // (Postgres refuses a payload of 8000 bytes, which would abort the writer's
 // transaction), and every sidecar serves every value.
 func TestInlineBoundaryPropagates(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	// Versions of 19 digits and an expiry of 18: the widest fixed fields.
 	sqlExec(t, db, `SELECT setval('cache_entries_version_seq', 9000000000000000000)`)

@@ -96,6 +96,7 @@ func (f *freezer) freeze() {
 // TestHalfOpenConnectionIsCut freezes the listener's TCP path: the bounded
 // ping notices, cuts the connection, and the listener reconnects and resyncs.
 func TestHalfOpenConnectionIsCut(t *testing.T) {
+	t.Parallel()
 	srv := pgtest.Shared(t)
 	dsn := srv.CreateDB(t)
 	testdb.Migrate(t, dsn)

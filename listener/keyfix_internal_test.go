@@ -13,6 +13,7 @@ import (
 // replay guard when it is dropped; one under an id at or below the newest
 // but not held (deleted by a rotation: never valid again) does not.
 func TestDroppedMACRemembered(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	r := &recorder{db: db}
 	l := &Listener{DSN: dsn, Sink: r}

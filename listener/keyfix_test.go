@@ -24,6 +24,7 @@ import (
 // without dropping anything under an unknown key: each rotation switches
 // to the key that was pending, which the sidecar already holds.
 func TestRotationPendingKeyHeldBeforeUse(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sqlExec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('k', 'v0')`)
 	var l *listener.Listener
@@ -115,6 +116,7 @@ func rotationAttack(t *testing.T, junkAfter bool) (s *sidecartest.Sidecar, l *li
 // apart here): v1 is served within 2 s. Then mallory's replay of it, after
 // a newer change, is refused.
 func TestRotationDroppedGenuineResyncsAtOnce(t *testing.T) {
+	t.Parallel()
 	for _, junk := range []bool{false, true} {
 		name := "kept"
 		if junk {

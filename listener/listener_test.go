@@ -136,6 +136,7 @@ func run(t *testing.T, l *Listener) {
 // NOTIFY) is counted and asks for a repair; it is not a gap in the stream,
 // which would make a reload in progress start over.
 func TestUndecodableNotificationIsDropped(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	r := &recorder{db: db}
 	l := &Listener{DSN: dsn, Sink: r}
@@ -152,6 +153,7 @@ func TestUndecodableNotificationIsDropped(t *testing.T) {
 }
 
 func TestOverflowBecomesAGap(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	r := &recorder{block: make(chan struct{}), db: db}
 	l := &Listener{DSN: dsn, Sink: r, QueueSize: 2}
@@ -180,6 +182,7 @@ func TestOverflowBecomesAGap(t *testing.T) {
 }
 
 func TestReconnectReportsDownThenUp(t *testing.T) {
+	t.Parallel()
 	srv := pgtest.New(t)
 	dsn := srv.CreateDB(t)
 	testdb.Migrate(t, dsn)
@@ -239,6 +242,7 @@ func (s *trySink) Apply(b mirror.Batch) {
 // goroutine (TryApply) and those queued when the sink was busy or others
 // were queued arrive at the sink in commit order, none twice.
 func TestInlineApplyKeepsOrder(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	s := &trySink{recorder: recorder{db: db}}
 	l := &Listener{DSN: dsn, Sink: s}

@@ -95,6 +95,7 @@ pidfile = %s/pgbouncer.pid
 // transaction mode succeeds but delivers nothing; the listener's probe
 // notices and fails with a clear error. In session mode it works.
 func TestListenThroughTransactionPooler(t *testing.T) {
+	t.Parallel()
 	srv := pgtest.Shared(t)
 	dsn := srv.CreateDB(t)
 	testdb.Migrate(t, dsn)

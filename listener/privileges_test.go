@@ -48,6 +48,7 @@ func loginRole(t *testing.T, db *sql.DB, dsn, base, group string) *sql.DB {
 // of both; were the forged token honoured, none would (stale until the
 // next reload).
 func TestWriterCannotSilenceNotifications(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('a', 'one'), ('b', 'two')`)
 	n := listen(t, dsn, db)
@@ -76,6 +77,7 @@ func TestWriterCannotSilenceNotifications(t *testing.T) {
 // pgmirror_sidecar runs pgmirror_write: its batch still silences the
 // per-statement triggers and notifies once, at its end.
 func TestSidecarMemberBatchNotifiesOnce(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	n := listen(t, dsn, db)
 	sidecar := loginRole(t, db, dsn, "sidecar", "pgmirror_sidecar")

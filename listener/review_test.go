@@ -29,6 +29,7 @@ import (
 // change what a sidecar serves, and a genuine one must not be lost because
 // a forger chose when the keyring was read.
 func TestRotationWindowDropAndReplay(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sqlExec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('victim', 'v0')`)
 	mdb := mallory(t, dsn, db)

@@ -38,10 +38,13 @@ func sqlExec(t testing.TB, db *sql.DB, q string, args ...any) {
 }
 
 // mallory creates (once per cluster) a role with only CONNECT and LOGIN,
-// and returns a pool on dsn's database as that role.
+// and returns a pool on dsn's database as that role. Parallel tests may
+// create it at the same moment: the one that loses that race gets
+// unique_violation from pg_authid's index rather than duplicate_object.
 func mallory(t testing.TB, dsn string, db *sql.DB) *sql.DB {
 	t.Helper()
-	sqlExec(t, db, `DO $$ BEGIN CREATE ROLE mallory LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`)
+	sqlExec(t, db, `DO $$ BEGIN CREATE ROLE mallory LOGIN;
+		EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`)
 	var dbname string
 	if err := db.QueryRow(`SELECT current_database()`).Scan(&dbname); err != nil {
 		t.Fatal(err)
@@ -176,6 +179,7 @@ func testMirror() mirror.Options { return mirror.Options{MinResyncInterval: 100 
 // unsigned payloads (a fleet mid-upgrade) applies the format-1 forgeries,
 // but its next reload, full or by ranges, restores the table's truth.
 func TestForgedNotificationsChangeNothing(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sqlExec(t, db, `INSERT INTO cache_entries(key, value) SELECT 'k' || i, convert_to('v' || i, 'UTF8') FROM generate_series(1, 50) i`)
 	sqlExec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('victim', 'truth')`)
@@ -255,6 +259,7 @@ func TestForgedNotificationsChangeNothing(t *testing.T) {
 // payload (anyone can LISTEN) and sends it again later, before and after a
 // reload: no sidecar applies it.
 func TestReplayedNotificationIsNotApplied(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sqlExec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('victim', 'v0')`)
 	mdb := mallory(t, dsn, db)
@@ -308,6 +313,7 @@ func TestReplayedNotificationIsNotApplied(t *testing.T) {
 // mallory do not keep a new sidecar loading: it is ready within twice the
 // time of a load without them, measured in the same test.
 func TestJunkDoesNotDelayReadiness(t *testing.T) {
+	// Not parallel: it compares start-up times measured in the test.
 	dsn, db := testdb.New(t)
 	sqlExec(t, db, `INSERT INTO cache_entries(key, value)
 		SELECT 'k' || i, convert_to(repeat(md5(i::text), 3), 'UTF8') FROM generate_series(1, 150000) i`)
@@ -360,6 +366,7 @@ func TestJunkDoesNotDelayReadiness(t *testing.T) {
 // PGMIRROR.RESYNC in a loop gets reloads spaced by the minimum interval
 // (5 s by default), not one after the other.
 func TestLoopingResyncDoesNotKeepReloading(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sqlExec(t, db, `INSERT INTO cache_entries(key, value) SELECT 'k' || i, 'v' FROM generate_series(1, 2000) i`)
 	s := sidecartest.Start(t, dsn, sidecartest.Config{})
@@ -388,6 +395,7 @@ func TestLoopingResyncDoesNotKeepReloading(t *testing.T) {
 // older key is not. The sidecar rejects unsigned payloads, as after the
 // rollout: its own sentinels (unsigned) still let it load.
 func TestKeyRotation(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	var l *listener.Listener
 	s := sidecartest.Start(t, dsn, sidecartest.Config{Mirror: testMirror(),

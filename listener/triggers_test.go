@@ -103,6 +103,7 @@ func exec(t *testing.T, db *sql.DB, q string, args ...any) {
 }
 
 func TestInsertUpdateDeleteNotify(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	n := listen(t, dsn, db)
 
@@ -145,6 +146,7 @@ func TestInsertUpdateDeleteNotify(t *testing.T) {
 }
 
 func TestAccessAndLockUpdatesAreSilent(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('a', 'one'), ('b', 'two')`)
 	before := version(t, db, "a")
@@ -176,6 +178,7 @@ func TestAccessAndLockUpdatesAreSilent(t *testing.T) {
 }
 
 func TestForgedVersionIsReplaced(t *testing.T) {
+	t.Parallel()
 	_, db := testdb.New(t)
 	exec(t, db, `INSERT INTO cache_entries(key, value, version) VALUES ('a', 'x', 999999)`)
 	if v := version(t, db, "a"); v == 999999 {
@@ -188,6 +191,7 @@ func TestForgedVersionIsReplaced(t *testing.T) {
 }
 
 func TestRenameTruncateAndUpsert(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('old', 'v')`)
 	n := listen(t, dsn, db)
@@ -212,6 +216,7 @@ func TestRenameTruncateAndUpsert(t *testing.T) {
 }
 
 func TestBulkUpdateIsPacked(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	const rows = 10000
 	exec(t, db, `INSERT INTO cache_entries(key, value)
@@ -264,6 +269,7 @@ func TestBulkUpdateIsPacked(t *testing.T) {
 // plans are read with auto_explain, as notices on this connection; the
 // statement's time is left to make bench-fanout.
 func TestBulkUpdatePlanAfterSmallUpdate(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	const rows = 2000
 	exec(t, db, `INSERT INTO cache_entries(key, value)
@@ -345,6 +351,7 @@ func TestBulkUpdatePlanAfterSmallUpdate(t *testing.T) {
 // hostile settings and a search_path that shadows the functions the triggers
 // use; the payloads must be byte-identical but for the version and send time.
 func TestPayloadIgnoresSessionSettings(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	exec(t, db, `CREATE SCHEMA evil`)
 	exec(t, db, `CREATE FUNCTION evil.encode(bytea, text) RETURNS text LANGUAGE sql AS $$ SELECT 'EVIL' $$`)
@@ -404,6 +411,7 @@ func TestPayloadIgnoresSessionSettings(t *testing.T) {
 }
 
 func TestValueSizesAndKeyLimit(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	n := listen(t, dsn, db)
 
@@ -464,6 +472,7 @@ func TestValueSizesAndKeyLimit(t *testing.T) {
 // in commit order (delete v2, then set v1) and the row exists: a sidecar that
 // kept "the highest version" would hold a tombstone for a live row.
 func TestCommitOrderIsNotVersionOrder(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	exec(t, db, `CREATE FUNCTION test_hold() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN
@@ -530,6 +539,7 @@ func TestCommitOrderIsNotVersionOrder(t *testing.T) {
 }
 
 func TestPayloadCarriesWriterXid(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	n := listen(t, dsn, db)
 	tx, err := db.Begin()
@@ -561,6 +571,7 @@ func TestPayloadCarriesWriterXid(t *testing.T) {
 // it changed: a key set and then deleted in the batch as deleted, a failed
 // command not at all.
 func TestWriteBatchNotifiesOnce(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('gone', 'x'), ('text', 'abc')`)
 	n := listen(t, dsn, db)
@@ -645,6 +656,7 @@ func TestWriteBatchNotifiesOnce(t *testing.T) {
 // TestBatchTokenSetByHandDoesNotSilence sets pgmirror.write_batch in a session
 // to what the token was a statement earlier: later writes must still notify.
 func TestBatchTokenSetByHandDoesNotSilence(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	n := listen(t, dsn, db)
 	ctx := context.Background()

@@ -15,6 +15,7 @@ import (
 // killed at random and the server is restarted once; at the end every
 // sidecar's mirror equals the table.
 func TestChaos(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("chaos test skipped in -short mode")
 	}

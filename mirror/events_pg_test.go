@@ -66,6 +66,7 @@ func kinds(evs []mirror.Event) string {
 // reports its corrections as key changes, then a flush, then that the
 // loaders may have changed, then its end; one without drift no flush.
 func TestEventsOfAResyncWithDrift(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	exec(t, db, `INSERT INTO cache_entries(key, value) SELECT 'k' || i, 'v' FROM generate_series(1, 100) i`)
 	s := start(t, dsn, mirror.Options{})
@@ -110,6 +111,7 @@ func TestEventsOfAResyncWithDrift(t *testing.T) {
 // TestEventsOfATruncate: TRUNCATE reaches the handlers as the deletes of
 // every key, then a flush.
 func TestEventsOfATruncate(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	exec(t, db, `INSERT INTO cache_entries(key, value) SELECT 'k' || i, 'v' FROM generate_series(1, 50) i`)
 	s := start(t, dsn, mirror.Options{})

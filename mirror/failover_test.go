@@ -18,6 +18,7 @@ import (
 // sidecar follows it and resyncs fully: the mirror then equals the new
 // primary's table.
 func TestFailoverToTheWritableServer(t *testing.T) {
+	t.Parallel()
 	a, b := pgtest.New(t), pgtest.New(t)
 	for _, srv := range []*pgtest.Server{a, b} {
 		srv.Exec(t, srv.DSN("postgres"), `CREATE DATABASE failover`)

@@ -52,6 +52,7 @@ func TestReplayGuard(t *testing.T) {
 }
 
 func TestRequestResyncIsSpacedOut(t *testing.T) {
+	t.Parallel()
 	m := newWithSource(t, &rowSource{rows: map[string]Row{}}, Options{MinResyncInterval: 200 * time.Millisecond})
 	t.Cleanup(m.stopLimiter)
 	start := time.Now()

@@ -84,6 +84,7 @@ func valueOf(i, n int) []byte {
 // none of them. A larger value goes to the value cache, which can evict it
 // (and a read then fetches it).
 func TestSmallValuesReadableOnApply(t *testing.T) {
+	t.Parallel()
 	src := &rowSource{rows: map[string]Row{}}
 	m := newWithSource(t, src, Options{MaxMemory: 64 << 20})
 	ctx := context.Background()
@@ -128,6 +129,7 @@ func TestSmallValuesReadableOnApply(t *testing.T) {
 // of the index; every value stays readable, and the accounting matches what
 // the index holds.
 func TestInlineWithinBudget(t *testing.T) {
+	t.Parallel()
 	src := &rowSource{rows: map[string]Row{}}
 	const budget = 4 << 20
 	m := newWithSource(t, src, Options{MaxMemory: budget})
@@ -192,6 +194,7 @@ func TestInlineWithinBudget(t *testing.T) {
 // TestIndexAccounting: IndexBytes is what the index really occupies on the
 // heap, within a few percent.
 func TestIndexAccounting(t *testing.T) {
+	// Not parallel: it measures the heap of the whole test process.
 	m := newWithSource(t, &rowSource{rows: map[string]Row{}}, Options{MaxMemory: 1 << 30})
 	var before, after runtime.MemStats
 	runtime.GC()

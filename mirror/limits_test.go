@@ -38,6 +38,7 @@ func statementCalls(t *testing.T, db *sql.DB, where string) int64 {
 }
 
 func TestTinyMemory(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	const n = 3000
 	exec(t, db, `INSERT INTO cache_entries(key, value)
@@ -118,6 +119,7 @@ func dbClock(t *testing.T, db *sql.DB) (offset, uncertainty time.Duration) {
 }
 
 func TestExpiryByDatabaseClock(t *testing.T) {
+	// Not parallel: it bounds how late an expiry is seen to 50 ms.
 	dsn, db := testdb.New(t)
 	exec(t, db, `INSERT INTO cache_entries(key, value, expires_at) VALUES
 		('past', 'p', clock_timestamp() - interval '1 second'),
@@ -166,6 +168,7 @@ func TestExpiryByDatabaseClock(t *testing.T) {
 }
 
 func TestStaleReads(t *testing.T) {
+	t.Parallel()
 	for _, staleError := range []bool{false, true} {
 		t.Run(fmt.Sprint("error=", staleError), func(t *testing.T) {
 			srv := pgtest.New(t)

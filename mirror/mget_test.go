@@ -48,6 +48,7 @@ func (l *countingLoader) Load(ctx context.Context, _ WriteApplier, key string) (
 // 1 KiB values up to mgetParallel at once, with 16 MiB values one at a time,
 // so an MGET of many large uncached values holds about one of them.
 func TestGetMultiBoundsWhatItHolds(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		valueBound int64
 		most       int

@@ -80,6 +80,7 @@ func waitVersionChange(t *testing.T, s *sidecar, key string, from int64) {
 }
 
 func TestStaleFetchedRowIsIgnored(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	var armed atomic.Bool
 	var fired atomic.Int32
@@ -155,6 +156,7 @@ func reloadWith(t *testing.T, dsn string, setup string, action func(s *sidecar))
 }
 
 func TestSnapshotRowDoesNotOverwriteNewerState(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	s, w := reloadWith(t, dsn, `INSERT INTO cache_entries(key, value) VALUES ('k', 'old')`, func(s *sidecar) {
 		l, _ := s.m.Exists("k")
@@ -170,6 +172,7 @@ func TestSnapshotRowDoesNotOverwriteNewerState(t *testing.T) {
 }
 
 func TestDeleteDuringReloadIsNotResurrected(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	s, w := reloadWith(t, dsn, `INSERT INTO cache_entries(key, value) VALUES ('k', 'old')`, func(s *sidecar) {
 		exec(t, db, `DELETE FROM cache_entries WHERE key = 'k'`)
@@ -193,6 +196,7 @@ func TestDeleteDuringReloadIsNotResurrected(t *testing.T) {
 // version, is held, a DELETE of the key takes a higher version and commits,
 // then the insert commits. Every sidecar must end with the key present.
 func TestUpsertAfterHigherVersionDelete(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	exec(t, db, `CREATE FUNCTION test_hold() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN

@@ -32,6 +32,7 @@ func valueFetches(t *testing.T, db *sql.DB) int64 {
 // fetch it). Values above the inline limit still go through the value
 // cache.
 func TestReadAfterChangeNeedsNoFetch(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	s := start(t, dsn, mirror.Options{})
 	before := valueFetches(t, db)

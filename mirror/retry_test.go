@@ -10,6 +10,7 @@ import (
 // as "retry: <reason>", not "retry: retry: ..." once more per failure, so
 // the reason logged and reported stays bounded.
 func TestReloadRetryReasonDoesNotGrow(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	var reasons []string
 	m := newWithSource(t, &rowSource{rows: map[string]Row{}}, Options{}) // its snapshots fail

@@ -49,6 +49,7 @@ func scanAll(t *testing.T, m *Mirror, count int, between func(call int)) map[str
 // TestScanStableIndexReturnsEachKeyOnce: without changes, one iteration
 // returns every key exactly once, whatever COUNT.
 func TestScanStableIndexReturnsEachKeyOnce(t *testing.T) {
+	t.Parallel()
 	for _, n := range []int{0, 1, 7, 100, 5000} {
 		m := newLoaded(t)
 		var keys []string
@@ -74,6 +75,7 @@ func TestScanStableIndexReturnsEachKeyOnce(t *testing.T) {
 // returned while, between the calls, other keys are inserted and deleted
 // in waves that make every shard's table grow and shrink several times.
 func TestScanGuaranteeUnderChurn(t *testing.T) {
+	t.Parallel()
 	m := newLoaded(t)
 	const stable = 1000
 	var keys []string
@@ -129,6 +131,7 @@ func TestScanGuaranteeUnderChurn(t *testing.T) {
 // TestScanConcurrentWriters: the same guarantee with writers running beside
 // the iteration (for the race detector too).
 func TestScanConcurrentWriters(t *testing.T) {
+	t.Parallel()
 	m := newLoaded(t)
 	const stable = 2000
 	var keys []string
@@ -177,6 +180,7 @@ func TestScanConcurrentWriters(t *testing.T) {
 // TestTableScanAgainstMap checks table.scan on random tables and cursors:
 // a call returns exactly the entries whose position lies in [from, next).
 func TestTableScanAgainstMap(t *testing.T) {
+	t.Parallel()
 	r := rand.New(rand.NewPCG(5, 6))
 	for round := range 200 {
 		var ix index
@@ -261,6 +265,7 @@ func spreadCursors(m *Mirror, n int) []uint64 {
 // stays small with 300,000 keys, where walking a whole shard allocates a
 // slice of every key of the shard.
 func TestScanCostIndependentOfSize(t *testing.T) {
+	// Not parallel: it counts the bytes the whole test process allocates.
 	const n = 300_000
 	m := loadKeys(t, n)
 	cursors := spreadCursors(m, n)

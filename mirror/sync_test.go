@@ -26,6 +26,7 @@ func value(i int) []byte {
 }
 
 func TestWarmLoad100k(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	const n = 100000
 	exec(t, db, `INSERT INTO cache_entries(key, value)
@@ -47,6 +48,7 @@ func TestWarmLoad100k(t *testing.T) {
 }
 
 func TestPlainSQLPropagates(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	s := start(t, dsn, mirror.Options{})
 	wait := func(key string, want []byte, present bool) {
@@ -115,6 +117,7 @@ func writer(t testing.TB, dsn string, nkeys int, stop <-chan struct{}, wg *sync.
 }
 
 func TestWritersDuringStartup(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -128,6 +131,7 @@ func TestWritersDuringStartup(t *testing.T) {
 }
 
 func TestListenerKilledConverges(t *testing.T) {
+	t.Parallel()
 	srv := pgtest.New(t)
 	dsn := srv.CreateDB(t)
 	db := testdb.Migrate(t, dsn)
@@ -151,6 +155,7 @@ func TestListenerKilledConverges(t *testing.T) {
 }
 
 func TestServerRestartConverges(t *testing.T) {
+	t.Parallel()
 	srv := pgtest.New(t)
 	dsn := srv.CreateDB(t)
 	db := testdb.Migrate(t, dsn)
@@ -170,6 +175,7 @@ func TestServerRestartConverges(t *testing.T) {
 }
 
 func TestReloadRepairsSilentChanges(t *testing.T) {
+	t.Parallel()
 	for _, how := range []string{"SIGHUP", "periodic", "periodic by ranges"} {
 		t.Run(how, func(t *testing.T) {
 			dsn, db := testdb.New(t)
@@ -204,6 +210,7 @@ func TestReloadRepairsSilentChanges(t *testing.T) {
 }
 
 func TestChurnLeavesNoMarkers(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	s := start(t, dsn, mirror.Options{MinResyncInterval: -1}) // reloads back to back, as requested
 	// Churn 100,000 distinct keys through insert and delete, with reloads
@@ -240,6 +247,7 @@ func TestChurnLeavesNoMarkers(t *testing.T) {
 }
 
 func TestBackToBackReloadsNeverHideKeys(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	exec(t, db, `INSERT INTO cache_entries(key, value) SELECT 'k' || i, 'v' FROM generate_series(1, 2000) i`)
 	s := start(t, dsn, mirror.Options{})
@@ -285,6 +293,7 @@ func TestBackToBackReloadsNeverHideKeys(t *testing.T) {
 }
 
 func TestRangeReloadReadsOnlyWhatDiffers(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	exec(t, db, `INSERT INTO cache_entries(key, value) SELECT 'k' || i, 'v' FROM generate_series(1, 5000) i`)
 	s := start(t, dsn, mirror.Options{})

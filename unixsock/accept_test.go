@@ -66,6 +66,7 @@ func TestAcceptChild(t *testing.T) {
 // rather than stopping its accept loop (which would stop the sidecar);
 // once descriptors are free, the waiting clients are served.
 func TestAcceptOutOfDescriptors(t *testing.T) {
+	t.Parallel()
 	dir, err := os.MkdirTemp("", "pgma")
 	if err != nil {
 		t.Fatal(err)

@@ -50,7 +50,9 @@ func TestAttackChild(t *testing.T) {
 	}
 	maxValue, _ := strconv.ParseInt(os.Getenv(envAttackValue), 10, 64)
 	timeout, _ := time.ParseDuration(os.Getenv(envAttackTimeout))
-	sc := startSidecar(t, dsn, config{maxValue: maxValue, server: attackServer(timeout)})
+	// A 4 MiB SET takes seconds under -race on a loaded machine; the write
+	// timeout is not what these tests are about.
+	sc := startSidecar(t, dsn, config{maxValue: maxValue, server: attackServer(timeout), writeTimeout: time.Minute})
 	fmt.Printf("socket %s\n", sc.socket)
 	done := make(chan struct{})
 	go func() {
@@ -255,6 +257,7 @@ func (a *attackSidecar) check(what string, bound int64) {
 // bound), and is answered: a reader that recursed once per read would grow
 // its stack with the frame until the process died.
 func TestAttackTrickledFrame(t *testing.T) {
+	t.Parallel()
 	const maxValue = 512 << 10
 	a := startAttackSidecar(t, maxValue, 0)
 	a.mark()
@@ -292,6 +295,7 @@ func TestAttackTrickledFrame(t *testing.T) {
 // and have its body buffered. The parser frames as Redis does: the header
 // is refused before anything is buffered and the connection closed.
 func TestAttackHeaderAfterStrayCR(t *testing.T) {
+	t.Parallel()
 	const maxValue = 1 << 20
 	a := startAttackSidecar(t, maxValue, 0)
 	a.mark()
@@ -337,6 +341,7 @@ func TestAttackHeaderAfterStrayCR(t *testing.T) {
 // built before one flush), and the client is disconnected once its output
 // has not drained for --client-output-timeout.
 func TestAttackPipelineNeverRead(t *testing.T) {
+	t.Parallel()
 	const maxValue = 4 << 20
 	a := startAttackSidecar(t, maxValue, 3*time.Second)
 	ctx := context.Background()

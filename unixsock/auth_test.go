@@ -19,6 +19,7 @@ var authCases = map[string][]step{
 }
 
 func TestAuthMatchesRedis(t *testing.T) {
+	t.Parallel()
 	redisSock := startRedis(t)
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
@@ -29,6 +30,7 @@ func TestAuthMatchesRedis(t *testing.T) {
 // authenticate before other commands, and the replies are Redis's with
 // requirepass set; go-redis with the password (HELLO 3 AUTH) works.
 func TestRequirePass(t *testing.T) {
+	t.Parallel()
 	redisSock := startRedis(t)
 	ctx := context.Background()
 	if err := client(t, redisSock).ConfigSet(ctx, "requirepass", "sec").Err(); err != nil {

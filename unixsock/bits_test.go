@@ -36,6 +36,7 @@ var bitCases = map[string][]step{
 }
 
 func TestBitCommandsMatchRedis(t *testing.T) {
+	t.Parallel()
 	redisSock := startRedis(t)
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})

@@ -17,6 +17,7 @@ import (
 // buffers (here commands half sent) lose the largest of them, and only
 // it: the others carry on.
 func TestClientBudget(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	const budget = 2 << 20
 	sc := startSidecar(t, dsn, config{maxValue: 2 << 20, server: budgetServer(budget)})

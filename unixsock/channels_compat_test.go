@@ -164,6 +164,7 @@ func pubsubScript(t *testing.T, socket string, proto int) []string {
 // connections (a RESP3 client that publishes to itself gets PUBLISH's
 // reply before the message, which comes back through Postgres).
 func TestPubSubMatchesRedis(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	redisSock := startRedis(t)

@@ -18,6 +18,7 @@ import (
 // connection. It logs p50 and p99 and checks only that every message
 // arrived.
 func TestPublishLatency(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("a measurement")
 	}

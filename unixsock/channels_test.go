@@ -58,6 +58,7 @@ func receive(t *testing.T, ps *redis.PubSub, n int) []string {
 // both; PUBLISH answers the subscribers of its own sidecar; a message in a
 // transaction that rolls back is never delivered.
 func TestPublishReachesEverySidecar(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	a, b := startSidecar(t, dsn, config{}), startSidecar(t, dsn, config{})
 	ctx := context.Background()
@@ -118,6 +119,7 @@ func TestPublishReachesEverySidecar(t *testing.T) {
 // like a key, so a sidecar of another namespace never delivers it and one
 // without a namespace sees the prefixed name.
 func TestPublishLimitsAndNamespace(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	ns := func(p string) config { return config{server: func(s *unixsock.Server) { s.Namespace = p }} }
 	a, b, plain := startSidecar(t, dsn, ns("a:")), startSidecar(t, dsn, ns("b:")), startSidecar(t, dsn, config{})
@@ -163,6 +165,7 @@ func TestPublishLimitsAndNamespace(t *testing.T) {
 // changed) sends nothing; a script that publishes before its first write
 // (which makes it run again inside a transaction) sends the message once.
 func TestPublishInTransactions(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	a, b := startSidecar(t, dsn, config{}), startSidecar(t, dsn, config{})
 	ctx := context.Background()
@@ -223,6 +226,7 @@ func TestPublishInTransactions(t *testing.T) {
 // have (--subscriber-buffer), while a subscriber of the channel on another
 // sidecar (default bounds) gets every message.
 func TestSlowChannelSubscriberIsCut(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.SubscriberBuffer = 64 }})
 	other := startSidecar(t, dsn, config{})
@@ -250,6 +254,7 @@ func TestSlowChannelSubscriberIsCut(t *testing.T) {
 // sidecar receives all 1000, and each connection's in the order it sent
 // them.
 func TestPublishOrderPerConnection(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	a, b := startSidecar(t, dsn, config{}), startSidecar(t, dsn, config{})
 	ctx := context.Background()

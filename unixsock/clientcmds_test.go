@@ -40,6 +40,7 @@ var clientConfigCases = map[string][]step{
 }
 
 func TestClientConfigMatchRedis(t *testing.T) {
+	t.Parallel()
 	redisSock := startRedis(t)
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
@@ -51,6 +52,7 @@ func TestClientConfigMatchRedis(t *testing.T) {
 // the classes (g: del and expire, $: set, x: expired) and the channels
 // (K keyspace, E keyevent), as in Redis.
 func TestNotifyKeyspaceEvents(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	ctx := context.Background()
@@ -91,6 +93,7 @@ func TestNotifyKeyspaceEvents(t *testing.T) {
 // connections as Redis does (go-redis parses CLIENT INFO), CLIENT SETINFO
 // and NO-EVICT show in them, and CLIENT KILL disconnects by id and type.
 func TestClientListInfoKill(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	ctx := context.Background()
@@ -161,6 +164,7 @@ func TestClientListInfoKill(t *testing.T) {
 // TestClientNoEvict: past --max-client-buffers the largest client that did
 // not send CLIENT NO-EVICT on is disconnected; its own bytes still count.
 func TestClientNoEvict(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	const budget = 2 << 20
 	sc := startSidecar(t, dsn, config{maxValue: 2 << 20, server: budgetServer(budget)})

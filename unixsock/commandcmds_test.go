@@ -13,6 +13,7 @@ import (
 // Redis's for the commands both have; COUNT, LIST and DOCS agree with the
 // table.
 func TestCommandIntrospection(t *testing.T) {
+	t.Parallel()
 	red := client(t, startRedis(t))
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})

@@ -79,6 +79,7 @@ var compatCases = map[string][]step{
 }
 
 func TestCompatWithRedis(t *testing.T) {
+	t.Parallel()
 	redisSock := startRedis(t)
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
@@ -116,6 +117,7 @@ func closeInts(a, b string, d int64) bool {
 // TestScanAndKeysMatchRedis compares the key sets SCAN (full iteration,
 // with MATCH and COUNT) and KEYS return; the order is unspecified in both.
 func TestScanAndKeysMatchRedis(t *testing.T) {
+	t.Parallel()
 	redisSock := startRedis(t)
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})

@@ -15,6 +15,7 @@ import (
 // events carrying the client's id (CLIENT ID) as its origin, its echo is
 // not reported again, and a change made elsewhere carries none.
 func TestWriteOriginInMirrorEvents(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	var paused atomic.Bool
 	gate := make(chan struct{})

@@ -39,6 +39,7 @@ func replies(cmds []redis.Cmder) string {
 // The reads of a block that writes run the loaders of keys the mirror
 // lacks, as GET and MGET outside a block do.
 func TestBlockReadsRunLoaders(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	if _, err := db.Exec(`INSERT INTO cache_loaders(prefix, query) VALUES ('l:', 'SELECT ''v:'' || $1::text')`); err != nil {
 		t.Fatal(err)
@@ -75,6 +76,7 @@ func (m *spoiledMirror) ViewSeq() uint64 { return m.seq.Add(2) }
 // A block of reads that changes keep spoiling on the mirror is read in
 // Postgres, on one state, and answers the same.
 func TestSpoiledReadBlockReadsPostgres(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	var w *pgstore.Writer
 	sc := sidecartest.Start(t, dsn, sidecartest.Config{NoJobs: true, Server: func(s *unixsock.Server) {

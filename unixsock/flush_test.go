@@ -23,6 +23,7 @@ import (
 // TestFlushMatchesRedis: FLUSHDB and FLUSHALL answer as Redis does, with
 // and without ASYNC|SYNC, and leave no key behind.
 func TestFlushMatchesRedis(t *testing.T) {
+	t.Parallel()
 	redisSock := startRedis(t)
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
@@ -78,6 +79,7 @@ func tableKeys(t *testing.T, db *sql.DB) []string {
 // converges on the table, and the sidecars receive one flush record, not a
 // delete per key.
 func TestFlushDBNamespace(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	exec(t, db, `CREATE TABLE public.items (id int PRIMARY KEY, name text)`)
 	exec(t, db, `INSERT INTO public.items VALUES (1, 'one'), (2, 'two')`)
@@ -206,6 +208,7 @@ func TestFlushDBNamespace(t *testing.T) {
 // TestFlushRefused: with NoFlush (--no-flush) FLUSHDB and FLUSHALL answer
 // an error and delete nothing.
 func TestFlushRefused(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.NoFlush = true }})
 	c := client(t, sc.socket)

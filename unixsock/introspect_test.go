@@ -38,6 +38,7 @@ var getKeysCases = [][]string{
 // TestGetKeysMatchesRedis compares COMMAND GETKEYS and GETKEYSANDFLAGS
 // with Redis for every command pgmirror has keys for, and the errors.
 func TestGetKeysMatchesRedis(t *testing.T) {
+	t.Parallel()
 	red := client(t, startRedis(t))
 	dsn, _ := testdb.New(t)
 	pgm := client(t, startSidecar(t, dsn, config{}).socket)
@@ -59,6 +60,7 @@ func TestGetKeysMatchesRedis(t *testing.T) {
 // (in its order), with Redis 7.2's SETINFO and NO-TOUCH; HELP with an
 // argument is an arity error.
 func TestHelpMatchesRedis(t *testing.T) {
+	t.Parallel()
 	red := client(t, startRedis(t))
 	dsn, _ := testdb.New(t)
 	pgm := client(t, startSidecar(t, dsn, config{}).socket)
@@ -113,6 +115,7 @@ func inOrder(sub, all []string) bool {
 // names what Redis names among the commands and subcommands pgmirror has,
 // and nothing else but its own.
 func TestCommandListMatchesRedis(t *testing.T) {
+	t.Parallel()
 	red := client(t, startRedis(t))
 	dsn, _ := testdb.New(t)
 	pgm := client(t, startSidecar(t, dsn, config{}).socket)
@@ -158,6 +161,7 @@ func TestCommandListMatchesRedis(t *testing.T) {
 // TestCommandInfoACLCategories: COMMAND INFO reports Redis's ACL
 // categories for every command pgmirror has.
 func TestCommandInfoACLCategories(t *testing.T) {
+	t.Parallel()
 	red := client(t, startRedis(t))
 	dsn, _ := testdb.New(t)
 	pgm := client(t, startSidecar(t, dsn, config{}).socket)
@@ -181,6 +185,7 @@ func TestCommandInfoACLCategories(t *testing.T) {
 // subcommands pgmirror answers, and COMMAND INFO container|sub reports
 // Redis's arity, flags, key positions and ACL categories for each.
 func TestCommandInfoSubcommands(t *testing.T) {
+	t.Parallel()
 	red := client(t, startRedis(t))
 	dsn, _ := testdb.New(t)
 	pgm := client(t, startSidecar(t, dsn, config{}).socket)

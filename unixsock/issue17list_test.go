@@ -63,6 +63,7 @@ var issue17Cases = map[string][]step{
 }
 
 func TestIssue17ListMatchesRedis(t *testing.T) {
+	t.Parallel()
 	redisSock := startRedis(t)
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})

@@ -22,6 +22,7 @@ var objectCases = map[string][]step{
 }
 
 func TestObjectMatchesRedis(t *testing.T) {
+	t.Parallel()
 	redisSock := startRedis(t)
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
@@ -38,6 +39,7 @@ func TestObjectMatchesRedis(t *testing.T) {
 // client's namespace otherwise, never one outside it; over many calls,
 // several different keys.
 func TestRandomKey(t *testing.T) {
+	t.Parallel()
 	red := client(t, startRedis(t))
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.Namespace = "ns:" }})

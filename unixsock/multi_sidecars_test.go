@@ -27,6 +27,7 @@ func blockValue(n, i int) string {
 // keys on a second sidecar, nor one sending MULTI, 10 GETs, EXEC there (a
 // block of reads, answered from the mirror), ever sees part of a block.
 func TestExecAllOrNothingEverywhere(t *testing.T) {
+	t.Parallel()
 	blocks := 1000
 	if testing.Short() {
 		blocks = 100

@@ -120,6 +120,7 @@ var multiCases = map[string][][]string{
 // TestMultiMatchesRedis compares MULTI/EXEC/DISCARD/WATCH/UNWATCH replies,
 // byte for byte, with a real Redis.
 func TestMultiMatchesRedis(t *testing.T) {
+	t.Parallel()
 	redisSock := startRedis(t)
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
@@ -149,6 +150,7 @@ func TestMultiMatchesRedis(t *testing.T) {
 
 // A queue-time error applies nothing: Postgres holds none of the block.
 func TestExecAbortAppliesNothing(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	c := dialRaw(t, sc.socket)

@@ -30,6 +30,7 @@ func connDo(cn *redis.Conn, args ...any) string {
 // accesses: the access-time flush is not told of them. TOUCH still is,
 // and OFF restores the default.
 func TestClientNoTouch(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	pgm := client(t, sc.socket)
@@ -73,6 +74,7 @@ func TestClientNoTouch(t *testing.T) {
 // client (and OBJECT itself, which is no access), and TOUCH or a plain GET
 // set it back to 0.
 func TestObjectIdleTime(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	pgm := client(t, sc.socket)

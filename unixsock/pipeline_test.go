@@ -16,6 +16,7 @@ import (
 // before reading a reply: thousands of small replies adding up to more
 // than the bound, and large values, each more than the bound.
 func TestLargePipelines(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	ctx := context.Background()

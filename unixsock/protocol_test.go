@@ -51,6 +51,7 @@ func raw(t *testing.T, socket string, send []byte) (string, bool) {
 }
 
 func TestBadInputKeepsServerHealthy(t *testing.T) {
+	// Not parallel: it measures the heap of the whole test process.
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{maxValue: 1 << 20})
 	ctx := context.Background()
@@ -112,6 +113,7 @@ func TestBadInputKeepsServerHealthy(t *testing.T) {
 }
 
 func TestKeyAndValueLimits(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{maxValue: 1 << 20})
 	ctx := context.Background()
@@ -138,6 +140,7 @@ func TestKeyAndValueLimits(t *testing.T) {
 }
 
 func TestBinaryAndLargeValuesRoundTrip(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	// A 10 MiB SET took more than the tests' usual 3 s write timeout on a
 	// loaded 2-core machine; this test is about bytes, not time.
@@ -168,6 +171,7 @@ func TestBinaryAndLargeValuesRoundTrip(t *testing.T) {
 }
 
 func TestLoadingBeforeFirstLoad(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	release := make(chan struct{})
 	var once sync.Once
@@ -200,6 +204,7 @@ func errString(err error) string {
 }
 
 func TestRESP3(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	got, _ := raw(t, sc.socket, []byte("HELLO 3\r\nGET missing\r\nCONFIG GET appendonly\r\nHELLO 2\r\nGET missing\r\n"))
@@ -222,6 +227,7 @@ func TestRESP3(t *testing.T) {
 }
 
 func TestSocketFile(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	dir := sockDir(t)
 	path := filepath.Join(dir, "s.sock")
@@ -256,6 +262,7 @@ func TestSocketFile(t *testing.T) {
 }
 
 func TestMaxClients(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.MaxClients = 2 }})
 	for i := 0; i < 2; i++ { // two clients, kept open until the test ends

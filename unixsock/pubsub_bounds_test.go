@@ -20,6 +20,7 @@ import (
 // subscriber holding the most patterns and its delivery blocked, 500
 // updates still become visible, about as fast as with no subscriber.
 func TestSubscriberCannotSlowApply(t *testing.T) {
+	// Not parallel: it compares durations measured in the test.
 	dsn, db := testdb.New(t)
 	var gate atomic.Pointer[chan struct{}] // set: the publisher waits until it is closed
 	sc := startSidecar(t, dsn, config{server: publishHook(func() {

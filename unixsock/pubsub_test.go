@@ -18,6 +18,7 @@ import (
 // receives set and del, in order per key, for changes made by plain SQL
 // (and by the sidecar itself), and __keyevent@0__ channels name the key.
 func TestKeyspaceNotifications(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	ctx := context.Background()
@@ -65,6 +66,7 @@ func TestKeyspaceNotifications(t *testing.T) {
 // TestSlowSubscriberIsDisconnected: a subscriber that never reads is
 // disconnected once its buffer fills, and does not slow other clients.
 func TestSlowSubscriberIsDisconnected(t *testing.T) {
+	// Not parallel: it compares GET latencies measured in the test.
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.SubscriberBuffer = 64 }})
 	ctx := context.Background()
@@ -152,6 +154,7 @@ func TestSlowSubscriberIsDisconnected(t *testing.T) {
 // TestSubscribeModeRESP2: in RESP2, a subscribed client may only
 // (un)subscribe, PING and QUIT, as in Redis.
 func TestSubscribeModeRESP2(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	got, _ := raw(t, sc.socket, []byte("SUBSCRIBE a b\r\nGET x\r\nPING\r\nUNSUBSCRIBE\r\nGET x\r\n"))

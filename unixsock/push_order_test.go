@@ -19,6 +19,7 @@ import (
 // events while it pipelines GETs of a large value (sent in several writes)
 // gets every push between whole replies, and every reply intact.
 func TestPushesNeverSplitReplies(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	ctx := context.Background()

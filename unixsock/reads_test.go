@@ -17,6 +17,7 @@ import (
 // as a fetch marker; STRLEN answers its true length before anything fetched
 // it (not the marker's). The prefetch of the value is held back.
 func TestStrlenOfFetchMarker(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	prefetching := make(chan struct{})
 	release := make(chan struct{})
@@ -63,6 +64,7 @@ func TestStrlenOfFetchMarker(t *testing.T) {
 // TestTTLCenturiesAway: TTL and PTTL of an expiry more than 292 years away
 // (past time.Duration's range) answer the time left, not -1.
 func TestTTLCenturiesAway(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := sidecartest.Start(t, dsn, sidecartest.Config{NoJobs: true})
 	ctx := context.Background()
@@ -98,6 +100,7 @@ func TestTTLCenturiesAway(t *testing.T) {
 // at once; with the default 16 MiB, one at a time (checked in the mirror's
 // TestGetMultiBoundsWhatItHolds).
 func TestMGetRunsLoadersConcurrently(t *testing.T) {
+	// Not parallel: it bounds how long MGET takes.
 	dsn, db := testdb.New(t)
 	if _, err := db.Exec(`INSERT INTO cache_loaders(prefix, query) VALUES ('slow:', 'SELECT ''v:'' || $1::text FROM pg_sleep(0.4)'),
 		('bad:', 'SELECT 1/0 WHERE $1 IS NOT NULL')`); err != nil {

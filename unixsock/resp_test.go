@@ -48,6 +48,7 @@ func render(args [][]byte) string {
 func testParser() *Parser { return &Parser{MaxBulk: 1000, MaxFrame: 2000} }
 
 func TestParser(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, in string
 		want     []string // rendered commands
@@ -174,6 +175,7 @@ func TestParserArgsOwnMemory(t *testing.T) {
 // (within twice, while it grows) and a few allocations, never a re-parse;
 // what the parser holds is bounded by MaxFrame.
 func TestParserTrickle(t *testing.T) {
+	// Not parallel: AllocsPerRun refuses to run in a parallel test.
 	const size = 1 << 20
 	head := []byte(fmt.Sprintf("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n", size))
 	body := bytes.Repeat([]byte("v"), size)

@@ -63,6 +63,7 @@ var scriptCases = map[string][]step{
 }
 
 func TestScriptsCompatWithRedis(t *testing.T) {
+	t.Parallel()
 	redisSock := startRedis(t)
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
@@ -94,6 +95,7 @@ func runCases(t *testing.T, cases map[string][]step, pgm, red *redis.Client) {
 // TestScriptUndeclaredKey: a command on a key the script did not declare
 // is refused, in redis.call (the script fails) and redis.pcall (returned).
 func TestScriptUndeclaredKey(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	c := client(t, sc.socket)
@@ -118,6 +120,7 @@ func TestScriptUndeclaredKey(t *testing.T) {
 // TestScriptTimeLimitAndKill: a script that runs past --script-timeout
 // answers an error; SCRIPT KILL stops a read-only one at once.
 func TestScriptTimeLimitAndKill(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.ScriptTimeout = 300 * time.Millisecond }})
 	c := client(t, sc.socket)
@@ -184,6 +187,7 @@ var writeScriptCases = map[string][]step{
 }
 
 func TestWriteScriptsCompatWithRedis(t *testing.T) {
+	t.Parallel()
 	redisSock := startRedis(t)
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})

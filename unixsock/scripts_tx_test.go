@@ -20,6 +20,7 @@ import (
 // --script-timeout is rolled back: neither Postgres nor any sidecar sees its
 // writes, and a write that waited for its keys meanwhile succeeds after it.
 func TestScriptTimeLimitLeavesNoWrite(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	short := func(s *unixsock.Server) { s.ScriptTimeout = 500 * time.Millisecond }
 	a, b := startSidecar(t, dsn, config{server: short}), startSidecar(t, dsn, config{server: short})
@@ -64,6 +65,7 @@ func TestScriptTimeLimitLeavesNoWrite(t *testing.T) {
 // SCRIPT LOAD) through two sidecars: a second holder is excluded, and a
 // release frees only the holder's own token.
 func TestScriptLockAcrossSidecars(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	a, b := startSidecar(t, dsn, config{}), startSidecar(t, dsn, config{})
 	ca, cb := client(t, a.socket), client(t, b.socket)
@@ -142,6 +144,7 @@ func lockContention(t *testing.T, sha string, clients ...*redis.Client) {
 // (writing in its own transaction); in a block that writes it answers an
 // error alone, and the block's other commands apply.
 func TestScriptInMulti(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	c := client(t, startSidecar(t, dsn, config{}).socket)
 	ctx := context.Background()
@@ -170,6 +173,7 @@ func TestScriptInMulti(t *testing.T) {
 // values commit as one unit: a client polling MGET on another sidecar sees
 // all of them or none, never part of a run.
 func TestScriptWritesAppliedAtOnce(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	a, b := startSidecar(t, dsn, config{}), startSidecar(t, dsn, config{})
 	ca, cb := client(t, a.socket), client(t, b.socket)
@@ -217,6 +221,7 @@ func TestScriptWritesAppliedAtOnce(t *testing.T) {
 // the command answers an error the script can catch, and what it wrote
 // before stays.
 func TestScriptWriteBounds(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.ScriptTimeout = 4 * time.Second }})
 	c := client(t, sc.socket)

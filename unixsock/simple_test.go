@@ -34,6 +34,7 @@ var simpleCases = map[string][]step{
 }
 
 func TestSimpleCommandsMatchRedis(t *testing.T) {
+	t.Parallel()
 	redisSock := startRedis(t)
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
@@ -70,6 +71,7 @@ func compareCases(t *testing.T, pgm, red *redis.Client, cases map[string][]step)
 // seconds, microseconds), reading the database's clock as the mirror
 // tracks it.
 func TestTimeIsDatabaseClock(t *testing.T) {
+	t.Parallel()
 	red := client(t, startRedis(t))
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
@@ -115,6 +117,7 @@ func TestTimeIsDatabaseClock(t *testing.T) {
 // TestTouchCountsAsAccess: TOUCH marks the keys read, so the access-time
 // flush records them, as a GET does.
 func TestTouchCountsAsAccess(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	c := client(t, sc.socket)
@@ -136,6 +139,7 @@ func TestTouchCountsAsAccess(t *testing.T) {
 // without them would word it) followed by a hint; other unknown commands
 // get Redis's error alone.
 func TestDataTypeCommandsHint(t *testing.T) {
+	t.Parallel()
 	red := client(t, startRedis(t))
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})

@@ -12,6 +12,7 @@ import (
 // replaced its socket file leaves the newer one's file alone (closing a Go
 // unix listener would unlink the path, whoever's it is).
 func TestShutdownLeavesReplacedSocket(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	old := startSidecar(t, dsn, config{})
 	path := old.socket

@@ -11,6 +11,7 @@ import (
 // TestRedisTools drives the server with redis-cli and redis-benchmark, as
 // users will. The setup step installs them; without them the test fails.
 func TestRedisTools(t *testing.T) {
+	t.Parallel()
 	cli, err1 := execpkg.LookPath("redis-cli")
 	bench, err2 := execpkg.LookPath("redis-benchmark")
 	if err1 != nil || err2 != nil {

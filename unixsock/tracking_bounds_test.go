@@ -18,6 +18,7 @@ import (
 // TestTrackingFlushes: a TRUNCATE, a FLUSHDB, a cut of the listener's connection and
 // a reload that repairs drift each send a flush-everything invalidation.
 func TestTrackingFlushes(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	c := tracking(t, sc.socket)
@@ -49,6 +50,7 @@ func TestTrackingFlushes(t *testing.T) {
 // TestTrackingExpiry: a tracked key with an expiry is invalidated when it
 // expires, without being read again, within the 50 ms expiry tolerance.
 func TestTrackingExpiry(t *testing.T) {
+	// Not parallel: it bounds how late an invalidation arrives to 50 ms.
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	w := dialRaw(t, sc.socket)
@@ -75,14 +77,15 @@ func TestTrackingExpiry(t *testing.T) {
 	}
 }
 
-// TestTrackingTableBound: with the bound at 10,000, reading 100,000
-// distinct keys keeps the table at 10,000 keys, and every key evicted
+// TestTrackingTableBound: with the bound at 2,000, reading 20,000
+// distinct keys keeps the table at 2,000 keys, and every key evicted
 // reaches the client as an invalidation.
 func TestTrackingTableBound(t *testing.T) {
+	t.Parallel()
+	const bound, total, chunk = 2000, 20000, 500
 	dsn, _ := testdb.New(t)
-	sc := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.TrackingTableMaxKeys = 10000 }})
+	sc := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.TrackingTableMaxKeys = bound }})
 	c := tracking(t, sc.socket)
-	const total, chunk = 100000, 500
 	invalidated := map[string]bool{}
 	for start := 0; start < total; start += chunk {
 		var b strings.Builder
@@ -99,14 +102,15 @@ func TestTrackingTableBound(t *testing.T) {
 			}
 		}
 	}
-	for len(invalidated) < total-10000 { // the last batch's invalidations follow its replies
+	for len(invalidated) < total-bound { // the last batch's invalidations follow its replies
 		if readTracked(t, c, invalidated) {
 			t.Fatal("a reply nobody asked for")
 		}
 	}
 	st := sc.srv.Stats().Tracking
-	if st.Keys != 10000 || len(invalidated) != total-10000 || st.Evicted != total-10000 {
-		t.Fatalf("tracked %d keys, %d invalidated, %d evicted; want 10000, 90000, 90000", st.Keys, len(invalidated), st.Evicted)
+	if st.Keys != bound || len(invalidated) != total-bound || st.Evicted != total-bound {
+		t.Fatalf("tracked %d keys, %d invalidated, %d evicted; want %d, %d, %d", st.Keys, len(invalidated), st.Evicted,
+			bound, total-bound, total-bound)
 	}
 }
 
@@ -133,6 +137,7 @@ func readTracked(t *testing.T, c *rawConn, invalidated map[string]bool) bool {
 // read its invalidations is disconnected at the output bound, and the
 // sidecar's client buffers stay within it meanwhile.
 func TestTrackingClientThatStopsReadingIsCut(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	c := tracking(t, sc.socket)
@@ -182,6 +187,7 @@ func TestTrackingClientThatStopsReadingIsCut(t *testing.T) {
 // the gap, and another once the staleness bound passed (what they read
 // meanwhile may be stale, and reads no longer refresh it).
 func TestTrackingStalenessBoundFlushes(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.New(t)
 	dsn := pg.CreateDB(t)
 	testdb.Migrate(t, dsn)

@@ -12,6 +12,7 @@ import (
 // Redis does: flag t (B with BCAST), redir=-1 when off, 0 when pushes go to
 // the client itself, the target's id with REDIRECT.
 func TestClientListShowsTracking(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	c, target := dialRaw(t, sc.socket), dialRaw(t, sc.socket)

@@ -61,6 +61,7 @@ func tracking(t testing.TB, socket string, opts ...string) *rawConn {
 // sends is byte for byte Redis's, in RESP3 on the connection itself and in
 // RESP2 through REDIRECT to a connection subscribed to __redis__:invalidate.
 func TestTrackingPushesMatchRedis(t *testing.T) {
+	t.Parallel()
 	redisSock := startRedis(t)
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
@@ -111,6 +112,7 @@ func redirBroken(t *testing.T, socket string, w *rawConn) string {
 // route: plain SQL, a write through this sidecar, through another sidecar;
 // an UPDATE and then a DELETE of a key read again in between.
 func TestTrackingInvalidatesEveryRoute(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	sc2 := startSidecar(t, dsn, config{})
@@ -155,6 +157,7 @@ func TestTrackingInvalidatesEveryRoute(t *testing.T) {
 // writes; the echo of a write already applied does not invalidate again;
 // BCAST sends the changes of its prefixes, read or not.
 func TestTrackingModes(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	ins := func(k string) { exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ($1, 'v')`, k) }
@@ -205,6 +208,7 @@ func TestTrackingModes(t *testing.T) {
 // TestTrackingUnderNamespace: pushes name keys as the client sees them,
 // and changes outside the namespace send nothing.
 func TestTrackingUnderNamespace(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.Namespace = "ns:" }})
 	c := tracking(t, sc.socket)
@@ -223,6 +227,7 @@ func TestTrackingUnderNamespace(t *testing.T) {
 // then a slow script) is invalidated after the GET's reply, never before:
 // the client would cache the old value for good.
 func TestInvalidationNeverOvertakesAReply(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('k', 'old')`)

@@ -43,6 +43,7 @@ var trackingCases = map[string][][]string{
 // TestTrackingCommandsMatchRedis compares the replies of CLUSTER and the
 // CLIENT tracking subcommands, errors included, with a real Redis's.
 func TestTrackingCommandsMatchRedis(t *testing.T) {
+	t.Parallel()
 	redisSock := startRedis(t)
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})

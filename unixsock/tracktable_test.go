@@ -10,6 +10,7 @@ import (
 // (reported), bounded
 // loosely so that a change that doubles it is seen.
 func TestTrackingTableMemory(t *testing.T) {
+	// Not parallel: it measures the heap of the whole test process.
 	s := &Server{Mirror: fakeMirror{}, TrackingTableMaxKeys: 1 << 30}
 	c := &client{s: s, id: 1}
 	tc := s.trk.enable(c, trackOpts{})

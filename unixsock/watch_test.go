@@ -31,6 +31,7 @@ func execAfterWatch(t *testing.T, c *rawConn, key string, change func()) string 
 // WATCH aborts EXEC after a change by plain SQL, including one that holds
 // the row while EXEC starts, and applies when nothing changed.
 func TestWatchPlainSQL(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	c := dialRaw(t, sc.socket)
@@ -83,6 +84,7 @@ func TestWatchPlainSQL(t *testing.T) {
 
 // WATCH aborts EXEC after a change made through another sidecar.
 func TestWatchOtherSidecar(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	a, b := startSidecar(t, dsn, config{}), startSidecar(t, dsn, config{})
 	c, other := dialRaw(t, a.socket), dialRaw(t, b.socket)
@@ -101,6 +103,7 @@ func TestWatchOtherSidecar(t *testing.T) {
 // WATCH aborts EXEC when a watched key that was live has expired since,
 // though nothing changed its row (nor its version).
 func TestWatchExpiry(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	c := dialRaw(t, sc.socket)
@@ -127,6 +130,7 @@ func TestWatchExpiry(t *testing.T) {
 // it. Reading one sidecar at once made this test fail about one run in six
 // (159 of 160) although no increment was lost.
 func TestWatchIncrementsAcrossSidecars(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	a, b := startSidecar(t, dsn, config{}), startSidecar(t, dsn, config{})
 	ctx := context.Background()

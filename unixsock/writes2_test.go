@@ -50,6 +50,7 @@ var stringWriteSteps = [][]string{
 
 // TestStringWritesMatchRedis compares each step's reply with redis-server's.
 func TestStringWritesMatchRedis(t *testing.T) {
+	t.Parallel()
 	redisSock := startRedis(t)
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
@@ -72,6 +73,7 @@ func TestStringWritesMatchRedis(t *testing.T) {
 // TestStringWritesReachOtherSidecars: what RENAME, COPY, SETRANGE, SETBIT
 // and BITOP leave is in the table and on a second sidecar, with expiries.
 func TestStringWritesReachOtherSidecars(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	s1, s2 := startSidecar(t, dsn, config{}), startSidecar(t, dsn, config{})
 	c1, c2 := client(t, s1.socket), client(t, s2.socket)

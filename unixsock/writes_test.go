@@ -20,6 +20,7 @@ import (
 )
 
 func TestTwoSidecarsSeeEachOther(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	a, b := startSidecar(t, dsn, config{}), startSidecar(t, dsn, config{})
 	ca, cb := client(t, a.socket), client(t, b.socket)
@@ -44,6 +45,7 @@ func TestTwoSidecarsSeeEachOther(t *testing.T) {
 // after writes must still see the writes, and an older write's notification
 // delivered late must not overwrite a newer local write.
 func TestReadYourWritesWithListenerPaused(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	var paused atomic.Bool
 	gate := make(chan struct{})
@@ -96,6 +98,7 @@ func TestReadYourWritesWithListenerPaused(t *testing.T) {
 // commands that must fail (a non-number INCR, an over-limit APPEND) fail
 // alone.
 func TestGroupCommitFailsAlone(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{maxValue: 1 << 16})
 	c := client(t, sc.socket)
@@ -150,6 +153,7 @@ func TestGroupCommitFailsAlone(t *testing.T) {
 // TestOppositeOrdersNeverDeadlock writes overlapping key sets in opposite
 // orders from two sidecars at once.
 func TestOppositeOrdersNeverDeadlock(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	a, b := startSidecar(t, dsn, config{}), startSidecar(t, dsn, config{})
 	ctx := context.Background()
@@ -191,6 +195,7 @@ func TestOppositeOrdersNeverDeadlock(t *testing.T) {
 }
 
 func TestPostgresDown(t *testing.T) {
+	t.Parallel()
 	srv := pgtest.New(t)
 	dsn := srv.CreateDB(t)
 	testdb.Migrate(t, dsn)
@@ -227,6 +232,7 @@ func TestPostgresDown(t *testing.T) {
 }
 
 func TestNamespaceIsolates(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	a := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.Namespace = "app1:" }})
 	b := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.Namespace = "app2:" }})

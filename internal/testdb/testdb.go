@@ -20,8 +20,47 @@ import (
 // that is closed when the test ends.
 func New(t testing.TB) (string, *sql.DB) {
 	t.Helper()
-	dsn := pgtest.Shared(t).CreateDB(t)
+	srv := pgtest.Shared(t)
+	noFsync(t, srv)
+	dsn := srv.CreateDB(t)
 	return dsn, Migrate(t, dsn)
+}
+
+// fsyncOff is done once per test process, for the one shared cluster.
+var fsyncOff struct {
+	once sync.Once
+	err  error
+}
+
+// noFsync turns fsync off on the shared cluster: a commit then costs about
+// a tenth of what it costs with a flush to disk (measured: 1.4-2.1 ms
+// against 0.15-0.19 ms under -race), and the suite commits hundreds of
+// thousands of times. Nothing is lost that a test can observe: a crash or
+// an immediate shutdown of Postgres leaves the written WAL in the kernel's
+// page cache; only the machine failing would lose it, and the cluster is
+// thrown away. synchronous_commit stays on, so that an acknowledged commit
+// is still in the WAL when a test crashes the server.
+func noFsync(t testing.TB, srv *pgtest.Server) {
+	t.Helper()
+	fsyncOff.once.Do(func() {
+		db, err := sql.Open("postgres", srv.DSN("postgres"))
+		if err != nil {
+			fsyncOff.err = err
+			return
+		}
+		defer db.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		// fsync takes effect on a reload, in every backend.
+		if _, err := db.ExecContext(ctx, `ALTER SYSTEM SET fsync = off`); err != nil {
+			fsyncOff.err = err
+			return
+		}
+		_, fsyncOff.err = db.ExecContext(ctx, `SELECT pg_reload_conf()`)
+	})
+	if fsyncOff.err != nil {
+		t.Fatalf("testdb: turning fsync off on the shared cluster: %v", fsyncOff.err)
+	}
 }
 
 // Migrate applies the migrations and the repository's triggers.sql to dsn
