@@ -14,6 +14,7 @@ import (
 // --max-client-buffers (the input a handoff took was counted and never
 // given back when its first write failed).
 func TestHandoffGivesBackItsInput(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "s.sock")
 	s := &Server{Socket: path, Mirror: fakeMirror{}, Writer: fakeWriter{}, Loops: 1}
 	if err := s.Open(); err != nil {

@@ -43,6 +43,7 @@ func multibulk(args ...string) string {
 // (GET of held values, EXISTS, TTL, PING) is answered on the event loop,
 // without a handoff, and its replies leave in one write.
 func TestLoopAnswersHitsInOneWrite(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	ctx := context.Background()
@@ -93,6 +94,7 @@ func TestLoopAnswersHitsInOneWrite(t *testing.T) {
 // the replies of the reads around them still come in command order, each
 // read seeing the writes before it.
 func TestHandoffKeepsOrder(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	nc, r := loopConn(t, sc.socket)
@@ -130,6 +132,7 @@ func TestHandoffKeepsOrder(t *testing.T) {
 // socket, and the sidecar holds a bounded part of what it sent. Once the
 // command completes everything is answered, in order.
 func TestSlowSenderIsNotRead(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	sc := startSidecar(t, dsn, config{writeTimeout: 30 * time.Second})
 	ctx := context.Background()
@@ -197,6 +200,7 @@ func TestSlowSenderIsNotRead(t *testing.T) {
 // like a command that waits, so a GET another client sends meanwhile is
 // answered before it.
 func TestCostlyCommandDoesNotStallTheLoop(t *testing.T) {
+	t.Parallel()
 	dsn, db := testdb.New(t)
 	if _, err := db.Exec(`INSERT INTO cache_entries(key, value)
 		SELECT 'k' || i, 'v' FROM generate_series(1, 100000) i`); err != nil {
@@ -239,6 +243,7 @@ func TestCostlyCommandDoesNotStallTheLoop(t *testing.T) {
 // output passes the bound (1 MiB): the loop does not run the rest of what
 // it read, each holding a value for the client.
 func TestUnreadLargeRepliesStopTheClient(t *testing.T) {
+	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{})
 	ctx := context.Background()
