@@ -3,6 +3,7 @@ package unixsock
 import (
 	"bytes"
 	"errors"
+	"math/bits"
 )
 
 // Protocol limits a Parser applies, besides its MaxBulk and MaxFrame.
@@ -352,7 +353,9 @@ func (p *Parser) digit(c byte) error {
 func (p *Parser) appendOwn(data []byte, more int64) {
 	need := len(p.own) + len(data)
 	if need > cap(p.own) {
-		c := max(2*cap(p.own), need, 512)
+		// Powers of two: what a command half sent holds (and is counted
+		// for) depends on its bytes, not on how the reads split them.
+		c := max(ceilPow2(need), 512)
 		if lim := int64(need) + more; int64(c) > lim {
 			c = int(lim)
 		}
@@ -362,6 +365,9 @@ func (p *Parser) appendOwn(data []byte, more int64) {
 	}
 	p.own = append(p.own, data...)
 }
+
+// ceilPow2 is the least power of two >= n (n > 0).
+func ceilPow2(n int) int { return 1 << bits.Len(uint(n-1)) }
 
 // spill copies the arguments of the command in progress out of b, which
 // the caller will reuse: what later calls bring is added to them.
@@ -374,7 +380,7 @@ func (p *Parser) spill(b []byte) {
 	if len(p.marks) > 2*p.have {
 		need += int(p.bodyLen - p.left)
 	}
-	p.own = make([]byte, 0, int(min(int64(need)+p.left, int64(max(2*need, 512)))))
+	p.own = make([]byte, 0, int(min(int64(need)+p.left, int64(max(ceilPow2(need), 512)))))
 	for a := 0; a < p.have; a++ {
 		p.appendOwn(b[p.marks[2*a]:p.marks[2*a+1]], 0)
 		p.ends = append(p.ends, len(p.own))
