@@ -220,8 +220,10 @@ func TestScriptWritesAppliedAtOnce(t *testing.T) {
 // and runs at most 1024 write commands of 64 MiB (lowered here); past that
 // the command answers an error the script can catch, and what it wrote
 // before stays.
+//
+// Not parallel: it lowers the package's bounds, which every script of a
+// test running beside it would meet.
 func TestScriptWriteBounds(t *testing.T) {
-	t.Parallel()
 	dsn, _ := testdb.New(t)
 	sc := startSidecar(t, dsn, config{server: func(s *unixsock.Server) { s.ScriptTimeout = 4 * time.Second }})
 	c := client(t, sc.socket)
