@@ -224,20 +224,7 @@ func (o *outbox) kickLocked(c *client) {
 	if o.held || o.writing || o.err != nil || len(o.segs) == 0 {
 		return
 	}
-	o.writing = true
-	segs := append([]segment(nil), o.segs...)
-	segs[0].b = segs[0].b[o.head:]
-	o.mu.Unlock()
-	n, err := c.writeNow(segs)
-	o.mu.Lock()
-	o.writing = false
-	o.advanceLocked(c, n)
-	o.cond.Broadcast()
-	if err != nil {
-		o.failLocked(c, err)
-		return
-	}
-	o.settleLocked(c)
+	o.writeQueuedLocked(c)
 }
 
 // writable writes what is queued, as much as the socket takes: the event
@@ -252,6 +239,13 @@ func (o *outbox) writable(c *client) {
 		o.settleLocked(c)
 		return
 	}
+	o.writeQueuedLocked(c)
+}
+
+// writeQueuedLocked writes the head of the queue (up to writeChunk bytes in
+// writeSegs pieces) without blocking, holding the write side meanwhile,
+// and settles what is left.
+func (o *outbox) writeQueuedLocked(c *client) {
 	bufs := make([]segment, 0, min(len(o.segs), writeSegs))
 	size := 0
 	for i, s := range o.segs {

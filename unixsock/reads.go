@@ -14,6 +14,11 @@ func cmdGet(c *client, a [][]byte) {
 		return
 	}
 	v, found, err := c.mir().Get(c.ctx(), k)
+	c.getReply(v, found, err)
+}
+
+// getReply answers a GET.
+func (c *client) getReply(v []byte, found bool, err error) {
 	switch {
 	case err != nil:
 		c.readErr(err)
@@ -42,16 +47,10 @@ func cmdGetNow(c *client, a [][]byte) bool {
 		return true // answered: an invalid key
 	}
 	v, found, done, err := g.GetNow(c.ctx(), k)
-	switch {
-	case !done:
+	if !done {
 		return false
-	case err != nil:
-		c.readErr(err)
-	case !found:
-		c.null()
-	default:
-		c.bulk(v)
 	}
+	c.getReply(v, found, err)
 	return true
 }
 
