@@ -41,12 +41,7 @@ func (r *respConn) do(args ...string) string {
 
 func (r *respConn) send(args ...string) {
 	r.t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := io.WriteString(r.c, b.String()); err != nil {
+	if _, err := io.WriteString(r.c, multibulk(args...)); err != nil {
 		r.t.Fatal(err)
 	}
 }

@@ -17,26 +17,12 @@ import (
 )
 
 // loopConn dials the sidecar's socket for tests that write the protocol
-// themselves.
+// themselves (dialRaw), with a deadline on everything they do.
 func loopConn(t *testing.T, socket string) (net.Conn, *bufio.Reader) {
 	t.Helper()
-	nc, err := net.Dial("unix", socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	_ = nc.SetDeadline(time.Now().Add(60 * time.Second))
-	return nc, bufio.NewReaderSize(nc, 1<<20)
-}
-
-// multibulk encodes one command.
-func multibulk(args ...string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	return b.String()
+	c := dialRaw(t, socket)
+	_ = c.nc.SetDeadline(time.Now().Add(60 * time.Second))
+	return c.nc, c.r
 }
 
 // TestLoopAnswersHitsInOneWrite: a pipeline of reads the mirror answers

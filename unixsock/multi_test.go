@@ -2,7 +2,7 @@ package unixsock_test
 
 import (
 	"bufio"
-	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -33,13 +33,8 @@ func dialRaw(t testing.TB, socket string) *rawConn {
 // do sends a command and returns its reply as raw RESP text.
 func (c *rawConn) do(args ...string) string {
 	c.t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
 	_ = c.nc.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := c.nc.Write([]byte(b.String())); err != nil {
+	if _, err := io.WriteString(c.nc, multibulk(args...)); err != nil {
 		c.t.Fatal(err)
 	}
 	var out strings.Builder

@@ -164,3 +164,13 @@ func exec(t testing.TB, db *sql.DB, q string, args ...any) {
 		t.Fatalf("%.80s: %v", q, err)
 	}
 }
+
+// multibulk encodes one command.
+func multibulk(args ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	return b.String()
+}
