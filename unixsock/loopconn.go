@@ -71,7 +71,9 @@ func (c *client) readable(buf []byte) {
 	}
 	c.setInput(c.p.Buffered())
 	c.onLoop = false
-	if c.werr != nil || c.out.over(c.s.MaxClientOutput) {
+	sent := c.sent
+	c.sent = false
+	if c.werr != nil || sent && c.out.over(c.s.MaxClientOutput) {
 		// More output waits than the client's bound: stop reading it
 		// until it drains, as the handoff's flush waits.
 		c.handoff(nil, nil, nil)
