@@ -253,6 +253,8 @@ var (
 	descAcceptErrors   = desc("client_accept_errors_total", "Accepts of client connections that failed and were retried with a backoff (out of file descriptors, ...).")
 	descLoopCommands   = desc("client_loop_commands_total", "Commands the event loops answered themselves (reads the mirror holds, PING, ...), without a handoff.")
 	descHandoffs       = desc("client_handoffs_total", "Times a client left its event loop for a goroutine of its own, to run a command that may wait (writes, loader misses, transactions, scripts) or costs more than a lookup.")
+	descSpinHits       = desc("client_loop_spin_hits_total", "Times an event loop serving a few busy clients polled for their next command (--loop-spin) and found it without sleeping.")
+	descSpinSeconds    = desc("client_loop_spin_seconds_total", "Time the event loops spent polling for a few busy clients' next command instead of sleeping (--loop-spin): the CPU spent to answer them sooner.")
 	descCommands       = desc("commands_total", "Client commands run, by command name (lower case; unknown commands as \"unknown\").", "command")
 
 	// writer
@@ -281,7 +283,7 @@ var allDescs = []*prometheus.Desc{
 	descConnected, descDownSeconds, descReceived, descUndecodable, descNotifDropped, descOverflows, descReconnects, descLastNotifAge,
 	descGenuineDrops,
 	descClients, descConnections, descRejected, descProtocolErrors, descCommands,
-	descClientEvicted, descClientBuffers, descClientBudget, descKeyEventsDrop, descAcceptErrors, descLoopCommands, descHandoffs,
+	descClientEvicted, descClientBuffers, descClientBudget, descKeyEventsDrop, descAcceptErrors, descLoopCommands, descHandoffs, descSpinHits, descSpinSeconds,
 	descWriterBatches, descWriterOps, descWriterErrors,
 	descLoaderRuns, descLoaderFailures, descAccessFlushes, descAccessRows, descRefreshes, descCleanup,
 	descQueueUsage, descQueueSampled,
@@ -439,6 +441,8 @@ func (e emitter) socket(st unixsock.Stats) {
 	e.counter(descAcceptErrors, float64(st.AcceptErrors))
 	e.counter(descLoopCommands, float64(st.LoopCommands))
 	e.counter(descHandoffs, float64(st.Handoffs))
+	e.counter(descSpinHits, float64(st.LoopSpinHits))
+	e.counter(descSpinSeconds, st.LoopSpinTime.Seconds())
 	e.tracking(st.Tracking) // metrics_tracking.go
 }
 

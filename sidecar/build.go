@@ -86,6 +86,7 @@ func (s *Sidecar) build() error {
 		MaxValueSize:         c.MaxValueSize,
 		MaxClientBuffers:     c.ClientBuffers(),
 		OutputTimeout:        c.ClientOutputTimeout,
+		LoopSpin:             loopSpin(c.LoopSpin),
 		Namespace:            c.Namespace,
 		NoFlush:              c.NoFlush,
 		Password:             c.RequirePass,
@@ -232,4 +233,13 @@ func (s *Sidecar) watch(errc <-chan error) {
 		case <-s.stop:
 		}
 	}()
+}
+
+// loopSpin is the socket server's LoopSpin for --loop-spin: 0 (never) is
+// negative there, where 0 is its default.
+func loopSpin(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -34,6 +34,8 @@ const (
 	// does not fail for it.
 	MaxScriptTimeout           = pgstore.DefaultWriteTimeout - time.Second
 	MaxWriteLinger             = 100 * time.Millisecond
+	DefaultLoopSpin            = unixsock.DefaultLoopSpin
+	MaxLoopSpin                = time.Millisecond
 	DefaultMaxValueSize        = 16 * MiB
 	DefaultAccessFlushInterval = 5 * time.Second
 	DefaultRefreshInterval     = 30 * time.Second
@@ -151,6 +153,9 @@ type Config struct {
 	MaxClientBuffers int64
 	// ClientOutputTimeout disconnects a client whose replies have not drained for this long.
 	ClientOutputTimeout time.Duration
+	// LoopSpin is how long an event loop serving a few busy clients polls
+	// for their next command before it sleeps; 0 never spins.
+	LoopSpin time.Duration
 	// MaxValueSize is the largest value, in bytes, a client may write.
 	MaxValueSize int64
 	// AccessFlushInterval is the period of the batched last_accessed_at update.
@@ -201,6 +206,7 @@ func DefaultConfig() Config {
 		TrackingTableMaxKeys: DefaultTrackingTableMaxKeys,
 		MaxClientBuffers:     DefaultMaxClientBuffers,
 		ClientOutputTimeout:  DefaultClientOutputTimeout,
+		LoopSpin:             DefaultLoopSpin,
 		WriteInFlight:        DefaultWriteInFlight,
 		MaxDBConns:           DefaultMaxDBConns,
 		LoaderTimeout:        DefaultLoaderTimeout,
@@ -236,6 +242,10 @@ func (c *Config) validate(byName map[string]*setting) error {
 	if c.WriteLinger > MaxWriteLinger {
 		return fmt.Errorf("--write-linger %s (from %s) is over %s: every write would wait that long; use a few milliseconds at most",
 			formatDuration(c.WriteLinger), byName["write-linger"].source, formatDuration(MaxWriteLinger))
+	}
+	if c.LoopSpin > MaxLoopSpin {
+		return fmt.Errorf("--loop-spin %s (from %s) is over %s: a loop would burn that much CPU each time its clients pause; use tens of microseconds",
+			formatDuration(c.LoopSpin), byName["loop-spin"].source, formatDuration(MaxLoopSpin))
 	}
 	if c.ScriptTimeout > MaxScriptTimeout {
 		return fmt.Errorf("--script-timeout %s (from %s) is over %s: a write batch waiting on a script's keys would fail first",

@@ -77,6 +77,8 @@ func (s *Server) infoSections() []infoSection {
 			{"accept_errors", fmt.Sprint(s.stats.acceptErrors.Load())},
 			{"loop_commands", fmt.Sprint(s.stats.loopCommands.Load())},
 			{"loop_handoffs", fmt.Sprint(s.stats.handoffs.Load())},
+			{"loop_spin_hits", fmt.Sprint(s.stats.spinHits.Load())},
+			{"loop_spin_usec", fmt.Sprint(s.stats.spinNanos.Load() / 1000)},
 			{"keyspace_hits", fmt.Sprint(st.Hits)},
 			{"keyspace_misses", fmt.Sprint(st.Misses)},
 			{"evicted_keys", "0"},

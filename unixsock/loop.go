@@ -3,6 +3,7 @@ package unixsock
 import (
 	"errors"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -43,6 +44,9 @@ const (
 	// outputCheck is how often a loop with clients whose output waits
 	// checks their --client-output-timeout.
 	outputCheck = 100 * time.Millisecond
+	// DefaultLoopSpin is how long a loop serving a few busy clients polls
+	// for their next command before it sleeps (Server.LoopSpin, --loop-spin).
+	DefaultLoopSpin = 50 * time.Microsecond
 )
 
 // Epoll interests of a client.
@@ -61,6 +65,7 @@ type loop struct {
 	done    chan struct{}
 	now     int64 // Unix nanoseconds when the last wait returned (the loop's clock)
 	checked int64 // when checkOutput last looked
+	spin    spin  // whether to poll before sleeping
 
 	mu      sync.Mutex
 	clients map[int32]*client    // every client of this loop, armed or handed off
@@ -110,6 +115,7 @@ func newLoop(s *Server) (*loop, error) {
 		return nil, errors.New("event loop: epoll_ctl: " + err.Error())
 	}
 	return &loop{s: s, epfd: epfd, wakefd: wakefd, buf: make([]byte, loopReadBuffer), done: make(chan struct{}),
+		spin:    spin{max: max(s.LoopSpin, 0)},
 		clients: map[int32]*client{}, waiting: map[*client]struct{}{}}, nil
 }
 
@@ -169,7 +175,7 @@ func (l *loop) run() {
 			return
 		}
 		var err error
-		n, err = epollWait(l.epfd, events, timeout, n > 1)
+		n, err = l.wait(events, timeout, n)
 		if err != nil && err != unix.EINTR {
 			l.fail(err)
 			return
@@ -182,6 +188,89 @@ func (l *loop) run() {
 		if l.s.draining.Load() {
 			l.drainIdle()
 		}
+	}
+}
+
+// wait returns the next ready events, waiting up to msec (-1: no bound);
+// last is how many the previous wait returned. A loop whose spin is on
+// polls for up to Server.LoopSpin before it sleeps (see spin).
+func (l *loop) wait(events []unix.EpollEvent, msec int, last int) (int, error) {
+	start := time.Now()
+	if last > 0 && l.spin.on() {
+		for {
+			n, err := epollPoll(l.epfd, events)
+			spun := time.Since(start)
+			if n > 0 || err != nil {
+				l.spin.waited(spun)
+				l.s.stats.spinNanos.Add(int64(spun))
+				if n > 0 {
+					l.s.stats.spinHits.Add(1)
+				}
+				return n, err
+			}
+			if spun > l.spin.max {
+				l.s.stats.spinNanos.Add(int64(spun))
+				break
+			}
+		}
+		last = 0 // polled already
+	}
+	n, err := epollWait(l.epfd, events, msec, last > 1)
+	l.spin.waited(time.Since(start))
+	return n, err
+}
+
+// spin decides whether a loop polls for its next event before it sleeps.
+//
+// A thread the kernel has to wake costs one client's round trip more than
+// serving its command (on a virtual machine the wake-up is an interrupt to
+// another core): a client in a request-reply loop is bounded by exactly
+// that, in Redis as in a loop that always sleeps. So a loop spins, polling
+// without sleeping for up to max, while both hold:
+//   - its recent events came from a few clients (spinClients): with many,
+//     the time a sleeping loop takes to wake is hidden behind the others'
+//     commands, and spinning would only burn the CPU they need;
+//   - its average wait for the next event is shorter than max: requests
+//     far apart, or an idle sidecar, never make it spin, so a loop spins
+//     only while a few clients keep it busy, at most max per event.
+type spin struct {
+	max    time.Duration          // longest poll before sleeping; 0: never spin
+	idle   time.Duration          // average wait for the next event, each counted up to spinCap x max
+	seen   [spinClients + 1]int32 // distinct clients of the window's events (the last slot: more)
+	nseen  int                    // clients in seen
+	events int                    // events in the window
+	few    bool                   // the last window's events came from at most spinClients clients
+}
+
+// Spinning's window: whether a loop's events come from a few clients is
+// judged over spinWindow events; spinCap bounds one wait in the average so
+// that a loop idle for a while spins again after a few quick commands.
+const (
+	spinClients = 4
+	spinWindow  = 64
+	spinCap     = 4
+)
+
+// on tells whether the loop should poll before sleeping.
+func (s *spin) on() bool {
+	return s.max > 0 && s.few && s.idle < s.max
+}
+
+// waited counts one wait of d.
+func (s *spin) waited(d time.Duration) {
+	s.idle += (min(d, spinCap*s.max) - s.idle) / 8
+}
+
+// client counts an event of the client with descriptor fd.
+func (s *spin) client(fd int32) {
+	if s.nseen <= spinClients && !slices.Contains(s.seen[:s.nseen], fd) {
+		s.seen[s.nseen] = fd
+		s.nseen++
+	}
+	s.events++
+	if s.events == spinWindow {
+		s.few = s.nseen <= spinClients
+		s.nseen, s.events = 0, 0
 	}
 }
 
@@ -198,6 +287,7 @@ func (l *loop) event(ev *unix.EpollEvent) {
 	if c == nil {
 		return
 	}
+	l.spin.client(ev.Fd)
 	if ev.Events&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 		c.out.writable(c)
 	}

@@ -104,6 +104,10 @@ type Server struct {
 	// Loops is the number of event loops serving the clients; 0 means one
 	// per two processors (GOMAXPROCS), at least one.
 	Loops int
+	// LoopSpin is how long a loop serving a few busy clients polls for
+	// their next command before it sleeps (see spin); 0 means
+	// DefaultLoopSpin, a negative value never spins.
+	LoopSpin time.Duration
 
 	ln       net.Listener
 	sockFile os.FileInfo     // the socket file Open created: Close removes only it
@@ -139,6 +143,7 @@ type serverStats struct {
 	evictedBudget, evictedOutput                    atomic.Int64
 	acceptErrors                                    atomic.Int64
 	handoffs, loopCommands, writes                  atomic.Int64
+	spinHits, spinNanos                             atomic.Int64
 }
 
 func (s *Server) defaults() {
@@ -156,6 +161,9 @@ func (s *Server) defaults() {
 	}
 	if s.MaxClientOutput <= 0 {
 		s.MaxClientOutput = DefaultMaxClientOutput
+	}
+	if s.LoopSpin == 0 {
+		s.LoopSpin = DefaultLoopSpin
 	}
 	if s.OutputTimeout <= 0 {
 		s.OutputTimeout = DefaultOutputTimeout
@@ -320,22 +328,24 @@ func (s *Server) shutdown(ctx context.Context) error {
 
 // Stats are the server's counters.
 type Stats struct {
-	Clients            int   // connected now
-	Connections        int64 // accepted since start
-	Rejected           int64 // refused: --max-clients reached
-	Commands           int64 // commands processed
-	ProtocolErrors     int64 // connections closed for breaking the protocol
-	Subscribers        int   // clients subscribed to keyspace notifications now
-	SubscribersDropped int64 // subscribers disconnected for falling behind
-	ClientBuffers      int64 // bytes of client buffers now, as counted against MaxClientBuffers
-	MaxClientBuffers   int64 // the budget
-	EvictedBudget      int64 // clients disconnected to keep ClientBuffers within MaxClientBuffers
-	EvictedOutput      int64 // clients disconnected for not reading their output within OutputTimeout
-	KeyEventsDropped   int64 // keyspace events and messages not published: the publisher's queue was full
-	AcceptErrors       int64 // accepts that failed and were retried (out of file descriptors, ...)
-	LoopCommands       int64 // commands the event loops answered themselves
-	Handoffs           int64 // times a client left its loop for its goroutine (a command that may wait)
-	Writes             int64 // writes to client sockets (system calls)
+	Clients            int           // connected now
+	Connections        int64         // accepted since start
+	Rejected           int64         // refused: --max-clients reached
+	Commands           int64         // commands processed
+	ProtocolErrors     int64         // connections closed for breaking the protocol
+	Subscribers        int           // clients subscribed to keyspace notifications now
+	SubscribersDropped int64         // subscribers disconnected for falling behind
+	ClientBuffers      int64         // bytes of client buffers now, as counted against MaxClientBuffers
+	MaxClientBuffers   int64         // the budget
+	EvictedBudget      int64         // clients disconnected to keep ClientBuffers within MaxClientBuffers
+	EvictedOutput      int64         // clients disconnected for not reading their output within OutputTimeout
+	KeyEventsDropped   int64         // keyspace events and messages not published: the publisher's queue was full
+	AcceptErrors       int64         // accepts that failed and were retried (out of file descriptors, ...)
+	LoopCommands       int64         // commands the event loops answered themselves
+	Handoffs           int64         // times a client left its loop for its goroutine (a command that may wait)
+	Writes             int64         // writes to client sockets (system calls)
+	LoopSpinHits       int64         // polls of a spinning loop that found its clients' next command before LoopSpin passed
+	LoopSpinTime       time.Duration // time the loops spent polling instead of sleeping (the CPU LoopSpin costs)
 	Tracking           TrackingStats
 }
 
@@ -358,6 +368,8 @@ func (s *Server) Stats() Stats {
 		LoopCommands:       s.stats.loopCommands.Load(),
 		Handoffs:           s.stats.handoffs.Load(),
 		Writes:             s.stats.writes.Load(),
+		LoopSpinHits:       s.stats.spinHits.Load(),
+		LoopSpinTime:       time.Duration(s.stats.spinNanos.Load()),
 		Tracking:           s.trk.stats(),
 	}
 }

@@ -56,11 +56,19 @@ func rawWritev(fd int, bufs [][]byte, iov []unix.Iovec) (int, error) {
 // usually finds more at once.
 func epollWait(epfd int, events []unix.EpollEvent, msec int, busy bool) (int, error) {
 	if busy {
-		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])),
-			uintptr(len(events)), 0, 0, 0)
-		if e == 0 && n > 0 {
-			return int(n), nil
+		if n, err := epollPoll(epfd, events); n > 0 || err != nil {
+			return n, err
 		}
 	}
 	return unix.EpollWait(epfd, events, msec)
+}
+
+// epollPoll returns the events ready now, without waiting.
+func epollPoll(epfd int, events []unix.EpollEvent) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])),
+		uintptr(len(events)), 0, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
