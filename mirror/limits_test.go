@@ -6,6 +6,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -43,7 +45,14 @@ func TestTinyMemory(t *testing.T) {
 	const n = 3000
 	exec(t, db, `INSERT INTO cache_entries(key, value)
 		SELECT 'k' || i, decode(repeat(lpad(to_hex(i % 256), 2, '0'), 2000), 'hex') FROM generate_series(0, $1 - 1) i`, n)
-	s := start(t, dsn, mirror.Options{MaxMemory: 1 << 20}) // a sixth of the data
+	// hold, when set, keeps a fetch from returning until it is closed.
+	var hold atomic.Pointer[chan struct{}]
+	s := start(t, dsn, mirror.Options{MaxMemory: 1 << 20, // a sixth of the data
+		Hooks: &mirror.Hooks{AfterFetch: func([]string) {
+			if c := hold.Load(); c != nil {
+				<-*c
+			}
+		}}})
 	for round := 0; round < 2; round++ {
 		for i := 0; i < n; i++ {
 			got, ok := s.get(t, fmt.Sprint("k", i))
@@ -73,21 +82,29 @@ func TestTinyMemory(t *testing.T) {
 	t.Run("concurrent reads of an evicted key share one query", func(t *testing.T) {
 		s.m.EvictValue("k7")
 		before := queries(t, db)
+		// The fetch is held until all 50 readers wait for it: on a loaded
+		// machine a reader scheduled after it returned would find the value
+		// evicted again (1 MiB holds little) and rightly fetch it anew.
+		release := make(chan struct{})
+		hold.Store(&release)
+		defer hold.Store(nil)
 		var wg sync.WaitGroup
-		gate := make(chan struct{})
 		var bad atomic.Int32
 		for g := 0; g < 50; g++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				<-gate
 				v, ok, err := s.m.Get(context.Background(), "k7")
 				if err != nil || !ok || len(v) != 2000 {
 					bad.Add(1)
 				}
 			}()
 		}
-		close(gate)
+		testutil.Eventually(t, 20*time.Second, func() (bool, string) {
+			n := goroutinesIn("TestTinyMemory", "singleflight.(*Group).Do")
+			return n == 50, fmt.Sprintf("%d of 50 readers waiting on the fetch", n)
+		})
+		close(release)
 		wg.Wait()
 		if bad.Load() != 0 {
 			t.Fatalf("%d readers got a wrong answer", bad.Load())
@@ -96,6 +113,31 @@ func TestTinyMemory(t *testing.T) {
 			t.Fatalf("50 concurrent reads of an evicted key ran %d queries, want 1", d)
 		}
 	})
+}
+
+// goroutinesIn counts the goroutines whose stacks mention every one of
+// names (function names, as runtime.Stack prints them).
+func goroutinesIn(names ...string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		all := true
+		for _, name := range names {
+			all = all && strings.Contains(g, name)
+		}
+		if all {
+			count++
+		}
+	}
+	return count
 }
 
 // dbClock returns the database clock's offset from the local one, measured
