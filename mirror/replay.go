@@ -209,6 +209,11 @@ func (m *Mirror) readKeyring(ctx context.Context) {
 	defer m.keyMu.Unlock()
 	m.keyRead = time.Now()
 	kr, err := m.src.Keyring(ctx)
+	if err != nil && ctx.Err() != nil {
+		// Stopping (or the reload given up): not a missing grant.
+		m.log.Debug("reading the keys that sign notifications stopped", "error", err)
+		return
+	}
 	if err != nil {
 		m.log.Error("cannot read the keys that sign notifications: every signed notification is dropped, and the "+
 			"mirror follows the table only by reloads", "error", err)
