@@ -314,6 +314,46 @@ func (m *Mirror) GetMulti(ctx context.Context, keys []string, valueBound int64, 
 	return nil
 }
 
+// GetMultiNow is GetMulti for a caller that must not wait (the socket
+// server's event loop): it appends the value of each key to values (nil
+// for a missing key) when the mirror holds them all and they add up to at
+// most maxBytes. Otherwise done is false and nothing is counted: a key
+// needs Postgres (a loader's key, a value to fetch again), the values are
+// too large to send at once, or a change is being applied; the caller then
+// asks GetMulti.
+func (m *Mirror) GetMultiNow(ctx context.Context, keys []string, maxBytes int, values [][]byte) (_ [][]byte, done bool, err error) {
+	if err := m.readable(); err != nil {
+		return values, true, err
+	}
+	if !m.view.TryRLock() { // a batch is being applied: do not wait for it
+		return values, false, nil
+	}
+	defer m.view.RUnlock()
+	now := m.clock.dbNow()
+	touch := touches(ctx)
+	start, size, hits := len(values), 0, 0
+	for _, k := range keys {
+		l := m.lookup(k, now, touch)
+		v, ok := m.heldValue(k, l)
+		switch {
+		case ok && l.Found:
+			size += len(v)
+			if size > maxBytes {
+				return values[:start], false, nil
+			}
+			values = append(values, v)
+			hits++
+		case l.Found || !l.Absent && m.opts.Loader != nil && m.opts.Loader.Covers(k):
+			return values[:start], false, nil
+		default:
+			values = append(values, nil)
+		}
+	}
+	m.stats.hits.Add(int64(hits))
+	m.stats.misses.Add(int64(len(keys) - hits))
+	return values, true, nil
+}
+
 // slowRead is one of GetMulti's reads from Postgres.
 type slowRead struct {
 	v    []byte

@@ -100,10 +100,14 @@ func registerCommands(t *commandTable) {
 const maxLoopArgs = 17
 
 // registerOnLoop names the commands the event loop answers itself: those
-// that never wait and cost about a lookup. GET runs there when the mirror
-// holds the value; everything else is handed off.
+// that never wait and cost about a lookup. GET, and MGET of up to 16 small
+// values, run there when the mirror holds the values; everything else is
+// handed off.
 func registerOnLoop(t *commandTable) {
 	t.byName["get"].now = cmdGetNow
+	t.byName["mget"].now = func(c *client, a [][]byte) bool {
+		return len(a) <= maxLoopArgs && cmdMGetNow(c, a) // MGET of many keys: off the loop
+	}
 	for _, name := range []string{"ping", "echo", "exists", "ttl", "pttl", "type", "select"} {
 		cmd := t.byName[name]
 		fn := cmd.fn

@@ -63,6 +63,7 @@ type client struct {
 	p       Parser
 	out     outbox
 	cmds    [][][]byte
+	vals    [][]byte // scratch of MGET on the loop
 
 	// Replies being built by the command loop: segs then wbuf[cut:].
 	wbuf    []byte

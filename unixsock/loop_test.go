@@ -76,6 +76,66 @@ func TestLoopAnswersHitsInOneWrite(t *testing.T) {
 	}
 }
 
+// TestLoopAnswersMGet: an MGET of up to 16 keys whose values the mirror
+// holds (or knows missing) and that are small is answered on the loop; one
+// of more keys, of a value to fetch again, or of large values is handed
+// off, and every one answers as Redis would.
+func TestLoopAnswersMGet(t *testing.T) {
+	t.Parallel()
+	dsn, _ := testdb.New(t)
+	sc := startSidecar(t, dsn, config{})
+	ctx := context.Background()
+	rc := client(t, sc.socket)
+	big := strings.Repeat("b", 100<<10)
+	for k, v := range map[string]string{"k1": "one", "k2": "two", "k3": "three", "k4": "four", "big": big} {
+		if err := rc.Set(ctx, k, v, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc, r := loopConn(t, sc.socket)
+	roundTrip := func(req, want string) (loop, handoffs int64) {
+		t.Helper()
+		before := sc.srv.Stats()
+		if _, err := io.WriteString(nc, req); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(r, got); err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != want {
+			t.Fatalf("replies differ:\n got %q\nwant %q", got, want)
+		}
+		after := sc.srv.Stats()
+		return after.LoopCommands - before.LoopCommands, after.Handoffs - before.Handoffs
+	}
+	roundTrip(multibulk("PING"), "+PONG\r\n") // accepted and watched before counting
+
+	if loop, h := roundTrip(multibulk("MGET", "k1", "k2", "nokey", "k3"),
+		"*4\r\n$3\r\none\r\n$3\r\ntwo\r\n$-1\r\n$5\r\nthree\r\n"); loop != 1 || h != 0 {
+		t.Errorf("MGET of held values: %d on the loop, %d handoffs; want 1 and 0", loop, h)
+	}
+	keys := []string{"MGET"}
+	want := "*17\r\n"
+	for i := range 17 {
+		keys = append(keys, fmt.Sprint("k", i%4+1))
+		want += fmt.Sprintf("$%d\r\n%s\r\n", len([]string{"one", "two", "three", "four"}[i%4]), []string{"one", "two", "three", "four"}[i%4])
+	}
+	if _, h := roundTrip(multibulk(keys...), want); h != 1 {
+		t.Errorf("MGET of 17 keys: %d handoffs; want 1", h)
+	}
+	if _, h := roundTrip(multibulk("MGET", "k1", "big"), fmt.Sprintf("*2\r\n$3\r\none\r\n$%d\r\n%s\r\n", len(big), big)); h != 1 {
+		t.Errorf("MGET of a 100 KiB value: %d handoffs; want 1", h)
+	}
+	sc.m.EvictValue("big")
+	if _, h := roundTrip(multibulk("MGET", "big", "k2"), fmt.Sprintf("*2\r\n$%d\r\n%s\r\n$3\r\ntwo\r\n", len(big), big)); h != 1 {
+		t.Errorf("MGET of a value to fetch again: %d handoffs; want 1", h)
+	}
+	if loop, h := roundTrip(multibulk("MGET", "k4", "nokey"), "*2\r\n$4\r\nfour\r\n$-1\r\n"); loop != 1 || h != 0 {
+		t.Errorf("MGET after the handoffs: %d on the loop, %d handoffs; want 1 and 0", loop, h)
+	}
+}
+
 // TestHandoffKeepsOrder: commands that wait (writes) are handed off, and
 // the replies of the reads around them still come in command order, each
 // read seeing the writes before it.

@@ -33,6 +33,7 @@ func (c *client) getReply(v []byte, found bool, err error) {
 // (*mirror.Mirror does).
 type nowReader interface {
 	GetNow(ctx context.Context, key string) (value []byte, found, done bool, err error)
+	GetMultiNow(ctx context.Context, keys []string, maxBytes int, values [][]byte) ([][]byte, bool, error)
 }
 
 // cmdGetNow is GET on the event loop: answered when the mirror holds the
@@ -51,6 +52,44 @@ func cmdGetNow(c *client, a [][]byte) bool {
 		return false
 	}
 	c.getReply(v, found, err)
+	return true
+}
+
+// mgetNowBytes bounds the values of an MGET the loop answers: a larger
+// one is handed off, where its values are written one at a time as the
+// output drains.
+const mgetNowBytes = 64 << 10
+
+// cmdMGetNow is MGET on the event loop: answered when the mirror holds
+// every value (or knows the key missing) and they are small, left to
+// cmdMGet otherwise.
+func cmdMGetNow(c *client, a [][]byte) bool {
+	g, ok := c.s.Mirror.(nowReader)
+	if !ok {
+		return false
+	}
+	ks, ok := c.readKeys(a[1:])
+	if !ok {
+		return true // answered: an invalid key
+	}
+	vs, done, err := g.GetMultiNow(c.ctx(), ks, mgetNowBytes, c.vals[:0])
+	if !done {
+		return false
+	}
+	if err != nil {
+		c.readErr(err)
+	} else {
+		c.array(len(vs))
+		for _, v := range vs {
+			if v != nil {
+				c.bulk(v)
+			} else {
+				c.null()
+			}
+		}
+	}
+	clear(vs) // no reference kept to the mirror's values
+	c.vals = vs[:0]
 	return true
 }
 
