@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"pgmirror/internal/testdb"
+	"pgmirror/internal/testutil"
 	"pgmirror/unixsock"
 )
 
@@ -134,6 +135,38 @@ func TestLoopAnswersMGet(t *testing.T) {
 	if loop, h := roundTrip(multibulk("MGET", "k4", "nokey"), "*2\r\n$4\r\nfour\r\n$-1\r\n"); loop != 1 || h != 0 {
 		t.Errorf("MGET after the handoffs: %d on the loop, %d handoffs; want 1 and 0", loop, h)
 	}
+}
+
+// TestTrackingClientReadsOnTheLoop: a client tracking keys (CLIENT
+// TRACKING ON, as rueidis turns on by default) has its reads answered on
+// the loop, each registering its key before the read: a change after the
+// read invalidates the key.
+func TestTrackingClientReadsOnTheLoop(t *testing.T) {
+	t.Parallel()
+	dsn, db := testdb.New(t)
+	sc := startSidecar(t, dsn, config{})
+	exec(t, db, `INSERT INTO cache_entries(key, value) VALUES ('a', 'one'), ('b', 'two')`)
+	w := dialRaw(t, sc.socket)
+	testutil.Eventually(t, 5*time.Second, func() (bool, string) {
+		r := w.do("MGET", "a", "b")
+		return r == "*2\r\n$3\r\none\r\n$3\r\ntwo\r\n", r
+	})
+	c := tracking(t, sc.socket)
+	before := sc.srv.Stats()
+	if r := c.do("GET", "a"); r != "$3\r\none\r\n" {
+		t.Fatalf("GET a: %q", r)
+	}
+	if r := c.do("MGET", "b", "nokey"); r != "*2\r\n$3\r\ntwo\r\n_\r\n" {
+		t.Fatalf("MGET b nokey: %q", r)
+	}
+	after := sc.srv.Stats()
+	if loop, h := after.LoopCommands-before.LoopCommands, after.Handoffs-before.Handoffs; loop != 2 || h != 0 {
+		t.Errorf("a tracking client's reads: %d on the loop, %d handoffs; want 2 and 0", loop, h)
+	}
+	exec(t, db, `UPDATE cache_entries SET value = 'three' WHERE key = 'a'`)
+	c.expect(invalidation("a"), 10*time.Second)
+	exec(t, db, `DELETE FROM cache_entries WHERE key = 'b'`)
+	c.expect(invalidation("b"), 10*time.Second)
 }
 
 // TestHandoffKeepsOrder: commands that wait (writes) are handed off, and

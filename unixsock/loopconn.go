@@ -30,6 +30,9 @@ func (c *client) readable(buf []byte) {
 	}
 	c.info.active.Store(c.lp.now)
 	c.onLoop = true
+	if c.trk.tc != nil {
+		c.holdOutput() // invalidations wait for the replies of the reads before them (runAll's rule)
+	}
 	in := buf[:n]
 	for len(in) > 0 {
 		cmds, used, perr := c.p.Parse(in, c.cmds[:0], maxBatch)
@@ -83,18 +86,23 @@ func (c *client) readable(buf []byte) {
 // runOnLoop runs a command the loop may answer at once, and reports
 // whether it did: a command that may wait, or costs more than a lookup, is
 // not run (nothing is answered) and is left for a handoff, as is every
-// command of a client in a transaction, subscribed, tracking keys, or not
-// yet authenticated.
+// command of a client in a transaction, subscribed, or not yet
+// authenticated. A tracking client's read registers its keys first, as
+// dispatch does; if the command is then handed off, dispatch registers
+// them again, which changes nothing.
 func (c *client) runOnLoop(args [][]byte) bool {
 	if len(args) == 0 {
 		return true
 	}
-	if c.txn.multi != nil || c.subscribed() || c.trk.tc != nil || c.s.Password != "" && !c.info.authed {
+	if c.txn.multi != nil || c.subscribed() || c.s.Password != "" && !c.info.authed {
 		return false
 	}
 	cmd := c.s.commands().lookup(args[0])
 	if cmd == nil || cmd.now == nil || !cmd.arityOK(len(args)) {
 		return false
+	}
+	if c.trk.tc != nil {
+		c.beforeCommand(cmd, args) // tracking.go: registers a read's keys before it reads
 	}
 	// A command the loop runs answers LOADING itself while the mirror
 	// loads (its reads do): no look at the mirror's state here.
