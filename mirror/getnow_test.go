@@ -3,6 +3,7 @@ package mirror
 import (
 	"bytes"
 	"context"
+	"slices"
 	"testing"
 )
 
@@ -32,6 +33,7 @@ func TestGetMultiNow(t *testing.T) {
 		t.Fatalf("counted %d hits and %d misses; want 2 and 1", after.Hits-st.Hits, after.Misses-st.Misses)
 	}
 
+	clear(vs) // as the caller does after answering
 	// Values past maxBytes first, while big is held; then big evicted.
 	for _, c := range []struct {
 		name     string
@@ -45,6 +47,9 @@ func TestGetMultiNow(t *testing.T) {
 		vs, done, err := m.GetMultiNow(ctx, []string{"small", "big"}, c.maxBytes, vs[:0])
 		if err != nil || done || len(vs) != 0 {
 			t.Fatalf("%s: %q, done %v, %v; want not done and nothing", c.name, vs, done, err)
+		}
+		if slices.ContainsFunc(vs[:cap(vs)], func(v []byte) bool { return v != nil }) {
+			t.Fatalf("%s: the scratch still holds values: %q", c.name, vs[:cap(vs)])
 		}
 		if after := m.Stats(); after.Hits != st.Hits || after.Misses != st.Misses || src.fetches.Load() != 0 {
 			t.Fatalf("%s: counted %d hits, %d misses, %d fetches; want none", c.name,

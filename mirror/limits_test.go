@@ -86,8 +86,12 @@ func TestTinyMemory(t *testing.T) {
 		// machine a reader scheduled after it returned would find the value
 		// evicted again (1 MiB holds little) and rightly fetch it anew.
 		release := make(chan struct{})
+		var once sync.Once
 		hold.Store(&release)
-		defer hold.Store(nil)
+		defer func() { // also when the test fails before the release
+			hold.Store(nil)
+			once.Do(func() { close(release) })
+		}()
 		var wg sync.WaitGroup
 		var bad atomic.Int32
 		for g := 0; g < 50; g++ {
@@ -104,7 +108,7 @@ func TestTinyMemory(t *testing.T) {
 			n := goroutinesIn("TestTinyMemory", "singleflight.(*Group).Do")
 			return n == 50, fmt.Sprintf("%d of 50 readers waiting on the fetch", n)
 		})
-		close(release)
+		once.Do(func() { close(release) })
 		wg.Wait()
 		if bad.Load() != 0 {
 			t.Fatalf("%d readers got a wrong answer", bad.Load())

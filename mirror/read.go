@@ -339,11 +339,13 @@ func (m *Mirror) GetMultiNow(ctx context.Context, keys []string, maxBytes int, v
 		case ok && l.Found:
 			size += len(v)
 			if size > maxBytes {
+				clear(values[start:]) // no reference kept in the caller's scratch
 				return values[:start], false, nil
 			}
 			values = append(values, v)
 			hits++
 		case l.Found || !l.Absent && m.opts.Loader != nil && m.opts.Loader.Covers(k):
+			clear(values[start:])
 			return values[:start], false, nil
 		default:
 			values = append(values, nil)

@@ -96,7 +96,8 @@ func registerCommands(t *commandTable) {
 	registerOnLoop(t)
 }
 
-// maxLoopArgs bounds the arguments of a command the loop runs itself.
+// maxLoopArgs bounds the arguments of a command the loop runs itself
+// (runOnLoop): MGET or EXISTS of more keys are handed off.
 const maxLoopArgs = 17
 
 // registerOnLoop names the commands the event loop answers itself: those
@@ -105,16 +106,11 @@ const maxLoopArgs = 17
 // handed off.
 func registerOnLoop(t *commandTable) {
 	t.byName["get"].now = cmdGetNow
-	t.byName["mget"].now = func(c *client, a [][]byte) bool {
-		return len(a) <= maxLoopArgs && cmdMGetNow(c, a) // MGET of many keys: off the loop
-	}
+	t.byName["mget"].now = cmdMGetNow
 	for _, name := range []string{"ping", "echo", "exists", "ttl", "pttl", "type", "select"} {
 		cmd := t.byName[name]
 		fn := cmd.fn
 		cmd.now = func(c *client, a [][]byte) bool {
-			if len(a) > maxLoopArgs { // EXISTS of many keys: off the loop
-				return false
-			}
 			fn(c, a)
 			return true
 		}

@@ -197,13 +197,13 @@ func (l *loop) run() {
 func (l *loop) wait(events []unix.EpollEvent, msec int, last int) (int, error) {
 	start := time.Now()
 	if last > 0 && l.spin.on() {
-		for {
+		for polls := 1; ; polls++ {
 			n, err := epollPoll(l.epfd, events)
 			spun := time.Since(start)
 			if n > 0 || err != nil {
 				l.spin.waited(spun)
 				l.s.stats.spinNanos.Add(int64(spun))
-				if n > 0 {
+				if n > 0 && polls > 1 { // found by spinning, not ready at once
 					l.s.stats.spinHits.Add(1)
 				}
 				return n, err
@@ -243,7 +243,8 @@ type spin struct {
 }
 
 // Spinning's window: whether a loop's events come from a few clients is
-// judged over spinWindow events; spinCap bounds one wait in the average so
+// judged over each block of spinWindow events (the last complete block
+// decides); spinCap bounds one wait in the average so
 // that a loop idle for a while spins again after a few quick commands.
 const (
 	spinClients = 4

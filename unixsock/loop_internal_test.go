@@ -1,9 +1,13 @@
 package unixsock
 
 import (
+	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -41,4 +45,101 @@ func TestHandoffGivesBackItsInput(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestTrackingCachingKeptWhenTheLoopDeclines: a tracking client's read
+// that the loop starts and then hands off (here every GET: the fake mirror
+// cannot answer without waiting) registers exactly the keys the client's
+// mode and CLIENT CACHING say, as a read the loop answers (EXISTS) does.
+func TestTrackingCachingKeptWhenTheLoopDeclines(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "s.sock")
+	s := &Server{Socket: path, Mirror: fakeMirror{}, Writer: fakeWriter{}, Loops: 1}
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	dial := func(mode string) (do func(args ...string) string) {
+		nc, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
+		r := bufio.NewReader(nc)
+		do = func(args ...string) string {
+			t.Helper()
+			var b strings.Builder
+			fmt.Fprintf(&b, "*%d\r\n", len(args))
+			for _, a := range args {
+				fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+			}
+			if _, err := io.WriteString(nc, b.String()); err != nil {
+				t.Fatal(err)
+			}
+			reply, err := readRESP(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return reply
+		}
+		do("HELLO", "3")
+		if r := do("CLIENT", "TRACKING", "ON", mode); r != "+OK\r\n" {
+			t.Fatalf("CLIENT TRACKING ON %s: %q", mode, r)
+		}
+		return do
+	}
+	optout, optin := dial("OPTOUT"), dial("OPTIN")
+	optout("CLIENT", "CACHING", "NO")
+	optout("GET", "out-no") // handed off: not tracked
+	optout("CLIENT", "CACHING", "NO")
+	optout("EXISTS", "out-no-loop") // on the loop: not tracked
+	optout("GET", "out")            // tracked
+	optin("CLIENT", "CACHING", "YES")
+	optin("GET", "in-yes") // handed off: tracked
+	optin("GET", "in")     // not tracked
+	optin("CLIENT", "CACHING", "YES")
+	optin("EXISTS", "in-yes-loop") // on the loop: tracked
+	s.trk.mu.Lock()
+	var tracked []string
+	for k := range s.trk.keys {
+		tracked = append(tracked, k)
+	}
+	s.trk.mu.Unlock()
+	slices.Sort(tracked)
+	if want := []string{"in-yes", "in-yes-loop", "out"}; !slices.Equal(tracked, want) {
+		t.Fatalf("tracked keys %q, want %q", tracked, want)
+	}
+}
+
+// readRESP reads one RESP2/RESP3 value and returns its bytes.
+func readRESP(r *bufio.Reader) (string, error) {
+	line, err := r.ReadString('\n')
+	if err != nil || len(line) < 3 {
+		return line, err
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(line[1:]))
+	switch line[0] {
+	case '$', '=', '!':
+		if n < 0 {
+			return line, nil
+		}
+		b := make([]byte, n+2)
+		_, err := io.ReadFull(r, b)
+		return line + string(b), err
+	case '*', '~', '>', '%', '|':
+		if line[0] == '%' || line[0] == '|' {
+			n *= 2
+		}
+		out := line
+		for range max(n, 0) {
+			v, err := readRESP(r)
+			out += v
+			if err != nil {
+				return out, err
+			}
+		}
+		return out, nil
+	}
+	return line, nil
 }

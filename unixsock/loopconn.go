@@ -3,6 +3,7 @@ package unixsock
 import (
 	"bytes"
 	"io"
+	"pgmirror/mirror"
 
 	"golang.org/x/sys/unix"
 )
@@ -87,26 +88,37 @@ func (c *client) readable(buf []byte) {
 // whether it did: a command that may wait, or costs more than a lookup, is
 // not run (nothing is answered) and is left for a handoff, as is every
 // command of a client in a transaction, subscribed, or not yet
-// authenticated. A tracking client's read registers its keys first, as
-// dispatch does; if the command is then handed off, dispatch registers
-// them again, which changes nothing.
+// authenticated, and one of more than maxLoopArgs arguments.
+//
+// A tracking client's read registers its keys first, as dispatch does,
+// unless the tracking table's lock is taken (the loop does not wait for
+// it). A command handed off after that leaves the client's CLIENT CACHING
+// state as it found it: dispatch goes through it again (and registering a
+// key twice changes nothing).
 func (c *client) runOnLoop(args [][]byte) bool {
 	if len(args) == 0 {
 		return true
 	}
-	if c.txn.multi != nil || c.subscribed() || c.s.Password != "" && !c.info.authed {
+	if len(args) > maxLoopArgs || c.txn.multi != nil || c.subscribed() || c.s.Password != "" && !c.info.authed {
 		return false
 	}
 	cmd := c.s.commands().lookup(args[0])
 	if cmd == nil || cmd.now == nil || !cmd.arityOK(len(args)) {
 		return false
 	}
-	if c.trk.tc != nil {
-		c.beforeCommand(cmd, args) // tracking.go: registers a read's keys before it reads
-	}
 	// A command the loop runs answers LOADING itself while the mirror
-	// loads (its reads do): no look at the mirror's state here.
-	if !cmd.now(c, args) {
+	// loads (its reads do): no look at the mirror's state here, but for
+	// a tracking client, whose refused read must not register its keys.
+	if tc := c.trk.tc; tc != nil {
+		if cmd.has(flagMirror) && c.s.Mirror.State() == mirror.StateLoading {
+			return false
+		}
+		caching, clear := c.trk.caching, c.trk.clear
+		if !c.beforeCommandNow(cmd, args) || !cmd.now(c, args) { // tracking.go
+			c.trk.caching, c.trk.clear = caching, clear
+			return false
+		}
+	} else if !cmd.now(c, args) {
 		return false
 	}
 	c.s.stats.commands.Add(1)

@@ -344,7 +344,7 @@ type Stats struct {
 	LoopCommands       int64         // commands the event loops answered themselves
 	Handoffs           int64         // times a client left its loop for its goroutine (a command that may wait)
 	Writes             int64         // writes to client sockets (system calls)
-	LoopSpinHits       int64         // polls of a spinning loop that found its clients' next command before LoopSpin passed
+	LoopSpinHits       int64         // spins that found a client's next command (not ready at once) before LoopSpin passed
 	LoopSpinTime       time.Duration // time the loops spent polling instead of sleeping (the CPU LoopSpin costs)
 	Tracking           TrackingStats
 }

@@ -305,13 +305,23 @@ func (c *client) setHeader(n int) {
 // MULTI block: MULTI and the queued commands keep it, EXEC uses it), and a
 // read registers its keys.
 func (c *client) beforeCommand(cmd *command, args [][]byte) {
+	c.beforeCommandTry(cmd, args, false)
+}
+
+// beforeCommandNow is beforeCommand for the event loop: false, with the
+// keys not registered, when the tracking table's lock is taken.
+func (c *client) beforeCommandNow(cmd *command, args [][]byte) bool {
+	return c.beforeCommandTry(cmd, args, true)
+}
+
+func (c *client) beforeCommandTry(cmd *command, args [][]byte, try bool) bool {
 	if c.trk.clear {
 		c.trk.caching, c.trk.clear = false, false
 	}
 	if cmd.name != "client" && cmd.name != "multi" {
 		c.trk.clear = true
 	}
-	c.trackKeys(cmd, args)
+	return c.trackKeysTry(cmd, args, try)
 }
 
 // trackKeys registers the keys a read command names, when the client's
@@ -319,13 +329,19 @@ func (c *client) beforeCommand(cmd *command, args [][]byte) {
 // after CLIENT CACHING NO; BCAST tracks no keys). Keys pgmirror refuses are
 // skipped: their command answers the error.
 func (c *client) trackKeys(cmd *command, args [][]byte) {
+	c.trackKeysTry(cmd, args, false)
+}
+
+// trackKeysTry is trackKeys; with try, it registers nothing and returns
+// false when the tracking table's lock is taken.
+func (c *client) trackKeysTry(cmd *command, args [][]byte, try bool) bool {
 	tc := c.trk.tc
 	if tc == nil || tc.opts.bcast || !cmd.has(flagReadonly) || cmd.keys.first == 0 {
-		return
+		return true
 	}
 	if tc.opts.optin && !c.trk.caching || tc.opts.optout && c.trk.caching {
-		return
+		return true
 	}
 	keys := c.cmdKeys(cmd, args) // exec.go
-	c.s.trk.remember(c.s, tc, keys)
+	return c.s.trk.remember(c.s, tc, keys, try)
 }

@@ -156,8 +156,9 @@ func (t *tracker) broken(tc *trackingClient) bool {
 // remember registers keys as read by tc's client. Keys new to the table
 // get their expiry looked up after they are registered (a change after
 // that invalidates them anyway), and past the bound other keys are evicted
-// by invalidating them.
-func (t *tracker) remember(s *Server, tc *trackingClient, keys []string) {
+// by invalidating them. With try (the event loop), nothing is registered
+// and it returns false when the table's lock is taken.
+func (t *tracker) remember(s *Server, tc *trackingClient, keys []string, try bool) bool {
 	id := tc.c.id
 	bound := s.TrackingTableMaxKeys
 	if bound <= 0 {
@@ -165,10 +166,16 @@ func (t *tracker) remember(s *Server, tc *trackingClient, keys []string) {
 	}
 	var fresh []string
 	var out deliveries
-	t.mu.Lock()
+	if try {
+		if !t.mu.TryLock() {
+			return false
+		}
+	} else {
+		t.mu.Lock()
+	}
 	if t.clients[id] != tc {
 		t.mu.Unlock()
-		return // turned off meanwhile
+		return true // turned off meanwhile
 	}
 	for _, k := range keys {
 		kt := t.keys[k]
@@ -197,6 +204,7 @@ func (t *tracker) remember(s *Server, tc *trackingClient, keys []string) {
 	for _, k := range fresh {
 		t.watchExpiry(s, k)
 	}
+	return true
 }
 
 // watchExpiry schedules the invalidation of a tracked key at its expiry:

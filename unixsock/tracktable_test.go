@@ -23,7 +23,7 @@ func TestTrackingTableMemory(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	for i := range keys {
-		s.trk.remember(s, tc, keys[i:i+1])
+		s.trk.remember(s, tc, keys[i:i+1], false)
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
