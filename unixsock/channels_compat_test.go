@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"pgmirror/internal/testdb"
+	"pgmirror/unixsock"
 )
 
 // respConn is a raw connection that sends commands and reads whole RESP
@@ -49,50 +49,11 @@ func (r *respConn) send(args ...string) {
 // read returns the next RESP2 or RESP3 value, byte for byte.
 func (r *respConn) read() string {
 	r.t.Helper()
-	v, err := readRawValue(r.rd)
+	v, err := unixsock.ReadRESP(r.rd)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	return v
-}
-
-func readRawValue(rd *bufio.Reader) (string, error) {
-	line, err := rd.ReadString('\n')
-	if err != nil {
-		return line, err
-	}
-	if len(line) < 3 || !strings.HasSuffix(line, "\r\n") {
-		return "", fmt.Errorf("bad line %q", line)
-	}
-	body := line[1 : len(line)-2]
-	switch line[0] {
-	case '$', '=', '!':
-		n, err := strconv.Atoi(body)
-		if err != nil || n < 0 {
-			return line, err
-		}
-		b := make([]byte, n+2)
-		_, err = io.ReadFull(rd, b)
-		return line + string(b), err
-	case '*', '>', '%', '~', '|':
-		n, err := strconv.Atoi(body)
-		if err != nil || n < 0 {
-			return line, err
-		}
-		if line[0] == '%' || line[0] == '|' {
-			n *= 2
-		}
-		out := line
-		for i := 0; i < n; i++ {
-			v, err := readRawValue(rd)
-			out += v
-			if err != nil {
-				return out, err
-			}
-		}
-		return out, nil
-	}
-	return line, nil
 }
 
 // pubsubScript runs the same pub/sub session on a server (a Redis, or a

@@ -13,18 +13,27 @@ import (
 	"time"
 )
 
+// openFake opens a server with one loop over the fake mirror and writer
+// (fuzz_test.go), spinning for spin (0: the default, negative: never), and
+// closes it when the test ends.
+func openFake(t *testing.T, spin time.Duration) (*Server, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "s.sock")
+	s := &Server{Socket: path, Mirror: fakeMirror{}, Writer: fakeWriter{}, Loops: 1, LoopSpin: spin}
+	if err := s.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
 // TestHandoffGivesBackItsInput: clients that hand off a command and
 // disconnect before its replies are written leave nothing counted against
 // --max-client-buffers (the input a handoff took was counted and never
 // given back when its first write failed).
 func TestHandoffGivesBackItsInput(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "s.sock")
-	s := &Server{Socket: path, Mirror: fakeMirror{}, Writer: fakeWriter{}, Loops: 1}
-	if err := s.Open(); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, path := openFake(t, 0)
 	// 200 PINGs answered on the loop, CLIENT ID handed off with the 3,000
 	// PINGs after it, and the client gone before any reply is read.
 	req := strings.Repeat("*1\r\n$4\r\nPING\r\n", 200) + "*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n" +
@@ -53,12 +62,7 @@ func TestHandoffGivesBackItsInput(t *testing.T) {
 // mode and CLIENT CACHING say, as a read the loop answers (EXISTS) does.
 func TestTrackingCachingKeptWhenTheLoopDeclines(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "s.sock")
-	s := &Server{Socket: path, Mirror: fakeMirror{}, Writer: fakeWriter{}, Loops: 1}
-	if err := s.Open(); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, path := openFake(t, 0)
 	dial := func(mode string) (do func(args ...string) string) {
 		nc, err := net.Dial("unix", path)
 		if err != nil {
@@ -77,7 +81,7 @@ func TestTrackingCachingKeptWhenTheLoopDeclines(t *testing.T) {
 			if _, err := io.WriteString(nc, b.String()); err != nil {
 				t.Fatal(err)
 			}
-			reply, err := readRESP(r)
+			reply, err := ReadRESP(r)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -112,28 +116,37 @@ func TestTrackingCachingKeptWhenTheLoopDeclines(t *testing.T) {
 	}
 }
 
-// readRESP reads one RESP2/RESP3 value and returns its bytes.
-func readRESP(r *bufio.Reader) (string, error) {
-	line, err := r.ReadString('\n')
-	if err != nil || len(line) < 3 {
+// ReadRESP reads one RESP2/RESP3 value and returns its bytes (for the
+// tests of both packages).
+func ReadRESP(rd *bufio.Reader) (string, error) {
+	line, err := rd.ReadString('\n')
+	if err != nil {
 		return line, err
 	}
-	n, _ := strconv.Atoi(strings.TrimSpace(line[1:]))
+	if len(line) < 3 || !strings.HasSuffix(line, "\r\n") {
+		return "", fmt.Errorf("bad line %q", line)
+	}
+	body := line[1 : len(line)-2]
 	switch line[0] {
 	case '$', '=', '!':
-		if n < 0 {
-			return line, nil
+		n, err := strconv.Atoi(body)
+		if err != nil || n < 0 {
+			return line, err
 		}
 		b := make([]byte, n+2)
-		_, err := io.ReadFull(r, b)
+		_, err = io.ReadFull(rd, b)
 		return line + string(b), err
-	case '*', '~', '>', '%', '|':
+	case '*', '>', '%', '~', '|':
+		n, err := strconv.Atoi(body)
+		if err != nil || n < 0 {
+			return line, err
+		}
 		if line[0] == '%' || line[0] == '|' {
 			n *= 2
 		}
 		out := line
-		for range max(n, 0) {
-			v, err := readRESP(r)
+		for i := 0; i < n; i++ {
+			v, err := ReadRESP(rd)
 			out += v
 			if err != nil {
 				return out, err

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"io"
 	"net"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -62,17 +61,6 @@ func TestSpinDecision(t *testing.T) {
 // a server with spinning off.
 func TestLoopSpinsForOneClient(t *testing.T) {
 	t.Parallel()
-	open := func(spin time.Duration) (*Server, string) {
-		path := filepath.Join(t.TempDir(), "s.sock")
-		// A generous spin, so that a loaded test machine still answers
-		// within it.
-		s := &Server{Socket: path, Mirror: fakeMirror{}, Writer: fakeWriter{}, Loops: 1, LoopSpin: spin}
-		if err := s.Open(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s, path
-	}
 	dial := func(path string) (net.Conn, *bufio.Reader) {
 		nc, err := net.Dial("unix", path)
 		if err != nil {
@@ -98,7 +86,8 @@ func TestLoopSpinsForOneClient(t *testing.T) {
 		}
 	}
 
-	s, path := open(5 * time.Millisecond)
+	// A generous spin, so that a loaded test machine still answers within it.
+	s, path := openFake(t, 5*time.Millisecond)
 	var conns []net.Conn
 	var rs []*bufio.Reader
 	for range 10 {
@@ -114,7 +103,7 @@ func TestLoopSpinsForOneClient(t *testing.T) {
 		t.Errorf("one client, 300 round trips: %d spin hits in %v; want the loop to spin", st.LoopSpinHits, st.LoopSpinTime)
 	}
 
-	off, path := open(-1)
+	off, path := openFake(t, -1)
 	nc, r := dial(path)
 	roundTrips([]net.Conn{nc}, []*bufio.Reader{r}, 300)
 	if st := off.Stats(); st.LoopSpinHits != 0 || st.LoopSpinTime != 0 {
