@@ -241,7 +241,9 @@ func (s *Server) listen() error {
 		return err
 	}
 	s.ln, s.sockFile = ln, fi
+	s.mu.Lock() // Stats (a metrics scrape) may already count the clients
 	s.conns = map[*client]struct{}{}
+	s.mu.Unlock()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.stop = make(chan struct{})
 	s.started = time.Now()
