@@ -3,9 +3,10 @@ package unixsock
 import (
 	"bytes"
 	"io"
-	"pgmirror/mirror"
 
 	"golang.org/x/sys/unix"
+
+	"pgmirror/mirror"
 )
 
 // A client's life between its event loop and its handoffs: the loop reads
@@ -113,9 +114,9 @@ func (c *client) runOnLoop(args [][]byte) bool {
 		if cmd.has(flagMirror) && c.s.Mirror.State() == mirror.StateLoading {
 			return false
 		}
-		caching, clear := c.trk.caching, c.trk.clear
+		wasCaching, wasClear := c.trk.caching, c.trk.clear
 		if !c.beforeCommandNow(cmd, args) || !cmd.now(c, args) { // tracking.go
-			c.trk.caching, c.trk.clear = caching, clear
+			c.trk.caching, c.trk.clear = wasCaching, wasClear
 			return false
 		}
 	} else if !cmd.now(c, args) {
