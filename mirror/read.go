@@ -207,19 +207,26 @@ func (m *Mirror) GetNow(ctx context.Context, key string) (value []byte, found, d
 	if err := m.readable(); err != nil {
 		return nil, false, true, err
 	}
-	l := m.lookup(key, m.clock.dbNow(), touches(ctx))
-	if !l.Found {
-		if !l.Absent && m.opts.Loader != nil && m.opts.Loader.Covers(key) {
-			return nil, false, false, nil
-		}
-		m.stats.misses.Add(1)
-		return nil, false, true, nil
-	}
-	if v, ok := m.heldValue(key, l); ok {
+	switch v, hit, slow := m.readNow(key, m.lookup(key, m.clock.dbNow(), touches(ctx))); {
+	case hit:
 		m.stats.hits.Add(1)
 		return v, true, true, nil
+	case slow:
+		return nil, false, false, nil
 	}
-	return nil, false, false, nil
+	m.stats.misses.Add(1)
+	return nil, false, true, nil
+}
+
+// readNow sorts a lookup of key: its value when the mirror holds it (hit);
+// else slow when answering needs Postgres (a value to fetch again, or a
+// loader's key); neither is a miss.
+func (m *Mirror) readNow(key string, l Lookup) (v []byte, hit, slow bool) {
+	if !l.Found {
+		return nil, false, !l.Absent && m.opts.Loader != nil && m.opts.Loader.Covers(key)
+	}
+	v, hit = m.heldValue(key, l)
+	return v, hit, !hit
 }
 
 // mgetParallel bounds the keys one GetMulti reads from Postgres at once
@@ -333,10 +340,8 @@ func (m *Mirror) GetMultiNow(ctx context.Context, keys []string, maxBytes int, v
 	touch := touches(ctx)
 	start, size, hits := len(values), 0, 0
 	for _, k := range keys {
-		l := m.lookup(k, now, touch)
-		v, ok := m.heldValue(k, l)
-		switch {
-		case ok && l.Found:
+		switch v, hit, slow := m.readNow(k, m.lookup(k, now, touch)); {
+		case hit:
 			size += len(v)
 			if size > maxBytes {
 				clear(values[start:]) // no reference kept in the caller's scratch
@@ -344,7 +349,7 @@ func (m *Mirror) GetMultiNow(ctx context.Context, keys []string, maxBytes int, v
 			}
 			values = append(values, v)
 			hits++
-		case l.Found || !l.Absent && m.opts.Loader != nil && m.opts.Loader.Covers(k):
+		case slow:
 			clear(values[start:])
 			return values[:start], false, nil
 		default:
@@ -374,12 +379,11 @@ func (m *Mirror) lookupMulti(keys []string, touch bool) (hits [][]byte, slow []i
 	now := m.clock.dbNow()
 	hits = make([][]byte, len(keys))
 	for i, k := range keys {
-		l := m.lookup(k, now, touch)
-		switch v, ok := m.heldValue(k, l); {
-		case ok && l.Found:
+		switch v, hit, isSlow := m.readNow(k, m.lookup(k, now, touch)); {
+		case hit:
 			m.stats.hits.Add(1)
 			hits[i] = v
-		case l.Found || !l.Absent && m.opts.Loader != nil && m.opts.Loader.Covers(k):
+		case isSlow:
 			slow = append(slow, i)
 		default:
 			m.stats.misses.Add(1)
